@@ -1,0 +1,97 @@
+// The `podflow` executable: parses the command line once, validates the configuration with the one
+// schema of shared/config.ts, and hands over to the wiring of the chosen command.
+import { Option, Command as Program } from 'commander';
+import {
+  type Command,
+  type Config,
+  ConfigError,
+  envName,
+  loadConfig,
+  OPTIONS,
+  type OptionName,
+} from '../shared/config.js';
+import { StartupError } from '../shared/errors.js';
+import { createLogger } from '../shared/log.js';
+
+const DESCRIPTIONS: Record<Command, string> = {
+  collector: 'the per-node agent: reads conntrack, serves flows to exporters',
+  exporter: 'the cluster aggregator: pulls collectors, enriches flows, emits metrics and logs',
+  standalone: 'collector + exporter in one process on this host (no Kubernetes needed)',
+};
+
+/** Exits the process with one clear line. Start-up problems only: a running process logs and goes on. */
+function die(message: string, code = 2): never {
+  process.stderr.write(`podflow: ${message}\n`);
+  process.exit(code);
+}
+
+async function run(command: Command, flags: Record<string, unknown>): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig({ command, flags, env: process.env });
+  } catch (err) {
+    if (err instanceof ConfigError) die(err.message);
+    throw err;
+  }
+  const log = createLogger(config.logLevel);
+  const abort = new AbortController();
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) {
+      log.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    abort.abort();
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  try {
+    const main = await import(`./${command}.js`);
+    await (main.run as (c: Config, l: typeof log, s: AbortSignal) => Promise<void>)(
+      config,
+      log,
+      abort.signal,
+    );
+  } catch (err) {
+    if (err instanceof StartupError) die(err.message, 1);
+    log.error({ err }, 'fatal');
+    die(err instanceof Error ? err.message : String(err), 1);
+  }
+}
+
+const program = new Program('podflow')
+  .description('Kubernetes network-traffic monitor: who talks to whom, and what it costs')
+  .showHelpAfterError()
+  .configureOutput({ outputError: (str, write) => write(`podflow: ${str.replace(/^error: /, '')}`) });
+
+for (const command of Object.keys(DESCRIPTIONS) as Command[]) {
+  const sub = program.command(command).description(DESCRIPTIONS[command]);
+  sub.addOption(
+    new Option('--config <file>', 'YAML file of options (keys are the flag names)').env('PODFLOW_CONFIG'),
+  );
+  for (const [name, spec] of Object.entries(OPTIONS) as [OptionName, (typeof OPTIONS)[OptionName]][]) {
+    if (!spec.commands.includes(command)) continue;
+    const isBool = !('arg' in spec);
+    const flag = isBool ? `--${name} [true|false]` : `--${name} <${spec.arg}>`;
+    const def =
+      'default' in spec && typeof spec.default !== 'function'
+        ? ` (default: ${JSON.stringify(spec.default)})`
+        : '';
+    // Env and defaults are merged by loadConfig, not by commander, so precedence lives in one place.
+    sub.addOption(new Option(flag, `${spec.help}${def} [env ${envName(name)}]`));
+  }
+  sub.action(async (opts: Record<string, unknown>) => {
+    const flags: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(opts)) {
+      // commander camelCases option names; the schema speaks kebab-case.
+      flags[k === 'config' ? 'config' : k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)] = v;
+    }
+    await run(command, flags);
+  });
+}
+
+program
+  .parseAsync(process.argv)
+  .catch((err: unknown) => die(err instanceof Error ? err.message : String(err), 1));

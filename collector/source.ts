@@ -1,0 +1,55 @@
+// The boundary between where connections are read (netfilter ctnetlink, Cilium BPF maps) and the
+// delta tracking / reduction that both share. Downstream cannot tell the sources apart except by name.
+
+/**
+ * One connection as a source sees it at one read. Sources may reuse one object for every sample:
+ * a consumer copies what it keeps before returning from the visit callback.
+ */
+export interface ConnSample {
+  family: 4 | 6;
+  /** IP protocol number. */
+  proto: number;
+  /** Conntrack zone (netfilter; 0 when absent), part of the connection's identity. */
+  zone: number;
+  /** Kernel connection id (CTA_ID); 0 when the source has none. Same tuple + new id = new connection. */
+  id: number;
+  /** Original direction: who opened the connection, and the address it opened it to. */
+  origSrc: string;
+  origDst: string;
+  origSport: number;
+  origDport: number;
+  /**
+   * Reply direction's source: the real peer. Differs from origDst when the destination was NATed
+   * (ClusterIP → backend pod).
+   */
+  replySrc: string;
+  /** Bytes/packets sent in the original direction (by origSrc). */
+  origBytes: number;
+  origPackets: number;
+  /** Bytes/packets sent in the reply direction (by the peer). */
+  replyBytes: number;
+  replyPackets: number;
+  /** False when the entry carries no counters (nf_conntrack_acct was off when it was created). */
+  hasCounters: boolean;
+}
+
+export interface ReadStats {
+  /** Entries seen by this read. */
+  entries: number;
+  /** Messages or entries that could not be parsed (skipped, counted). */
+  parseErrors: number;
+}
+
+export interface ConntrackSource {
+  readonly name: 'netfilter' | 'cilium';
+  /** Opens sockets/maps and checks permissions. Throws a clear Error when it cannot read. */
+  start(): Promise<void>;
+  /** Visits every live connection once. */
+  read(visit: (s: ConnSample) => void): Promise<ReadStats>;
+  /**
+   * Visits connections that ended since the last call, with their final counters (netfilter
+   * DESTROY events). Called right after `read` in the same tick. Sources without events do nothing.
+   */
+  drainEnded(visit: (s: ConnSample) => void): void;
+  close(): Promise<void>;
+}

@@ -1,0 +1,23 @@
+// What the exporter asks of its view of the cluster (filled by the Kubernetes informers).
+
+export interface Endpoint {
+  kind: 'pod' | 'node' | 'service';
+  name: string;
+  /** Empty for nodes. */
+  namespace: string;
+  /** `Kind/name` of the top owner, else the pod name; empty for nodes and services. */
+  workload: string;
+  /** Node the pod runs on, or the node itself. */
+  node: string;
+  /** topology.kubernetes.io/zone of that node, empty when unknown. */
+  zone: string;
+  /** True for host-network pods (their IP is the node's). */
+  hostNetwork?: boolean;
+}
+
+export interface ClusterLookup {
+  /** The endpoint that owned `ip` at time `at` (ms since the epoch), or undefined. */
+  lookup(ip: string, at: number): Endpoint | undefined;
+  /** Zone of a node by name. */
+  nodeZone(node: string): string | undefined;
+}
