@@ -74,3 +74,25 @@ export interface EnrichedFlow {
   txPackets: number;
   rxPackets: number;
 }
+
+/**
+ * The collector's pull API (served by collector/server.ts, used by exporter/pull.ts).
+ *
+ * - `GET  /api/v1/flows` → 200, `Content-Type: application/x-msgpack`, a msgpackr-encoded
+ *   `PullResponse` holding every batch not yet acknowledged, oldest first. `Accept-Encoding: gzip`
+ *   gets a gzip body. Optional `?max_flows=N` caps the flows returned (whole batches only, at least
+ *   one batch).
+ * - `POST /api/v1/ack` with a msgpackr body `AckRequest` → 204 once every batch with `seq <= seq` is
+ *   dropped; 409 when `bootId` is not this collector's (it restarted: the exporter starts over).
+ *
+ * A batch stays in the backlog until acknowledged, so a failed pull, a failed sink or an exporter
+ * restart re-delivers it; the exporter acknowledges only after every sink accepted the batch.
+ */
+export const PULL_PATH = '/api/v1/flows';
+export const ACK_PATH = '/api/v1/ack';
+export const MSGPACK_TYPE = 'application/x-msgpack';
+
+export interface AckRequest {
+  bootId: string;
+  seq: number;
+}
