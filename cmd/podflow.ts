@@ -71,12 +71,12 @@ for (const command of Object.keys(DESCRIPTIONS) as Command[]) {
   sub.addOption(
     new Option('--config <file>', 'YAML file of options (keys are the flag names)').env('PODFLOW_CONFIG'),
   );
-  for (const [name, spec] of Object.entries(OPTIONS) as [OptionName, (typeof OPTIONS)[OptionName]][]) {
+  for (const [name, spec] of Object.entries(OPTIONS) as [OptionName, OptionSpec][]) {
     if (!spec.commands.includes(command)) continue;
-    const isBool = !('arg' in spec);
+    const isBool = spec.arg === undefined;
     const flag = isBool ? `--${name} [true|false]` : `--${name} <${spec.arg}>`;
     const def =
-      'default' in spec && typeof spec.default !== 'function'
+      spec.default !== undefined && typeof spec.default !== 'function'
         ? ` (default: ${JSON.stringify(spec.default)})`
         : '';
     // Env and defaults are merged by loadConfig, not by commander, so precedence lives in one place.

@@ -116,10 +116,10 @@ export const FLOW_LABELS = [
 ] as const;
 export type FlowLabel = (typeof FLOW_LABELS)[number];
 
-interface OptionSpec<S extends z.ZodType = z.ZodType> {
+export interface OptionSpec<S extends z.ZodType = z.ZodType> {
   schema: S;
   /** Default value as a user would write it; computed defaults are functions of the command. */
-  default?: unknown | ((cmd: Command) => unknown);
+  default?: unknown | ((cmd: Command, env: NodeJS.ProcessEnv) => unknown);
   /** Shown in `--help` and the README. */
   help: string;
   /** Placeholder in --help. Booleans have none. */
@@ -127,7 +127,10 @@ interface OptionSpec<S extends z.ZodType = z.ZodType> {
   commands: readonly Command[];
 }
 
-const opt = <S extends z.ZodType>(spec: OptionSpec<S>) => spec;
+/** An environment variable set to an empty string counts as unset. */
+const nonEmpty = (v: string | undefined) => (v === undefined || v.trim() === '' ? undefined : v.trim());
+
+const opt = <T extends OptionSpec>(spec: T): T => spec;
 
 /** Every option of podflow, by flag name. Keep the README's options table in step (a test checks). */
 export const OPTIONS = {
@@ -154,7 +157,7 @@ export const OPTIONS = {
   }),
   'node-name': opt({
     schema: z.string().min(1),
-    default: () => process.env.NODE_NAME || hostname(),
+    default: (_cmd: Command, env: NodeJS.ProcessEnv) => nonEmpty(env.NODE_NAME) ?? hostname(),
     arg: 'name',
     help: 'this node (env NODE_NAME, else the hostname)',
     commands: ALL,
@@ -239,7 +242,7 @@ export const OPTIONS = {
   }),
   namespace: opt({
     schema: z.string().min(1),
-    default: () => process.env.POD_NAMESPACE || 'podflow',
+    default: (_cmd: Command, env: NodeJS.ProcessEnv) => nonEmpty(env.POD_NAMESPACE) ?? 'podflow',
     arg: 'name',
     help: 'exporter: the namespace where collectors run (env POD_NAMESPACE)',
     commands: ['exporter'],
@@ -463,7 +466,7 @@ export function loadConfig(src: ConfigSources): Config {
       raw = file[name];
       where = `"${name}" in ${configFile}`;
     } else if (spec.default !== undefined) {
-      raw = typeof spec.default === 'function' ? spec.default(command) : spec.default;
+      raw = typeof spec.default === 'function' ? spec.default(command, src.env) : spec.default;
       where = `default of --${name}`;
     } else {
       out[camel(name)] = undefined;
