@@ -9,6 +9,7 @@ import {
   loadConfig,
   OPTIONS,
   type OptionName,
+  type OptionSpec,
 } from '../shared/config.js';
 import { StartupError } from '../shared/errors.js';
 import { createLogger } from '../shared/log.js';
