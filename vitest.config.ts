@@ -7,6 +7,7 @@ export default defineConfig({
     // Integration tests create network namespaces and start real processes: run files one at a
     // time so that two tests never race for the machine's two cores or for ports.
     fileParallelism: false,
+    globalSetup: ['test/setup/prereqs.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
   },
