@@ -1,0 +1,158 @@
+import { describe, expect, it } from 'vitest';
+import type { Flow, FlowBatch } from '../shared/flow.js';
+import { Backlog } from './backlog.js';
+
+const flow = (src: string, dst: string, tx: number, rx = 0, proto = 6): Flow => ({
+  src,
+  dst,
+  proto,
+  txBytes: tx,
+  rxBytes: rx,
+  txPackets: tx > 0 ? 1 : 0,
+  rxPackets: rx > 0 ? 1 : 0,
+});
+
+const bytes = (batches: FlowBatch[]) =>
+  batches.reduce((n, b) => n + b.flows.reduce((m, f) => m + f.txBytes + f.rxBytes, 0), 0);
+
+describe('Backlog', () => {
+  it('numbers batches from 1, keeps them until acknowledged, and skips empty ticks', () => {
+    const b = new Backlog({ backlogMaxFlows: 1000 }, { bootId: 'boot-a' });
+    expect(b.append(0, 5, [flow('10.0.0.1', '10.0.0.2', 100)])).toBe(1);
+    expect(b.append(5, 10, [])).toBe(0);
+    expect(b.append(10, 15, [flow('10.0.0.1', '10.0.0.3', 7)])).toBe(2);
+    expect(b.pull().map((x) => x.seq)).toEqual([1, 2]);
+    // Not acknowledged: a second pull (after a failed one) delivers the same batches again.
+    expect(b.pull().map((x) => x.seq)).toEqual([1, 2]);
+    expect(b.ack('boot-a', 1)).toEqual({ ok: true, dropped: 1 });
+    expect(b.pull().map((x) => x.seq)).toEqual([2]);
+    expect(b.ack('boot-a', 2)).toEqual({ ok: true, dropped: 1 });
+    expect(b.pull()).toEqual([]);
+    expect(b.stats()).toEqual({ batches: 0, flows: 0, merges: 0, droppedFlows: 0, droppedBytes: 0 });
+  });
+
+  it('refuses an ack with a foreign boot id or a seq never issued, and keeps the batches', () => {
+    const b = new Backlog({ backlogMaxFlows: 1000 }, { bootId: 'boot-a' });
+    b.append(0, 5, [flow('10.0.0.1', '10.0.0.2', 100)]);
+    const foreign = b.ack('boot-b', 1);
+    expect(foreign.ok).toBe(false);
+    expect(!foreign.ok && foreign.reason).toMatch(/boot id boot-b is not this collector's/);
+    const ahead = b.ack('boot-a', 9);
+    expect(!ahead.ok && ahead.reason).toMatch(/seq 9 was never issued/);
+    expect(b.pull().map((x) => x.seq)).toEqual([1]);
+  });
+
+  it('draws a random boot id per instance', () => {
+    const a = new Backlog({ backlogMaxFlows: 1000 });
+    const c = new Backlog({ backlogMaxFlows: 1000 });
+    expect(a.bootId).toMatch(/^[0-9a-f]{16}$/);
+    expect(a.bootId).not.toBe(c.bootId);
+  });
+
+  it('limits a pull to max flows in whole batches, at least one', () => {
+    const b = new Backlog({ backlogMaxFlows: 1000 });
+    b.append(0, 1, [flow('a', 'x', 1), flow('a', 'y', 1), flow('a', 'z', 1)]);
+    b.append(1, 2, [flow('a', 'x', 1)]);
+    b.append(2, 3, [flow('a', 'x', 1)]);
+    expect(b.pull(1).map((x) => x.seq)).toEqual([1]);
+    expect(b.pull(4).map((x) => x.seq)).toEqual([1, 2]);
+    expect(b.pull(100).map((x) => x.seq)).toEqual([1, 2, 3]);
+  });
+
+  it('merges the oldest batches when over the bound, keeping every byte', () => {
+    const b = new Backlog({ backlogMaxFlows: 5 });
+    b.append(0, 5, [flow('a', 'x', 10, 1), flow('a', 'y', 20)]);
+    b.append(5, 10, [flow('a', 'x', 30, 2), flow('a', 'z', 40)]);
+    expect(b.stats().merges).toBe(0);
+    // 6 flows > 5: the two oldest batches fold into one with seq 2 and 3 distinct flows.
+    b.append(10, 15, [flow('a', 'x', 50), flow('a', 'x', 60, 0, 17)]);
+    const pending = b.pull();
+    expect(pending.map((x) => [x.seq, x.from, x.to, x.flows.length])).toEqual([
+      [2, 0, 10, 3],
+      [3, 10, 15, 2],
+    ]);
+    const merged = pending[0]!.flows.find((f) => f.dst === 'x')!;
+    expect(merged).toEqual({
+      src: 'a',
+      dst: 'x',
+      proto: 6,
+      txBytes: 40,
+      rxBytes: 3,
+      txPackets: 2,
+      rxPackets: 2,
+    });
+    expect(bytes(pending)).toBe(10 + 1 + 20 + 30 + 2 + 40 + 50 + 60);
+    expect(b.stats()).toMatchObject({ batches: 2, flows: 5, merges: 1, droppedFlows: 0 });
+    // The ack of the merged batch's seq covers everything in it.
+    expect(b.ack(b.bootId, 2)).toEqual({ ok: true, dropped: 1 });
+    expect(b.stats().flows).toBe(2);
+  });
+
+  it('keeps folding into one merged batch across many ticks without losing bytes', () => {
+    const b = new Backlog({ backlogMaxFlows: 10 });
+    let sent = 0;
+    for (let t = 0; t < 50; t++) {
+      const flows = [flow('a', `p${t % 6}`, t + 1), flow('a', `q${t % 3}`, 2 * t)];
+      sent += 3 * t + 1;
+      b.append(t, t + 1, flows);
+    }
+    const pending = b.pull();
+    expect(bytes(pending)).toBe(sent);
+    expect(b.stats().flows).toBeLessThanOrEqual(10);
+    expect(b.stats().droppedFlows).toBe(0);
+    expect(pending[0]!.from).toBe(0);
+    expect(pending[pending.length - 1]!.to).toBe(50);
+  });
+
+  it('drops the oldest, smallest flows only when one merged batch exceeds the bound, and counts them', () => {
+    const b = new Backlog({ backlogMaxFlows: 3 });
+    b.append(0, 1, [flow('a', 'w', 1), flow('a', 'x', 2)]);
+    b.append(1, 2, [flow('a', 'y', 300), flow('a', 'z', 400)]);
+    // 4 distinct flows cannot merge below 4: the smallest one (1 byte) is dropped.
+    const pending = b.pull();
+    expect(pending).toHaveLength(1);
+    expect(pending[0]!.flows.map((f) => f.dst).sort()).toEqual(['x', 'y', 'z']);
+    expect(b.stats()).toMatchObject({ flows: 3, droppedFlows: 1, droppedBytes: 1 });
+  });
+
+  it('never merges batches delivered by the latest pull with newer ones', () => {
+    const b = new Backlog({ backlogMaxFlows: 4 });
+    b.append(0, 1, [flow('a', 'x', 1), flow('a', 'y', 1)]);
+    const delivered = b.pull();
+    const snapshot = structuredClone(delivered);
+    b.append(1, 2, [flow('a', 'x', 10)]);
+    b.append(2, 3, [flow('a', 'x', 100)]);
+    b.append(3, 4, [flow('a', 'x', 1000)]);
+    // 5 flows > 4: batches 2 and 3 merge (both undelivered), batch 1 stays as delivered.
+    expect(b.pull(Number.POSITIVE_INFINITY).map((x) => [x.seq, x.flows.length])).toEqual([
+      [1, 2],
+      [3, 1],
+      [4, 1],
+    ]);
+    // What was handed out is never changed afterwards.
+    expect(delivered).toEqual(snapshot);
+    // The exporter acknowledges what it got from the first pull: exactly batch 1.
+    expect(b.ack(b.bootId, 1)).toEqual({ ok: true, dropped: 1 });
+    expect(bytes(b.pull())).toBe(1110);
+  });
+
+  it('does not mutate batches handed out when a merge folds into them later', () => {
+    const b = new Backlog({ backlogMaxFlows: 2 });
+    b.append(0, 1, [flow('a', 'x', 1)]);
+    b.append(1, 2, [flow('a', 'x', 2)]);
+    b.append(2, 3, [flow('a', 'x', 4)]); // merges 1+2
+    const first = b.pull();
+    expect(first.map((x) => x.seq)).toEqual([2, 3]);
+    const snapshot = structuredClone(first);
+    // Both are in flight; the next tick merges them into a new object, not into the delivered one.
+    b.append(3, 4, [flow('a', 'x', 8)]);
+    expect(first).toEqual(snapshot);
+    const second = b.pull();
+    expect(second.map((x) => [x.seq, x.flows.length])).toEqual([
+      [3, 1],
+      [4, 1],
+    ]);
+    expect(bytes(second)).toBe(1 + 2 + 4 + 8);
+    expect(b.stats()).toMatchObject({ merges: 2, droppedFlows: 0 });
+  });
+});

@@ -1,0 +1,181 @@
+// The collector's backlog: every tick's flows wait here, as numbered batches, until an exporter
+// acknowledges them. Nothing counted is dropped while there is room; when the bound is reached the
+// oldest batches are merged (bytes are kept, only the time resolution is lost), and only when one
+// merged batch alone is still over the bound are the oldest flows dropped, and counted.
+import { randomBytes } from 'node:crypto';
+import type { Flow, FlowBatch } from '../shared/flow.js';
+
+export interface BacklogConfig {
+  /** Flows kept in all pending batches together (option `backlog-max-flows`). */
+  backlogMaxFlows: number;
+}
+
+export interface BacklogStats {
+  batches: number;
+  flows: number;
+  /** Batches folded into an older one because the bound was reached. */
+  merges: number;
+  droppedFlows: number;
+  droppedBytes: number;
+}
+
+export type AckResult = { ok: true; dropped: number } | { ok: false; reason: string };
+
+const key = (f: Flow) => `${f.src}|${f.dst}|${f.proto}`;
+
+export class Backlog {
+  /** Random per process: a restarted collector starts its sequence numbers over under a new id. */
+  readonly bootId: string;
+  private batches: FlowBatch[] = [];
+  private flowCount = 0;
+  private lastSeq = 0;
+  /**
+   * Highest seq handed out by the latest pull. Those batches may be acknowledged any moment, so a
+   * merge never mixes them with newer ones: an ack of `inFlightUpTo` must cover exactly what was
+   * delivered, no more (lost bytes) and no less (counted twice).
+   */
+  private inFlightUpTo = 0;
+  /**
+   * Index of merged batches that were never handed out, so folding the next batch in costs only
+   * that batch. A batch that was handed out is never mutated again: merges make a new one.
+   */
+  private readonly mergeIndex = new WeakMap<FlowBatch, Map<string, Flow>>();
+  private readonly totals = { merges: 0, droppedFlows: 0, droppedBytes: 0 };
+
+  constructor(
+    private readonly config: BacklogConfig,
+    deps: { bootId?: string } = {},
+  ) {
+    this.bootId = deps.bootId ?? randomBytes(8).toString('hex');
+  }
+
+  /** Adds one tick's flows. Empty ticks add nothing. Returns the new batch's seq, or 0. */
+  append(from: number, to: number, flows: Flow[]): number {
+    if (flows.length === 0) return 0;
+    const seq = ++this.lastSeq;
+    this.batches.push({ seq, from, to, flows });
+    this.flowCount += flows.length;
+    if (this.flowCount > this.config.backlogMaxFlows) this.enforceBound();
+    return seq;
+  }
+
+  /**
+   * The pending batches, oldest first. With `maxFlows`, whole batches up to that many flows (always
+   * at least one). The returned batches are never mutated afterwards.
+   */
+  pull(maxFlows = Number.POSITIVE_INFINITY): FlowBatch[] {
+    const out: FlowBatch[] = [];
+    let n = 0;
+    for (const b of this.batches) {
+      if (out.length > 0 && n + b.flows.length > maxFlows) break;
+      out.push(b);
+      n += b.flows.length;
+      this.mergeIndex.delete(b);
+    }
+    // A new pull supersedes the previous one: the exporter acknowledges one pull at a time.
+    this.inFlightUpTo = out.length > 0 ? out[out.length - 1]!.seq : this.inFlightUpTo;
+    return out;
+  }
+
+  /** Drops every batch with seq ≤ `seq`. A foreign boot id or a seq never issued is refused. */
+  ack(bootId: string, seq: number): AckResult {
+    if (bootId !== this.bootId) {
+      return {
+        ok: false,
+        reason: `boot id ${bootId} is not this collector's (${this.bootId}): it restarted`,
+      };
+    }
+    if (seq > this.lastSeq) {
+      return { ok: false, reason: `seq ${seq} was never issued (last is ${this.lastSeq})` };
+    }
+    let i = 0;
+    while (i < this.batches.length && this.batches[i]!.seq <= seq) {
+      this.flowCount -= this.batches[i]!.flows.length;
+      i++;
+    }
+    if (i > 0) this.batches.splice(0, i);
+    if (this.inFlightUpTo <= seq) this.inFlightUpTo = 0;
+    return { ok: true, dropped: i };
+  }
+
+  stats(): BacklogStats {
+    return { batches: this.batches.length, flows: this.flowCount, ...this.totals };
+  }
+
+  private enforceBound(): void {
+    const max = this.config.backlogMaxFlows;
+    // Fold the oldest batches together, one at a time, until the total fits. Batches in flight and
+    // batches not yet delivered form two groups that are merged separately (see inFlightUpTo).
+    let i = 0;
+    while (this.flowCount > max && i + 1 < this.batches.length) {
+      const a = this.batches[i]!;
+      const b = this.batches[i + 1]!;
+      if (a.seq <= this.inFlightUpTo && b.seq > this.inFlightUpTo) {
+        i++;
+        continue;
+      }
+      const merged = this.merge(a, b);
+      this.flowCount += merged.flows.length - a.flows.length - b.flows.length;
+      this.batches.splice(i, 2, merged);
+      this.totals.merges++;
+    }
+    if (this.flowCount <= max) return;
+    // Still over: each group is down to one batch. Drop flows from the oldest batch, the smallest
+    // first so that as few bytes as possible are lost.
+    let excess = this.flowCount - max;
+    for (let j = 0; j < this.batches.length && excess > 0; j++) {
+      const batch = this.batches[j]!;
+      const sorted = [...batch.flows].sort((x, y) => x.txBytes + x.rxBytes - (y.txBytes + y.rxBytes));
+      const drop = Math.min(excess, sorted.length);
+      for (let k = 0; k < drop; k++) {
+        const f = sorted[k]!;
+        this.totals.droppedFlows++;
+        this.totals.droppedBytes += f.txBytes + f.rxBytes;
+      }
+      const kept = sorted.slice(drop);
+      this.flowCount -= drop;
+      excess -= drop;
+      this.mergeIndex.delete(batch);
+      if (kept.length === 0) {
+        this.batches.splice(j, 1);
+        j--;
+      } else {
+        this.batches[j] = { seq: batch.seq, from: batch.from, to: batch.to, flows: kept };
+      }
+    }
+  }
+
+  /** `b` folded into `a`: flows summed per (src, dst, proto), time range widened, `b`'s seq. */
+  private merge(a: FlowBatch, b: FlowBatch): FlowBatch {
+    let index = this.mergeIndex.get(a);
+    let flows: Flow[];
+    if (index) {
+      flows = a.flows;
+      this.mergeIndex.delete(a);
+    } else {
+      index = new Map();
+      flows = [];
+      for (const f of a.flows) add(index, flows, f);
+    }
+    for (const f of b.flows) add(index, flows, f);
+    const merged: FlowBatch = { seq: b.seq, from: Math.min(a.from, b.from), to: Math.max(a.to, b.to), flows };
+    this.mergeIndex.set(merged, index);
+    return merged;
+  }
+}
+
+/** Sums `f` into the index, copying it: flows of batches already handed out stay untouched. */
+function add(index: Map<string, Flow>, flows: Flow[], f: Flow): void {
+  const k = key(f);
+  const have = index.get(k);
+  if (have) {
+    have.txBytes += f.txBytes;
+    have.rxBytes += f.rxBytes;
+    have.txPackets += f.txPackets;
+    have.rxPackets += f.rxPackets;
+  } else {
+    const copy = { ...f };
+    index.set(k, copy);
+    flows.push(copy);
+  }
+}
