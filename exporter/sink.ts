@@ -1,6 +1,15 @@
 // The boundary between enrichment and where flows go (Prometheus counters, HTTP log batches).
 import type { EnrichedFlow } from '../shared/flow.js';
 
+/** What the pipeline tells a sink about a push, beyond the flows. */
+export interface PushInfo {
+  /**
+   * Names the set of collector batches in this push (collector, boot id, seq range). The same batches
+   * offered again after a failure get the same id: the HTTP sink derives its Idempotency-Key from it.
+   */
+  id: string;
+}
+
 export interface Sink {
   readonly name: string;
   /**
@@ -8,7 +17,7 @@ export interface Sink {
    * (counted, or durably queued); rejects when it cannot, and then the batch is not acknowledged to
    * the collectors and will be offered again.
    */
-  push(flows: readonly EnrichedFlow[]): Promise<void>;
+  push(flows: readonly EnrichedFlow[], info?: PushInfo): Promise<void>;
   /** Flushes what is queued, giving up at `deadline` (ms since the epoch). */
   close(deadline: number): Promise<void>;
 }

@@ -1,0 +1,351 @@
+// The exporter's flow graph, wired top to bottom: every export interval
+//   pull every collector (bounded concurrency) → enrich → push to every sink → ack.
+//
+// Exactly-once towards each sink: the pipeline remembers, per collector boot, the last batch seq
+// each sink accepted. A collector is acknowledged up to the lowest seq every sink accepted; until
+// then its batches are offered again, and each sink is given only the batches it has not taken yet.
+// So a failing HTTP sink makes batches come back without the Prometheus counters counting them
+// twice, and a lost ack does not double anything either. A new boot id starts the collector over.
+import { createHash } from 'node:crypto';
+import type { Registry } from 'prom-client';
+import type { ClusterLookup } from '../shared/cluster.js';
+import type { Config } from '../shared/config.js';
+import type { EnrichedFlow, FlowBatch, PullResponse } from '../shared/flow.js';
+import type { Logger } from '../shared/log.js';
+import { Enricher, emptyClusterLookup } from './enrich.js';
+import { HttpSink } from './http-sink.js';
+import { ExporterMetrics } from './metrics.js';
+import { PrometheusSink } from './prometheus-sink.js';
+import { type CollectorClient, PullError } from './pull.js';
+import type { Sink } from './sink.js';
+
+/** The set of collectors to pull, asked afresh every round (static list, or Kubernetes discovery). */
+export interface CollectorDiscovery {
+  current(): readonly CollectorClient[];
+}
+
+export const staticDiscovery = (clients: readonly CollectorClient[]): CollectorDiscovery => ({
+  current: () => clients,
+});
+
+export interface PipelineConfig {
+  /** `export-interval`, ms. */
+  exportInterval: number;
+  /** `pull-concurrency`. */
+  pullConcurrency: number;
+}
+
+export interface PipelineDeps {
+  discovery: CollectorDiscovery;
+  enricher: Enricher;
+  sinks: readonly Sink[];
+  log: Logger;
+  metrics?: ExporterMetrics;
+}
+
+/** What the pipeline remembers of one collector boot. */
+interface CollectorState {
+  bootId: string;
+  /** Highest seq acknowledged to the collector (-1: none). */
+  acked: number;
+  /** Highest seq each sink accepted, by sink index. */
+  delivered: number[];
+  /** Last round the collector was in the discovered set (clock ms). */
+  seen: number;
+}
+
+interface Pulled {
+  client: CollectorClient;
+  state: CollectorState;
+  node: string;
+  /** Batches with seq > the lowest delivered seq over sinks, oldest first. */
+  batches: FlowBatch[];
+  enriched: EnrichedFlow[][];
+}
+
+export interface RoundResult {
+  collectors: number;
+  pulled: number;
+  flows: number;
+  /** Names of the sinks that refused this round's push. */
+  failedSinks: string[];
+  acked: number;
+}
+
+/** A collector absent from discovery this long is forgotten. */
+const FORGET_AFTER_MS = 3_600_000;
+
+export class Pipeline {
+  private readonly states = new Map<string, CollectorState>();
+  private timer: NodeJS.Timeout | undefined;
+  private current: Promise<unknown> = Promise.resolve();
+  private readonly abort = new AbortController();
+  private rounds = 0;
+
+  constructor(
+    private readonly config: PipelineConfig,
+    private readonly deps: PipelineDeps,
+    private readonly clock: () => number = Date.now,
+  ) {}
+
+  /** True once a round completed (whatever its collectors answered). */
+  get ready(): boolean {
+    return this.rounds > 0;
+  }
+
+  /** Runs a round now and then every `export-interval`, until close(). */
+  start(): void {
+    const tick = () => {
+      const began = this.clock();
+      this.current = this.runOnce()
+        .catch((err: unknown) => this.deps.log.error({ err }, 'export round failed'))
+        .finally(() => {
+          if (this.abort.signal.aborted) return;
+          const wait = Math.max(0, this.config.exportInterval - (this.clock() - began));
+          this.timer = setTimeout(tick, wait);
+          this.timer.unref();
+        });
+    };
+    tick();
+  }
+
+  /** Stops the loop, lets the round in progress finish (its pulls are aborted), then flushes sinks. */
+  async close(deadline: number): Promise<void> {
+    this.abort.abort();
+    clearTimeout(this.timer);
+    await this.current;
+    await Promise.all(
+      this.deps.sinks.map((s) =>
+        s
+          .close(deadline)
+          .catch((err: unknown) => this.deps.log.warn({ err, sink: s.name }, 'sink close failed')),
+      ),
+    );
+  }
+
+  /** One round: pull, enrich, push, ack. Never throws for a collector's or a sink's failure. */
+  async runOnce(): Promise<RoundResult> {
+    const { log, metrics, sinks } = this.deps;
+    const began = performance.now();
+    const now = this.clock();
+    const clients = this.deps.discovery.current();
+    metrics?.collectors.set(clients.length);
+
+    const pulled: Pulled[] = [];
+    await forEachLimited(clients, this.config.pullConcurrency, async (client) => {
+      const p = await this.pullOne(client, now);
+      if (p !== undefined) pulled.push(p);
+    });
+    this.forget(now);
+
+    // Enrich every batch at least one sink still needs, once.
+    let flowCount = 0;
+    for (const p of pulled) {
+      for (const b of p.batches) {
+        const out: EnrichedFlow[] = [];
+        this.deps.enricher.enrichBatch(b, p.node, out);
+        p.enriched.push(out);
+        flowCount += out.length;
+      }
+    }
+    metrics?.flows.inc(flowCount);
+
+    const failedSinks: string[] = [];
+    await Promise.all(
+      sinks.map(async (sink, si) => {
+        const { flows, id, upTo } = this.flowsFor(si, pulled);
+        if (upTo.length === 0) return;
+        try {
+          await sink.push(flows, { id });
+          metrics?.sinkPushes.inc({ sink: sink.name });
+          for (const [state, seq] of upTo) state.delivered[si] = seq;
+        } catch (err) {
+          failedSinks.push(sink.name);
+          metrics?.sinkFailures.inc({ sink: sink.name });
+          log.warn(
+            { err, sink: sink.name, flows: flows.length },
+            'sink refused the round: batches stay unacknowledged',
+          );
+        }
+      }),
+    );
+
+    let acked = 0;
+    await forEachLimited(pulled, this.config.pullConcurrency, async (p) => {
+      if (await this.ackOne(p)) acked++;
+    });
+    this.rounds++;
+    metrics?.cycleDuration.observe((performance.now() - began) / 1000);
+    return { collectors: clients.length, pulled: pulled.length, flows: flowCount, failedSinks, acked };
+  }
+
+  private async pullOne(client: CollectorClient, now: number): Promise<Pulled | undefined> {
+    const { log, metrics } = this.deps;
+    const began = performance.now();
+    let res: PullResponse;
+    try {
+      res = await client.pull(this.abort.signal);
+    } catch (err) {
+      const reason = err instanceof PullError ? err.reason : 'network';
+      metrics?.pullErrors.inc({ collector: client.id, reason });
+      log.warn({ err, collector: client.id, reason }, 'pull failed: collector skipped this round');
+      return undefined;
+    }
+    metrics?.pullDuration.observe((performance.now() - began) / 1000);
+    metrics?.pulls.inc({ collector: client.id });
+
+    let state = this.states.get(client.id);
+    if (state === undefined || state.bootId !== res.bootId) {
+      if (state !== undefined) {
+        log.info({ collector: client.id, bootId: res.bootId }, 'collector restarted: sequence starts over');
+      }
+      state = { bootId: res.bootId, acked: -1, delivered: this.deps.sinks.map(() => -1), seen: now };
+      this.states.set(client.id, state);
+    }
+    state.seen = now;
+    const floor = this.deps.sinks.length === 0 ? state.acked : Math.min(...state.delivered);
+    const batches: FlowBatch[] = [];
+    let duplicates = 0;
+    for (const b of res.batches) {
+      // At or below the floor every sink has it: re-offered because an ack was lost.
+      if (b.seq > floor) batches.push(b);
+      else duplicates++;
+    }
+    if (duplicates > 0) metrics?.duplicateBatches.inc({ collector: client.id }, duplicates);
+    return { client, state, node: res.node, batches, enriched: [] };
+  }
+
+  /** The flows sink `si` has not taken yet, the push id naming them, and the seq each reaches. */
+  private flowsFor(
+    si: number,
+    pulled: readonly Pulled[],
+  ): { flows: EnrichedFlow[]; id: string; upTo: [CollectorState, number][] } {
+    const parts: EnrichedFlow[][] = [];
+    const names: string[] = [];
+    const upTo: [CollectorState, number][] = [];
+    for (const p of pulled) {
+      const delivered = p.state.delivered[si];
+      let first = -1;
+      let last = -1;
+      for (let i = 0; i < p.batches.length; i++) {
+        const seq = p.batches[i].seq;
+        if (seq <= delivered) continue;
+        if (first < 0) first = seq;
+        last = seq;
+        parts.push(p.enriched[i]);
+      }
+      if (last >= 0) {
+        upTo.push([p.state, last]);
+        names.push(`${p.client.id} ${p.state.bootId} ${first}-${last}`);
+      }
+    }
+    let n = 0;
+    for (const part of parts) n += part.length;
+    const flows = parts.length === 1 ? parts[0] : new Array<EnrichedFlow>(n);
+    if (parts.length !== 1) {
+      let k = 0;
+      for (const part of parts) for (let i = 0; i < part.length; i++) flows[k++] = part[i];
+    }
+    names.sort();
+    const id = createHash('sha256').update(names.join('\n')).digest('hex').slice(0, 32);
+    return { flows, id, upTo };
+  }
+
+  /** Acknowledges up to the lowest seq every sink accepted. True when an ack was sent and taken. */
+  private async ackOne(p: Pulled): Promise<boolean> {
+    const { log, metrics, sinks } = this.deps;
+    const { state } = p;
+    let target = sinks.length === 0 ? -1 : Math.min(...state.delivered);
+    if (sinks.length === 0) for (const b of p.batches) target = Math.max(target, b.seq);
+    if (target <= state.acked) return false;
+    try {
+      await p.client.ack(state.bootId, target, this.abort.signal);
+      state.acked = target;
+      metrics?.acks.inc({ result: 'ok' });
+      return true;
+    } catch (err) {
+      metrics?.acks.inc({ result: 'error' });
+      const reason = err instanceof PullError ? err.reason : 'network';
+      metrics?.pullErrors.inc({ collector: p.client.id, reason });
+      if (reason === 'boot') {
+        // The collector restarted between pull and ack: what it had is gone, its new boot starts over.
+        this.states.delete(p.client.id);
+      }
+      log.warn({ err, collector: p.client.id }, 'ack failed: batches come again and are skipped');
+      return false;
+    }
+  }
+
+  private forget(now: number): void {
+    for (const [id, s] of this.states) if (now - s.seen > FORGET_AFTER_MS) this.states.delete(id);
+  }
+}
+
+/** Runs `fn` over `items` with at most `limit` at once. */
+async function forEachLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>) {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await fn(items[next++]);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+export interface ExportGraph {
+  pipeline: Pipeline;
+  prometheus: PrometheusSink;
+  http?: HttpSink;
+  metrics: ExporterMetrics;
+}
+
+export interface ExportGraphDeps {
+  discovery: CollectorDiscovery;
+  /** Kubernetes view; empty when there is no API server. */
+  cluster?: ClusterLookup;
+  registry: Registry;
+  log: Logger;
+  env?: NodeJS.ProcessEnv;
+}
+
+/**
+ * The whole export side from the configuration: enrich → Prometheus sink (always) and HTTP sink
+ * (with --http-sink-url). Used by `podflow exporter` (HTTP collectors) and `podflow standalone`
+ * (one in-process collector client). No I/O until `pipeline.start()`.
+ */
+export function createExportGraph(config: Config, deps: ExportGraphDeps): ExportGraph {
+  const metrics = new ExporterMetrics(deps.registry);
+  const enricher = new Enricher(
+    { groupPublicIps: config.groupPublicIps },
+    { cluster: deps.cluster ?? emptyClusterLookup, log: deps.log.child({ stage: 'enrich' }) },
+  );
+  const prometheus = new PrometheusSink(
+    {
+      metricsPrefix: config.metricsPrefix,
+      metricsLabels: config.metricsLabels,
+      metricsTtl: config.metricsTtl,
+      metricsPodIps: config.metricsPodIps,
+    },
+    { registry: deps.registry, metrics },
+  );
+  const sinks: Sink[] = [prometheus];
+  let http: HttpSink | undefined;
+  if (config.httpSinkUrl !== undefined) {
+    http = new HttpSink(
+      {
+        httpSinkUrl: config.httpSinkUrl,
+        httpSinkGzip: config.httpSinkGzip,
+        httpSinkHeaders: config.httpSinkHeaders,
+        httpSinkTimeout: config.httpSinkTimeout,
+        httpSinkMaxRetries: config.httpSinkMaxRetries,
+        httpSinkQueueMax: config.httpSinkQueueMax,
+        httpSinkBatchMax: config.httpSinkBatchMax,
+      },
+      { log: deps.log.child({ stage: 'http-sink' }), metrics, env: deps.env },
+    );
+    sinks.push(http);
+  }
+  const pipeline = new Pipeline(
+    { exportInterval: config.exportInterval, pullConcurrency: config.pullConcurrency },
+    { discovery: deps.discovery, enricher, sinks, log: deps.log.child({ stage: 'pipeline' }), metrics },
+  );
+  return { pipeline, prometheus, http, metrics };
+}

@@ -1,0 +1,225 @@
+// Pull stage: fetches a collector's unacknowledged batches over the pull API (shared/flow.ts) and
+// acknowledges them once every sink took them. The decoder trusts nothing: a collector of another
+// version, a truncated or corrupt body, or a body above `pull-max-bytes` is rejected with a
+// `PullError` naming the reason, so that one bad collector costs only its own round.
+import { isIPv4, isIPv6 } from 'node:net';
+import { Packr, Unpackr } from 'msgpackr';
+import {
+  ACK_PATH,
+  type AckRequest,
+  type Flow,
+  type FlowBatch,
+  MSGPACK_TYPE,
+  PULL_PATH,
+  type PullResponse,
+} from '../shared/flow.js';
+
+/** One collector as the pipeline sees it: an HTTP client in the exporter, an in-process one in standalone. */
+export interface CollectorClient {
+  /** Stable name for logs and the `collector` label of self-metrics (the base URL, or the node). */
+  readonly id: string;
+  pull(signal: AbortSignal): Promise<PullResponse>;
+  /** Drops every batch with `seq <= seq` on the collector. Throws `PullError('boot')` on 409. */
+  ack(bootId: string, seq: number, signal: AbortSignal): Promise<void>;
+}
+
+export type PullErrorReason =
+  | 'timeout'
+  | 'network'
+  | 'http'
+  | 'oversized'
+  | 'decode'
+  | 'invalid'
+  | 'version'
+  | 'boot';
+
+export class PullError extends Error {
+  override name = 'PullError';
+  constructor(
+    readonly reason: PullErrorReason,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+// Records (msgpackr's structure extension) are understood when decoding, whatever the collector
+// chose; 64-bit integers come back as numbers (byte counts stay below 2^53 for centuries).
+const unpackr = new Unpackr({ mapsAsObjects: true, int64AsType: 'number' });
+const packr = new Packr({ useRecords: false });
+
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0;
+const isIp = (v: unknown): v is string => typeof v === 'string' && (isIPv4(v) || isIPv6(v));
+
+function invalid(where: string, what: string): never {
+  throw new PullError('invalid', `${where}: ${what}`);
+}
+
+function checkFlow(f: unknown, where: string): Flow {
+  if (f === null || typeof f !== 'object') invalid(where, 'not a map');
+  const o = f as Record<string, unknown>;
+  if (!isIp(o.src)) invalid(where, `src is not an IP address: ${JSON.stringify(o.src)}`);
+  if (!isIp(o.dst)) invalid(where, `dst is not an IP address: ${JSON.stringify(o.dst)}`);
+  const proto = o.proto;
+  if (typeof proto !== 'number' || !Number.isInteger(proto) || proto < 0 || proto > 255) {
+    invalid(where, `proto is not 0..255: ${JSON.stringify(proto)}`);
+  }
+  if (!isCount(o.txBytes) || !isCount(o.rxBytes) || !isCount(o.txPackets) || !isCount(o.rxPackets)) {
+    invalid(where, 'counts must be finite non-negative numbers');
+  }
+  return o as unknown as Flow;
+}
+
+/**
+ * Checks a decoded pull response field by field. Throws `PullError` ('version' or 'invalid');
+ * returns the same object, typed, when every batch and flow is sound. Batches must come oldest
+ * first with strictly increasing `seq`.
+ */
+export function validatePullResponse(v: unknown): PullResponse {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) invalid('response', 'not a map');
+  const r = v as Record<string, unknown>;
+  if (r.version !== 1) {
+    throw new PullError('version', `wire version ${JSON.stringify(r.version)} (this exporter speaks 1)`);
+  }
+  if (typeof r.bootId !== 'string' || r.bootId.length === 0 || r.bootId.length > 200) {
+    invalid('response', 'bootId must be a non-empty string');
+  }
+  if (typeof r.node !== 'string') invalid('response', 'node must be a string');
+  if (r.source !== 'netfilter' && r.source !== 'cilium')
+    invalid('response', 'source must be netfilter or cilium');
+  if (!Array.isArray(r.batches)) invalid('response', 'batches must be an array');
+  let prev = -1;
+  for (let i = 0; i < r.batches.length; i++) {
+    const b = r.batches[i] as FlowBatch;
+    const where = `batch ${i}`;
+    if (b === null || typeof b !== 'object') invalid(where, 'not a map');
+    if (!Number.isSafeInteger(b.seq) || b.seq < 0) invalid(where, 'seq must be a non-negative integer');
+    if (b.seq <= prev) invalid(where, `seq ${b.seq} after ${prev}: not increasing`);
+    prev = b.seq;
+    if (!isCount(b.from) || !isCount(b.to) || b.to < b.from)
+      invalid(where, 'from/to must be times, from <= to');
+    if (!Array.isArray(b.flows)) invalid(where, 'flows must be an array');
+    const flows = b.flows;
+    for (let j = 0; j < flows.length; j++) checkFlow(flows[j], `${where} flow ${j}`);
+  }
+  return r as unknown as PullResponse;
+}
+
+/** Decodes and validates one pull body. Throws `PullError` ('decode', 'version' or 'invalid'). */
+export function decodePullResponse(body: Uint8Array): PullResponse {
+  let v: unknown;
+  try {
+    v = unpackr.unpack(body);
+  } catch (cause) {
+    throw new PullError('decode', `not a msgpack pull response (${(cause as Error).message})`, { cause });
+  }
+  return validatePullResponse(v);
+}
+
+/** Encodes a pull response as a collector would (tests, benchmarks, in-process clients). */
+export const encodePullResponse = (r: PullResponse): Buffer => packr.pack(r);
+
+export interface HttpCollectorOptions {
+  /** Time allowed for one pull or ack (`pull-timeout`), ms. */
+  timeoutMs: number;
+  /** Largest decompressed body accepted (`pull-max-bytes`). */
+  maxBytes: number;
+}
+
+/** A collector reached over HTTP at `baseUrl` (e.g. http://10.0.3.7:9470). No I/O until pull/ack. */
+export class HttpCollectorClient implements CollectorClient {
+  readonly id: string;
+  private readonly pullUrl: string;
+  private readonly ackUrl: string;
+
+  constructor(
+    baseUrl: string,
+    private readonly opts: HttpCollectorOptions,
+  ) {
+    this.id = baseUrl.replace(/\/+$/, '');
+    this.pullUrl = `${this.id}${PULL_PATH}`;
+    this.ackUrl = `${this.id}${ACK_PATH}`;
+  }
+
+  async pull(signal: AbortSignal): Promise<PullResponse> {
+    const timeout = AbortSignal.timeout(this.opts.timeoutMs);
+    const both = AbortSignal.any([signal, timeout]);
+    let res: Response;
+    try {
+      res = await fetch(this.pullUrl, {
+        headers: { accept: MSGPACK_TYPE, 'accept-encoding': 'gzip' },
+        signal: both,
+      });
+    } catch (cause) {
+      throw netError(cause, timeout, 'pull');
+    }
+    if (res.status !== 200) {
+      await res.body?.cancel().catch(() => {});
+      throw new PullError('http', `pull: HTTP ${res.status}`);
+    }
+    const body = await readCapped(res, this.opts.maxBytes, timeout);
+    return decodePullResponse(body);
+  }
+
+  async ack(bootId: string, seq: number, signal: AbortSignal): Promise<void> {
+    const timeout = AbortSignal.timeout(this.opts.timeoutMs);
+    const req: AckRequest = { bootId, seq };
+    let res: Response;
+    try {
+      res = await fetch(this.ackUrl, {
+        method: 'POST',
+        headers: { 'content-type': MSGPACK_TYPE },
+        body: packr.pack(req),
+        signal: AbortSignal.any([signal, timeout]),
+      });
+    } catch (cause) {
+      throw netError(cause, timeout, 'ack');
+    }
+    await res.body?.cancel().catch(() => {});
+    if (res.status === 409)
+      throw new PullError('boot', `ack: collector restarted (boot id ${bootId} unknown)`);
+    if (res.status < 200 || res.status > 299) throw new PullError('http', `ack: HTTP ${res.status}`);
+  }
+}
+
+function netError(cause: unknown, timeout: AbortSignal, what: string): PullError {
+  if (timeout.aborted) return new PullError('timeout', `${what}: timed out`, { cause });
+  const err = cause as Error & { cause?: { code?: string } };
+  const code = err.cause?.code ?? err.name;
+  return new PullError('network', `${what}: ${code}: ${err.message}`, { cause });
+}
+
+/**
+ * Reads the (already gunzipped by fetch) body, giving up as soon as it exceeds `max` bytes: a
+ * gzip bomb or a runaway collector never gets buffered whole.
+ */
+async function readCapped(res: Response, max: number, timeout: AbortSignal): Promise<Uint8Array> {
+  const declared = Number(res.headers.get('content-length') ?? Number.NaN);
+  if (!res.headers.get('content-encoding') && declared > max) {
+    await res.body?.cancel().catch(() => {});
+    throw new PullError('oversized', `pull: body of ${declared} bytes exceeds pull-max-bytes ${max}`);
+  }
+  if (!res.body) return new Uint8Array(0);
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      total += value.byteLength;
+      if (total > max) {
+        await reader.cancel().catch(() => {});
+        throw new PullError('oversized', `pull: body exceeds pull-max-bytes ${max}`);
+      }
+      chunks.push(value);
+    }
+  } catch (cause) {
+    if (cause instanceof PullError) throw cause;
+    if (timeout.aborted) throw new PullError('timeout', 'pull: timed out reading the body', { cause });
+    // A connection cut mid-body or a broken gzip stream: the payload is incomplete.
+    throw new PullError('decode', `pull: body cut short (${(cause as Error).message})`, { cause });
+  }
+  return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, total);
+}
