@@ -1,8 +1,68 @@
-// Wiring of `podflow exporter`.
+// Wiring of `podflow exporter`: collectors (static --collectors, or discovered through Kubernetes)
+// → pipeline (pull → enrich → Prometheus + HTTP sinks → ack) → /metrics, /healthz, /readyz.
+import { once } from 'node:events';
+import { createKubernetes, type Kubernetes } from '../exporter/kubernetes.js';
+import { type CollectorDiscovery, createExportGraph, staticDiscovery } from '../exporter/pipeline.js';
+import { HttpCollectorClient } from '../exporter/pull.js';
 import type { Config } from '../shared/config.js';
 import { StartupError } from '../shared/errors.js';
+import { createRegistry, HttpServer } from '../shared/http.js';
 import type { Logger } from '../shared/log.js';
 
-export async function run(_config: Config, _log: Logger, _signal: AbortSignal): Promise<void> {
-  throw new StartupError('exporter: not wired yet');
+export async function run(config: Config, log: Logger, signal: AbortSignal): Promise<void> {
+  const registry = createRegistry();
+  const kube: Kubernetes | undefined = await createKubernetes(config, { log, registry });
+
+  let discovery: CollectorDiscovery;
+  if (config.collectors !== undefined && config.collectors.length > 0) {
+    const opts = { timeoutMs: config.pullTimeout, maxBytes: config.pullMaxBytes };
+    discovery = staticDiscovery(config.collectors.map((url) => new HttpCollectorClient(url, opts)));
+  } else if (kube?.discovery !== undefined) {
+    discovery = kube.discovery;
+  } else {
+    throw new StartupError(
+      '--collectors: no collector URLs given and no Kubernetes API server to discover them (give --collectors or --kubeconfig)',
+    );
+  }
+
+  let graph: ReturnType<typeof createExportGraph>;
+  try {
+    graph = createExportGraph(config, { discovery, cluster: kube?.cluster, registry, log, env: process.env });
+  } catch (err) {
+    throw new StartupError((err as Error).message);
+  }
+  const { pipeline } = graph;
+
+  const server = new HttpServer(
+    { listen: config.listen },
+    {
+      registry,
+      log: log.child({ stage: 'http' }),
+      notReady: () => kube?.notReady() ?? (pipeline.ready ? undefined : 'first export round not done yet'),
+    },
+  );
+  try {
+    await server.start();
+  } catch (err) {
+    throw new StartupError(
+      `--listen ${config.listen.host}:${config.listen.port}: cannot listen (${(err as Error).message})`,
+    );
+  }
+  pipeline.start();
+  log.info(
+    {
+      collectors: config.collectors ?? 'kubernetes',
+      interval: config.exportInterval,
+      httpSink: config.httpSinkUrl !== undefined,
+    },
+    'exporter running',
+  );
+
+  if (!signal.aborted) await once(signal, 'abort');
+  // Ordered shutdown: stop pulling, flush sinks (acknowledging what they took), close the socket.
+  const deadline = Date.now() + config.shutdownTimeout;
+  await pipeline.close(deadline);
+  await kube?.close();
+  await server.close(deadline);
+  log.info('exporter stopped');
 }

@@ -79,7 +79,9 @@ export class Pipeline {
   private readonly states = new Map<string, CollectorState>();
   private timer: NodeJS.Timeout | undefined;
   private current: Promise<unknown> = Promise.resolve();
+  /** Aborts pulls at close(); acks of the last round still go out, until the shutdown deadline. */
   private readonly abort = new AbortController();
+  private readonly ackAbort = new AbortController();
   private rounds = 0;
 
   constructor(
@@ -109,18 +111,25 @@ export class Pipeline {
     tick();
   }
 
-  /** Stops the loop, lets the round in progress finish (its pulls are aborted), then flushes sinks. */
+  /**
+   * Stops the loop and flushes the sinks until `deadline` (ms since the epoch). The round in progress
+   * has its pulls aborted; what it already pushed is still acknowledged if the deadline allows.
+   */
   async close(deadline: number): Promise<void> {
-    this.abort.abort();
+    this.abort.abort(new Error('exporter shutting down'));
     clearTimeout(this.timer);
-    await this.current;
-    await Promise.all(
-      this.deps.sinks.map((s) =>
-        s
-          .close(deadline)
-          .catch((err: unknown) => this.deps.log.warn({ err, sink: s.name }, 'sink close failed')),
-      ),
+    const timer = setTimeout(
+      () => this.ackAbort.abort(new Error('shutdown deadline reached')),
+      Math.max(0, deadline - this.clock()),
     );
+    timer.unref();
+    const closing = this.deps.sinks.map((s) =>
+      s
+        .close(deadline)
+        .catch((err: unknown) => this.deps.log.warn({ err, sink: s.name }, 'sink close failed')),
+    );
+    await Promise.all([this.current, ...closing]);
+    clearTimeout(timer);
   }
 
   /** One round: pull, enrich, push, ack. Never throws for a collector's or a sink's failure. */
@@ -259,7 +268,7 @@ export class Pipeline {
     if (sinks.length === 0) for (const b of p.batches) target = Math.max(target, b.seq);
     if (target <= state.acked) return false;
     try {
-      await p.client.ack(state.bootId, target, this.abort.signal);
+      await p.client.ack(state.bootId, target, this.ackAbort.signal);
       state.acked = target;
       metrics?.acks.inc({ result: 'ok' });
       return true;
