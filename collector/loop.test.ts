@@ -1,0 +1,182 @@
+import { Registry } from 'prom-client';
+import { describe, expect, it } from 'vitest';
+import type { Flow } from '../shared/flow.js';
+import { silentLogger } from '../shared/log.js';
+import { Backlog } from './backlog.js';
+import { type Clock, CollectorLoop, type TickResult } from './loop.js';
+import { createCollectorMetrics } from './metrics.js';
+
+/** A clock that moves only when told to; timers fire in due order. */
+class FakeClock implements Clock {
+  t = 1_000_000;
+  private timers: { at: number; fn: () => void; id: number }[] = [];
+  private nextId = 0;
+  now = () => this.t;
+  setTimeout(fn: () => void, ms: number): () => void {
+    const id = this.nextId++;
+    this.timers.push({ at: this.t + ms, fn, id });
+    return () => {
+      this.timers = this.timers.filter((x) => x.id !== id);
+    };
+  }
+  get pending(): number {
+    return this.timers.length;
+  }
+  /** Advances time by `ms`, firing due timers and letting their promises settle. */
+  async advance(ms: number): Promise<void> {
+    const until = this.t + ms;
+    for (;;) {
+      await settle();
+      this.timers.sort((a, b) => a.at - b.at);
+      const next = this.timers[0];
+      if (!next || next.at > until) break;
+      this.timers.shift();
+      this.t = Math.max(this.t, next.at);
+      next.fn();
+    }
+    this.t = until;
+    await settle();
+  }
+}
+
+const settle = async () => {
+  for (let i = 0; i < 20; i++) await Promise.resolve();
+};
+
+const flow = (tx: number): Flow => ({
+  src: '10.0.0.1',
+  dst: '10.0.0.2',
+  proto: 17,
+  txBytes: tx,
+  rxBytes: 0,
+  txPackets: 1,
+  rxPackets: 0,
+});
+
+function setup(tick: () => Promise<TickResult>) {
+  const clock = new FakeClock();
+  const backlog = new Backlog({ backlogMaxFlows: 1000 });
+  const registry = new Registry();
+  const metrics = createCollectorMetrics(registry, { backlog: () => backlog.stats() });
+  const loop = new CollectorLoop({ interval: 5000 }, { tick, backlog, metrics, log: silentLogger }, clock);
+  const value = async (name: string, labels?: Record<string, string>) => {
+    const m = await registry.getSingleMetric(name)!.get();
+    const v = m.values.find((x) => !labels || Object.entries(labels).every(([k, l]) => x.labels[k] === l));
+    return v?.value;
+  };
+  return { clock, backlog, loop, value };
+}
+
+describe('CollectorLoop', () => {
+  it('ticks at once, then every interval, appending a batch that covers the time since the last', async () => {
+    let n = 0;
+    const { clock, backlog, loop, value } = setup(async () => {
+      n++;
+      return { flows: [flow(n)], entries: 10 * n, parseErrors: n === 2 ? 3 : 0 };
+    });
+    expect(loop.notReady()).toBe('first conntrack read not done yet');
+    loop.start();
+    await clock.advance(0);
+    expect(n).toBe(1);
+    expect(loop.notReady()).toBeUndefined();
+    await clock.advance(4999);
+    expect(n).toBe(1);
+    await clock.advance(1);
+    expect(n).toBe(2);
+    await clock.advance(5000);
+    expect(n).toBe(3);
+    expect(
+      backlog.pull().map((b) => [b.seq, b.from - 1_000_000, b.to - 1_000_000, b.flows[0]!.txBytes]),
+    ).toEqual([
+      [1, 0, 0, 1],
+      [2, 0, 5000, 2],
+      [3, 5000, 10_000, 3],
+    ]);
+    expect(await value('podflow_collector_conntrack_entries')).toBe(30);
+    expect(await value('podflow_collector_parse_errors_total')).toBe(3);
+    expect(await value('podflow_collector_ticks_total', { result: 'ok' })).toBe(3);
+    expect(await value('podflow_collector_flows_total')).toBe(3);
+    await loop.close();
+  });
+
+  it('logs a failed tick, goes on, and lets the next good batch cover the gap', async () => {
+    let n = 0;
+    const { clock, backlog, loop, value } = setup(async () => {
+      n++;
+      if (n === 2 || n === 3) throw new Error('netlink: ENOBUFS');
+      return { flows: [flow(n)], entries: 1, parseErrors: 0 };
+    });
+    loop.start();
+    await clock.advance(15_000);
+    expect(n).toBe(4);
+    expect(await value('podflow_collector_ticks_total', { result: 'error' })).toBe(2);
+    expect(await value('podflow_collector_ticks_total', { result: 'ok' })).toBe(2);
+    expect(backlog.pull().map((b) => [b.from - 1_000_000, b.to - 1_000_000])).toEqual([
+      [0, 0],
+      [0, 15_000],
+    ]);
+    await loop.close();
+  });
+
+  it('is not ready while every tick fails, and says why', async () => {
+    const { clock, loop } = setup(async () => {
+      throw new Error('permission denied');
+    });
+    loop.start();
+    await clock.advance(0);
+    expect(loop.notReady()).toBe('no conntrack read succeeded yet (last: permission denied)');
+    await loop.close();
+  });
+
+  it('never overlaps ticks: a slow tick delays the next one', async () => {
+    let inFlight = 0;
+    let maxInFlight = 0;
+    let n = 0;
+    const { clock, loop } = setup(async () => {
+      n++;
+      inFlight++;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      // Takes 12 s of clock time: longer than two intervals.
+      await new Promise<void>((resolve) => clock.setTimeout(resolve, 12_000));
+      inFlight--;
+      return { flows: [], entries: 0, parseErrors: 0 };
+    });
+    loop.start();
+    await clock.advance(30_000);
+    expect(maxInFlight).toBe(1);
+    // Starts at 0, 12 000 and 24 000: back to back, never two at once.
+    expect(n).toBe(3);
+    // Closing during the third tick waits for it, then starts nothing more.
+    const closing = loop.close();
+    await clock.advance(12_000);
+    await closing;
+    expect(n).toBe(3);
+  });
+
+  it('close() stops scheduling and waits for the tick in progress', async () => {
+    let n = 0;
+    let release: () => void = () => {};
+    const { clock, loop } = setup(async () => {
+      n++;
+      await new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      return { flows: [flow(1)], entries: 1, parseErrors: 0 };
+    });
+    loop.start();
+    await clock.advance(0);
+    expect(n).toBe(1);
+    let closed = false;
+    const closing = loop.close().then(() => {
+      closed = true;
+    });
+    await settle();
+    expect(closed).toBe(false);
+    release();
+    await closing;
+    expect(closed).toBe(true);
+    expect(clock.pending).toBe(0);
+    await clock.advance(60_000);
+    expect(n).toBe(1);
+  });
+});

@@ -1,0 +1,122 @@
+// The collector's heartbeat: every `interval`, one read + reduce tick; its flows become a backlog
+// batch. Ticks never overlap (the next is scheduled when the previous has finished); a failed tick
+// is logged with its cause and the loop goes on, and the next good tick's batch covers the gap.
+import type { Flow } from '../shared/flow.js';
+import type { Logger } from '../shared/log.js';
+import type { CollectorMetrics } from './metrics.js';
+
+/** What one read + reduce produces (collector/reduce.ts). */
+export interface TickResult {
+  flows: Flow[];
+  /** Entries seen by the read. */
+  entries: number;
+  /** Messages or entries skipped because they could not be parsed. */
+  parseErrors: number;
+}
+
+export interface Clock {
+  now(): number;
+  /** Calls `fn` after `ms`; returns a cancel function. Must not keep the process alive. */
+  setTimeout(fn: () => void, ms: number): () => void;
+}
+
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  setTimeout(fn, ms) {
+    const t = setTimeout(fn, ms);
+    t.unref();
+    return () => clearTimeout(t);
+  },
+};
+
+export interface LoopConfig {
+  /** Milliseconds between the starts of two ticks (option `interval`). */
+  interval: number;
+}
+
+export interface LoopDeps {
+  tick: () => Promise<TickResult>;
+  backlog: { append(from: number, to: number, flows: Flow[]): number };
+  metrics: CollectorMetrics;
+  log: Logger;
+}
+
+export class CollectorLoop {
+  private cancel: (() => void) | undefined;
+  private running: Promise<void> | undefined;
+  private closed = false;
+  /** End of the last good tick: the start of the next batch's interval. */
+  private lastTo = 0;
+  private goodTicks = 0;
+  private lastError: string | undefined;
+
+  constructor(
+    private readonly config: LoopConfig,
+    private readonly deps: LoopDeps,
+    private readonly clock: Clock = systemClock,
+  ) {}
+
+  /** Runs the first tick at once, then one every interval. */
+  start(): void {
+    if (this.closed || this.cancel || this.running) return;
+    this.lastTo = this.clock.now();
+    this.schedule(0);
+  }
+
+  /** Why the collector is not ready: no tick has completed yet. Undefined once one has. */
+  notReady(): string | undefined {
+    if (this.goodTicks > 0) return undefined;
+    return this.lastError
+      ? `no conntrack read succeeded yet (last: ${this.lastError})`
+      : 'first conntrack read not done yet';
+  }
+
+  /** Stops scheduling and waits for a tick in progress. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.cancel?.();
+    this.cancel = undefined;
+    await this.running;
+  }
+
+  private schedule(delay: number): void {
+    if (this.closed) return;
+    this.cancel = this.clock.setTimeout(() => {
+      this.cancel = undefined;
+      const started = this.clock.now();
+      this.running = this.runTick().finally(() => {
+        this.running = undefined;
+        // Keep the period from start to start; after an overrun, start the next one right away.
+        this.schedule(Math.max(0, started + this.config.interval - this.clock.now()));
+      });
+    }, delay);
+  }
+
+  private async runTick(): Promise<void> {
+    const { metrics, log } = this.deps;
+    const start = this.clock.now();
+    let result: TickResult;
+    try {
+      result = await this.deps.tick();
+    } catch (err) {
+      metrics.ticks.inc({ result: 'error' });
+      this.lastError = err instanceof Error ? err.message : String(err);
+      log.warn(
+        { err: new Error('reading conntrack', { cause: err }) },
+        'tick failed; retrying next interval',
+      );
+      return;
+    }
+    const end = this.clock.now();
+    metrics.readDuration.observe((end - start) / 1000);
+    metrics.conntrackEntries.set(result.entries);
+    if (result.parseErrors > 0) metrics.parseErrors.inc(result.parseErrors);
+    metrics.flowsReported.inc(result.flows.length);
+    metrics.ticks.inc({ result: 'ok' });
+    this.deps.backlog.append(this.lastTo, end, result.flows);
+    this.lastTo = end;
+    this.goodTicks++;
+    this.lastError = undefined;
+    log.debug({ entries: result.entries, flows: result.flows.length, ms: end - start }, 'tick');
+  }
+}
