@@ -1,0 +1,349 @@
+// Read-only access to pinned BPF maps, for podflow's Cilium conntrack source.
+//
+// Deliberately thin: open a pinned map read-only, describe it, and copy every entry into Buffers the
+// caller owns. Parsing, validation and policy live in TypeScript (native/index.ts,
+// collector/cilium/). Nothing here can create, change or delete a map.
+//
+// Every bpf() call and every napi_* status is checked; a failure becomes a thrown Error carrying
+// `code` (e.g. "EACCES"), `errno` and `syscall`.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <linux/bpf.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <node_api.h>
+
+#ifndef ENOTSUPP
+// Kernel-internal "operation not supported" (not in the uapi errno list); bpf() may return it.
+#define ENOTSUPP 524
+#endif
+
+// Checks a napi_* call; on failure throws (unless an exception is already pending) and returns NULL
+// from the calling N-API callback.
+#define NAPI_CALL(env, call)                                                                 \
+  do {                                                                                       \
+    napi_status status_ = (call);                                                            \
+    if (status_ != napi_ok) {                                                                \
+      throw_napi_failure((env), status_, #call);                                             \
+      return NULL;                                                                           \
+    }                                                                                        \
+  } while (0)
+
+static void throw_napi_failure(napi_env env, napi_status status, const char *call) {
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (pending) return;
+  const napi_extended_error_info *info = NULL;
+  napi_get_last_error_info(env, &info);
+  char msg[256];
+  snprintf(msg, sizeof msg, "podflow_bpf: %s failed: %s (status %d)", call,
+           info && info->error_message ? info->error_message : "unknown N-API error", (int)status);
+  napi_throw_error(env, "ERR_NAPI", msg);
+}
+
+static const char *errno_code(int err) {
+  switch (err) {
+    case EPERM: return "EPERM";
+    case ENOENT: return "ENOENT";
+    case EBADF: return "EBADF";
+    case EBADFD: return "EBADFD";
+    case ENOMEM: return "ENOMEM";
+    case EACCES: return "EACCES";
+    case EFAULT: return "EFAULT";
+    case EINVAL: return "EINVAL";
+    case ENOSPC: return "ENOSPC";
+    case ENOSYS: return "ENOSYS";
+    case ENOTDIR: return "ENOTDIR";
+    case E2BIG: return "E2BIG";
+    case EOPNOTSUPP: return "EOPNOTSUPP";
+    case ENOTSUPP: return "ENOTSUPP";
+    default: return "EUNKNOWN";
+  }
+}
+
+// Throws Error("<what>: <strerror>") with code/errno/syscall set. Returns NULL for tail calls.
+static napi_value throw_errno(napi_env env, int err, const char *syscall_name, const char *what) {
+  char msg[512];
+  const char *text = err == ENOTSUPP ? "Operation not supported" : strerror(err);
+  snprintf(msg, sizeof msg, "%s: %s", what, text);
+  napi_value code, message, error, errno_value, syscall_value;
+  // On failure here there is nothing better to do than a plain throw.
+  if (napi_create_string_utf8(env, errno_code(err), NAPI_AUTO_LENGTH, &code) != napi_ok ||
+      napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message) != napi_ok ||
+      napi_create_error(env, code, message, &error) != napi_ok ||
+      napi_create_int32(env, err, &errno_value) != napi_ok ||
+      napi_create_string_utf8(env, syscall_name, NAPI_AUTO_LENGTH, &syscall_value) != napi_ok ||
+      napi_set_named_property(env, error, "errno", errno_value) != napi_ok ||
+      napi_set_named_property(env, error, "syscall", syscall_value) != napi_ok) {
+    napi_throw_error(env, errno_code(err), msg);
+    return NULL;
+  }
+  napi_throw(env, error);
+  return NULL;
+}
+
+static long sys_bpf(int cmd, union bpf_attr *attr) {
+  return syscall(__NR_bpf, cmd, attr, sizeof(*attr));
+}
+
+// --- argument helpers (TypeScript validates types; these only guard against misuse) ---------------
+
+static napi_value get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = want;
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < want) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "podflow_bpf: missing arguments");
+    return NULL;
+  }
+  napi_value ok;
+  NAPI_CALL(env, napi_get_boolean(env, true, &ok));
+  return ok;
+}
+
+static napi_value get_buffer(napi_env env, napi_value value, void **data, size_t *len) {
+  bool is_buffer = false;
+  NAPI_CALL(env, napi_is_buffer(env, value, &is_buffer));
+  if (!is_buffer) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "podflow_bpf: expected a Buffer");
+    return NULL;
+  }
+  NAPI_CALL(env, napi_get_buffer_info(env, value, data, len));
+  napi_value ok;
+  NAPI_CALL(env, napi_get_boolean(env, true, &ok));
+  return ok;
+}
+
+static napi_value set_u32(napi_env env, napi_value obj, const char *name, uint32_t v) {
+  napi_value value;
+  NAPI_CALL(env, napi_create_uint32(env, v, &value));
+  NAPI_CALL(env, napi_set_named_property(env, obj, name, value));
+  return obj;
+}
+
+// --- openPinned(path): fd -------------------------------------------------------------------------
+
+static napi_value open_pinned(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  char path[4096];
+  size_t len = 0;
+  NAPI_CALL(env, napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len));
+  if (len == 0 || len >= sizeof path - 1) {
+    napi_throw_range_error(env, "ERR_INVALID_ARG", "podflow_bpf: bad path length");
+    return NULL;
+  }
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof attr);
+  attr.pathname = (uint64_t)(uintptr_t)path;
+  // Read-only: podflow never writes to Cilium's maps, and the kernel enforces it on this fd.
+  attr.file_flags = BPF_F_RDONLY;
+  long fd = sys_bpf(BPF_OBJ_GET, &attr);
+  if (fd < 0) {
+    char what[4200];
+    snprintf(what, sizeof what, "bpf(BPF_OBJ_GET) %s", path);
+    return throw_errno(env, errno, "bpf(BPF_OBJ_GET)", what);
+  }
+  napi_value result;
+  if (napi_create_int32(env, (int32_t)fd, &result) != napi_ok) {
+    close((int)fd);
+    throw_napi_failure(env, napi_generic_failure, "napi_create_int32");
+    return NULL;
+  }
+  return result;
+}
+
+// --- close(fd) ------------------------------------------------------------------------------------
+
+static napi_value close_fd(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  int32_t fd = -1;
+  NAPI_CALL(env, napi_get_value_int32(env, argv[0], &fd));
+  if (close(fd) != 0) return throw_errno(env, errno, "close", "close");
+  napi_value undefined;
+  NAPI_CALL(env, napi_get_undefined(env, &undefined));
+  return undefined;
+}
+
+// --- mapInfo(fd): { type, id, keySize, valueSize, maxEntries, flags, name } -----------------------
+
+static napi_value map_info(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  int32_t fd = -1;
+  NAPI_CALL(env, napi_get_value_int32(env, argv[0], &fd));
+  struct bpf_map_info mi;
+  memset(&mi, 0, sizeof mi);
+  union bpf_attr attr;
+  memset(&attr, 0, sizeof attr);
+  attr.info.bpf_fd = (uint32_t)fd;
+  attr.info.info_len = sizeof mi;
+  attr.info.info = (uint64_t)(uintptr_t)&mi;
+  if (sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &attr) != 0) {
+    return throw_errno(env, errno, "bpf(BPF_OBJ_GET_INFO_BY_FD)", "bpf(BPF_OBJ_GET_INFO_BY_FD)");
+  }
+  napi_value obj, name;
+  NAPI_CALL(env, napi_create_object(env, &obj));
+  if (!set_u32(env, obj, "type", mi.type)) return NULL;
+  if (!set_u32(env, obj, "id", mi.id)) return NULL;
+  if (!set_u32(env, obj, "keySize", mi.key_size)) return NULL;
+  if (!set_u32(env, obj, "valueSize", mi.value_size)) return NULL;
+  if (!set_u32(env, obj, "maxEntries", mi.max_entries)) return NULL;
+  if (!set_u32(env, obj, "flags", mi.map_flags)) return NULL;
+  NAPI_CALL(env, napi_create_string_latin1(env, mi.name, strnlen(mi.name, sizeof mi.name), &name));
+  NAPI_CALL(env, napi_set_named_property(env, obj, "name", name));
+  return obj;
+}
+
+// --- lookupBatch(fd, keySize, valueSize, keys, values): count -------------------------------------
+// Copies every entry into keys/values (packed, keySize/valueSize apart) with BPF_MAP_LOOKUP_BATCH,
+// in chunks so the kernel's temporary buffers stay small. Stops early, without error, when the
+// Buffers are full (entries added while reading). Throws EINVAL/ENOTSUPP/... as the kernel says:
+// the caller falls back to lookupEach on kernels or map types without batch support.
+
+#define BATCH_CHUNK 4096u
+
+static napi_value lookup_batch(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  if (!get_args(env, info, 5, argv)) return NULL;
+  int32_t fd = -1;
+  uint32_t key_size = 0, value_size = 0;
+  void *keys = NULL, *values = NULL;
+  size_t keys_len = 0, values_len = 0;
+  NAPI_CALL(env, napi_get_value_int32(env, argv[0], &fd));
+  NAPI_CALL(env, napi_get_value_uint32(env, argv[1], &key_size));
+  NAPI_CALL(env, napi_get_value_uint32(env, argv[2], &value_size));
+  if (!get_buffer(env, argv[3], &keys, &keys_len)) return NULL;
+  if (!get_buffer(env, argv[4], &values, &values_len)) return NULL;
+  if (key_size == 0 || value_size == 0) {
+    napi_throw_range_error(env, "ERR_INVALID_ARG", "podflow_bpf: zero key or value size");
+    return NULL;
+  }
+  size_t capacity = keys_len / key_size;
+  if (values_len / value_size < capacity) capacity = values_len / value_size;
+
+  // The batch token is opaque (a bucket index for hash maps); the kernel wants key_size bytes.
+  uint8_t token[2][64];
+  if (key_size > sizeof token[0]) {
+    napi_throw_range_error(env, "ERR_INVALID_ARG", "podflow_bpf: key too large for a batch token");
+    return NULL;
+  }
+  size_t total = 0;
+  int have_in = 0;
+  int cur = 0;
+  uint32_t chunk = BATCH_CHUNK;
+  for (;;) {
+    size_t room = capacity - total;
+    if (room == 0) break;
+    uint32_t want = room < chunk ? (uint32_t)room : chunk;
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof attr);
+    attr.batch.in_batch = have_in ? (uint64_t)(uintptr_t)token[cur] : 0;
+    attr.batch.out_batch = (uint64_t)(uintptr_t)token[cur ^ 1];
+    attr.batch.keys = (uint64_t)(uintptr_t)((uint8_t *)keys + total * key_size);
+    attr.batch.values = (uint64_t)(uintptr_t)((uint8_t *)values + total * value_size);
+    attr.batch.count = want;
+    attr.batch.map_fd = (uint32_t)fd;
+    long rc = sys_bpf(BPF_MAP_LOOKUP_BATCH, &attr);
+    int err = rc < 0 ? errno : 0;
+    if (rc < 0 && err != ENOENT) {
+      // One hash bucket holds more entries than `want`: retry the same position with more room.
+      if (err == ENOSPC && want < room) {
+        chunk = want * 2;
+        continue;
+      }
+      if (err == ENOSPC) break;  // Buffers full: the caller sees count == capacity.
+      return throw_errno(env, err, "bpf(BPF_MAP_LOOKUP_BATCH)", "bpf(BPF_MAP_LOOKUP_BATCH)");
+    }
+    // count is updated on success and on ENOENT (the last batch may still hold entries).
+    total += attr.batch.count;
+    if (err == ENOENT) break;
+    have_in = 1;
+    cur ^= 1;
+  }
+  napi_value result;
+  NAPI_CALL(env, napi_create_double(env, (double)total, &result));
+  return result;
+}
+
+// --- lookupEach(fd, keySize, valueSize, keys, values): count --------------------------------------
+// The same result one entry at a time (GET_NEXT_KEY + LOOKUP_ELEM), for kernels without batch ops.
+// An entry deleted between the two calls is skipped.
+
+static napi_value lookup_each(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  if (!get_args(env, info, 5, argv)) return NULL;
+  int32_t fd = -1;
+  uint32_t key_size = 0, value_size = 0;
+  void *keys = NULL, *values = NULL;
+  size_t keys_len = 0, values_len = 0;
+  NAPI_CALL(env, napi_get_value_int32(env, argv[0], &fd));
+  NAPI_CALL(env, napi_get_value_uint32(env, argv[1], &key_size));
+  NAPI_CALL(env, napi_get_value_uint32(env, argv[2], &value_size));
+  if (!get_buffer(env, argv[3], &keys, &keys_len)) return NULL;
+  if (!get_buffer(env, argv[4], &values, &values_len)) return NULL;
+  if (key_size == 0 || value_size == 0) {
+    napi_throw_range_error(env, "ERR_INVALID_ARG", "podflow_bpf: zero key or value size");
+    return NULL;
+  }
+  size_t capacity = keys_len / key_size;
+  if (values_len / value_size < capacity) capacity = values_len / value_size;
+
+  size_t total = 0;
+  const uint8_t *prev = NULL;
+  while (total < capacity) {
+    uint8_t *key = (uint8_t *)keys + total * key_size;
+    uint8_t *value = (uint8_t *)values + total * value_size;
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof attr);
+    attr.map_fd = (uint32_t)fd;
+    attr.key = (uint64_t)(uintptr_t)prev;
+    attr.next_key = (uint64_t)(uintptr_t)key;
+    if (sys_bpf(BPF_MAP_GET_NEXT_KEY, &attr) != 0) {
+      if (errno == ENOENT) break;  // past the last key
+      return throw_errno(env, errno, "bpf(BPF_MAP_GET_NEXT_KEY)", "bpf(BPF_MAP_GET_NEXT_KEY)");
+    }
+    memset(&attr, 0, sizeof attr);
+    attr.map_fd = (uint32_t)fd;
+    attr.key = (uint64_t)(uintptr_t)key;
+    attr.value = (uint64_t)(uintptr_t)value;
+    if (sys_bpf(BPF_MAP_LOOKUP_ELEM, &attr) != 0) {
+      if (errno == ENOENT) {
+        // Deleted meanwhile. Continue after it: the key slot is overwritten by the next one, so
+        // keep its bytes in a scratch copy as the cursor.
+        static __thread uint8_t cursor[64];
+        if (key_size > sizeof cursor) break;
+        memcpy(cursor, key, key_size);
+        prev = cursor;
+        continue;
+      }
+      return throw_errno(env, errno, "bpf(BPF_MAP_LOOKUP_ELEM)", "bpf(BPF_MAP_LOOKUP_ELEM)");
+    }
+    prev = key;
+    total++;
+  }
+  napi_value result;
+  NAPI_CALL(env, napi_create_double(env, (double)total, &result));
+  return result;
+}
+
+// --- module ---------------------------------------------------------------------------------------
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"openPinned", NULL, open_pinned, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"close", NULL, close_fd, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mapInfo", NULL, map_info, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"lookupBatch", NULL, lookup_batch, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"lookupEach", NULL, lookup_each, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  NAPI_CALL(env, napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
