@@ -31,6 +31,14 @@ export interface ConnSample {
   replyPackets: number;
   /** False when the entry carries no counters (nf_conntrack_acct was off when it was created). */
   hasCounters: boolean;
+  /**
+   * Optional fast identity of (family, zone, orig tuple, id) computed by the source from raw bytes:
+   * `key` a non-negative integer below 2^53, `key2` a second, independent 32-bit hash. When present
+   * the tracker finds known connections without touching the address strings (which a source may
+   * then decode lazily, e.g. as getters). Absent: the tracker builds a string key.
+   */
+  key?: number;
+  key2?: number;
 }
 
 export interface ReadStats {
@@ -38,6 +46,11 @@ export interface ReadStats {
   entries: number;
   /** Messages or entries that could not be parsed (skipped, counted). */
   parseErrors: number;
+  /**
+   * True when the read may have missed live entries (netfilter: the table changed during the dump,
+   * NLM_F_DUMP_INTR). The tracker then keeps entries this read did not see instead of forgetting them.
+   */
+  interrupted?: boolean;
 }
 
 export interface ConntrackSource {

@@ -1,0 +1,240 @@
+// Streaming dump of the conntrack table over one netlink socket. Each datagram is parsed in place as
+// it arrives and every entry handed to the visitor at once: the dump is never collected (a 250k-entry
+// table is ~60 MB of datagrams), so memory stays flat whatever the table size.
+import type { RawNetlinkSocket } from 'netlink';
+import type { ConnSample } from '../source.js';
+import {
+  AF_UNSPEC,
+  buildDumpRequest,
+  buildMessage,
+  IPCTNL_MSG_CT_GET_STATS,
+  IPCTNL_MSG_CT_NEW,
+  NLM_F_ACK,
+  NLM_F_DUMP_INTR,
+  NLM_F_REQUEST,
+  NLMSG_DONE,
+  NLMSG_ERROR,
+  NLMSG_HDRLEN,
+  NLMSG_OVERRUN,
+} from './ctnetlink.js';
+import { CtSample, parseCtMessage } from './parser.js';
+import { openNetfilterSocket } from './socket.js';
+
+export interface DumpResult {
+  entries: number;
+  parseErrors: number;
+  /** Entries without counters (nf_conntrack_acct was off when they were created). */
+  noCounters: number;
+  /** The table changed during the dump (NLM_F_DUMP_INTR) or a datagram was cut: entries may be missing. */
+  interrupted: boolean;
+}
+
+/** A netlink request that failed with an errno (EPERM, ...). */
+export class NetlinkError extends Error {
+  override name = 'NetlinkError';
+  constructor(
+    message: string,
+    readonly errno: number,
+  ) {
+    super(message);
+  }
+}
+
+export const EPERM = 1;
+
+interface Pending {
+  seq: number;
+  /** Visits entries (undefined for requests that are not dumps). */
+  visit: ((s: ConnSample) => void) | undefined;
+  result: DumpResult;
+  resolve(r: DumpResult): void;
+  reject(err: Error): void;
+  timer: NodeJS.Timeout;
+  /** The kernel's dump ends with DONE; a plain request ends with an ACK/ERROR. */
+  isDump: boolean;
+}
+
+export interface DumperOptions {
+  /** Receive size per datagram: the kernel sizes dump datagrams to it (capped at 32 KiB). */
+  msgBufferSize?: number;
+  /** Time allowed for one dump. @default 60000 */
+  timeoutMs?: number;
+}
+
+const u32le = (b: Buffer, o: number) => (b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)) >>> 0;
+const u16le = (b: Buffer, o: number) => b[o] | (b[o + 1] << 8);
+const i32le = (b: Buffer, o: number) => b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24);
+
+export class ConntrackDumper {
+  private sock: RawNetlinkSocket | undefined;
+  private pending: Pending | undefined;
+  private seq = Math.floor(Math.random() * 0x7fffffff);
+  private readonly sample = new CtSample();
+  private readonly msgBufferSize: number;
+  private readonly timeoutMs: number;
+
+  constructor(opts: DumperOptions = {}) {
+    this.msgBufferSize = opts.msgBufferSize ?? 32768;
+    this.timeoutMs = opts.timeoutMs ?? 60_000;
+  }
+
+  /** Dumps the table (both families by default), visiting each entry as its datagram arrives. */
+  dump(visit: (s: ConnSample) => void, family = AF_UNSPEC): Promise<DumpResult> {
+    return this.request(buildDumpRequest(this.nextSeq(), family), visit, true);
+  }
+
+  /**
+   * Asks for the table's global statistics: cheap, and needs the same permission as a dump (every
+   * ctnetlink request needs CAP_NET_ADMIN), so it is the start-up permission check.
+   */
+  probe(): Promise<DumpResult> {
+    return this.request(
+      buildMessage(IPCTNL_MSG_CT_GET_STATS, NLM_F_REQUEST | NLM_F_ACK, this.nextSeq(), AF_UNSPEC),
+      undefined,
+      false,
+    );
+  }
+
+  close(): void {
+    if (this.pending) this.finish(this.pending, new Error('conntrack socket closed'));
+    this.closeSocket();
+  }
+
+  private nextSeq(): number {
+    this.seq = (this.seq + 1) >>> 0 || 1;
+    return this.seq;
+  }
+
+  private request(msg: Buffer, visit: ((s: ConnSample) => void) | undefined, isDump: boolean) {
+    if (this.pending) return Promise.reject(new Error('a conntrack dump is already running'));
+    const sock = this.socket();
+    const seq = u32le(msg, 8);
+    return new Promise<DumpResult>((resolve, reject) => {
+      const p: Pending = {
+        seq,
+        visit,
+        isDump,
+        result: { entries: 0, parseErrors: 0, noCounters: 0, interrupted: false },
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          // No DONE in time: the socket's state is unknown, start over with a fresh one.
+          this.finish(p, new Error(`conntrack dump: no answer within ${this.timeoutMs} ms`));
+        }, this.timeoutMs),
+      };
+      p.timer.unref();
+      this.pending = p;
+      // Referenced while a request is in flight: a process that exits with a send pending in the
+      // native layer aborts.
+      sock.ref();
+      sock.send(msg, { port: 0 }, (err) => {
+        if (err) this.finish(p, new Error('sending the conntrack dump request failed', { cause: err }));
+      });
+    });
+  }
+
+  private socket(): RawNetlinkSocket {
+    if (!this.sock) {
+      this.sock = openNetfilterSocket(
+        { msgBufferSize: this.msgBufferSize, recvBufferSize: 4 * 1024 * 1024 },
+        {
+          onMessage: (buf) => this.onDatagram(buf),
+          onTruncated: () => {
+            // Part of a datagram is lost: entries may be missing from this read.
+            const p = this.pending;
+            if (p) {
+              p.result.parseErrors++;
+              p.result.interrupted = true;
+            }
+          },
+          onError: (err) => {
+            const p = this.pending;
+            if (p) this.finish(p, new Error('conntrack socket error', { cause: err }));
+          },
+        },
+      );
+      this.sock.unref();
+    }
+    return this.sock;
+  }
+
+  private closeSocket(): void {
+    const s = this.sock;
+    this.sock = undefined;
+    try {
+      s?.close();
+    } catch {}
+  }
+
+  /**
+   * Settles the pending request once. A failure also drops the socket: the kernel would refuse a
+   * new dump on it until the old one is read out, so the next request simply starts on a fresh one.
+   */
+  private finish(p: Pending, err?: Error): void {
+    if (this.pending !== p) return;
+    this.pending = undefined;
+    clearTimeout(p.timer);
+    this.sock?.unref();
+    if (err) {
+      this.closeSocket();
+      p.reject(err);
+    } else {
+      p.resolve(p.result);
+    }
+  }
+
+  private onDatagram(b: Buffer): void {
+    const p = this.pending;
+    if (!p) return; // stale datagrams of an abandoned request
+    const r = p.result;
+    const s = this.sample;
+    let off = 0;
+    while (off + NLMSG_HDRLEN <= b.length) {
+      const len = u32le(b, off);
+      if (len < NLMSG_HDRLEN || off + len > b.length) {
+        r.parseErrors++; // the rest of this datagram cannot be framed
+        return;
+      }
+      const type = u16le(b, off + 4);
+      const flags = u16le(b, off + 6);
+      if (u32le(b, off + 8) === p.seq) {
+        if (flags & NLM_F_DUMP_INTR) r.interrupted = true;
+        if (type === IPCTNL_MSG_CT_NEW) {
+          if (parseCtMessage(b, off, off + len, s)) {
+            r.entries++;
+            if (!s.hasCounters) r.noCounters++;
+            if (p.visit !== undefined) {
+              try {
+                p.visit(s);
+              } catch (err) {
+                this.finish(p, new Error('conntrack entry visitor failed', { cause: err }));
+                return;
+              }
+            }
+          } else {
+            r.parseErrors++;
+          }
+        } else if (type === NLMSG_DONE) {
+          // DONE carries the dump's final status (an int, negative errno on failure).
+          const status = len >= NLMSG_HDRLEN + 4 ? i32le(b, off + NLMSG_HDRLEN) : 0;
+          if (status < 0)
+            this.finish(p, new NetlinkError(`conntrack dump failed: errno ${-status}`, -status));
+          else this.finish(p);
+          return;
+        } else if (type === NLMSG_ERROR) {
+          const errno = len >= NLMSG_HDRLEN + 4 ? -i32le(b, off + NLMSG_HDRLEN) : 0;
+          if (errno !== 0)
+            this.finish(p, new NetlinkError(`conntrack request failed: errno ${errno}`, errno));
+          else if (!p.isDump) this.finish(p);
+          return;
+        } else if (type === NLMSG_OVERRUN) {
+          r.interrupted = true;
+        } else if (!p.isDump && type !== NLMSG_DONE) {
+          // GET_STATS answers with one message (then the ACK).
+          r.entries++;
+        }
+      }
+      off += (len + 3) & ~3;
+    }
+  }
+}

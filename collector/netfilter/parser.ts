@@ -1,0 +1,407 @@
+// Decodes one ctnetlink conntrack message (dump reply or event) in place: plain byte reads at offsets
+// into the received datagram, into one reused sample object. Addresses are turned into strings only
+// when somebody asks for them (the tracker asks only for connections it has not seen before), so an
+// unchanged entry costs no allocation at all.
+//
+// Robustness: every length is checked against its parent before use; anything malformed makes
+// `parseCtMessage` return false (the caller counts a parse error and moves on). Nothing here throws
+// on bad input.
+import type { ConnSample } from '../source.js';
+import {
+  AF_INET,
+  AF_INET6,
+  CTA_COUNTERS_BYTES,
+  CTA_COUNTERS_ORIG,
+  CTA_COUNTERS_PACKETS,
+  CTA_COUNTERS_REPLY,
+  CTA_COUNTERS32_BYTES,
+  CTA_COUNTERS32_PACKETS,
+  CTA_ID,
+  CTA_IP_V4_DST,
+  CTA_IP_V4_SRC,
+  CTA_IP_V6_DST,
+  CTA_IP_V6_SRC,
+  CTA_MARK,
+  CTA_PROTO_DST_PORT,
+  CTA_PROTO_ICMP_CODE,
+  CTA_PROTO_ICMP_ID,
+  CTA_PROTO_ICMP_TYPE,
+  CTA_PROTO_ICMPV6_CODE,
+  CTA_PROTO_ICMPV6_ID,
+  CTA_PROTO_ICMPV6_TYPE,
+  CTA_PROTO_NUM,
+  CTA_PROTO_SRC_PORT,
+  CTA_STATUS,
+  CTA_TIMEOUT,
+  CTA_TUPLE_IP,
+  CTA_TUPLE_ORIG,
+  CTA_TUPLE_PROTO,
+  CTA_TUPLE_REPLY,
+  CTA_TUPLE_ZONE,
+  CTA_ZONE,
+  NLA_TYPE_MASK,
+  NLMSG_HDRLEN,
+} from './ctnetlink.js';
+
+const EMPTY = Buffer.alloc(0);
+
+/** Bits of what a tuple carried; a usable tuple has all of TUPLE_COMPLETE. */
+const F_SRC = 1;
+const F_DST = 2;
+const F_PROTO = 4;
+const TUPLE_COMPLETE = F_SRC | F_DST | F_PROTO;
+
+/**
+ * One conntrack entry as decoded from a message. Implements ConnSample with lazily decoded address
+ * strings; valid only until the next parse into the same object (the buffer it points into is the
+ * datagram being read).
+ */
+export class CtSample implements ConnSample {
+  family: 4 | 6 = 4;
+  proto = 0;
+  zone = 0;
+  id = 0;
+  origSport = 0;
+  origDport = 0;
+  replySport = 0;
+  replyDport = 0;
+  /** ICMP/ICMPv6 echo id, type, code of the original tuple (0 for other protocols). */
+  icmpId = 0;
+  icmpType = 0;
+  icmpCode = 0;
+  origBytes = 0;
+  origPackets = 0;
+  replyBytes = 0;
+  replyPackets = 0;
+  hasCounters = false;
+  status = 0;
+  /** Seconds until the entry expires, as the kernel reported it. */
+  timeout = 0;
+  mark = 0;
+  /**
+   * Identity of (family, zone, orig tuple, id) as two hashes of the raw bytes: `key` (53 bits) and
+   * `key2` (32 bits). The tracker looks entries up by these without building strings.
+   */
+  key = 0;
+  key2 = 0;
+
+  buf: Buffer = EMPTY;
+  origSrcOff = 0;
+  origDstOff = 0;
+  replySrcOff = 0;
+  replyDstOff = 0;
+
+  get origSrc(): string {
+    return formatAddr(this.buf, this.origSrcOff, this.family);
+  }
+  get origDst(): string {
+    return formatAddr(this.buf, this.origDstOff, this.family);
+  }
+  get replySrc(): string {
+    return formatAddr(this.buf, this.replySrcOff, this.family);
+  }
+  get replyDst(): string {
+    return formatAddr(this.buf, this.replyDstOff, this.family);
+  }
+}
+
+export function formatAddr(b: Buffer, off: number, family: 4 | 6): string {
+  return family === 4 ? `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}` : formatV6(b, off);
+}
+
+/** RFC 5952 text form (lowercase, longest run of ≥2 zero groups as `::`), as Kubernetes writes it. */
+export function formatV6(b: Buffer, off: number): string {
+  let bestStart = -1;
+  let bestLen = 1;
+  let runStart = -1;
+  for (let i = 0; i < 8; i++) {
+    const zero = b[off + 2 * i] === 0 && b[off + 2 * i + 1] === 0;
+    if (zero) {
+      if (runStart < 0) runStart = i;
+      if (i - runStart + 1 > bestLen) {
+        bestLen = i - runStart + 1;
+        bestStart = runStart;
+      }
+    } else {
+      runStart = -1;
+    }
+  }
+  let out = '';
+  for (let i = 0; i < 8; i++) {
+    if (i === bestStart) {
+      out += i === 0 ? '::' : ':';
+      i += bestLen - 1;
+      continue;
+    }
+    out += ((b[off + 2 * i] << 8) | b[off + 2 * i + 1]).toString(16);
+    if (i < 7) out += ':';
+  }
+  return out;
+}
+
+const u16le = (b: Buffer, o: number) => b[o] | (b[o + 1] << 8);
+const be16 = (b: Buffer, o: number) => (b[o] << 8) | b[o + 1];
+const be32 = (b: Buffer, o: number) => ((b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]) >>> 0;
+/** Exact below 2^53, which no byte counter reaches. */
+const be64 = (b: Buffer, o: number) => be32(b, o) * 4294967296 + be32(b, o + 4);
+
+/**
+ * Parses the conntrack message at [off, end) of `b` (starting at its nlmsghdr) into `s`.
+ * Returns false when the message is malformed or lacks an original/reply tuple.
+ */
+export function parseCtMessage(b: Buffer, off: number, end: number, s: CtSample): boolean {
+  if (end > b.length || end - off < NLMSG_HDRLEN + 4) return false;
+  const nfFamily = b[off + NLMSG_HDRLEN];
+  if (nfFamily !== AF_INET && nfFamily !== AF_INET6) return false;
+  const family = nfFamily === AF_INET ? 4 : 6;
+  s.buf = b;
+  s.family = family;
+  s.proto = 0;
+  s.zone = 0;
+  s.id = 0;
+  s.icmpId = 0;
+  s.icmpType = 0;
+  s.icmpCode = 0;
+  s.origBytes = 0;
+  s.origPackets = 0;
+  s.replyBytes = 0;
+  s.replyPackets = 0;
+  s.hasCounters = false;
+  s.status = 0;
+  s.timeout = 0;
+  s.mark = 0;
+  let haveOrig = false;
+  let haveReply = false;
+  let p = off + NLMSG_HDRLEN + 4;
+  while (p + 4 <= end) {
+    const len = u16le(b, p);
+    const type = u16le(b, p + 2) & NLA_TYPE_MASK;
+    if (len < 4 || p + len > end) return false;
+    const v = p + 4;
+    const ve = p + len;
+    switch (type) {
+      case CTA_TUPLE_ORIG:
+        if (parseTuple(b, v, ve, s, false) !== TUPLE_COMPLETE) return false;
+        haveOrig = true;
+        break;
+      case CTA_TUPLE_REPLY:
+        if (parseTuple(b, v, ve, s, true) !== TUPLE_COMPLETE) return false;
+        haveReply = true;
+        break;
+      case CTA_COUNTERS_ORIG:
+      case CTA_COUNTERS_REPLY:
+        if (!parseCounters(b, v, ve, s, type === CTA_COUNTERS_REPLY)) return false;
+        break;
+      case CTA_STATUS:
+        if (len !== 8) return false;
+        s.status = be32(b, v);
+        break;
+      case CTA_TIMEOUT:
+        if (len !== 8) return false;
+        s.timeout = be32(b, v);
+        break;
+      case CTA_MARK:
+        if (len !== 8) return false;
+        s.mark = be32(b, v);
+        break;
+      case CTA_ID:
+        if (len !== 8) return false;
+        s.id = be32(b, v);
+        break;
+      case CTA_ZONE:
+        if (len < 6) return false;
+        s.zone = be16(b, v);
+        break;
+    }
+    p += (len + 3) & ~3;
+  }
+  if (!haveOrig || !haveReply) return false;
+  computeKey(b, s);
+  return true;
+}
+
+function parseTuple(b: Buffer, p: number, end: number, s: CtSample, reply: boolean): number {
+  let seen = 0;
+  while (p + 4 <= end) {
+    const len = u16le(b, p);
+    const type = u16le(b, p + 2) & NLA_TYPE_MASK;
+    if (len < 4 || p + len > end) return -1;
+    if (type === CTA_TUPLE_IP) {
+      const r = parseIp(b, p + 4, p + len, s, reply);
+      if (r < 0) return -1;
+      seen |= r;
+    } else if (type === CTA_TUPLE_PROTO) {
+      if (!parseProto(b, p + 4, p + len, s, reply)) return -1;
+      seen |= F_PROTO;
+    } else if (type === CTA_TUPLE_ZONE) {
+      // The zone of a tuple direction; the top-level CTA_ZONE is the connection's zone. Both are
+      // only present when non-zero; keep whichever is set.
+      if (len < 6) return -1;
+      if (!reply && s.zone === 0) s.zone = be16(b, p + 4);
+    }
+    p += (len + 3) & ~3;
+  }
+  return seen;
+}
+
+function parseIp(b: Buffer, p: number, end: number, s: CtSample, reply: boolean): number {
+  const want = s.family === 4 ? 8 : 20;
+  let seen = 0;
+  while (p + 4 <= end) {
+    const len = u16le(b, p);
+    const type = u16le(b, p + 2) & NLA_TYPE_MASK;
+    if (len < 4 || p + len > end) return -1;
+    let which = 0;
+    if (type === CTA_IP_V4_SRC || type === CTA_IP_V6_SRC) which = F_SRC;
+    else if (type === CTA_IP_V4_DST || type === CTA_IP_V6_DST) which = F_DST;
+    if (which !== 0) {
+      // An address of the other family than the message's, or of the wrong size: malformed.
+      const v6attr = type === CTA_IP_V6_SRC || type === CTA_IP_V6_DST;
+      if (len !== want || v6attr !== (s.family === 6)) return -1;
+      if (which === F_SRC) {
+        if (reply) s.replySrcOff = p + 4;
+        else s.origSrcOff = p + 4;
+      } else if (reply) s.replyDstOff = p + 4;
+      else s.origDstOff = p + 4;
+      seen |= which;
+    }
+    p += (len + 3) & ~3;
+  }
+  return seen;
+}
+
+function parseProto(b: Buffer, p: number, end: number, s: CtSample, reply: boolean): boolean {
+  let haveNum = false;
+  let sport = 0;
+  let dport = 0;
+  let icmpId = 0;
+  let icmpType = 0;
+  let icmpCode = 0;
+  let proto = 0;
+  while (p + 4 <= end) {
+    const len = u16le(b, p);
+    const type = u16le(b, p + 2) & NLA_TYPE_MASK;
+    if (len < 4 || p + len > end) return false;
+    const v = p + 4;
+    switch (type) {
+      case CTA_PROTO_NUM:
+        if (len < 5) return false;
+        proto = b[v];
+        haveNum = true;
+        break;
+      case CTA_PROTO_SRC_PORT:
+        if (len < 6) return false;
+        sport = be16(b, v);
+        break;
+      case CTA_PROTO_DST_PORT:
+        if (len < 6) return false;
+        dport = be16(b, v);
+        break;
+      case CTA_PROTO_ICMP_ID:
+      case CTA_PROTO_ICMPV6_ID:
+        if (len < 6) return false;
+        icmpId = be16(b, v);
+        break;
+      case CTA_PROTO_ICMP_TYPE:
+      case CTA_PROTO_ICMPV6_TYPE:
+        if (len < 5) return false;
+        icmpType = b[v];
+        break;
+      case CTA_PROTO_ICMP_CODE:
+      case CTA_PROTO_ICMPV6_CODE:
+        if (len < 5) return false;
+        icmpCode = b[v];
+        break;
+    }
+    p += (len + 3) & ~3;
+  }
+  if (!haveNum) return false;
+  // ICMP has no ports: its echo id and type/code identify the "connection" instead.
+  if (proto === 1 || proto === 58) {
+    sport = icmpId;
+    dport = (icmpType << 8) | icmpCode;
+  }
+  if (reply) {
+    if (proto !== s.proto) return false;
+    s.replySport = sport;
+    s.replyDport = dport;
+  } else {
+    s.proto = proto;
+    s.origSport = sport;
+    s.origDport = dport;
+    s.icmpId = icmpId;
+    s.icmpType = icmpType;
+    s.icmpCode = icmpCode;
+  }
+  return true;
+}
+
+function parseCounters(b: Buffer, p: number, end: number, s: CtSample, reply: boolean): boolean {
+  let packets = 0;
+  let bytes = 0;
+  while (p + 4 <= end) {
+    const len = u16le(b, p);
+    const type = u16le(b, p + 2) & NLA_TYPE_MASK;
+    if (len < 4 || p + len > end) return false;
+    const v = p + 4;
+    if (type === CTA_COUNTERS_PACKETS || type === CTA_COUNTERS_BYTES) {
+      if (len !== 12) return false;
+      if (type === CTA_COUNTERS_PACKETS) packets = be64(b, v);
+      else bytes = be64(b, v);
+    } else if (type === CTA_COUNTERS32_PACKETS || type === CTA_COUNTERS32_BYTES) {
+      if (len !== 8) return false;
+      if (type === CTA_COUNTERS32_PACKETS) packets = be32(b, v);
+      else bytes = be32(b, v);
+    }
+    p += (len + 3) & ~3;
+  }
+  if (reply) {
+    s.replyPackets = packets;
+    s.replyBytes = bytes;
+  } else {
+    s.origPackets = packets;
+    s.origBytes = bytes;
+  }
+  s.hasCounters = true;
+  return true;
+}
+
+// Murmur3-style mixing of 32-bit words. Three independent lanes give 85 bits of identity: a
+// collision between two live entries is far less likely than a corrupted packet.
+function mix(h: number, k: number): number {
+  k = Math.imul(k, 0xcc9e2d51);
+  k = (k << 15) | (k >>> 17);
+  h ^= Math.imul(k, 0x1b873593);
+  h = (h << 13) | (h >>> 19);
+  return (Math.imul(h, 5) + 0xe6546b64) | 0;
+}
+function fmix(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+const word = (b: Buffer, o: number) => b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24) | 0;
+
+function computeKey(b: Buffer, s: CtSample): void {
+  let h1 = 0x9747b28c;
+  let h2 = 0x2545f491;
+  let h3 = 0x5bd1e995;
+  const n = s.family === 4 ? 1 : 4;
+  for (let i = 0; i < n; i++) {
+    const a = word(b, s.origSrcOff + 4 * i);
+    const d = word(b, s.origDstOff + 4 * i);
+    h1 = mix(mix(h1, a), d);
+    h2 = mix(mix(h2, d), a);
+    h3 = mix(mix(h3, a ^ 0x55555555), d);
+  }
+  const ports = (s.origSport << 16) | s.origDport;
+  const meta = s.proto | (s.family << 8) | (s.zone << 16);
+  h1 = mix(mix(mix(h1, ports), meta), s.id);
+  h2 = mix(mix(mix(h2, s.id), ports), meta);
+  h3 = mix(mix(mix(h3, meta), s.id), ports);
+  s.key = (fmix(h1) >>> 11) * 4294967296 + fmix(h2);
+  s.key2 = fmix(h3);
+}
