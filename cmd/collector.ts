@@ -1,8 +1,121 @@
-// Wiring of `podflow collector`.
+// Wiring of `podflow collector`: source → reduce → loop → backlog → HTTP (pull API, /metrics).
+import { once } from 'node:events';
+import type { Registry } from 'prom-client';
+import { Backlog } from '../collector/backlog.js';
+import { CollectorLoop } from '../collector/loop.js';
+import { type CollectorMetrics, createCollectorMetrics } from '../collector/metrics.js';
+import { createReducer } from '../collector/reduce.js';
+import { createLocalIndex, type LocalIndex } from '../collector/select-index.js';
+import { createSource, type SelectedSource } from '../collector/select-source.js';
+import { createCollectorServer } from '../collector/server.js';
 import type { Config } from '../shared/config.js';
 import { StartupError } from '../shared/errors.js';
+import { createRegistry, type HttpServer } from '../shared/http.js';
 import type { Logger } from '../shared/log.js';
 
-export async function run(_config: Config, _log: Logger, _signal: AbortSignal): Promise<void> {
-  throw new StartupError('collector: not wired yet');
+/** The collecting half, shared by `podflow collector` and `podflow standalone`. */
+export interface CollectorGraph {
+  source: SelectedSource;
+  local: LocalIndex;
+  backlog: Backlog;
+  metrics: CollectorMetrics;
+  loop: CollectorLoop;
+  /** Why the collecting half is not ready, or undefined. */
+  notReady(): string | undefined;
+  /** Opens the source (permission checks) and starts the index and the loop. */
+  start(): Promise<void>;
+  /** Stops the loop, then closes the source and the index. */
+  close(): Promise<void>;
+}
+
+/** Builds the collecting half. Only `createLocalIndex` may touch the outside (kubeconfig lookup). */
+export async function createCollectorGraph(
+  config: Config,
+  log: Logger,
+  registry: Registry,
+): Promise<CollectorGraph> {
+  const source = createSource(config, log);
+  const local = await createLocalIndex(config, log);
+  const backlog = new Backlog({ backlogMaxFlows: config.backlogMaxFlows });
+  const metrics = createCollectorMetrics(registry, {
+    backlog: () => backlog.stats(),
+    source: () => ({ lostEvents: source.lostEvents }),
+  });
+  const reducer = createReducer(
+    { groupPublicIps: config.groupPublicIps },
+    { podIndex: local.index, log: log.child({ stage: 'reduce' }) },
+  );
+  const loop = new CollectorLoop(
+    { interval: config.interval },
+    { tick: () => reducer.tick(source), backlog, metrics, log: log.child({ stage: 'loop' }) },
+  );
+  let started = false;
+  return {
+    source,
+    local,
+    backlog,
+    metrics,
+    loop,
+    notReady: () => loop.notReady() ?? local.notReady(),
+    async start() {
+      await source.start();
+      started = true;
+      await local.start();
+      loop.start();
+      log.info(
+        { source: source.name, interval: config.interval, index: local.kind, bootId: backlog.bootId },
+        'collecting',
+      );
+    },
+    async close() {
+      await loop.close();
+      if (started) await source.close();
+      await local.close();
+    },
+  };
+}
+
+/** Starts the HTTP server, turning the usual bind failures into one clear start-up line. */
+export async function startServer(server: HttpServer, listen: { host: string; port: number }): Promise<void> {
+  try {
+    await server.start();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const where = `--listen ${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${listen.port}`;
+    if (code === 'EADDRINUSE') throw new StartupError(`${where}: address already in use`);
+    if (code === 'EACCES') throw new StartupError(`${where}: permission denied (ports below 1024 need root)`);
+    if (code === 'EADDRNOTAVAIL') throw new StartupError(`${where}: no such local address`);
+    throw new StartupError(`${where}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+export async function run(config: Config, log: Logger, signal: AbortSignal): Promise<void> {
+  const registry = createRegistry();
+  const graph = await createCollectorGraph(config, log, registry);
+  const server = createCollectorServer(
+    { listen: config.listen },
+    {
+      backlog: graph.backlog,
+      node: config.nodeName,
+      source: graph.source.name,
+      metrics: graph.metrics,
+      log: log.child({ stage: 'http' }),
+      registry,
+      notReady: graph.notReady,
+    },
+  );
+  try {
+    await graph.start();
+    await startServer(server, config.listen);
+  } catch (err) {
+    await graph.close().catch(() => undefined);
+    await server.close().catch(() => undefined);
+    throw err;
+  }
+  if (!signal.aborted) await once(signal, 'abort');
+  // Ordered shutdown: stop accepting pulls, let those in progress finish, stop reading, close.
+  const deadline = Date.now() + config.shutdownTimeout;
+  await server.close(deadline);
+  await graph.close();
+  log.info('collector stopped');
 }

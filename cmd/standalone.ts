@@ -1,8 +1,115 @@
-// Wiring of `podflow standalone`.
+// Wiring of `podflow standalone`: the collecting half (source → reduce → loop → backlog) and the
+// exporting half (pull → enrich → Prometheus + HTTP sinks → ack) in one process, joined by an
+// in-process client over the backlog, with one /metrics carrying flow counters and both halves'
+// self-metrics. Without Kubernetes the local endpoints are this host's addresses and src labels
+// describe the node itself.
+import { once } from 'node:events';
+import type { Backlog } from '../collector/backlog.js';
+import type { CollectorMetrics } from '../collector/metrics.js';
+import { createKubernetes, type Kubernetes } from '../exporter/kubernetes.js';
+import { createExportGraph, staticDiscovery } from '../exporter/pipeline.js';
+import { type CollectorClient, PullError } from '../exporter/pull.js';
 import type { Config } from '../shared/config.js';
 import { StartupError } from '../shared/errors.js';
+import type { PullResponse } from '../shared/flow.js';
+import { createRegistry, HttpServer } from '../shared/http.js';
 import type { Logger } from '../shared/log.js';
+import { createCollectorGraph, startServer } from './collector.js';
 
-export async function run(_config: Config, _log: Logger, _signal: AbortSignal): Promise<void> {
-  throw new StartupError('standalone: not wired yet');
+/**
+ * The exporter's view of the collector in the same process: the pull API's semantics (pending
+ * batches until acknowledged, 409 → PullError('boot')) without HTTP or msgpack.
+ */
+export class LocalCollectorClient implements CollectorClient {
+  readonly id: string;
+
+  constructor(
+    private readonly backlog: Backlog,
+    private readonly info: { node: string; source: 'netfilter' | 'cilium'; metrics?: CollectorMetrics },
+  ) {
+    this.id = `local/${info.node}`;
+  }
+
+  async pull(signal: AbortSignal): Promise<PullResponse> {
+    signal.throwIfAborted();
+    this.info.metrics?.pulls.inc();
+    return {
+      version: 1,
+      bootId: this.backlog.bootId,
+      node: this.info.node,
+      source: this.info.source,
+      batches: this.backlog.pull(),
+    };
+  }
+
+  async ack(bootId: string, seq: number, signal: AbortSignal): Promise<void> {
+    signal.throwIfAborted();
+    const r = this.backlog.ack(bootId, seq);
+    this.info.metrics?.acks.inc({ result: r.ok ? 'ok' : 'conflict' });
+    if (!r.ok) throw new PullError('boot', `ack: ${r.reason}`);
+  }
+}
+
+export async function run(config: Config, log: Logger, signal: AbortSignal): Promise<void> {
+  const registry = createRegistry();
+  const collector = await createCollectorGraph(config, log.child({ half: 'collector' }), registry);
+  const kube: Kubernetes | undefined = await createKubernetes(config, { log, registry });
+  const client = new LocalCollectorClient(collector.backlog, {
+    node: config.nodeName,
+    source: collector.source.name,
+    metrics: collector.metrics,
+  });
+  let graph: ReturnType<typeof createExportGraph>;
+  try {
+    graph = createExportGraph(config, {
+      discovery: staticDiscovery([client]),
+      cluster: kube?.cluster,
+      registry,
+      log: log.child({ half: 'exporter' }),
+      env: process.env,
+    });
+  } catch (err) {
+    throw new StartupError((err as Error).message);
+  }
+  const { pipeline } = graph;
+  const server = new HttpServer(
+    { listen: config.listen },
+    {
+      registry,
+      log: log.child({ stage: 'http' }),
+      notReady: () =>
+        collector.notReady() ??
+        kube?.notReady() ??
+        (pipeline.ready ? undefined : 'first export round not done yet'),
+    },
+  );
+  try {
+    await collector.start();
+    await startServer(server, config.listen);
+  } catch (err) {
+    await collector.close().catch(() => undefined);
+    await kube?.close().catch(() => undefined);
+    await server.close().catch(() => undefined);
+    throw err;
+  }
+  pipeline.start();
+  log.info(
+    {
+      listen: config.listen,
+      exportInterval: config.exportInterval,
+      httpSink: config.httpSinkUrl !== undefined,
+    },
+    'standalone running',
+  );
+
+  if (!signal.aborted) await once(signal, 'abort');
+  // Ordered shutdown: stop reading, then flush the sinks (acknowledging what they took), then stop
+  // serving /metrics last so a final scrape can still see the counters.
+  const deadline = Date.now() + config.shutdownTimeout;
+  await collector.loop.close();
+  await pipeline.close(deadline);
+  await collector.close();
+  await kube?.close();
+  await server.close(deadline);
+  log.info('standalone stopped');
 }
