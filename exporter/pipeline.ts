@@ -33,6 +33,11 @@ export interface PipelineConfig {
   exportInterval: number;
   /** `pull-concurrency`. */
   pullConcurrency: number;
+  /**
+   * `pull-timeout`, ms: also enforced here, so that a client without its own timeout (in-process,
+   * or a future transport) cannot hold a round.
+   */
+  pullTimeout: number;
 }
 
 export interface PipelineDeps {
@@ -193,7 +198,7 @@ export class Pipeline {
     const began = performance.now();
     let res: PullResponse;
     try {
-      res = await client.pull(this.abort.signal);
+      res = await withTimeout(client.pull(this.abort.signal), this.config.pullTimeout);
     } catch (err) {
       const reason = err instanceof PullError ? err.reason : 'network';
       metrics?.pullErrors.inc({ collector: client.id, reason });
@@ -290,6 +295,15 @@ export class Pipeline {
   }
 }
 
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new PullError('timeout', `pull: no answer within ${ms}ms`)), ms);
+    timer.unref();
+  });
+  return Promise.race([p, expired]).finally(() => clearTimeout(timer));
+}
+
 /** Runs `fn` over `items` with at most `limit` at once. */
 async function forEachLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>) {
   let next = 0;
@@ -353,7 +367,11 @@ export function createExportGraph(config: Config, deps: ExportGraphDeps): Export
     sinks.push(http);
   }
   const pipeline = new Pipeline(
-    { exportInterval: config.exportInterval, pullConcurrency: config.pullConcurrency },
+    {
+      exportInterval: config.exportInterval,
+      pullConcurrency: config.pullConcurrency,
+      pullTimeout: config.pullTimeout,
+    },
     { discovery: deps.discovery, enricher, sinks, log: deps.log.child({ stage: 'pipeline' }), metrics },
   );
   return { pipeline, prometheus, http, metrics };

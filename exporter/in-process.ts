@@ -1,0 +1,37 @@
+// A collector in the same process (`podflow standalone`): the pipeline pulls its backlog directly,
+// without HTTP or msgpack, through the same CollectorClient interface and the same ack rules.
+import type { FlowBatch, PullResponse } from '../shared/flow.js';
+import { type CollectorClient, PullError } from './pull.js';
+
+/** What the in-process client needs of the collector's backlog (collector/backlog.ts). */
+export interface LocalBacklog {
+  readonly bootId: string;
+  pull(maxFlows?: number): FlowBatch[];
+  ack(bootId: string, seq: number): { ok: true } | { ok: false; reason: string };
+}
+
+export class InProcessCollectorClient implements CollectorClient {
+  readonly id: string;
+
+  constructor(
+    private readonly backlog: LocalBacklog,
+    private readonly info: { node: string; source: 'netfilter' | 'cilium' },
+  ) {
+    this.id = `local:${info.node}`;
+  }
+
+  async pull(_signal: AbortSignal): Promise<PullResponse> {
+    return {
+      version: 1,
+      bootId: this.backlog.bootId,
+      node: this.info.node,
+      source: this.info.source,
+      batches: this.backlog.pull(),
+    };
+  }
+
+  async ack(bootId: string, seq: number, _signal: AbortSignal): Promise<void> {
+    const r = this.backlog.ack(bootId, seq);
+    if (!r.ok) throw new PullError('boot', `ack: ${r.reason}`);
+  }
+}

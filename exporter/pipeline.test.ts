@@ -1,0 +1,223 @@
+import { Registry } from 'prom-client';
+import { describe, expect, it } from 'vitest';
+import { Backlog } from '../collector/backlog.js';
+import { FLOW_LABELS } from '../shared/config.js';
+import type { EnrichedFlow, Flow, PullResponse } from '../shared/flow.js';
+import { silentLogger } from '../shared/log.js';
+import { Enricher, emptyClusterLookup } from './enrich.js';
+import { InProcessCollectorClient } from './in-process.js';
+import { ExporterMetrics } from './metrics.js';
+import { Pipeline, staticDiscovery } from './pipeline.js';
+import { PrometheusSink } from './prometheus-sink.js';
+import { type CollectorClient, PullError } from './pull.js';
+import type { PushInfo, Sink } from './sink.js';
+
+/** A sink that records what it accepted and refuses while `failing` is set. */
+class RecordingSink implements Sink {
+  accepted: EnrichedFlow[] = [];
+  ids: string[] = [];
+  refused = 0;
+  failing = false;
+  constructor(readonly name: string) {}
+  async push(flows: readonly EnrichedFlow[], info?: PushInfo): Promise<void> {
+    if (this.failing) {
+      this.refused++;
+      throw new Error(`${this.name} is down`);
+    }
+    this.accepted.push(...flows);
+    this.ids.push(info?.id ?? '');
+  }
+  async close(): Promise<void> {}
+  get txBytes(): number {
+    return this.accepted.reduce((a, f) => a + f.txBytes, 0);
+  }
+}
+
+const flow = (dst: string, txBytes: number): Flow => ({
+  src: '10.0.0.1',
+  dst,
+  proto: 6,
+  txBytes,
+  rxBytes: txBytes * 2,
+  txPackets: 1,
+  rxPackets: 1,
+});
+
+function setup(collectors: CollectorClient[], sinkNames = ['a', 'b']) {
+  const registry = new Registry();
+  const metrics = new ExporterMetrics(registry);
+  const prometheus = new PrometheusSink(
+    { metricsPrefix: 'podflow', metricsLabels: [...FLOW_LABELS], metricsTtl: 0, metricsPodIps: false },
+    { registry },
+  );
+  const sinks = sinkNames.map((n) => new RecordingSink(n));
+  const pipeline = new Pipeline(
+    { exportInterval: 1000, pullConcurrency: 4, pullTimeout: 200 },
+    {
+      discovery: staticDiscovery(collectors),
+      enricher: new Enricher({ groupPublicIps: false }, { cluster: emptyClusterLookup, log: silentLogger }),
+      sinks: [prometheus, ...sinks],
+      log: silentLogger,
+      metrics,
+    },
+  );
+  const promTx = async () => {
+    const m = await registry.getSingleMetric('podflow_transmit_bytes_total')!.get();
+    return m.values.reduce((a, v) => a + v.value, 0);
+  };
+  return { registry, pipeline, sinks, promTx };
+}
+
+const local = (backlog: Backlog, node: string) =>
+  new InProcessCollectorClient(backlog, { node, source: 'netfilter' });
+
+describe('Pipeline', () => {
+  it('a failing sink blocks the ack; on recovery it gets everything once and nobody counts twice', async () => {
+    const b1 = new Backlog({ backlogMaxFlows: 10_000 });
+    const b2 = new Backlog({ backlogMaxFlows: 10_000 });
+    const { pipeline, sinks, promTx } = setup([local(b1, 'n1'), local(b2, 'n2')]);
+    const [a, b] = sinks;
+
+    b1.append(0, 5000, [flow('8.8.8.8', 100), flow('1.1.1.1', 10)]);
+    b2.append(0, 5000, [flow('8.8.4.4', 1000)]);
+    b.failing = true;
+    let r = await pipeline.runOnce();
+    expect(r).toMatchObject({ pulled: 2, flows: 3, failedSinks: ['b'], acked: 0 });
+    expect(await promTx()).toBe(1110);
+    expect(a.txBytes).toBe(1110);
+    expect(b1.stats().batches).toBe(1); // not acknowledged: still on the collector
+
+    b1.append(5000, 10_000, [flow('8.8.8.8', 7)]);
+    r = await pipeline.runOnce();
+    expect(r.failedSinks).toEqual(['b']);
+    // Prometheus and sink a only took the new batch.
+    expect(await promTx()).toBe(1117);
+    expect(a.txBytes).toBe(1117);
+    expect(a.accepted).toHaveLength(4);
+
+    b.failing = false;
+    r = await pipeline.runOnce();
+    expect(r).toMatchObject({ failedSinks: [], acked: 2 });
+    expect(b.txBytes).toBe(1117);
+    expect(b.accepted).toHaveLength(4);
+    expect(await promTx()).toBe(1117);
+    expect(a.txBytes).toBe(1117);
+    expect(b1.stats().batches).toBe(0);
+    expect(b2.stats().batches).toBe(0);
+
+    r = await pipeline.runOnce();
+    expect(r).toMatchObject({ flows: 0, acked: 0 });
+    expect(await promTx()).toBe(1117);
+  });
+
+  it('the same batches offered again get the same push id (Idempotency-Key)', async () => {
+    const bl = new Backlog({ backlogMaxFlows: 10_000 });
+    const { pipeline, sinks } = setup([local(bl, 'n1')], ['a', 'b']);
+    bl.append(0, 5000, [flow('8.8.8.8', 1)]);
+    sinks[1].failing = true;
+    await pipeline.runOnce();
+    const firstA = sinks[0].ids[0];
+    sinks[1].failing = false;
+    await pipeline.runOnce();
+    expect(sinks[1].ids).toEqual([firstA]);
+    expect(firstA).toMatch(/^[0-9a-f]{32}$/);
+  });
+
+  it('a lost ack does not count batches twice', async () => {
+    const bl = new Backlog({ backlogMaxFlows: 10_000 });
+    const inner = local(bl, 'n1');
+    let loseAcks = 1;
+    const lossy: CollectorClient = {
+      id: inner.id,
+      pull: (s) => inner.pull(s),
+      ack: async (boot, seq, s) => {
+        if (loseAcks-- > 0) throw new PullError('network', 'ack: ECONNRESET');
+        return inner.ack(boot, seq, s);
+      },
+    };
+    const { pipeline, sinks, promTx, registry } = setup([lossy]);
+    bl.append(0, 5000, [flow('8.8.8.8', 40)]);
+    let r = await pipeline.runOnce();
+    expect(r.acked).toBe(0);
+    expect(bl.stats().batches).toBe(1);
+    r = await pipeline.runOnce();
+    expect(r).toMatchObject({ flows: 0, acked: 1 });
+    expect(bl.stats().batches).toBe(0);
+    expect(await promTx()).toBe(40);
+    expect(sinks[0].txBytes).toBe(40);
+    expect(await registry.getSingleMetricAsString('podflow_exporter_duplicate_batches_total')).toContain(
+      'podflow_exporter_duplicate_batches_total{collector="local:n1"} 1',
+    );
+  });
+
+  it('a restarted collector (new boot id) starts over', async () => {
+    let bl = new Backlog({ backlogMaxFlows: 10_000 }, { bootId: 'one' });
+    const client: CollectorClient = {
+      id: 'c',
+      pull: (s) => local(bl, 'n1').pull(s),
+      ack: (boot, seq, s) => local(bl, 'n1').ack(boot, seq, s),
+    };
+    const { pipeline, promTx } = setup([client]);
+    bl.append(0, 5000, [flow('8.8.8.8', 5)]);
+    bl.append(5000, 10_000, [flow('8.8.8.8', 6)]);
+    await pipeline.runOnce();
+    bl = new Backlog({ backlogMaxFlows: 10_000 }, { bootId: 'two' });
+    bl.append(10_000, 15_000, [flow('8.8.8.8', 7)]); // seq 1 again
+    const r = await pipeline.runOnce();
+    expect(r).toMatchObject({ flows: 1, acked: 1 });
+    expect(await promTx()).toBe(18);
+  });
+
+  it('a corrupt, a dead and a hanging collector delay nobody and are counted per collector', async () => {
+    const good = new Backlog({ backlogMaxFlows: 10_000 });
+    good.append(0, 5000, [flow('8.8.8.8', 3)]);
+    const corrupt: CollectorClient = {
+      id: 'corrupt',
+      pull: async () => {
+        throw new PullError('decode', 'not a msgpack pull response');
+      },
+      ack: async () => {},
+    };
+    const hanging: CollectorClient = {
+      id: 'hanging',
+      pull: () => new Promise<PullResponse>(() => {}),
+      ack: async () => {},
+    };
+    const dead: CollectorClient = {
+      id: 'dead',
+      pull: async () => {
+        throw new TypeError('fetch failed');
+      },
+      ack: async () => {},
+    };
+    const { pipeline, promTx, registry } = setup([corrupt, hanging, local(good, 'n1'), dead]);
+    const began = Date.now();
+    const r = await pipeline.runOnce();
+    expect(Date.now() - began).toBeLessThan(2000);
+    expect(r).toMatchObject({ collectors: 4, pulled: 1, flows: 1, acked: 1 });
+    expect(await promTx()).toBe(3);
+    const text = await registry.getSingleMetricAsString('podflow_exporter_pull_errors_total');
+    expect(text).toContain('podflow_exporter_pull_errors_total{collector="corrupt",reason="decode"} 1');
+    expect(text).toContain('podflow_exporter_pull_errors_total{collector="hanging",reason="timeout"} 1');
+    expect(text).toContain('podflow_exporter_pull_errors_total{collector="dead",reason="network"} 1');
+  });
+
+  it('an ack refused because the collector restarted forgets the old boot', async () => {
+    const bl = new Backlog({ backlogMaxFlows: 10_000 });
+    const inner = local(bl, 'n1');
+    const client: CollectorClient = {
+      id: 'c',
+      pull: (s) => inner.pull(s),
+      ack: async () => {
+        throw new PullError('boot', 'ack: collector restarted');
+      },
+    };
+    const { pipeline, registry } = setup([client]);
+    bl.append(0, 1, [flow('8.8.8.8', 1)]);
+    const r = await pipeline.runOnce();
+    expect(r.acked).toBe(0);
+    expect(await registry.getSingleMetricAsString('podflow_exporter_pull_errors_total')).toContain(
+      'reason="boot"} 1',
+    );
+  });
+});

@@ -1,0 +1,189 @@
+import { Registry } from 'prom-client';
+import { describe, expect, it } from 'vitest';
+import { FLOW_LABELS, type FlowLabel } from '../shared/config.js';
+import type { EnrichedFlow } from '../shared/flow.js';
+import { PrometheusSink, type PrometheusSinkConfig } from './prometheus-sink.js';
+
+const base: EnrichedFlow = {
+  ts: 0,
+  intervalSeconds: 5,
+  srcIp: '10.0.1.5',
+  srcPod: 'web-1',
+  srcNamespace: 'shop',
+  srcWorkload: 'Deployment/web',
+  srcNode: 'node-a',
+  srcZone: 'zone-a',
+  dstIp: '10.0.2.7',
+  dstPod: 'db-0',
+  dstNamespace: 'shop',
+  dstWorkload: 'StatefulSet/db',
+  dstNode: 'node-b',
+  dstZone: 'zone-b',
+  dstDnsName: '',
+  dstType: 'pod',
+  crossZone: true,
+  proto: 'TCP',
+  txBytes: 100,
+  rxBytes: 1000,
+  txPackets: 2,
+  rxPackets: 3,
+};
+const web2: EnrichedFlow = { ...base, srcIp: '10.0.1.6', srcPod: 'web-2', txBytes: 50, rxBytes: 7 };
+const pub: EnrichedFlow = {
+  ...base,
+  dstIp: '8.8.8.8',
+  dstPod: '',
+  dstNamespace: '',
+  dstWorkload: '',
+  dstNode: '',
+  dstZone: '',
+  dstType: 'public',
+  crossZone: false,
+  proto: 'UDP',
+  txBytes: 60,
+  rxBytes: 61,
+  txPackets: 1,
+  rxPackets: 1,
+};
+
+const config = (over: Partial<PrometheusSinkConfig> = {}): PrometheusSinkConfig => ({
+  metricsPrefix: 'podflow',
+  metricsLabels: [...FLOW_LABELS],
+  metricsTtl: 600_000,
+  metricsPodIps: false,
+  ...over,
+});
+
+async function render(cfg: PrometheusSinkConfig, pushes: EnrichedFlow[][], name: string): Promise<string> {
+  const registry = new Registry();
+  const sink = new PrometheusSink(cfg, { registry }, () => 1000);
+  for (const p of pushes) await sink.push(p);
+  return registry.getSingleMetricAsString(name);
+}
+
+const HELP_TX =
+  '# HELP podflow_transmit_bytes_total Bytes sent by the local endpoint (src) to the peer (dst)\n# TYPE podflow_transmit_bytes_total counter\n';
+
+describe('PrometheusSink text', () => {
+  const cases: [string, PrometheusSinkConfig, EnrichedFlow[][], string, string][] = [
+    [
+      'all labels; pod peer has no dst_ip',
+      config(),
+      [[base]],
+      'podflow_transmit_bytes_total',
+      `${HELP_TX}podflow_transmit_bytes_total{src_namespace="shop",src_pod="web-1",src_workload="Deployment/web",src_node="node-a",src_zone="zone-a",dst_namespace="shop",dst_pod="db-0",dst_workload="StatefulSet/db",dst_node="node-b",dst_zone="zone-b",dst_ip="",dst_type="pod",cross_zone="true",proto="TCP"} 100`,
+    ],
+    [
+      'metrics-pod-ips fills dst_ip for pods',
+      config({ metricsLabels: ['dst_pod', 'dst_ip'], metricsPodIps: true }),
+      [[base]],
+      'podflow_transmit_bytes_total',
+      `${HELP_TX}podflow_transmit_bytes_total{dst_pod="db-0",dst_ip="10.0.2.7"} 100`,
+    ],
+    [
+      'public peers carry dst_ip',
+      config({ metricsLabels: ['dst_ip', 'dst_type', 'proto'] }),
+      [[pub]],
+      'podflow_transmit_bytes_total',
+      `${HELP_TX}podflow_transmit_bytes_total{dst_ip="8.8.8.8",dst_type="public",proto="UDP"} 60`,
+    ],
+    [
+      'dropped labels aggregate series (two pods of one workload)',
+      config({ metricsLabels: ['src_workload', 'dst_workload'] }),
+      [[base, web2]],
+      'podflow_transmit_bytes_total',
+      `${HELP_TX}podflow_transmit_bytes_total{src_workload="Deployment/web",dst_workload="StatefulSet/db"} 150`,
+    ],
+    [
+      'counters add up over pushes',
+      config({ metricsLabels: ['src_pod'] }),
+      [[base], [base, web2], [base]],
+      'podflow_received_bytes_total',
+      '# HELP podflow_received_bytes_total Bytes received by the local endpoint (src) from the peer (dst)\n# TYPE podflow_received_bytes_total counter\npodflow_received_bytes_total{src_pod="web-1"} 3000\npodflow_received_bytes_total{src_pod="web-2"} 7',
+    ],
+    [
+      'packet counters',
+      config({ metricsLabels: ['cross_zone'] }),
+      [[base, pub]],
+      'podflow_received_packets_total',
+      '# HELP podflow_received_packets_total Packets received by the local endpoint (src) from the peer (dst)\n# TYPE podflow_received_packets_total counter\npodflow_received_packets_total{cross_zone="true"} 3\npodflow_received_packets_total{cross_zone="false"} 1',
+    ],
+    [
+      'egressd names and labels: dst_ip always, dst_ip_type by address, src_ip',
+      config({ metricsPrefix: 'egressd' }),
+      [[base, pub]],
+      'egressd_transmit_bytes_total',
+      '# HELP egressd_transmit_bytes_total Bytes sent by the local endpoint (src) to the peer (dst)\n# TYPE egressd_transmit_bytes_total counter\negressd_transmit_bytes_total{cross_zone="true",dst_ip="10.0.2.7",dst_ip_type="private",dst_namespace="shop",dst_node="node-b",dst_pod="db-0",dst_zone="zone-b",proto="TCP",src_ip="10.0.1.5",src_namespace="shop",src_node="node-a",src_pod="web-1",src_zone="zone-a"} 100\negressd_transmit_bytes_total{cross_zone="false",dst_ip="8.8.8.8",dst_ip_type="public",dst_namespace="",dst_node="",dst_pod="",dst_zone="",proto="UDP",src_ip="10.0.1.5",src_namespace="shop",src_node="node-a",src_pod="web-1",src_zone="zone-a"} 60',
+    ],
+    [
+      'egressd received bytes',
+      config({ metricsPrefix: 'egressd' }),
+      [[pub]],
+      'egressd_received_bytes_total',
+      '# HELP egressd_received_bytes_total Bytes received by the local endpoint (src) from the peer (dst)\n# TYPE egressd_received_bytes_total counter\negressd_received_bytes_total{cross_zone="false",dst_ip="8.8.8.8",dst_ip_type="public",dst_namespace="",dst_node="",dst_pod="",dst_zone="",proto="UDP",src_ip="10.0.1.5",src_namespace="shop",src_node="node-a",src_pod="web-1",src_zone="zone-a"} 61',
+    ],
+    [
+      'label values are escaped',
+      config({ metricsLabels: ['src_pod'] }),
+      [[{ ...base, srcPod: 'a"b\\c\nd' }]],
+      'podflow_transmit_bytes_total',
+      `${HELP_TX}podflow_transmit_bytes_total{src_pod="a\\"b\\\\c\\nd"} 100`,
+    ],
+  ];
+  it.each(cases)('%s', async (_name, cfg, pushes, metric, want) => {
+    expect(await render(cfg, pushes, metric)).toBe(want);
+  });
+
+  it('egressd mode has no packet counters', async () => {
+    const registry = new Registry();
+    await new PrometheusSink(config({ metricsPrefix: 'egressd' }), { registry }).push([base]);
+    const names = registry.getMetricsAsArray().map((m) => m.name);
+    expect(names.sort()).toEqual(['egressd_received_bytes_total', 'egressd_transmit_bytes_total']);
+  });
+
+  it('summing transmit over all series gives the volume once', async () => {
+    const registry = new Registry();
+    const sink = new PrometheusSink(config(), { registry });
+    const flows = [base, web2, pub];
+    await sink.push(flows);
+    const m = await registry.getSingleMetric('podflow_transmit_bytes_total')!.get();
+    expect(m.values.reduce((a, v) => a + v.value, 0)).toBe(210);
+  });
+});
+
+describe('PrometheusSink TTL', () => {
+  it('removes series not updated for metrics-ttl, keeps fresh ones', async () => {
+    const registry = new Registry();
+    let now = 0;
+    const labels: FlowLabel[] = ['src_pod'];
+    const sink = new PrometheusSink(
+      config({ metricsLabels: labels, metricsTtl: 60_000 }),
+      { registry },
+      () => now,
+    );
+    await sink.push([base, web2]);
+    now = 30_000;
+    await sink.push([base]);
+    now = 61_000; // web-2 last seen at 0: expired; web-1 at 30s: kept
+    await sink.push([]);
+    expect(sink.seriesCount).toBe(1);
+    expect(await registry.getSingleMetricAsString('podflow_transmit_bytes_total')).toBe(
+      `${HELP_TX}podflow_transmit_bytes_total{src_pod="web-1"} 200`,
+    );
+    now = 200_000;
+    sink.expire();
+    expect(await registry.getSingleMetricAsString('podflow_transmit_packets_total')).toBe(
+      '# HELP podflow_transmit_packets_total Packets sent by the local endpoint (src) to the peer (dst)\n# TYPE podflow_transmit_packets_total counter',
+    );
+  });
+
+  it('metrics-ttl 0 keeps series forever', async () => {
+    const registry = new Registry();
+    let now = 0;
+    const sink = new PrometheusSink(config({ metricsTtl: 0 }), { registry }, () => now);
+    await sink.push([base]);
+    now = 10 ** 12;
+    await sink.push([]);
+    expect(sink.seriesCount).toBe(1);
+  });
+});

@@ -1,0 +1,183 @@
+import { Packr } from 'msgpackr';
+import { describe, expect, it } from 'vitest';
+import type { PullResponse } from '../shared/flow.js';
+import { decodePullResponse, encodePullResponse, PullError } from './pull.js';
+
+const valid = (): PullResponse => ({
+  version: 1,
+  bootId: 'b00t',
+  node: 'node-a',
+  source: 'netfilter',
+  batches: [
+    {
+      seq: 1,
+      from: 1000,
+      to: 6000,
+      flows: [
+        { src: '10.0.0.1', dst: '8.8.8.8', proto: 6, txBytes: 10, rxBytes: 20, txPackets: 1, rxPackets: 2 },
+        { src: 'fd00::1', dst: '2001:db8::1', proto: 58, txBytes: 0, rxBytes: 0, txPackets: 0, rxPackets: 0 },
+      ],
+    },
+    {
+      seq: 2,
+      from: 6000,
+      to: 11000,
+      flows: [
+        {
+          src: '10.0.0.1',
+          dst: '10.0.0.2',
+          proto: 17,
+          txBytes: 2 ** 40,
+          rxBytes: 1,
+          txPackets: 1,
+          rxPackets: 1,
+        },
+      ],
+    },
+  ],
+});
+
+/** Applies `mutate` to a fresh valid response, encodes it and returns the decode failure's reason. */
+function reasonOf(mutate: (r: Record<string, any>) => void): string {
+  const r = valid() as unknown as Record<string, any>;
+  mutate(r);
+  try {
+    decodePullResponse(new Packr({ useRecords: false }).pack(r));
+  } catch (err) {
+    expect(err).toBeInstanceOf(PullError);
+    return (err as PullError).reason;
+  }
+  return 'accepted';
+}
+
+describe('decodePullResponse', () => {
+  it('round-trips a valid response', () => {
+    expect(decodePullResponse(encodePullResponse(valid()))).toEqual(valid());
+  });
+
+  it('reads records-extension encodings too', () => {
+    const packed = new Packr({ useRecords: true }).pack(valid());
+    expect(decodePullResponse(packed)).toEqual(valid());
+  });
+
+  it('refuses another wire version', () => {
+    expect(reasonOf((r) => (r.version = 2))).toBe('version');
+    expect(reasonOf((r) => delete r.version)).toBe('version');
+  });
+
+  const bad: [string, (r: Record<string, any>) => void][] = [
+    ['bootId missing', (r) => delete r.bootId],
+    ['bootId empty', (r) => (r.bootId = '')],
+    ['bootId a number', (r) => (r.bootId = 7)],
+    ['node missing', (r) => delete r.node],
+    ['source unknown', (r) => (r.source = 'ebpf')],
+    ['batches not an array', (r) => (r.batches = { 0: 1 })],
+    ['batch null', (r) => (r.batches[0] = null)],
+    ['seq negative', (r) => (r.batches[0].seq = -1)],
+    ['seq fractional', (r) => (r.batches[0].seq = 1.5)],
+    ['seq a string', (r) => (r.batches[0].seq = '1')],
+    ['seq not increasing', (r) => (r.batches[1].seq = 1)],
+    ['seq decreasing', (r) => (r.batches[1].seq = 0)],
+    ['to before from', (r) => (r.batches[0].to = 10)],
+    ['from NaN', (r) => (r.batches[0].from = Number.NaN)],
+    ['flows missing', (r) => delete r.batches[0].flows],
+    ['flow a string', (r) => (r.batches[0].flows[0] = 'x')],
+    ['src not an IP', (r) => (r.batches[0].flows[0].src = '10.0.0.300')],
+    ['dst not an IP', (r) => (r.batches[0].flows[0].dst = 'example.com')],
+    ['dst missing', (r) => delete r.batches[0].flows[0].dst],
+    ['proto 256', (r) => (r.batches[0].flows[0].proto = 256)],
+    ['proto a string', (r) => (r.batches[0].flows[0].proto = 'tcp')],
+    ['negative bytes', (r) => (r.batches[0].flows[0].txBytes = -5)],
+    ['infinite bytes', (r) => (r.batches[0].flows[0].rxBytes = Number.POSITIVE_INFINITY)],
+    ['NaN packets', (r) => (r.batches[1].flows[0].rxPackets = Number.NaN)],
+    ['packets a string', (r) => (r.batches[1].flows[0].txPackets = '3')],
+    ['packets missing', (r) => delete r.batches[1].flows[0].txPackets],
+  ];
+  it.each(bad)('refuses: %s', (_name, mutate) => {
+    expect(reasonOf(mutate)).toBe('invalid');
+  });
+
+  it('refuses bodies that are not msgpack or not a map', () => {
+    for (const body of [Buffer.alloc(0), Buffer.from('{"version":1}'), new Packr().pack([1, 2, 3])]) {
+      expect(() => decodePullResponse(body)).toThrow(PullError);
+    }
+  });
+
+  it('refuses every truncation of a valid body', () => {
+    const full = encodePullResponse(valid());
+    for (let n = 0; n < full.length; n++) {
+      let err: unknown;
+      try {
+        decodePullResponse(full.subarray(0, n));
+      } catch (e) {
+        err = e;
+      }
+      expect(err, `prefix of ${n}/${full.length} bytes`).toBeInstanceOf(PullError);
+    }
+  });
+});
+
+/** Deterministic PRNG so that a failing fuzz case can be replayed. */
+function rng(seed: number) {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Decoding either yields a response that satisfies every invariant, or a PullError: nothing else. */
+function decodeOrPullError(body: Uint8Array): 'ok' | 'error' {
+  try {
+    const r = decodePullResponse(body);
+    expect(r.version).toBe(1);
+    let prev = -1;
+    for (const b of r.batches) {
+      expect(b.seq).toBeGreaterThan(prev);
+      prev = b.seq;
+      for (const f of b.flows) {
+        for (const v of [f.txBytes, f.rxBytes, f.txPackets, f.rxPackets]) {
+          expect(Number.isFinite(v) && v >= 0).toBe(true);
+        }
+      }
+    }
+    return 'ok';
+  } catch (err) {
+    if (!(err instanceof PullError)) throw err;
+    return 'error';
+  }
+}
+
+describe('decoder fuzz', () => {
+  it('random bytes never crash the decoder', () => {
+    const rand = rng(1);
+    for (let i = 0; i < 3000; i++) {
+      const body = Buffer.alloc(Math.floor(rand() * 200));
+      for (let j = 0; j < body.length; j++) body[j] = Math.floor(rand() * 256);
+      // A msgpack map header first makes the decoder go deeper than the first byte.
+      if (i % 2 === 0 && body.length > 0) body[0] = 0x80 | (body[0] & 0x0f);
+      expect(decodeOrPullError(body)).toBeDefined();
+    }
+  });
+
+  it('mutated valid bodies are refused or sound, and never poison later decodes', () => {
+    const rand = rng(2);
+    const encodings = [
+      new Packr({ useRecords: false }).pack(valid()),
+      new Packr({ useRecords: true }).pack(valid()),
+    ];
+    const seen = { ok: 0, error: 0 };
+    for (let i = 0; i < 4000; i++) {
+      const body = Buffer.from(encodings[i % 2]);
+      const flips = 1 + Math.floor(rand() * 4);
+      for (let k = 0; k < flips; k++) body[Math.floor(rand() * body.length)] = Math.floor(rand() * 256);
+      seen[decodeOrPullError(body)]++;
+      if (i % 100 === 0) expect(decodePullResponse(encodings[0])).toEqual(valid());
+    }
+    expect(seen.error).toBeGreaterThan(0);
+    expect(decodePullResponse(encodings[1])).toEqual(valid());
+  });
+});
