@@ -151,6 +151,9 @@ const be64 = (b: Buffer, o: number) => be32(b, o) * 4294967296 + be32(b, o + 4);
  */
 export function parseCtMessage(b: Buffer, off: number, end: number, s: CtSample): boolean {
   if (end > b.length || end - off < NLMSG_HDRLEN + 4) return false;
+  // The message's own length must match the span the caller framed (a cut message is not valid).
+  if ((b[off] | (b[off + 1] << 8) | (b[off + 2] << 16) | (b[off + 3] << 24)) >>> 0 !== end - off)
+    return false;
   const nfFamily = b[off + NLMSG_HDRLEN];
   if (nfFamily !== AF_INET && nfFamily !== AF_INET6) return false;
   const family = nfFamily === AF_INET ? 4 : 6;

@@ -1,0 +1,188 @@
+import { describe, expect, it } from 'vitest';
+import type { Flow } from '../shared/flow.js';
+import { createReducer, isPublicIp } from './reduce.js';
+import type { ConnSample, ConntrackSource, ReadStats } from './source.js';
+
+function sample(
+  origSrc: string,
+  origDst: string,
+  replySrc: string,
+  c: [number, number, number, number],
+  id = 1,
+  proto = 6,
+): ConnSample {
+  return {
+    family: origSrc.includes(':') ? 6 : 4,
+    proto,
+    zone: 0,
+    id,
+    origSrc,
+    origDst,
+    origSport: 40000 + id,
+    origDport: 80,
+    replySrc,
+    origBytes: c[0],
+    origPackets: c[1],
+    replyBytes: c[2],
+    replyPackets: c[3],
+    hasCounters: true,
+  };
+}
+
+/** A source that replays scripted reads; a read given as an Error fails. */
+class ScriptedSource implements ConntrackSource {
+  readonly name = 'netfilter' as const;
+  reads: (ConnSample[] | Error)[] = [];
+  ended: ConnSample[][] = [];
+  async start() {}
+  async close() {}
+  async read(visit: (s: ConnSample) => void): Promise<ReadStats> {
+    const r = this.reads.shift() ?? [];
+    if (r instanceof Error) throw r;
+    for (const s of r) visit(s);
+    return { entries: r.length, parseErrors: 0 };
+  }
+  drainEnded(visit: (s: ConnSample) => void): void {
+    for (const s of this.ended.shift() ?? []) visit(s);
+  }
+}
+
+const sortFlows = (f: Flow[]) => [...f].sort((a, b) => `${a.src}${a.dst}`.localeCompare(`${b.src}${b.dst}`));
+
+function setup(local: string[], groupPublicIps = false) {
+  const set = new Set(local);
+  const source = new ScriptedSource();
+  const reducer = createReducer({ groupPublicIps }, { podIndex: { isLocal: (ip) => set.has(ip) } });
+  return { source, reducer };
+}
+
+describe('createReducer', () => {
+  it('outbound: tx = orig, rx = reply; DNAT peer = reply source (the backend)', async () => {
+    const { source, reducer } = setup(['10.1.0.5']);
+    source.reads = [[], [sample('10.1.0.5', '10.96.0.10', '10.2.0.9', [100, 2, 300, 3])]];
+    expect((await reducer.tick(source)).baseline).toBe(true);
+    const r = await reducer.tick(source);
+    expect(r.flows).toEqual([
+      { src: '10.1.0.5', dst: '10.2.0.9', proto: 6, txBytes: 100, txPackets: 2, rxBytes: 300, rxPackets: 3 },
+    ]);
+    expect(r.entries).toBe(1);
+  });
+
+  it('inbound: the local endpoint is the reply source, tx = reply, rx = orig', async () => {
+    const { source, reducer } = setup(['10.1.0.5']);
+    source.reads = [[], [sample('192.0.2.50', '10.1.0.5', '10.1.0.5', [40, 1, 900, 2])]];
+    await reducer.tick(source);
+    expect((await reducer.tick(source)).flows).toEqual([
+      { src: '10.1.0.5', dst: '192.0.2.50', proto: 6, txBytes: 900, txPackets: 2, rxBytes: 40, rxPackets: 1 },
+    ]);
+  });
+
+  it('both local: one flow per side, and tx summed over all flows counts each byte once', async () => {
+    const { source, reducer } = setup(['10.1.0.5', '10.1.0.6']);
+    source.reads = [[], [sample('10.1.0.5', '10.96.0.1', '10.1.0.6', [100, 1, 250, 1])]];
+    await reducer.tick(source);
+    const { flows } = await reducer.tick(source);
+    expect(sortFlows(flows)).toEqual([
+      { src: '10.1.0.5', dst: '10.1.0.6', proto: 6, txBytes: 100, txPackets: 1, rxBytes: 250, rxPackets: 1 },
+      { src: '10.1.0.6', dst: '10.1.0.5', proto: 6, txBytes: 250, txPackets: 1, rxBytes: 100, rxPackets: 1 },
+    ]);
+    expect(flows.reduce((n, f) => n + f.txBytes, 0)).toBe(350);
+  });
+
+  it('across two collectors (pod to pod on two nodes) tx sums to the bytes once', async () => {
+    const a = setup(['10.1.0.5']);
+    const b = setup(['10.2.0.9']);
+    const conn = sample('10.1.0.5', '10.2.0.9', '10.2.0.9', [100, 1, 250, 1]);
+    a.source.reads = [[], [conn]];
+    b.source.reads = [[], [conn]];
+    await a.reducer.tick(a.source);
+    await b.reducer.tick(b.source);
+    const flows = [...(await a.reducer.tick(a.source)).flows, ...(await b.reducer.tick(b.source)).flows];
+    expect(flows.reduce((n, f) => n + f.txBytes, 0)).toBe(350);
+    expect(flows.reduce((n, f) => n + f.rxBytes, 0)).toBe(350);
+  });
+
+  it('ignores connections with no local end and groups by (local, peer, proto)', async () => {
+    const { source, reducer } = setup(['10.1.0.5']);
+    source.reads = [
+      [],
+      [
+        sample('10.9.0.1', '10.9.0.2', '10.9.0.2', [1, 1, 1, 1], 1),
+        sample('10.1.0.5', '10.2.0.9', '10.2.0.9', [10, 1, 20, 1], 2),
+        sample('10.1.0.5', '10.2.0.9', '10.2.0.9', [5, 1, 7, 1], 3),
+        sample('10.1.0.5', '10.2.0.9', '10.2.0.9', [3, 1, 4, 1], 4, 17),
+      ],
+    ];
+    await reducer.tick(source);
+    expect(sortFlows((await reducer.tick(source)).flows)).toEqual([
+      { src: '10.1.0.5', dst: '10.2.0.9', proto: 6, txBytes: 15, txPackets: 2, rxBytes: 27, rxPackets: 2 },
+      { src: '10.1.0.5', dst: '10.2.0.9', proto: 17, txBytes: 3, txPackets: 1, rxBytes: 4, rxPackets: 1 },
+    ]);
+  });
+
+  it('group-public-ips maps public peers to 0.0.0.0 / :: and keeps private ones', async () => {
+    const { source, reducer } = setup(['10.1.0.5', 'fd00::5'], true);
+    source.reads = [
+      [],
+      [
+        sample('10.1.0.5', '8.8.8.8', '8.8.8.8', [1, 1, 1, 1], 1),
+        sample('10.1.0.5', '1.1.1.1', '1.1.1.1', [2, 1, 2, 1], 2),
+        sample('10.1.0.5', '10.3.0.1', '10.3.0.1', [4, 1, 4, 1], 3),
+        sample('fd00::5', '2a00:1450::1', '2a00:1450::1', [8, 1, 8, 1], 4),
+      ],
+    ];
+    await reducer.tick(source);
+    const byDst = Object.fromEntries((await reducer.tick(source)).flows.map((f) => [f.dst, f.txBytes]));
+    expect(byDst).toEqual({ '0.0.0.0': 3, '10.3.0.1': 4, '::': 8 });
+  });
+
+  it('a failed read loses nothing: what was counted comes with the next tick', async () => {
+    const { source, reducer } = setup(['10.1.0.5']);
+    source.reads = [
+      [],
+      [sample('10.1.0.5', '10.2.0.9', '10.2.0.9', [10, 1, 10, 1])],
+      new Error('socket gone'),
+      [sample('10.1.0.5', '10.2.0.9', '10.2.0.9', [15, 2, 10, 1])],
+    ];
+    source.ended = [[], [], [], []];
+    await reducer.tick(source);
+    expect((await reducer.tick(source)).flows[0]?.txBytes).toBe(10);
+    await expect(reducer.tick(source)).rejects.toThrow('reading conntrack');
+    expect((await reducer.tick(source)).flows[0]?.txBytes).toBe(5);
+  });
+
+  it('counts connections that ended between reads from their DESTROY', async () => {
+    const { source, reducer } = setup(['10.1.0.5']);
+    source.reads = [[], []];
+    source.ended = [[], [sample('10.1.0.5', '10.2.0.9', '10.2.0.9', [70, 3, 80, 2], 9)]];
+    await reducer.tick(source);
+    expect((await reducer.tick(source)).flows).toEqual([
+      { src: '10.1.0.5', dst: '10.2.0.9', proto: 6, txBytes: 70, txPackets: 3, rxBytes: 80, rxPackets: 2 },
+    ]);
+  });
+});
+
+describe('isPublicIp', () => {
+  it.each([
+    ['8.8.8.8', true],
+    ['1.1.1.1', true],
+    ['10.0.0.1', false],
+    ['172.16.0.1', false],
+    ['172.32.0.1', true],
+    ['192.168.1.1', false],
+    ['100.64.0.1', false],
+    ['127.0.0.1', false],
+    ['169.254.1.1', false],
+    ['224.0.0.1', false],
+    ['192.0.2.1', false],
+    ['2a00:1450::1', true],
+    ['2001:db8::1', false],
+    ['fd00::1', false],
+    ['fe80::1', false],
+    ['::1', false],
+    ['::ffff:8.8.8.8', true],
+    ['ff02::1', false],
+  ])('%s → %s', (ip, pub) => {
+    expect(isPublicIp(ip)).toBe(pub);
+  });
+});
