@@ -34,9 +34,22 @@ interface Addon {
   openPinned(path: string): number;
   close(fd: number): void;
   mapInfo(fd: number): BpfMapInfo;
-  lookupBatch(fd: number, keySize: number, valueSize: number, keys: Buffer, values: Buffer): number;
-  lookupEach(fd: number, keySize: number, valueSize: number, keys: Buffer, values: Buffer): number;
+  readChunk(
+    fd: number,
+    keySize: number,
+    valueSize: number,
+    keys: Buffer,
+    values: Buffer,
+    cursor: Buffer,
+    each: boolean,
+  ): number;
 }
+
+/** Size of a read cursor (see `Bpf.readChunk`). */
+export const CURSOR_SIZE = 72;
+const CURSOR_DONE = 2;
+
+export type ReadMode = 'batch' | 'each';
 
 /** Typed, argument-checked access to pinned BPF maps. */
 export interface Bpf {
@@ -45,19 +58,24 @@ export interface Bpf {
   close(fd: number): void;
   mapInfo(fd: number): BpfMapInfo;
   /**
-   * Copies every entry into `keys`/`values` (packed, keySize/valueSize apart) and returns how many.
+   * Copies the next entries into `keys`/`values` (packed, keySize/valueSize apart; as many as fit)
+   * and returns how many. `cursor` (CURSOR_SIZE bytes, zero-filled to start a read) keeps the
+   * position; `isDone(cursor)` tells when the map has been read to the end.
    * `batch` uses BPF_MAP_LOOKUP_BATCH (throws code EINVAL/ENOTSUPP/EOPNOTSUPP where the kernel or
-   * map lacks it); `each` walks GET_NEXT_KEY + LOOKUP_ELEM. Stops when the Buffers are full.
+   * map lacks it: see isBatchUnsupported); `each` walks GET_NEXT_KEY + LOOKUP_ELEM.
    */
-  readAll(
+  readChunk(
     fd: number,
     keySize: number,
     valueSize: number,
     keys: Buffer,
     values: Buffer,
-    mode: 'batch' | 'each',
+    cursor: Buffer,
+    mode: ReadMode,
   ): number;
 }
+
+export const isDone = (cursor: Buffer): boolean => cursor[0] === CURSOR_DONE;
 
 /** True when the error means "this kernel/map has no batch lookup": use the per-key walk. */
 export function isBatchUnsupported(err: unknown): boolean {
@@ -106,16 +124,17 @@ export function loadBpf(): Bpf {
     },
     close: (v) => addon.close(fd(v)),
     mapInfo: (v) => addon.mapInfo(fd(v)),
-    readAll(v, keySize, valueSize, keys, values, mode) {
-      if (!Number.isInteger(keySize) || keySize <= 0 || keySize > 64) {
+    readChunk(v, keySize, valueSize, keys, values, cursor, mode) {
+      if (!Number.isInteger(keySize) || keySize <= 0 || keySize > CURSOR_SIZE - 8) {
         throw new RangeError(`invalid key size ${keySize}`);
       }
       if (!Number.isInteger(valueSize) || valueSize <= 0)
         throw new RangeError(`invalid value size ${valueSize}`);
-      if (!Buffer.isBuffer(keys) || !Buffer.isBuffer(values)) throw new TypeError('expected Buffers');
-      return mode === 'batch'
-        ? addon.lookupBatch(fd(v), keySize, valueSize, keys, values)
-        : addon.lookupEach(fd(v), keySize, valueSize, keys, values);
+      if (!Buffer.isBuffer(keys) || !Buffer.isBuffer(values) || !Buffer.isBuffer(cursor)) {
+        throw new TypeError('expected Buffers');
+      }
+      if (cursor.length < CURSOR_SIZE) throw new RangeError(`cursor must be ${CURSOR_SIZE} bytes`);
+      return addon.readChunk(fd(v), keySize, valueSize, keys, values, cursor, mode === 'each');
     },
   };
   return cached;

@@ -200,133 +200,107 @@ static napi_value map_info(napi_env env, napi_callback_info info) {
   return obj;
 }
 
-// --- lookupBatch(fd, keySize, valueSize, keys, values): count -------------------------------------
-// Copies every entry into keys/values (packed, keySize/valueSize apart) with BPF_MAP_LOOKUP_BATCH,
-// in chunks so the kernel's temporary buffers stay small. Stops early, without error, when the
-// Buffers are full (entries added while reading). Throws EINVAL/ENOTSUPP/... as the kernel says:
-// the caller falls back to lookupEach on kernels or map types without batch support.
+// --- readChunk(fd, keySize, valueSize, keys, values, cursor, each): count ---------------------------
+// Copies the next entries into keys/values (packed, keySize/valueSize apart), at most as many as
+// fit, and returns how many. `cursor` (CURSOR_SIZE bytes, zeroed to start) carries the position
+// between calls: byte 0 is the state (0 start, 1 reading, 2 done), the rest the kernel's batch token
+// or the last key. Reading in chunks keeps memory small whatever the map size.
+//
+// each == false: BPF_MAP_LOOKUP_BATCH. Throws EINVAL/ENOTSUPP/... where the kernel or map type lacks
+// it: the caller then starts over with each == true, the GET_NEXT_KEY + LOOKUP_ELEM walk.
 
-#define BATCH_CHUNK 4096u
+#define CURSOR_SIZE 72u
+#define CURSOR_DATA 8u
+enum { CURSOR_START = 0, CURSOR_READING = 1, CURSOR_DONE = 2 };
 
-static napi_value lookup_batch(napi_env env, napi_callback_info info) {
-  napi_value argv[5];
-  if (!get_args(env, info, 5, argv)) return NULL;
+static napi_value read_chunk(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  if (!get_args(env, info, 7, argv)) return NULL;
   int32_t fd = -1;
   uint32_t key_size = 0, value_size = 0;
-  void *keys = NULL, *values = NULL;
-  size_t keys_len = 0, values_len = 0;
+  void *keys = NULL, *values = NULL, *cursor_data = NULL;
+  size_t keys_len = 0, values_len = 0, cursor_len = 0;
+  bool each = false;
   NAPI_CALL(env, napi_get_value_int32(env, argv[0], &fd));
   NAPI_CALL(env, napi_get_value_uint32(env, argv[1], &key_size));
   NAPI_CALL(env, napi_get_value_uint32(env, argv[2], &value_size));
   if (!get_buffer(env, argv[3], &keys, &keys_len)) return NULL;
   if (!get_buffer(env, argv[4], &values, &values_len)) return NULL;
-  if (key_size == 0 || value_size == 0) {
-    napi_throw_range_error(env, "ERR_INVALID_ARG", "podflow_bpf: zero key or value size");
+  if (!get_buffer(env, argv[5], &cursor_data, &cursor_len)) return NULL;
+  NAPI_CALL(env, napi_get_value_bool(env, argv[6], &each));
+  if (key_size == 0 || value_size == 0 || key_size > CURSOR_SIZE - CURSOR_DATA || cursor_len < CURSOR_SIZE) {
+    napi_throw_range_error(env, "ERR_INVALID_ARG", "podflow_bpf: bad key size, value size or cursor");
     return NULL;
   }
+  uint8_t *cursor = cursor_data;
   size_t capacity = keys_len / key_size;
   if (values_len / value_size < capacity) capacity = values_len / value_size;
-
-  // The batch token is opaque (a bucket index for hash maps); the kernel wants key_size bytes.
-  uint8_t token[2][64];
-  if (key_size > sizeof token[0]) {
-    napi_throw_range_error(env, "ERR_INVALID_ARG", "podflow_bpf: key too large for a batch token");
-    return NULL;
-  }
   size_t total = 0;
-  int have_in = 0;
-  int cur = 0;
-  uint32_t chunk = BATCH_CHUNK;
-  for (;;) {
-    size_t room = capacity - total;
-    if (room == 0) break;
-    uint32_t want = room < chunk ? (uint32_t)room : chunk;
+
+  if (cursor[0] == CURSOR_DONE || capacity == 0) goto out;
+
+  if (!each) {
+    // The batch token is opaque (a bucket index for hash maps): in_batch is the previous call's
+    // out_batch, so read into a scratch copy and store it back.
+    uint8_t next[CURSOR_SIZE - CURSOR_DATA];
     union bpf_attr attr;
     memset(&attr, 0, sizeof attr);
-    attr.batch.in_batch = have_in ? (uint64_t)(uintptr_t)token[cur] : 0;
-    attr.batch.out_batch = (uint64_t)(uintptr_t)token[cur ^ 1];
-    attr.batch.keys = (uint64_t)(uintptr_t)((uint8_t *)keys + total * key_size);
-    attr.batch.values = (uint64_t)(uintptr_t)((uint8_t *)values + total * value_size);
-    attr.batch.count = want;
+    attr.batch.in_batch = cursor[0] == CURSOR_READING ? (uint64_t)(uintptr_t)(cursor + CURSOR_DATA) : 0;
+    attr.batch.out_batch = (uint64_t)(uintptr_t)next;
+    attr.batch.keys = (uint64_t)(uintptr_t)keys;
+    attr.batch.values = (uint64_t)(uintptr_t)values;
+    attr.batch.count = (uint32_t)(capacity > 0xffffffffu ? 0xffffffffu : capacity);
     attr.batch.map_fd = (uint32_t)fd;
-    long rc = sys_bpf(BPF_MAP_LOOKUP_BATCH, &attr);
-    int err = rc < 0 ? errno : 0;
-    if (rc < 0 && err != ENOENT) {
-      // One hash bucket holds more entries than `want`: retry the same position with more room.
-      if (err == ENOSPC && want < room) {
-        chunk = want * 2;
-        continue;
+    if (sys_bpf(BPF_MAP_LOOKUP_BATCH, &attr) != 0) {
+      int err = errno;
+      // ENOENT: no more entries; `count` still tells how many this last call copied.
+      if (err != ENOENT) {
+        if (err == ENOSPC) {
+          return throw_errno(env, err, "bpf(BPF_MAP_LOOKUP_BATCH)",
+                             "bpf(BPF_MAP_LOOKUP_BATCH): one hash bucket holds more entries than the read buffer");
+        }
+        return throw_errno(env, err, "bpf(BPF_MAP_LOOKUP_BATCH)", "bpf(BPF_MAP_LOOKUP_BATCH)");
       }
-      if (err == ENOSPC) break;  // Buffers full: the caller sees count == capacity.
-      return throw_errno(env, err, "bpf(BPF_MAP_LOOKUP_BATCH)", "bpf(BPF_MAP_LOOKUP_BATCH)");
+      cursor[0] = CURSOR_DONE;
+    } else {
+      memcpy(cursor + CURSOR_DATA, next, key_size);
+      cursor[0] = CURSOR_READING;
     }
-    // count is updated on success and on ENOENT (the last batch may still hold entries).
-    total += attr.batch.count;
-    if (err == ENOENT) break;
-    have_in = 1;
-    cur ^= 1;
+    total = attr.batch.count;
+    goto out;
   }
-  napi_value result;
-  NAPI_CALL(env, napi_create_double(env, (double)total, &result));
-  return result;
-}
 
-// --- lookupEach(fd, keySize, valueSize, keys, values): count --------------------------------------
-// The same result one entry at a time (GET_NEXT_KEY + LOOKUP_ELEM), for kernels without batch ops.
-// An entry deleted between the two calls is skipped.
-
-static napi_value lookup_each(napi_env env, napi_callback_info info) {
-  napi_value argv[5];
-  if (!get_args(env, info, 5, argv)) return NULL;
-  int32_t fd = -1;
-  uint32_t key_size = 0, value_size = 0;
-  void *keys = NULL, *values = NULL;
-  size_t keys_len = 0, values_len = 0;
-  NAPI_CALL(env, napi_get_value_int32(env, argv[0], &fd));
-  NAPI_CALL(env, napi_get_value_uint32(env, argv[1], &key_size));
-  NAPI_CALL(env, napi_get_value_uint32(env, argv[2], &value_size));
-  if (!get_buffer(env, argv[3], &keys, &keys_len)) return NULL;
-  if (!get_buffer(env, argv[4], &values, &values_len)) return NULL;
-  if (key_size == 0 || value_size == 0) {
-    napi_throw_range_error(env, "ERR_INVALID_ARG", "podflow_bpf: zero key or value size");
-    return NULL;
-  }
-  size_t capacity = keys_len / key_size;
-  if (values_len / value_size < capacity) capacity = values_len / value_size;
-
-  size_t total = 0;
-  const uint8_t *prev = NULL;
   while (total < capacity) {
     uint8_t *key = (uint8_t *)keys + total * key_size;
     uint8_t *value = (uint8_t *)values + total * value_size;
     union bpf_attr attr;
     memset(&attr, 0, sizeof attr);
     attr.map_fd = (uint32_t)fd;
-    attr.key = (uint64_t)(uintptr_t)prev;
+    attr.key = cursor[0] == CURSOR_READING ? (uint64_t)(uintptr_t)(cursor + CURSOR_DATA) : 0;
     attr.next_key = (uint64_t)(uintptr_t)key;
     if (sys_bpf(BPF_MAP_GET_NEXT_KEY, &attr) != 0) {
-      if (errno == ENOENT) break;  // past the last key
+      if (errno == ENOENT) {  // past the last key
+        cursor[0] = CURSOR_DONE;
+        break;
+      }
       return throw_errno(env, errno, "bpf(BPF_MAP_GET_NEXT_KEY)", "bpf(BPF_MAP_GET_NEXT_KEY)");
     }
+    memcpy(cursor + CURSOR_DATA, key, key_size);
+    cursor[0] = CURSOR_READING;
     memset(&attr, 0, sizeof attr);
     attr.map_fd = (uint32_t)fd;
     attr.key = (uint64_t)(uintptr_t)key;
     attr.value = (uint64_t)(uintptr_t)value;
     if (sys_bpf(BPF_MAP_LOOKUP_ELEM, &attr) != 0) {
-      if (errno == ENOENT) {
-        // Deleted meanwhile. Continue after it: the key slot is overwritten by the next one, so
-        // keep its bytes in a scratch copy as the cursor.
-        static __thread uint8_t cursor[64];
-        if (key_size > sizeof cursor) break;
-        memcpy(cursor, key, key_size);
-        prev = cursor;
-        continue;
-      }
+      // Deleted between the two calls: skip it. (GET_NEXT_KEY from a key deleted meanwhile restarts
+      // at the first key of a hash map; the caller bounds a read by the map's size.)
+      if (errno == ENOENT) continue;
       return throw_errno(env, errno, "bpf(BPF_MAP_LOOKUP_ELEM)", "bpf(BPF_MAP_LOOKUP_ELEM)");
     }
-    prev = key;
     total++;
   }
+
+out:;
   napi_value result;
   NAPI_CALL(env, napi_create_double(env, (double)total, &result));
   return result;
@@ -339,8 +313,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"openPinned", NULL, open_pinned, NULL, NULL, NULL, napi_enumerable, NULL},
       {"close", NULL, close_fd, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mapInfo", NULL, map_info, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"lookupBatch", NULL, lookup_batch, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"lookupEach", NULL, lookup_each, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"readChunk", NULL, read_chunk, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   NAPI_CALL(env, napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   return exports;
