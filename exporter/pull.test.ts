@@ -37,9 +37,12 @@ const valid = (): PullResponse => ({
   ],
 });
 
+// biome-ignore lint/suspicious/noExplicitAny: the tests build deliberately malformed responses
+type Loose = Record<string, any>;
+
 /** Applies `mutate` to a fresh valid response, encodes it and returns the decode failure's reason. */
-function reasonOf(mutate: (r: Record<string, any>) => void): string {
-  const r = valid() as unknown as Record<string, any>;
+function reasonOf(mutate: (r: Loose) => void): string {
+  const r = valid() as unknown as Loose;
   mutate(r);
   try {
     decodePullResponse(new Packr({ useRecords: false }).pack(r));
@@ -65,7 +68,7 @@ describe('decodePullResponse', () => {
     expect(reasonOf((r) => delete r.version)).toBe('version');
   });
 
-  const bad: [string, (r: Record<string, any>) => void][] = [
+  const bad: [string, (r: Loose) => void][] = [
     ['bootId missing', (r) => delete r.bootId],
     ['bootId empty', (r) => (r.bootId = '')],
     ['bootId a number', (r) => (r.bootId = 7)],
