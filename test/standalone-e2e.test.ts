@@ -1,0 +1,342 @@
+// `podflow standalone` end to end: the real executable runs inside a test network namespace (the
+// "host"), real TCP and UDP traffic over IPv4 and IPv6 of known sizes flows to and from a peer
+// namespace, a real Prometheus in the host namespace scrapes podflow, and the flow counters must
+// equal, byte for byte, what conntrack itself counted for those connections.
+// Also the executable's start-up failures: missing permission and bad options, one line each.
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  cleanupAll,
+  createPair,
+  kill,
+  type Netns,
+  requireRoot,
+  runClient,
+  startServer,
+  type TrafficServer,
+} from './helpers/netns.js';
+import { type Prometheus, startPrometheus } from './helpers/prometheus.js';
+
+const execFileP = promisify(execFile);
+const ROOT = new URL('..', import.meta.url).pathname;
+const BIN = join(ROOT, 'bin/podflow.js');
+const root = requireRoot();
+
+/** Compiles dist/ once per run: the tests start the real executable, bin/podflow.js. */
+let built: Promise<void> | undefined;
+function build(): Promise<void> {
+  built ??= execFileP('npm', ['run', 'build', '--silent'], { cwd: ROOT }).then(
+    () => undefined,
+    (err: Error & { stdout?: string }) => {
+      throw new Error(`npm run build failed: ${err.stdout ?? ''}${err.message}`);
+    },
+  );
+  return built;
+}
+
+interface CtEntry {
+  origSrc: string;
+  replySrc: string;
+  origBytes: number;
+  origPackets: number;
+  replyBytes: number;
+  replyPackets: number;
+  line: string;
+}
+
+/** Every entry of `conntrack -L -o extended` (both families) in the namespace. */
+async function conntrackEntries(ns: Netns): Promise<CtEntry[]> {
+  const { stdout } = await ns.exec('conntrack', ['-L', '-o', 'extended']);
+  const re = /src=(\S+) dst=\S+ .*?packets=(\d+) bytes=(\d+) src=(\S+) dst=\S+ .*?packets=(\d+) bytes=(\d+)/;
+  const out: CtEntry[] = [];
+  for (const line of stdout.split('\n')) {
+    if (line.trim() === '') continue;
+    const m = re.exec(line);
+    if (!m) throw new Error(`conntrack line without counters: ${line}`);
+    out.push({
+      origSrc: m[1]!,
+      origPackets: Number(m[2]),
+      origBytes: Number(m[3]),
+      replySrc: m[4]!,
+      replyPackets: Number(m[5]),
+      replyBytes: Number(m[6]),
+      line,
+    });
+  }
+  return out;
+}
+
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`, { cause: last });
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}
+
+describe.skipIf(!root)('podflow standalone end to end', () => {
+  let host: Netns;
+  let peer: Netns;
+  let addr: { a4: string; b4: string; a6: string; b6: string };
+  let podflow: ChildProcess | undefined;
+  let podflowLog = '';
+  let prom: Prometheus | undefined;
+  let home: string;
+  const servers: TrafficServer[] = [];
+
+  beforeAll(async () => {
+    await build();
+    home = await mkdtemp(join(tmpdir(), 'podflow-e2e-home-'));
+    const pair = await createPair(231);
+    host = pair.a;
+    peer = pair.b;
+    addr = pair;
+  }, 180_000);
+
+  afterAll(async () => {
+    if (podflow) await kill(podflow).catch(() => undefined);
+    await prom?.stop();
+    await Promise.all(servers.map((s) => s.stop().catch(() => undefined)));
+    await cleanupAll();
+    if (home) await rm(home, { recursive: true, force: true });
+  });
+
+  it('counts exactly the bytes conntrack counted, as Prometheus scrapes them', async () => {
+    // Servers: in the peer (the host connects out) and in the host (the peer connects in).
+    const [tcp4, tcp6, udp4, udp6, tcpIn] = await Promise.all([
+      startServer(peer, 'tcp', addr.b4),
+      startServer(peer, 'tcp', addr.b6),
+      startServer(peer, 'udp', addr.b4),
+      startServer(peer, 'udp', addr.b6),
+      startServer(host, 'tcp', addr.a4),
+    ]);
+    servers.push(tcp4!, tcp6!, udp4!, udp6!, tcpIn!);
+    // Nothing counted before podflow starts may linger in the table.
+    await host.exec('conntrack', ['-F']).catch(() => undefined);
+
+    const port = 9471;
+    podflow = host.spawn(
+      process.execPath,
+      [
+        BIN,
+        'standalone',
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--interval',
+        '1s',
+        '--export-interval',
+        '1s',
+        '--node-name',
+        'e2e-node',
+      ],
+      // No kubeconfig to find: this is the "no Kubernetes" case.
+      { HOME: home, KUBECONFIG: join(home, 'none') },
+    );
+    podflow.stderr?.on('data', (d) => {
+      podflowLog += d;
+    });
+    const curl = async (path: string) => {
+      const { stdout } = await host.exec('curl', [
+        '-s',
+        '-w',
+        '\n%{http_code}',
+        `http://127.0.0.1:${port}${path}`,
+      ]);
+      const nl = stdout.lastIndexOf('\n');
+      return { status: Number(stdout.slice(nl + 1)), body: stdout.slice(0, nl) };
+    };
+    await waitFor('podflow ready', async () => {
+      if (podflow!.exitCode !== null) throw new Error(`podflow exited: ${podflowLog}`);
+      return (await curl('/readyz')).status === 200 ? true : undefined;
+    });
+    prom = await startPrometheus({ targets: [`127.0.0.1:${port}`], ns: host });
+
+    // Traffic of known sizes, both families, both protocols, both directions.
+    const results = await Promise.all([
+      runClient(host, 'tcp', addr.b4, tcp4!.port, { send: 10_000, receive: 30_000, count: 5 }),
+      runClient(host, 'tcp', addr.b6, tcp6!.port, { send: 2_000, receive: 70_000, count: 3 }),
+      runClient(host, 'udp', addr.b4, udp4!.port, { send: 500, receive: 1_200, count: 4 }),
+      runClient(host, 'udp', addr.b6, udp6!.port, { send: 900, receive: 100, count: 2 }),
+      runClient(peer, 'tcp', addr.a4, tcpIn!.port, { send: 40_000, receive: 5_000, count: 2 }),
+    ]);
+    for (const r of results) expect(r.failed).toBe(0);
+    const payloadOut = 5 * 10_000 + 3 * 2_000 + 4 * 500 + 2 * 900 + 2 * 5_000;
+    const payloadIn = 5 * 30_000 + 3 * 70_000 + 4 * 1_200 + 2 * 100 + 2 * 40_000;
+
+    // Let the last ACKs land, then take conntrack's own accounting of the host's connections.
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const local = new Set([addr.a4, addr.a6]);
+    const expected = { tx: 0, rx: 0, txp: 0, rxp: 0 };
+    let counted = 0;
+    for (const e of await conntrackEntries(host)) {
+      if (local.has(e.origSrc)) {
+        expected.tx += e.origBytes;
+        expected.rx += e.replyBytes;
+        expected.txp += e.origPackets;
+        expected.rxp += e.replyPackets;
+        counted++;
+      }
+      if (local.has(e.replySrc)) {
+        expected.tx += e.replyBytes;
+        expected.rx += e.origBytes;
+        expected.txp += e.replyPackets;
+        expected.rxp += e.origPackets;
+        counted++;
+      }
+    }
+    // 5 + 3 + 4 + 2 + 2 connections; headers come on top of the payload.
+    expect(counted).toBe(16);
+    expect(expected.tx).toBeGreaterThan(payloadOut);
+    expect(expected.rx).toBeGreaterThan(payloadIn);
+
+    const sums = async () => ({
+      tx: await prom!.scalar('sum(podflow_transmit_bytes_total)'),
+      rx: await prom!.scalar('sum(podflow_received_bytes_total)'),
+      txp: await prom!.scalar('sum(podflow_transmit_packets_total)'),
+      rxp: await prom!.scalar('sum(podflow_received_packets_total)'),
+    });
+    let got: Awaited<ReturnType<typeof sums>> | undefined;
+    try {
+      await waitFor('Prometheus to see every byte', async () => {
+        got = await sums();
+        return got.tx === expected.tx && got.rx === expected.rx ? true : undefined;
+      });
+    } catch (err) {
+      throw new Error(
+        `${(err as Error).message}: got ${JSON.stringify(got)}, want ${JSON.stringify(expected)}`,
+      );
+    }
+    expect(got).toEqual(expected);
+
+    // Labels: the host is the node itself (no Kubernetes), peers are private addresses.
+    const series = await prom.query('podflow_transmit_bytes_total');
+    const byPeer = new Map(series.map((s) => [`${s.metric.dst_ip} ${s.metric.proto}`, s]));
+    for (const key of [`${addr.b4} TCP`, `${addr.b6} TCP`, `${addr.b4} UDP`, `${addr.b6} UDP`]) {
+      const s = byPeer.get(key);
+      expect(s, key).toBeDefined();
+      // Prometheus stores an empty label as no label at all.
+      const label = (name: string) => s!.metric[name] ?? '';
+      expect(
+        ['src_node', 'src_pod', 'src_namespace', 'src_workload', 'dst_type', 'dst_pod', 'cross_zone'].map(
+          label,
+        ),
+      ).toEqual(['e2e-node', '', '', '', 'private', '', 'false']);
+    }
+    expect(series.every((s) => s.metric.dst_ip !== '127.0.0.1' && s.metric.dst_ip !== '::1')).toBe(true);
+
+    // Self-metrics of both halves on the same /metrics, as scraped.
+    expect(await prom.scalar('podflow_collector_conntrack_entries')).toBeGreaterThanOrEqual(0);
+    expect(await prom.scalar('podflow_collector_read_duration_seconds_count')).toBeGreaterThan(0);
+    expect(await prom.scalar('sum(podflow_collector_ticks_total{result="ok"})')).toBeGreaterThan(0);
+    expect(await prom.scalar('sum(podflow_exporter_pulls_total)')).toBeGreaterThan(0);
+    // Everything was delivered and acknowledged: nothing left in the backlog.
+    await waitFor('backlog drained', async () =>
+      (await prom!.scalar('podflow_collector_backlog_flows')) === 0 ? true : undefined,
+    );
+
+    // Ordered shutdown on SIGTERM: exits 0 and says so.
+    const exited = new Promise<number | null>((resolve) => podflow!.once('exit', (code) => resolve(code)));
+    podflow.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(podflowLog).toContain('standalone stopped');
+  }, 120_000);
+});
+
+/** Runs the real executable and collects its exit code and stderr. */
+function runPodflow(
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; wrap?: string[] } = {},
+): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const wrap = opts.wrap ?? [];
+    const cmd = wrap.length > 0 ? wrap[0]! : process.execPath;
+    const argv = wrap.length > 0 ? [...wrap.slice(1), process.execPath, BIN, ...args] : [BIN, ...args];
+    const env = { ...process.env, ...opts.env };
+    for (const k of Object.keys(env)) if (k.startsWith('PODFLOW_') && !opts.env?.[k]) delete env[k];
+    const child = spawn(cmd, argv, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stderr });
+    });
+  });
+}
+
+/** The lines of stderr that are not JSON log records. */
+const plainLines = (stderr: string) =>
+  stderr
+    .split('\n')
+    .filter((l) => l.trim() !== '' && !l.startsWith('{'))
+    .map((l) => l.trimEnd());
+
+describe('podflow executable start-up errors', () => {
+  let dir: string;
+  beforeAll(async () => {
+    await build();
+    dir = await mkdtemp(join(tmpdir(), 'podflow-cli-'));
+  }, 180_000);
+  afterAll(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('names the flag of a bad value', async () => {
+    const r = await runPodflow(['collector', '--interval', 'abc']);
+    expect(r.code).toBe(2);
+    expect(plainLines(r.stderr)).toEqual([
+      'podflow: invalid --interval: expected a duration like 5s, 500ms or 2m (at least 100ms), got "abc"',
+    ]);
+  });
+
+  it('names an unknown key of the YAML file', async () => {
+    const file = join(dir, 'podflow.yaml');
+    await writeFile(file, 'interval: 2s\nintervall: 3s\n');
+    const r = await runPodflow(['standalone', '--config', file]);
+    expect(r.code).toBe(2);
+    expect(plainLines(r.stderr)).toEqual([
+      `podflow: unknown key "intervall" in ${file}: podflow has no such option`,
+    ]);
+  });
+
+  it('names an unknown PODFLOW_ environment variable', async () => {
+    const r = await runPodflow(['collector'], { env: { PODFLOW_INTERVALL: '5s' } });
+    expect(r.code).toBe(2);
+    expect(plainLines(r.stderr)).toEqual([
+      'podflow: unknown environment variable PODFLOW_INTERVALL: podflow has no such option',
+    ]);
+  });
+
+  it.skipIf(!root)(
+    'says in one line that reading conntrack needs a permission, and exits non-zero',
+    async () => {
+      // The same executable as an unprivileged user (nobody): no CAP_NET_ADMIN.
+      const r = await runPodflow(['collector', '--listen', '127.0.0.1:0'], {
+        wrap: ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'],
+      });
+      expect(r.code).toBe(1);
+      expect(plainLines(r.stderr)).toEqual(['podflow: reading conntrack needs root or CAP_NET_ADMIN']);
+      const standalone = await runPodflow(['standalone', '--listen', '127.0.0.1:0'], {
+        wrap: ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'],
+      });
+      expect(standalone.code).toBe(1);
+      expect(plainLines(standalone.stderr)).toEqual([
+        'podflow: reading conntrack needs root or CAP_NET_ADMIN',
+      ]);
+    },
+  );
+});
