@@ -47,7 +47,7 @@ function setup() {
   );
   const flaky = new FlakySink();
   const pipeline = new Pipeline(
-    { exportInterval: 1000, pullConcurrency: 1 },
+    { exportInterval: 1000, pullConcurrency: 1, pullTimeout: 5000 },
     {
       discovery: staticDiscovery([client]),
       enricher: new Enricher({ groupPublicIps: false }, { cluster: emptyClusterLookup, log: silentLogger }),
