@@ -1,0 +1,210 @@
+// Cilium's conntrack map entries: key and value layouts, and their translation into ConnSamples.
+//
+// Key (bpf/lib/common.h, struct ipv4_ct_tuple / ipv6_ct_tuple, packed): daddr, saddr, dport, sport
+// (both be16), nexthdr, flags. The address names are those of the reply direction: the connection's
+// opener is `daddr` (first field) and its destination `saddr`; the ports are named for the original
+// direction (sport = the opener's port).
+//
+// Value (struct ct_entry, 56 bytes):
+//   ≤1.15: rx_packets@0 rx_bytes@8 tx_packets@16 tx_bytes@24 — counted per lookup direction, i.e.
+//          from the local endpoint: rx = received by it, tx = sent by it, for OUT and IN entries alike.
+//   ≥1.16: reserved0@0 (always 0) backend_id@8 packets@16 bytes@24 — one counter per entry, only with
+//          `bpf-conntrack-accounting`. podflow reports it as the entry's own direction: an OUT entry's
+//          bytes as sent by the local opener, an IN entry's as received by the local destination.
+//   Both: lifetime u32@32 (expiry in the agent's clock units), flags u16@36.
+//
+// Flags: OUT 0 (opened by a local endpoint, the tuple's source), IN 1 (opened toward a local
+// endpoint, the tuple's destination), RELATED 2 (ICMP errors of another entry), SERVICE 4 (load
+// balancer state, a different value meaning). RELATED and SERVICE entries are skipped.
+import { formatAddr } from '../netfilter/parser.js';
+import type { ConnSample } from '../source.js';
+
+export const CT_MAPS = [
+  { name: 'cilium_ct4_global', family: 4, keySize: 14 },
+  { name: 'cilium_ct_any4_global', family: 4, keySize: 14 },
+  { name: 'cilium_ct6_global', family: 6, keySize: 38 },
+  { name: 'cilium_ct_any6_global', family: 6, keySize: 38 },
+] as const;
+export type CtMapName = (typeof CT_MAPS)[number]['name'];
+
+export const CT_VALUE_SIZE = 56;
+export const TUPLE_F_OUT = 0;
+export const TUPLE_F_IN = 1;
+export const TUPLE_F_RELATED = 2;
+export const TUPLE_F_SERVICE = 4;
+
+export type Layout = 'v1.15' | 'v1.16';
+
+/** Exact below 2^53, which no counter reaches. */
+const u64 = (b: Buffer, o: number): number =>
+  (b[o + 4] | (b[o + 5] << 8) | (b[o + 6] << 16)) * 4294967296 +
+  b[o + 7] * 72057594037927936 +
+  ((b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)) >>> 0);
+export const u32le = (b: Buffer, o: number): number =>
+  (b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)) >>> 0;
+const be16 = (b: Buffer, o: number): number => (b[o] << 8) | b[o + 1];
+const nonZero64 = (b: Buffer, o: number): boolean =>
+  (b[o] | b[o + 1] | b[o + 2] | b[o + 3] | b[o + 4] | b[o + 5] | b[o + 6] | b[o + 7]) !== 0;
+
+/**
+ * One Cilium entry as a ConnSample. Address strings are decoded only when read (the tracker reads
+ * them once, for a connection it has not seen); valid until the next `fill`.
+ */
+export class CiliumSample implements ConnSample {
+  family: 4 | 6 = 4;
+  proto = 0;
+  zone = 0;
+  id = 0;
+  origSport = 0;
+  origDport = 0;
+  origBytes = 0;
+  origPackets = 0;
+  replyBytes = 0;
+  replyPackets = 0;
+  hasCounters = false;
+  /** OUT entries are accounted from the opener, IN entries from the destination. */
+  localEnd: 'src' | 'dst' = 'src';
+  /** Identity of the raw key (tuple and flags), see `hashKey`. */
+  key = 0;
+  key2 = 0;
+  /** Raw entry flags and lifetime. */
+  flags = 0;
+  lifetime = 0;
+
+  buf: Buffer = Buffer.alloc(0);
+  off = 0;
+
+  get origSrc(): string {
+    return formatAddr(this.buf, this.off, this.family);
+  }
+  get origDst(): string {
+    return formatAddr(this.buf, this.off + (this.family === 4 ? 4 : 16), this.family);
+  }
+  /** Cilium's conntrack does not translate addresses (its load balancer keeps SERVICE entries). */
+  get replySrc(): string {
+    return this.origDst;
+  }
+}
+
+/**
+ * Fills `s` from the entry at key offset `ko` of `keys` and value offset `vo` of `values`.
+ * Returns false for entries podflow does not report (RELATED, SERVICE).
+ */
+export function fillSample(
+  s: CiliumSample,
+  keys: Buffer,
+  ko: number,
+  values: Buffer,
+  vo: number,
+  family: 4 | 6,
+  layout: Layout | undefined,
+): boolean {
+  const a = family === 4 ? 4 : 16;
+  const flags = keys[ko + 2 * a + 5];
+  if ((flags & (TUPLE_F_RELATED | TUPLE_F_SERVICE)) !== 0) return false;
+  s.family = family;
+  s.buf = keys;
+  s.off = ko;
+  s.origDport = be16(keys, ko + 2 * a);
+  s.origSport = be16(keys, ko + 2 * a + 2);
+  s.proto = keys[ko + 2 * a + 4];
+  s.flags = flags;
+  const inbound = (flags & TUPLE_F_IN) !== 0;
+  s.localEnd = inbound ? 'dst' : 'src';
+  s.lifetime = u32le(values, vo + 32);
+  if (layout === 'v1.15') {
+    const rxp = u64(values, vo);
+    const rxb = u64(values, vo + 8);
+    const txp = u64(values, vo + 16);
+    const txb = u64(values, vo + 24);
+    // rx/tx are the local endpoint's: for OUT it opened the connection (orig = tx), for IN it is the
+    // destination (orig = what it received).
+    s.origPackets = inbound ? rxp : txp;
+    s.origBytes = inbound ? rxb : txb;
+    s.replyPackets = inbound ? txp : rxp;
+    s.replyBytes = inbound ? txb : rxb;
+    s.hasCounters = true;
+  } else if (layout === 'v1.16') {
+    // One counter, reported in the original direction: sent by the opener (OUT, local = source) or
+    // received by the destination (IN, local = destination).
+    s.origPackets = u64(values, vo + 16);
+    s.origBytes = u64(values, vo + 24);
+    s.replyPackets = 0;
+    s.replyBytes = 0;
+    s.hasCounters = true;
+  } else {
+    // Layout not known yet (no entry has counters): nothing to count.
+    s.origPackets = 0;
+    s.origBytes = 0;
+    s.replyPackets = 0;
+    s.replyBytes = 0;
+    s.hasCounters = false;
+  }
+  hashKey(s, keys, ko, 2 * a + 6);
+  return true;
+}
+
+/**
+ * Layout evidence in one batch of entries. ≤1.15 counts every entry from its first packet: an IN
+ * entry starts with rx_packets = 1, and any answered connection has rx counters, so a non-zero
+ * u64 at 0 or 8 of a non-SERVICE entry means ≤1.15 (≥1.16 keeps reserved0@0 zero and sets
+ * backend_id@8 only on SERVICE entries). Counters at 16/24 with none at 0/8 mean ≥1.16 with
+ * accounting on. Returns 'v1.15', 'v1.16' or undefined (no counters anywhere: cannot tell).
+ */
+export function layoutEvidence(
+  keys: Buffer,
+  values: Buffer,
+  n: number,
+  keySize: number,
+  family: 4 | 6,
+): Layout | undefined {
+  const flagsAt = (family === 4 ? 8 : 32) + 5;
+  let sawLater = false;
+  for (let i = 0; i < n; i++) {
+    const flags = keys[i * keySize + flagsAt];
+    if ((flags & (TUPLE_F_RELATED | TUPLE_F_SERVICE)) !== 0) continue;
+    const vo = i * CT_VALUE_SIZE;
+    if (nonZero64(values, vo) || nonZero64(values, vo + 8)) return 'v1.15';
+    if (nonZero64(values, vo + 16) || nonZero64(values, vo + 24)) sawLater = true;
+  }
+  return sawLater ? 'v1.16' : undefined;
+}
+
+// Murmur3-style mixing of the raw key (tuple and flags): `key` 53 bits, `key2` an independent 32 bits.
+// OUT and IN entries of one connection share the tuple but not the flags: two identities.
+function mix(h: number, k: number): number {
+  k = Math.imul(k, 0xcc9e2d51);
+  k = (k << 15) | (k >>> 17);
+  h ^= Math.imul(k, 0x1b873593);
+  h = (h << 13) | (h >>> 19);
+  return (Math.imul(h, 5) + 0xe6546b64) | 0;
+}
+function fmix(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+function hashKey(s: CiliumSample, b: Buffer, o: number, len: number): void {
+  // Seeds differ from the netfilter source's so that the two never agree by accident.
+  let h1 = 0x3c6ef372;
+  let h2 = 0xa54ff53a;
+  let h3 = 0x510e527f;
+  let i = 0;
+  for (; i + 4 <= len; i += 4) {
+    const w = b[o + i] | (b[o + i + 1] << 8) | (b[o + i + 2] << 16) | (b[o + i + 3] << 24);
+    h1 = mix(h1, w);
+    h2 = mix(h2, w ^ 0x5bd1e995);
+    h3 = mix(h3, w ^ 0x1b873593);
+  }
+  let tail: number = s.family;
+  for (; i < len; i++) tail = (tail << 8) | b[o + i];
+  h1 = mix(h1, tail);
+  h2 = mix(h2, tail);
+  h3 = mix(h3, tail ^ 0x27d4eb2f);
+  s.key = (fmix(h1) >>> 11) * 4294967296 + fmix(h2);
+  s.key2 = fmix(h3);
+}
