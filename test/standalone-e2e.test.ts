@@ -4,11 +4,14 @@
 // equal, byte for byte, what conntrack itself counted for those connections.
 // Also the executable's start-up failures: missing permission and bad options, one line each.
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { gunzipSync } from 'node:zlib';
+import { pack, unpack } from 'msgpackr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { PullResponse } from '../shared/flow.js';
 import {
   cleanupAll,
   createPair,
@@ -68,6 +71,33 @@ async function conntrackEntries(ns: Netns): Promise<CtEntry[]> {
     });
   }
   return out;
+}
+
+/**
+ * What podflow must report for the local addresses, from conntrack's own accounting: for each entry
+ * the local side's sent bytes are tx, the peer's are rx. `counted` = (entry, local side) pairs.
+ */
+async function expectedFromConntrack(ns: Netns, localAddrs: string[]) {
+  const local = new Set(localAddrs);
+  const expected = { tx: 0, rx: 0, txp: 0, rxp: 0 };
+  let counted = 0;
+  for (const e of await conntrackEntries(ns)) {
+    if (local.has(e.origSrc)) {
+      expected.tx += e.origBytes;
+      expected.rx += e.replyBytes;
+      expected.txp += e.origPackets;
+      expected.rxp += e.replyPackets;
+      counted++;
+    }
+    if (local.has(e.replySrc)) {
+      expected.tx += e.replyBytes;
+      expected.rx += e.origBytes;
+      expected.txp += e.replyPackets;
+      expected.rxp += e.origPackets;
+      counted++;
+    }
+  }
+  return { expected, counted };
 }
 
 async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
@@ -176,25 +206,7 @@ describe.skipIf(!root)('podflow standalone end to end', () => {
 
     // Let the last ACKs land, then take conntrack's own accounting of the host's connections.
     await new Promise((resolve) => setTimeout(resolve, 1000));
-    const local = new Set([addr.a4, addr.a6]);
-    const expected = { tx: 0, rx: 0, txp: 0, rxp: 0 };
-    let counted = 0;
-    for (const e of await conntrackEntries(host)) {
-      if (local.has(e.origSrc)) {
-        expected.tx += e.origBytes;
-        expected.rx += e.replyBytes;
-        expected.txp += e.origPackets;
-        expected.rxp += e.replyPackets;
-        counted++;
-      }
-      if (local.has(e.replySrc)) {
-        expected.tx += e.replyBytes;
-        expected.rx += e.origBytes;
-        expected.txp += e.replyPackets;
-        expected.rxp += e.origPackets;
-        counted++;
-      }
-    }
+    const { expected, counted } = await expectedFromConntrack(host, [addr.a4, addr.a6]);
     // 5 + 3 + 4 + 2 + 2 connections; headers come on top of the payload.
     expect(counted).toBe(16);
     expect(expected.tx).toBeGreaterThan(payloadOut);
@@ -284,6 +296,104 @@ const plainLines = (stderr: string) =>
     .split('\n')
     .filter((l) => l.trim() !== '' && !l.startsWith('{'))
     .map((l) => l.trimEnd());
+
+describe.skipIf(!root)('podflow collector end to end', () => {
+  let dir: string;
+  afterAll(async () => {
+    await cleanupAll();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('serves exactly the bytes conntrack counted over the pull API, gzipped, until acknowledged', async () => {
+    await build();
+    dir = await mkdtemp(join(tmpdir(), 'podflow-e2e-collector-'));
+    const { a: host, b: peer, a4, a6, b4, b6 } = await createPair(232);
+    const tcp = await startServer(peer, 'tcp', b4);
+    const udp = await startServer(peer, 'udp', b6);
+    await host.exec('conntrack', ['-F']).catch(() => undefined);
+    const port = 9470;
+    const proc = host.spawn(
+      process.execPath,
+      [BIN, 'collector', '--listen', `127.0.0.1:${port}`, '--interval', '1s', '--node-name', 'e2e-node'],
+      { HOME: dir, KUBECONFIG: join(dir, 'none') },
+    );
+    let log = '';
+    proc.stderr?.on('data', (d) => {
+      log += d;
+    });
+    const base = `http://127.0.0.1:${port}`;
+    const status = async (args: string[], out = '/dev/null') => {
+      const { stdout } = await host.exec('curl', ['-s', '-o', out, '-w', '%{http_code}', ...args]);
+      return Number(stdout);
+    };
+    await waitFor('collector ready', async () => {
+      if (proc.exitCode !== null) throw new Error(`collector exited: ${log}`);
+      return (await status([`${base}/readyz`])) === 200 ? true : undefined;
+    });
+
+    const results = await Promise.all([
+      runClient(host, 'tcp', b4, tcp.port, { send: 3_000, receive: 9_000, count: 4 }),
+      runClient(host, 'udp', b6, udp.port, { send: 700, receive: 1_400, count: 3 }),
+    ]);
+    for (const r of results) expect(r.failed).toBe(0);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const { expected, counted } = await expectedFromConntrack(host, [a4, a6]);
+    expect(counted).toBe(7);
+
+    // Pull the raw body with gzip, as an exporter does, and sum every pending batch.
+    const body = join(dir, 'pull.bin');
+    const headers = join(dir, 'pull.headers');
+    const pull = async (): Promise<PullResponse> => {
+      const code = await status(['-H', 'Accept-Encoding: gzip', '-D', headers, `${base}/api/v1/flows`], body);
+      expect(code).toBe(200);
+      expect((await readFile(headers, 'utf8')).toLowerCase()).toContain('content-encoding: gzip');
+      return unpack(gunzipSync(await readFile(body))) as PullResponse;
+    };
+    let last: PullResponse | undefined;
+    const sum = (r: PullResponse) => {
+      const t = { tx: 0, rx: 0, txp: 0, rxp: 0 };
+      for (const b of r.batches) {
+        for (const f of b.flows) {
+          t.tx += f.txBytes;
+          t.rx += f.rxBytes;
+          t.txp += f.txPackets;
+          t.rxp += f.rxPackets;
+        }
+      }
+      return t;
+    };
+    await waitFor('every byte in the backlog', async () => {
+      last = await pull();
+      return sum(last).tx === expected.tx && sum(last).rx === expected.rx ? true : undefined;
+    }).catch((err: Error) => {
+      throw new Error(
+        `${err.message}: got ${JSON.stringify(last && sum(last))}, want ${JSON.stringify(expected)}`,
+        { cause: err.cause },
+      );
+    });
+    expect(sum(last!)).toEqual(expected);
+    expect(last).toMatchObject({ version: 1, node: 'e2e-node', source: 'netfilter' });
+    const peers = new Set(last!.batches.flatMap((b) => b.flows.map((f) => `${f.src} ${f.dst} ${f.proto}`)));
+    expect([...peers].sort()).toEqual([`${a4} ${b4} 6`, `${a6} ${b6} 17`]);
+
+    // A pull without ack changes nothing; an ack of the last seq empties the backlog.
+    const again = await pull();
+    expect(again.batches.slice(0, last!.batches.length)).toEqual(last!.batches);
+    const seq = again.batches[again.batches.length - 1]!.seq;
+    const ack = join(dir, 'ack.bin');
+    await writeFile(ack, pack({ bootId: again.bootId, seq }));
+    const ackArgs = ['-X', 'POST', '-H', 'Content-Type: application/x-msgpack', '--data-binary', `@${ack}`];
+    expect(await status([...ackArgs, `${base}/api/v1/ack`])).toBe(204);
+    expect((await pull()).batches).toEqual([]);
+    // A stale boot id is refused.
+    await writeFile(ack, pack({ bootId: 'not-this-one', seq }));
+    expect(await status([...ackArgs, `${base}/api/v1/ack`])).toBe(409);
+
+    await kill(proc);
+    expect(proc.exitCode).toBe(0);
+    expect(log).toContain('collector stopped');
+  }, 120_000);
+});
 
 describe('podflow executable start-up errors', () => {
   let dir: string;
