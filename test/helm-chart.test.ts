@@ -461,6 +461,16 @@ describe('chart: values', () => {
     expect(errors.join('\n')).toContain(message);
   });
 
+  it('has an API check that catches wrong types and unknown fields', async () => {
+    const { objects } = await renderChart(bin);
+    const ds = structuredClone(objects.find((o) => o.kind === 'DaemonSet')!);
+    ds.spec.template.spec.containers[0].ports[0].containerPort = '9470';
+    ds.spec.template.spec.containers[0].securityContext.capabilites = { add: ['NET_ADMIN'] };
+    const errors = (await validateObject(ds)).join('\n');
+    expect(errors).toContain('containerPort must be integer');
+    expect(errors).toContain('securityContext.capabilites: unknown field');
+  });
+
   it('refuses a sink token without a sink URL, naming the values', async () => {
     const values = { exporter: { httpSink: { token: { value: 'x' } } } };
     expect(checkValues(values)).toEqual([]);
