@@ -97,7 +97,7 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
     {
       backlog: graph.backlog,
       node: config.nodeName,
-      source: graph.source.name,
+      source: graph.source,
       metrics: graph.metrics,
       log: log.child({ stage: 'http' }),
       registry,

@@ -40,7 +40,11 @@ function setup() {
   const registry = new Registry();
   const backlog = new Backlog({ backlogMaxFlows: 1000 });
   const metrics = createCollectorMetrics(registry, { backlog: () => backlog.stats() });
-  const client = new LocalCollectorClient(backlog, { node: 'laptop', source: 'netfilter', metrics });
+  const client = new LocalCollectorClient(backlog, {
+    node: 'laptop',
+    source: { name: 'netfilter' },
+    metrics,
+  });
   const prometheus = new PrometheusSink(
     { metricsPrefix: 'podflow', metricsLabels: [...FLOW_LABELS], metricsTtl: 0, metricsPodIps: false },
     { registry },

@@ -25,7 +25,12 @@ export class LocalCollectorClient implements CollectorClient {
 
   constructor(
     private readonly backlog: Backlog,
-    private readonly info: { node: string; source: 'netfilter' | 'cilium'; metrics?: CollectorMetrics },
+    private readonly info: {
+      node: string;
+      /** Read at every pull: `--source auto` picks its source only when it starts. */
+      source: { readonly name: 'netfilter' | 'cilium' };
+      metrics?: CollectorMetrics;
+    },
   ) {
     this.id = `local/${info.node}`;
   }
@@ -37,7 +42,7 @@ export class LocalCollectorClient implements CollectorClient {
       version: 1,
       bootId: this.backlog.bootId,
       node: this.info.node,
-      source: this.info.source,
+      source: this.info.source.name,
       batches: this.backlog.pull(),
     };
   }
@@ -56,7 +61,7 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
   const kube: Kubernetes | undefined = await createKubernetes(config, { log, registry });
   const client = new LocalCollectorClient(collector.backlog, {
     node: config.nodeName,
-    source: collector.source.name,
+    source: collector.source,
     metrics: collector.metrics,
   });
   let graph: ReturnType<typeof createExportGraph>;

@@ -64,7 +64,7 @@ describe('collector server', () => {
       {
         backlog,
         node: 'node-1',
-        source: 'netfilter',
+        source: { name: 'netfilter' },
         metrics,
         log: silentLogger,
         registry,

@@ -24,7 +24,8 @@ export const MAX_ACK_BYTES = 4096;
 export interface PullApiDeps {
   backlog: Backlog;
   node: string;
-  source: 'netfilter' | 'cilium';
+  /** The source, or its name. An object is read at every pull: `--source auto` chooses at start. */
+  source: 'netfilter' | 'cilium' | { readonly name: 'netfilter' | 'cilium' };
   metrics: CollectorMetrics;
   log: Logger;
 }
@@ -86,7 +87,7 @@ export function pullApiRouter(deps: PullApiDeps): Router {
       version: 1,
       bootId: backlog.bootId,
       node: deps.node,
-      source: deps.source,
+      source: typeof deps.source === 'string' ? deps.source : deps.source.name,
       batches: backlog.pull(maxFlows),
     };
     const body = packr.pack(response);
