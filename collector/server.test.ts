@@ -154,6 +154,59 @@ describe('collector server', () => {
     expect(backlog.stats().batches).toBe(1);
   });
 
+  it('survives random ack bodies and query strings: always a 2xx/4xx, never a lost batch', async () => {
+    backlog.append(0, 1, [flow('10.2.0.1', 1)]);
+    backlog.append(1, 2, [flow('10.2.0.2', 1)]);
+    // A small deterministic generator: failures reproduce.
+    let seed = 12345;
+    const rnd = (n: number) => {
+      seed = (seed * 1103515245 + 12345) >>> 0;
+      return seed % n;
+    };
+    const values: unknown[] = [
+      null,
+      true,
+      0,
+      -1,
+      1.5,
+      2 ** 60,
+      '',
+      'b00t',
+      [],
+      {},
+      new Uint8Array(3),
+      { a: 1 },
+    ];
+    const randomValue = (): unknown => {
+      switch (rnd(4)) {
+        case 0:
+          return values[rnd(values.length)];
+        case 1:
+          return { bootId: values[rnd(values.length)], seq: values[rnd(values.length)] };
+        case 2:
+          return { bootId: 'b00t', seq: values[rnd(values.length)], extra: values[rnd(values.length)] };
+        default:
+          return Buffer.from(Array.from({ length: rnd(64) }, () => rnd(256)));
+      }
+    };
+    for (let i = 0; i < 300; i++) {
+      const v = randomValue();
+      let body = Buffer.isBuffer(v) ? v : pack(v);
+      // Sometimes cut a valid encoding short. Only `{bootId: "b00t", seq: 0}` may pass (204): it drops nothing.
+      if (!Buffer.isBuffer(v) && rnd(3) === 0) body = body.subarray(0, rnd(body.length + 1));
+      const res = await raw(port, 'POST', '/api/v1/ack', { 'content-type': 'application/x-msgpack' }, body);
+      expect([204, 400, 409, 413], `body ${body.toString('hex')} → ${res.status} ${res.body}`).toContain(
+        res.status,
+      );
+      expect(res.body.length).toBeGreaterThan(0);
+    }
+    for (const q of ['', 'x', '-1', '1e3', '0x10', '9'.repeat(20), '%00', '1&max_flows=2']) {
+      const res = await raw(port, 'GET', `/api/v1/flows?max_flows=${q}`);
+      expect([200, 400]).toContain(res.status);
+    }
+    expect(backlog.stats()).toMatchObject({ batches: 2, flows: 2 });
+  });
+
   it('answers /healthz always and /readyz only when ready', async () => {
     expect((await raw(port, 'GET', '/healthz')).status).toBe(200);
     const notReady = await raw(port, 'GET', '/readyz');
