@@ -198,7 +198,8 @@ describe('collector server', () => {
       expect([204, 400, 409, 413], `body ${body.toString('hex')} → ${res.status} ${res.body}`).toContain(
         res.status,
       );
-      expect(res.body.length).toBeGreaterThan(0);
+      // Every refusal says why.
+      if (res.status !== 204) expect(res.body.length).toBeGreaterThan(0);
     }
     for (const q of ['', 'x', '-1', '1e3', '0x10', '9'.repeat(20), '%00', '1&max_flows=2']) {
       const res = await raw(port, 'GET', `/api/v1/flows?max_flows=${q}`);
