@@ -35,11 +35,8 @@ export const TUPLE_F_SERVICE = 4;
 
 export type Layout = 'v1.15' | 'v1.16';
 
-/** Exact below 2^53, which no counter reaches. */
-const u64 = (b: Buffer, o: number): number =>
-  (b[o + 4] | (b[o + 5] << 8) | (b[o + 6] << 16)) * 4294967296 +
-  b[o + 7] * 72057594037927936 +
-  ((b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)) >>> 0);
+/** u64 (host order, little-endian here) at 32-bit index `i` of a value view; exact below 2^53. */
+const u64 = (v: Uint32Array, i: number): number => v[i + 1] * 4294967296 + v[i];
 export const u32le = (b: Buffer, o: number): number =>
   (b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)) >>> 0;
 const be16 = (b: Buffer, o: number): number => (b[o] << 8) | b[o + 1];
@@ -73,12 +70,15 @@ export class CiliumSample implements ConnSample {
 
   buf: Buffer = Buffer.alloc(0);
   off = 0;
+  /** Decoded destination, shared by origDst and replySrc; reset by `fillSample`. */
+  dst: string | undefined = undefined;
 
   get origSrc(): string {
     return formatAddr(this.buf, this.off, this.family);
   }
   get origDst(): string {
-    return formatAddr(this.buf, this.off + (this.family === 4 ? 4 : 16), this.family);
+    this.dst ??= formatAddr(this.buf, this.off + (this.family === 4 ? 4 : 16), this.family);
+    return this.dst;
   }
   /** Cilium's conntrack does not translate addresses (its load balancer keeps SERVICE entries). */
   get replySrc(): string {
@@ -87,15 +87,24 @@ export class CiliumSample implements ConnSample {
 }
 
 /**
- * Fills `s` from the entry at key offset `ko` of `keys` and value offset `vo` of `values`.
- * Returns false for entries podflow does not report (RELATED, SERVICE).
+ * A 32-bit view of a values buffer (ct_entry is 8-byte aligned: 56 bytes, u64 counters). The buffer
+ * must start at a multiple of 4 bytes.
+ */
+export function valueView(values: Buffer): Uint32Array {
+  if (values.byteOffset % 4 !== 0) throw new Error('values buffer must be 4-byte aligned');
+  return new Uint32Array(values.buffer, values.byteOffset, values.length >>> 2);
+}
+
+/**
+ * Fills `s` from the entry at key offset `ko` of `keys` and at 32-bit index `vi` of the value view
+ * `v` (entry i: vi = i * 14). Returns false for entries podflow does not report (RELATED, SERVICE).
  */
 export function fillSample(
   s: CiliumSample,
   keys: Buffer,
   ko: number,
-  values: Buffer,
-  vo: number,
+  v: Uint32Array,
+  vi: number,
   family: 4 | 6,
   layout: Layout | undefined,
 ): boolean {
@@ -105,18 +114,19 @@ export function fillSample(
   s.family = family;
   s.buf = keys;
   s.off = ko;
+  s.dst = undefined;
   s.origDport = be16(keys, ko + 2 * a);
   s.origSport = be16(keys, ko + 2 * a + 2);
   s.proto = keys[ko + 2 * a + 4];
   s.flags = flags;
   const inbound = (flags & TUPLE_F_IN) !== 0;
   s.localEnd = inbound ? 'dst' : 'src';
-  s.lifetime = u32le(values, vo + 32);
+  s.lifetime = v[vi + 8];
   if (layout === 'v1.15') {
-    const rxp = u64(values, vo);
-    const rxb = u64(values, vo + 8);
-    const txp = u64(values, vo + 16);
-    const txb = u64(values, vo + 24);
+    const rxp = u64(v, vi);
+    const rxb = u64(v, vi + 2);
+    const txp = u64(v, vi + 4);
+    const txb = u64(v, vi + 6);
     // rx/tx are the local endpoint's: for OUT it opened the connection (orig = tx), for IN it is the
     // destination (orig = what it received).
     s.origPackets = inbound ? rxp : txp;
@@ -127,8 +137,8 @@ export function fillSample(
   } else if (layout === 'v1.16') {
     // One counter, reported in the original direction: sent by the opener (OUT, local = source) or
     // received by the destination (IN, local = destination).
-    s.origPackets = u64(values, vo + 16);
-    s.origBytes = u64(values, vo + 24);
+    s.origPackets = u64(v, vi + 4);
+    s.origBytes = u64(v, vi + 6);
     s.replyPackets = 0;
     s.replyBytes = 0;
     s.hasCounters = true;
@@ -140,7 +150,7 @@ export function fillSample(
     s.replyBytes = 0;
     s.hasCounters = false;
   }
-  hashKey(s, keys, ko, 2 * a + 6);
+  hashKey(s, keys, ko, a);
   return true;
 }
 
@@ -170,8 +180,9 @@ export function layoutEvidence(
   return sawLater ? 'v1.16' : undefined;
 }
 
-// Murmur3-style mixing of the raw key (tuple and flags): `key` 53 bits, `key2` an independent 32 bits.
-// OUT and IN entries of one connection share the tuple but not the flags: two identities.
+// Identity of the raw key for the tracker: `key` a 53-bit Murmur3-style hash of the addresses,
+// protocol, flags and family; `key2` the two ports exactly. OUT and IN entries of one connection share
+// the tuple but not the flags: two identities.
 function mix(h: number, k: number): number {
   k = Math.imul(k, 0xcc9e2d51);
   k = (k << 15) | (k >>> 17);
@@ -188,23 +199,20 @@ function fmix(h: number): number {
   return h >>> 0;
 }
 
-function hashKey(s: CiliumSample, b: Buffer, o: number, len: number): void {
+/** `a`: address length (4 or 16); the key holds two addresses, then ports, proto, flags. */
+function hashKey(s: CiliumSample, b: Buffer, o: number, a: number): void {
   // Seeds differ from the netfilter source's so that the two never agree by accident.
   let h1 = 0x3c6ef372;
   let h2 = 0xa54ff53a;
-  let h3 = 0x510e527f;
-  let i = 0;
-  for (; i + 4 <= len; i += 4) {
-    const w = b[o + i] | (b[o + i + 1] << 8) | (b[o + i + 2] << 16) | (b[o + i + 3] << 24);
+  const end = o + 2 * a;
+  for (let p = o; p < end; p += 4) {
+    const w = b[p] | (b[p + 1] << 8) | (b[p + 2] << 16) | (b[p + 3] << 24);
     h1 = mix(h1, w);
     h2 = mix(h2, w ^ 0x5bd1e995);
-    h3 = mix(h3, w ^ 0x1b873593);
   }
-  let tail: number = s.family;
-  for (; i < len; i++) tail = (tail << 8) | b[o + i];
-  h1 = mix(h1, tail);
-  h2 = mix(h2, tail);
-  h3 = mix(h3, tail ^ 0x27d4eb2f);
+  const meta = b[end + 4] | (b[end + 5] << 8) | (a << 16);
+  h1 = mix(h1, meta);
+  h2 = mix(h2, meta);
   s.key = (fmix(h1) >>> 11) * 4294967296 + fmix(h2);
-  s.key2 = fmix(h3);
+  s.key2 = ((b[end] << 24) | (b[end + 1] << 16) | (b[end + 2] << 8) | b[end + 3]) >>> 0;
 }

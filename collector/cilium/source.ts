@@ -45,11 +45,13 @@ import {
   TUPLE_F_RELATED,
   TUPLE_F_SERVICE,
   u32le,
+  valueView,
 } from './ct.js';
 
 /** Entries read per system call (and parsed before the next): ~0.75 MB of buffers for IPv6. */
 const CHUNK = 8192;
 const LIFETIME_SAMPLE = 4096;
+const VALUE_WORDS = CT_VALUE_SIZE / 4;
 
 export interface CiliumSourceConfig {
   /** Where the maps are pinned (option `cilium-bpf-path`). */
@@ -105,6 +107,7 @@ export class CiliumSource implements ConntrackSource {
   private readonly sample = new CiliumSample();
   private readonly keys: Buffer;
   private readonly values: Buffer;
+  private readonly values32: Uint32Array;
   private readonly cursor = Buffer.alloc(CURSOR_SIZE);
   private readonly lifetimes = new Uint32Array(LIFETIME_SAMPLE);
   private readonly expired = new Map<number, Expired>();
@@ -134,6 +137,7 @@ export class CiliumSource implements ConntrackSource {
     this.layout = config.ciliumLayout === 'auto' ? undefined : config.ciliumLayout;
     this.keys = Buffer.alloc(CHUNK * 38);
     this.values = Buffer.alloc(CHUNK * CT_VALUE_SIZE);
+    this.values32 = valueView(this.values);
   }
 
   /** The value layout in use (configured or detected); undefined until detected. */
@@ -210,9 +214,10 @@ export class CiliumSource implements ConntrackSource {
     let entries = 0;
     for (const m of this.maps) {
       if (m.fd === undefined) continue;
-      const r = this.readMap(bpf, m, (keys, values, n) => {
+      // Values land in this.values, which this.values32 views.
+      const r = this.readMap(bpf, m, (keys, _values, n) => {
         entries += n;
-        this.visitChunk(m, keys, values, n, now, visit);
+        this.visitChunk(m, keys, n, now, visit);
       });
       if (!r) interrupted = true;
     }
@@ -324,16 +329,16 @@ export class CiliumSource implements ConntrackSource {
   private visitChunk(
     m: MapState,
     keys: Buffer,
-    values: Buffer,
     n: number,
     now: number,
     visit: (s: ConnSample) => void,
   ): void {
     const s = this.sample;
+    const v32 = this.values32;
     const clock = this.clock;
     const expiredMap = this.expired;
     for (let i = 0; i < n; i++) {
-      if (!fillSample(s, keys, i * m.keySize, values, i * CT_VALUE_SIZE, m.family, this.layout)) continue;
+      if (!fillSample(s, keys, i * m.keySize, v32, i * VALUE_WORDS, m.family, this.layout)) continue;
       if (clock !== undefined && expired(s.lifetime, now)) {
         const e = expiredMap.get(s.key);
         if (e !== undefined && e.key2 === s.key2) {
