@@ -59,18 +59,47 @@ export function createReducer(config: ReducerConfig, deps: ReducerDeps): Reducer
   return new FlowReducer(config, deps);
 }
 
+/** Accumulated traffic of one (local, peer, proto) across ticks; reset when emitted. */
+class Series {
+  tb = 0;
+  tp = 0;
+  rb = 0;
+  rp = 0;
+  /** Listed in this tick's `touched`. */
+  touched = false;
+  /** Tick that last added to it; series idle for a few ticks are dropped. */
+  lastTick = 0;
+  /** Dropped from the index: connections caching it must look theirs up again. */
+  dead = false;
+  constructor(
+    readonly src: string,
+    readonly dst: string,
+    readonly proto: number,
+  ) {}
+}
+
+/**
+ * What a connection caches in its tracker tag: its one series (one local end), or both (both ends
+ * local). Checked against the current locality on every delta, so a pod IP learnt later is honoured.
+ */
+type ConnTag = Series | [Series, Series];
+
+/** Series not added to for this many ticks are dropped (bounded memory). */
+const IDLE_TICKS = 3;
+
 class FlowReducer implements Reducer {
-  private readonly acc = new Map<string, Flow>();
+  private readonly series = new Map<string, Series>();
+  private touched: Series[] = [];
   private readonly tracker: Tracker;
-  private readonly isLocal: (ip: string) => boolean;
+  private readonly index: PodIndex;
+  private tickNo = 1;
   private running = false;
 
   constructor(
     private readonly config: ReducerConfig,
     deps: ReducerDeps,
   ) {
-    const index = deps.podIndex;
-    this.isLocal = (ip) => index.isLocal(ip);
+    this.index = deps.podIndex;
     this.tracker = new Tracker(this.onDelta, { countExisting: config.countExisting ?? false });
   }
 
@@ -84,13 +113,13 @@ class FlowReducer implements Reducer {
       try {
         stats = await source.read(this.tracker.visit);
       } catch (err) {
+        // What was counted before the failure stays in the series: the next tick returns it.
         throw new Error('reading conntrack', { cause: err });
       }
       source.drainEnded(this.tracker.visitEnded);
       const interrupted = stats.interrupted ?? false;
       this.tracker.end(!interrupted);
-      const flows = [...this.acc.values()];
-      this.acc.clear();
+      const flows = this.collect();
       return {
         flows,
         entries: stats.entries,
@@ -105,27 +134,95 @@ class FlowReducer implements Reducer {
     }
   }
 
+  /** This tick's flows (fresh objects: they leave the collector's hands), then housekeeping. */
+  private collect(): Flow[] {
+    const flows: Flow[] = new Array(this.touched.length);
+    for (let i = 0; i < this.touched.length; i++) {
+      const s = this.touched[i]!;
+      flows[i] = {
+        src: s.src,
+        dst: s.dst,
+        proto: s.proto,
+        txBytes: s.tb,
+        rxBytes: s.rb,
+        txPackets: s.tp,
+        rxPackets: s.rp,
+      };
+      s.tb = s.tp = s.rb = s.rp = 0;
+      s.touched = false;
+    }
+    this.touched = [];
+    const now = this.tickNo++;
+    if (now % IDLE_TICKS === 0) {
+      for (const [key, s] of this.series) {
+        if (now - s.lastTick >= IDLE_TICKS) {
+          s.dead = true;
+          this.series.delete(key);
+        }
+      }
+    }
+    return flows;
+  }
+
   private readonly onDelta = (c: TrackedConn, ob: number, op: number, rb: number, rp: number): void => {
-    if (this.isLocal(c.origSrc)) this.add(c.origSrc, this.peer(c.replySrc), c.proto, ob, op, rb, rp);
-    if (this.isLocal(c.replySrc)) this.add(c.replySrc, this.peer(c.origSrc), c.proto, rb, rp, ob, op);
+    const origSrc = c.origSrc;
+    const replySrc = c.replySrc;
+    // Locality is asked every time (a pod's IP may become known after its connection started); the
+    // series are cached per connection while the answer stays the same.
+    const srcLocal = this.index.isLocal(origSrc);
+    const peerLocal = this.index.isLocal(replySrc);
+    if (!srcLocal && !peerLocal) return;
+    const tag = c.tag as ConnTag | undefined;
+    if (srcLocal !== peerLocal) {
+      // One local end: tx is what that end sent.
+      const local = srcLocal ? origSrc : replySrc;
+      let s = tag;
+      if (s === undefined || Array.isArray(s) || s.dead || s.src !== local) {
+        s = this.seriesFor(local, this.peer(srcLocal ? replySrc : origSrc), c.proto);
+        c.tag = s;
+      }
+      if (srcLocal) this.add(s, ob, op, rb, rp);
+      else this.add(s, rb, rp, ob, op);
+      return;
+    }
+    // Both ends local (pod to pod on this node): count it from each side.
+    let pair = tag;
+    if (pair === undefined || !Array.isArray(pair) || pair[0].dead || pair[1].dead) {
+      pair = [
+        this.seriesFor(origSrc, this.peer(replySrc), c.proto),
+        this.seriesFor(replySrc, this.peer(origSrc), c.proto),
+      ];
+      c.tag = pair;
+    }
+    this.add(pair[0], ob, op, rb, rp);
+    this.add(pair[1], rb, rp, ob, op);
   };
+
+  private add(s: Series, tb: number, tp: number, rb: number, rp: number): void {
+    s.tb += tb;
+    s.tp += tp;
+    s.rb += rb;
+    s.rp += rp;
+    s.lastTick = this.tickNo;
+    if (!s.touched) {
+      s.touched = true;
+      this.touched.push(s);
+    }
+  }
+
+  private seriesFor(src: string, dst: string, proto: number): Series {
+    const key = `${src} ${dst} ${proto}`;
+    let s = this.series.get(key);
+    if (s === undefined) {
+      s = new Series(src, dst, proto);
+      this.series.set(key, s);
+    }
+    return s;
+  }
 
   private peer(ip: string): string {
     if (!this.config.groupPublicIps || !isPublicIp(ip)) return ip;
     return ip.includes(':') ? '::' : '0.0.0.0';
-  }
-
-  private add(src: string, dst: string, proto: number, tb: number, tp: number, rb: number, rp: number): void {
-    const key = `${src} ${dst} ${proto}`;
-    const f = this.acc.get(key);
-    if (f === undefined) {
-      this.acc.set(key, { src, dst, proto, txBytes: tb, rxBytes: rb, txPackets: tp, rxPackets: rp });
-    } else {
-      f.txBytes += tb;
-      f.rxBytes += rb;
-      f.txPackets += tp;
-      f.rxPackets += rp;
-    }
   }
 }
 

@@ -32,10 +32,11 @@ export interface ConnSample {
   /** False when the entry carries no counters (nf_conntrack_acct was off when it was created). */
   hasCounters: boolean;
   /**
-   * Optional fast identity of (family, zone, orig tuple, id) computed by the source from raw bytes:
-   * `key` a non-negative integer below 2^53, `key2` a second, independent 32-bit hash. When present
-   * the tracker finds known connections without touching the address strings (which a source may
-   * then decode lazily, e.g. as getters). Absent: the tracker builds a string key.
+   * Optional fast identity of (family, zone, orig tuple, id) computed by the source from raw bytes,
+   * as two unsigned 32-bit words: `key` a well-mixed hash (it picks the hash bucket), `key2` a second
+   * word (netfilter: the id). Together they must tell live connections apart. When present the
+   * tracker finds known connections without touching the address strings (which a source may then
+   * decode lazily, e.g. as getters). Absent: the tracker builds a string key.
    */
   key?: number;
   key2?: number;

@@ -28,7 +28,7 @@ function conn(
 }
 
 /** The same connection with a numeric identity, as the netfilter source provides it. */
-const keyed = (c: ConnSample): ConnSample => ({ ...c, key: c.id * 65536 + c.origSport, key2: c.id ^ 0x5555 });
+const keyed = (c: ConnSample): ConnSample => ({ ...c, key: (c.id * 65536 + c.origSport) >>> 0, key2: c.id });
 
 function setup(countExisting = false) {
   const deltas: [number, number][] = [];
@@ -158,5 +158,42 @@ describe('Tracker numeric key collisions', () => {
     t.end(true);
     expect(deltas).toEqual([10, 20, 1, 5]);
     expect(t.size).toBe(2);
+  });
+});
+
+describe('Tracker against a reference model', () => {
+  it('counts exactly what a plain Map model counts, through growth, collisions and removals', () => {
+    // Few distinct `key` values force long probe runs and backward-shift deletions.
+    let seed = 12345;
+    const rand = (n: number) => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed % n;
+    };
+    let counted = 0;
+    const t = new Tracker((_c, ob) => {
+      counted += ob;
+    });
+    const live = new Map<number, number>(); // id → orig bytes
+    let nextId = 1;
+    let expected = 0;
+    let first = true;
+    for (let tick = 0; tick < 60; tick++) {
+      // Change the live set: end some, start some, grow some.
+      for (const id of [...live.keys()]) if (rand(5) === 0) live.delete(id);
+      const add = 50 + rand(400);
+      for (let i = 0; i < add; i++) live.set(nextId++, 0);
+      t.begin();
+      for (const [id, bytes] of live) {
+        const grown = rand(3) === 0 ? bytes + 1 + rand(1000) : bytes;
+        if (!first) expected += grown - bytes;
+        live.set(id, grown);
+        t.visit({ ...conn(id, id & 0xffff, [grown, 0]), key: id % 97, key2: id });
+      }
+      t.end(true);
+      first = false;
+      expect(t.size).toBe(live.size);
+    }
+    // New connections after the baseline are counted in full from 0, which the model did too.
+    expect(counted).toBe(expected);
   });
 });

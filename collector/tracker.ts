@@ -18,33 +18,42 @@
 // The first complete read is a baseline: connections that existed before podflow started are
 // remembered but their history is not counted (a restarted collector would otherwise report those
 // bytes twice). Connections ending during the first tick are counted in full.
+//
+// Layout, for a table of 250k entries read every few seconds: connections live in "slots" whose
+// fields are columns of typed arrays (no object per connection, nothing for the GC to trace but two
+// address strings), found through an open-addressing hash table on the source's two 32-bit identity
+// words. An unchanged entry costs one probe and four number compares, and allocates nothing.
 import type { ConnSample } from './source.js';
 
-/** What the tracker remembers of one connection. Address strings are decoded once, when first seen. */
+/**
+ * The tracker's view of one remembered connection, handed to the delta sink. One object is reused
+ * for every call: read what you need during the call. `tag` is stored per connection (consumers cache
+ * per-connection results there; it is dropped when the connection is forgotten).
+ */
 export class TrackedConn {
-  tag: unknown = undefined;
-  origBytes = 0;
-  origPackets = 0;
-  replyBytes = 0;
-  replyPackets = 0;
-  /** Generation (read number) that last saw it. */
-  seen = 0;
-  /** Generation in which it ended (DESTROY), 0 while live. */
-  ended = 0;
-  constructor(
-    readonly key2: number,
-    readonly family: 4 | 6,
-    readonly proto: number,
-    readonly origSrc: string,
-    readonly origDst: string,
-    readonly replySrc: string,
-  ) {}
+  slot = 0;
+  constructor(private readonly t: Tracker) {}
+  get family(): 4 | 6 {
+    return this.t.family[this.slot] as 4 | 6;
+  }
+  get proto(): number {
+    return this.t.proto[this.slot]!;
+  }
+  get origSrc(): string {
+    return this.t.origSrc[this.slot]!;
+  }
+  get replySrc(): string {
+    return this.t.replySrc[this.slot]!;
+  }
+  get tag(): unknown {
+    return this.t.tags[this.slot];
+  }
+  set tag(v: unknown) {
+    this.t.tags[this.slot] = v;
+  }
 }
 
-/**
- * Receives counter growth. `c` is the tracker's own record (stable across ticks: consumers may cache
- * per-connection results in `c.tag`).
- */
+/** Receives counter growth of one connection. */
 export type DeltaSink = (
   c: TrackedConn,
   origBytes: number,
@@ -58,12 +67,43 @@ export interface TrackerOptions {
   countExisting?: boolean;
 }
 
+const EMPTY = 0;
+
 export class Tracker {
-  private readonly byKey = new Map<number, TrackedConn>();
-  /** Samples without a numeric key, and the (practically never seen) numeric key collisions. */
-  private readonly byString = new Map<string, TrackedConn>();
+  // --- slot columns (index = slot) ---
+  /** @internal */ family = new Uint8Array(1024);
+  /** @internal */ proto = new Uint8Array(1024);
+  /** @internal */ origSrc: (string | undefined)[] = [];
+  /** @internal */ replySrc: (string | undefined)[] = [];
+  /** @internal */ tags: unknown[] = [];
+  private ob = new Float64Array(1024);
+  private op = new Float64Array(1024);
+  private rb = new Float64Array(1024);
+  private rp = new Float64Array(1024);
+  /** Generation (read number) that last saw the slot; 0 = free slot. */
+  private seen = new Uint32Array(1024);
+  /** Generation in which the connection ended (DESTROY), 0 while live. */
+  private ended = new Uint32Array(1024);
+  private slotKeyA = new Uint32Array(1024);
+  private slotKeyB = new Uint32Array(1024);
+  /** For samples without numeric keys: their string key, to delete them from `byString`. */
+  private slotString: (string | undefined)[] = [];
+  private slotCap = 1024;
+  private slotsUsed = 0;
+  private freeSlots: number[] = [];
+
+  // --- hash table: key words and slot + 1 (0 = empty) per position ---
+  private mask = 2047;
+  private hA = new Uint32Array(2048);
+  private hB = new Uint32Array(2048);
+  private hSlot = new Int32Array(2048);
+  private count = 0;
+  private readonly byString = new Map<string, number>();
+  private readonly strings = new Map<string, string>();
+
   private gen = 0;
   private baseline: boolean;
+  private readonly view: TrackedConn;
   /** Entries without counters seen by the current read. */
   noCounters = 0;
 
@@ -72,11 +112,12 @@ export class Tracker {
     opts: TrackerOptions = {},
   ) {
     this.baseline = !(opts.countExisting ?? false);
+    this.view = new TrackedConn(this);
   }
 
   /** Connections currently remembered (live plus one-tick tombstones). */
   get size(): number {
-    return this.byKey.size + this.byString.size;
+    return this.count + this.byString.size;
   }
 
   /** True until the first complete read has been taken as the baseline. */
@@ -93,40 +134,32 @@ export class Tracker {
   /** One live connection of the current read. */
   readonly visit = (s: ConnSample): void => {
     if (!s.hasCounters) this.noCounters++;
-    const c = this.lookup(s);
-    if (c === undefined) {
-      const n = this.insert(s);
-      n.seen = this.gen;
-      n.origBytes = s.origBytes;
-      n.origPackets = s.origPackets;
-      n.replyBytes = s.replyBytes;
-      n.replyPackets = s.replyPackets;
-      if (!this.baseline) this.emitFull(n);
+    let slot = this.lookup(s);
+    if (slot < 0) {
+      slot = this.insert(s);
+      this.store(slot, s);
+      if (!this.baseline) this.emitFull(slot);
       return;
     }
-    c.seen = this.gen;
-    if (c.ended !== 0) return; // tombstone: its final counters were counted already
-    this.advance(c, s);
+    this.seen[slot] = this.gen;
+    if (this.ended[slot] !== 0) return; // tombstone: its final counters were counted already
+    this.advance(slot, s);
   };
 
   /** One connection that ended, with its final counters. */
   readonly visitEnded = (s: ConnSample): void => {
-    const c = this.lookup(s);
-    if (c === undefined) {
-      const n = this.insert(s);
-      n.seen = this.gen;
-      n.ended = this.gen;
-      n.origBytes = s.origBytes;
-      n.origPackets = s.origPackets;
-      n.replyBytes = s.replyBytes;
-      n.replyPackets = s.replyPackets;
-      this.emitFull(n);
+    let slot = this.lookup(s);
+    if (slot < 0) {
+      slot = this.insert(s);
+      this.store(slot, s);
+      this.ended[slot] = this.gen;
+      this.emitFull(slot);
       return;
     }
-    if (c.ended !== 0) return; // a second DESTROY for the same connection: nothing new
-    c.seen = this.gen;
-    c.ended = this.gen;
-    this.advance(c, s);
+    if (this.ended[slot] !== 0) return; // a second DESTROY for the same connection: nothing new
+    this.seen[slot] = this.gen;
+    this.ended[slot] = this.gen;
+    this.advance(slot, s);
   };
 
   /**
@@ -135,59 +168,209 @@ export class Tracker {
    */
   end(complete: boolean): void {
     const gen = this.gen;
-    for (const map of [this.byKey, this.byString] as Map<unknown, TrackedConn>[]) {
-      for (const [k, c] of map) {
-        if ((c.ended !== 0 && c.ended < gen) || (complete && c.seen !== gen)) map.delete(k);
-      }
+    const seen = this.seen;
+    const ended = this.ended;
+    for (let slot = 0; slot < this.slotsUsed; slot++) {
+      const g = seen[slot]!;
+      if (g === 0) continue; // free
+      const e = ended[slot]!;
+      if ((e !== 0 && e < gen) || (complete && g !== gen)) this.remove(slot);
     }
     if (complete) this.baseline = false;
   }
 
-  private advance(c: TrackedConn, s: ConnSample): void {
-    let ob = s.origBytes - c.origBytes;
-    let op = s.origPackets - c.origPackets;
-    let rb = s.replyBytes - c.replyBytes;
-    let rp = s.replyPackets - c.replyPackets;
-    if (ob === 0 && op === 0 && rb === 0 && rp === 0) return;
-    if (ob < 0 || op < 0 || rb < 0 || rp < 0) {
+  private store(slot: number, s: ConnSample): void {
+    this.seen[slot] = this.gen;
+    this.ended[slot] = 0;
+    this.family[slot] = s.family;
+    this.proto[slot] = s.proto;
+    this.origSrc[slot] = this.intern(s.origSrc);
+    this.replySrc[slot] = this.intern(s.replySrc);
+    this.tags[slot] = undefined;
+    this.ob[slot] = s.origBytes;
+    this.op[slot] = s.origPackets;
+    this.rb[slot] = s.replyBytes;
+    this.rp[slot] = s.replyPackets;
+  }
+
+  /**
+   * One string per distinct address: a node's few pod IPs appear in most entries, so 250k entries
+   * hold a few thousand strings instead of half a million. Bounded: cleared when it grows large
+   * (strings already stored stay valid).
+   */
+  private intern(ip: string): string {
+    const known = this.strings.get(ip);
+    if (known !== undefined) return known;
+    if (this.strings.size >= 65536) this.strings.clear();
+    this.strings.set(ip, ip);
+    return ip;
+  }
+
+  private advance(slot: number, s: ConnSample): void {
+    const pob = this.ob[slot]!;
+    const pop = this.op[slot]!;
+    const prb = this.rb[slot]!;
+    const prp = this.rp[slot]!;
+    const nob = s.origBytes;
+    const nop = s.origPackets;
+    const nrb = s.replyBytes;
+    const nrp = s.replyPackets;
+    if (nob === pob && nop === pop && nrb === prb && nrp === prp) return;
+    this.ob[slot] = nob;
+    this.op[slot] = nop;
+    this.rb[slot] = nrb;
+    this.rp[slot] = nrp;
+    if (nob < pob || nop < pop || nrb < prb || nrp < prp) {
       // Counters went down: zeroed by someone (GET_CTRZERO) or a reused slot. All of it is new.
-      ob = s.origBytes;
-      op = s.origPackets;
-      rb = s.replyBytes;
-      rp = s.replyPackets;
-    }
-    c.origBytes = s.origBytes;
-    c.origPackets = s.origPackets;
-    c.replyBytes = s.replyBytes;
-    c.replyPackets = s.replyPackets;
-    if (ob > 0 || op > 0 || rb > 0 || rp > 0) this.onDelta(c, ob, op, rb, rp);
-  }
-
-  private emitFull(c: TrackedConn): void {
-    if (c.origBytes > 0 || c.origPackets > 0 || c.replyBytes > 0 || c.replyPackets > 0) {
-      this.onDelta(c, c.origBytes, c.origPackets, c.replyBytes, c.replyPackets);
+      this.emit(slot, nob, nop, nrb, nrp);
+    } else {
+      this.emit(slot, nob - pob, nop - pop, nrb - prb, nrp - prp);
     }
   }
 
-  private lookup(s: ConnSample): TrackedConn | undefined {
-    const key = s.key;
-    if (key !== undefined) {
-      const c = this.byKey.get(key);
-      if (c !== undefined && c.key2 === s.key2) return c;
-      // A colliding key lives in byString (also after the first holder of the key was forgotten).
-      if (c === undefined && this.byString.size === 0) return undefined;
-      return this.byString.get(`${key}:${s.key2}`);
-    }
-    return this.byString.get(stringKey(s));
+  private emitFull(slot: number): void {
+    this.emit(slot, this.ob[slot]!, this.op[slot]!, this.rb[slot]!, this.rp[slot]!);
   }
 
-  private insert(s: ConnSample): TrackedConn {
-    const key = s.key;
-    const c = new TrackedConn(s.key2 ?? 0, s.family, s.proto, s.origSrc, s.origDst, s.replySrc);
-    if (key === undefined) this.byString.set(stringKey(s), c);
-    else if (this.byKey.has(key)) this.byString.set(`${key}:${s.key2}`, c);
-    else this.byKey.set(key, c);
-    return c;
+  private emit(slot: number, ob: number, op: number, rb: number, rp: number): void {
+    if (ob === 0 && op === 0 && rb === 0 && rp === 0) return;
+    this.view.slot = slot;
+    this.onDelta(this.view, ob, op, rb, rp);
+  }
+
+  // --- identity ---
+
+  private lookup(s: ConnSample): number {
+    const a = s.key;
+    if (a === undefined) {
+      const slot = this.byString.get(stringKey(s));
+      return slot ?? -1;
+    }
+    const b = s.key2 ?? 0;
+    const mask = this.mask;
+    const hA = this.hA;
+    const hB = this.hB;
+    const hSlot = this.hSlot;
+    let i = a & mask;
+    for (;;) {
+      const v = hSlot[i]!;
+      if (v === EMPTY) return -1;
+      if (hA[i] === a >>> 0 && hB[i] === b >>> 0) return v - 1;
+      i = (i + 1) & mask;
+    }
+  }
+
+  private insert(s: ConnSample): number {
+    const slot = this.allocSlot();
+    const a = s.key;
+    if (a === undefined) {
+      const k = stringKey(s);
+      this.byString.set(k, slot);
+      this.slotString[slot] = k;
+      return slot;
+    }
+    const b = (s.key2 ?? 0) >>> 0;
+    this.slotKeyA[slot] = a >>> 0;
+    this.slotKeyB[slot] = b;
+    this.slotString[slot] = undefined;
+    if ((this.count + 1) * 2 > this.mask + 1) this.growTable();
+    this.place(a >>> 0, b, slot);
+    this.count++;
+    return slot;
+  }
+
+  private place(a: number, b: number, slot: number): void {
+    const mask = this.mask;
+    let i = a & mask;
+    while (this.hSlot[i] !== EMPTY) i = (i + 1) & mask;
+    this.hA[i] = a;
+    this.hB[i] = b;
+    this.hSlot[i] = slot + 1;
+  }
+
+  private remove(slot: number): void {
+    const k = this.slotString[slot];
+    if (k !== undefined) {
+      this.byString.delete(k);
+      this.slotString[slot] = undefined;
+    } else {
+      this.unplace(this.slotKeyA[slot]!, slot);
+      this.count--;
+    }
+    this.seen[slot] = 0;
+    this.origSrc[slot] = undefined;
+    this.replySrc[slot] = undefined;
+    this.tags[slot] = undefined;
+    this.freeSlots.push(slot);
+  }
+
+  /** Removes the table position holding `slot`, shifting the rest of its probe run back. */
+  private unplace(a: number, slot: number): void {
+    const mask = this.mask;
+    const hSlot = this.hSlot;
+    let i = a & mask;
+    while (hSlot[i] !== slot + 1) {
+      if (hSlot[i] === EMPTY) return;
+      i = (i + 1) & mask;
+    }
+    hSlot[i] = EMPTY;
+    let j = i;
+    for (;;) {
+      j = (j + 1) & mask;
+      if (hSlot[j] === EMPTY) return;
+      const home = this.hA[j]! & mask;
+      // Move j back into the hole at i unless its home lies cyclically in (i, j].
+      const inRange = i <= j ? home > i && home <= j : home > i || home <= j;
+      if (!inRange) {
+        this.hA[i] = this.hA[j]!;
+        this.hB[i] = this.hB[j]!;
+        hSlot[i] = hSlot[j]!;
+        hSlot[j] = EMPTY;
+        i = j;
+      }
+    }
+  }
+
+  private growTable(): void {
+    const oldSlot = this.hSlot;
+    const oldA = this.hA;
+    const oldB = this.hB;
+    const size = oldSlot.length * 2;
+    this.mask = size - 1;
+    this.hA = new Uint32Array(size);
+    this.hB = new Uint32Array(size);
+    this.hSlot = new Int32Array(size);
+    for (let i = 0; i < oldSlot.length; i++) {
+      const v = oldSlot[i]!;
+      if (v !== EMPTY) this.place(oldA[i]!, oldB[i]!, v - 1);
+    }
+  }
+
+  private allocSlot(): number {
+    const free = this.freeSlots.pop();
+    if (free !== undefined) return free;
+    if (this.slotsUsed === this.slotCap) this.growSlots();
+    return this.slotsUsed++;
+  }
+
+  private growSlots(): void {
+    const cap = this.slotCap * 2;
+    const grow = <T extends Uint8Array | Uint32Array | Float64Array>(a: T, make: (n: number) => T): T => {
+      const n = make(cap);
+      n.set(a);
+      return n;
+    };
+    this.family = grow(this.family, (n) => new Uint8Array(n));
+    this.proto = grow(this.proto, (n) => new Uint8Array(n));
+    this.ob = grow(this.ob, (n) => new Float64Array(n));
+    this.op = grow(this.op, (n) => new Float64Array(n));
+    this.rb = grow(this.rb, (n) => new Float64Array(n));
+    this.rp = grow(this.rp, (n) => new Float64Array(n));
+    this.seen = grow(this.seen, (n) => new Uint32Array(n));
+    this.ended = grow(this.ended, (n) => new Uint32Array(n));
+    this.slotKeyA = grow(this.slotKeyA, (n) => new Uint32Array(n));
+    this.slotKeyB = grow(this.slotKeyB, (n) => new Uint32Array(n));
+    this.slotCap = cap;
   }
 }
 

@@ -79,8 +79,8 @@ export class CtSample implements ConnSample {
   timeout = 0;
   mark = 0;
   /**
-   * Identity of (family, zone, orig tuple, id) as two hashes of the raw bytes: `key` (53 bits) and
-   * `key2` (32 bits). The tracker looks entries up by these without building strings.
+   * Identity of (family, zone, orig tuple, id) as two 32-bit words: a hash of the raw bytes and the
+   * id. The tracker looks entries up by these without building strings.
    */
   key = 0;
   key2 = 0;
@@ -369,8 +369,7 @@ function parseCounters(b: Buffer, p: number, end: number, s: CtSample, reply: bo
   return true;
 }
 
-// Murmur3-style mixing of 32-bit words. Three independent lanes give 85 bits of identity: a
-// collision between two live entries is far less likely than a corrupted packet.
+// Murmur3-style mixing of 32-bit words into the identity hash.
 function mix(h: number, k: number): number {
   k = Math.imul(k, 0xcc9e2d51);
   k = (k << 15) | (k >>> 17);
@@ -378,33 +377,22 @@ function mix(h: number, k: number): number {
   h = (h << 13) | (h >>> 19);
   return (Math.imul(h, 5) + 0xe6546b64) | 0;
 }
-function fmix(h: number): number {
+const word = (b: Buffer, o: number) => b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24);
+
+/**
+ * key = 32-bit hash of (family, zone, proto, orig addresses and ports, id); key2 = the id itself.
+ * Two live entries share both only if their ids (already kernel hashes) and tuple hashes collide.
+ */
+function computeKey(b: Buffer, s: CtSample): void {
+  let h = 0x9747b28c;
+  const n = s.family === 4 ? 1 : 4;
+  for (let i = 0; i < n; i++) h = mix(mix(h, word(b, s.origSrcOff + 4 * i)), word(b, s.origDstOff + 4 * i));
+  h = mix(mix(mix(h, (s.origSport << 16) | s.origDport), s.proto | (s.family << 8) | (s.zone << 16)), s.id);
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;
   h = Math.imul(h, 0xc2b2ae35);
   h ^= h >>> 16;
-  return h >>> 0;
-}
-const word = (b: Buffer, o: number) => b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24) | 0;
-
-function computeKey(b: Buffer, s: CtSample): void {
-  let h1 = 0x9747b28c;
-  let h2 = 0x2545f491;
-  let h3 = 0x5bd1e995;
-  const n = s.family === 4 ? 1 : 4;
-  for (let i = 0; i < n; i++) {
-    const a = word(b, s.origSrcOff + 4 * i);
-    const d = word(b, s.origDstOff + 4 * i);
-    h1 = mix(mix(h1, a), d);
-    h2 = mix(mix(h2, d), a);
-    h3 = mix(mix(h3, a ^ 0x55555555), d);
-  }
-  const ports = (s.origSport << 16) | s.origDport;
-  const meta = s.proto | (s.family << 8) | (s.zone << 16);
-  h1 = mix(mix(mix(h1, ports), meta), s.id);
-  h2 = mix(mix(mix(h2, s.id), ports), meta);
-  h3 = mix(mix(mix(h3, meta), s.id), ports);
-  s.key = (fmix(h1) >>> 11) * 4294967296 + fmix(h2);
-  s.key2 = fmix(h3);
+  s.key = h >>> 0;
+  s.key2 = s.id;
 }
