@@ -209,13 +209,13 @@ export class CiliumSource implements ConntrackSource {
       m.present = this.refresh(m);
       if (!m.present && wasPresent) interrupted = true; // gone (Cilium restarting): keep its connections once
     }
-    if (this.layout === undefined || this.clock === undefined) this.detect(bpf);
+    if (this.layout === undefined || this.clock === undefined) await this.detect(bpf);
     const now = this.clock?.now() ?? 0;
     let entries = 0;
     for (const m of this.maps) {
       if (m.fd === undefined) continue;
       // Values land in this.values, which this.values32 views.
-      const r = this.readMap(bpf, m, (keys, _values, n) => {
+      const r = await this.readMap(bpf, m, (keys, _values, n) => {
         entries += n;
         this.visitChunk(m, keys, n, now, visit);
       });
@@ -290,11 +290,11 @@ export class CiliumSource implements ConntrackSource {
    * Reads all of `m` chunk by chunk. Returns false when the read stopped early (more entries than the
    * map can hold: it kept changing under a per-key walk).
    */
-  private readMap(
+  private async readMap(
     bpf: Bpf,
     m: MapState,
     onChunk: (keys: Buffer, values: Buffer, n: number) => void,
-  ): boolean {
+  ): Promise<boolean> {
     const fd = m.fd!;
     const keys = this.keys.subarray(0, CHUNK * m.keySize);
     const values = this.values;
@@ -322,6 +322,8 @@ export class CiliumSource implements ConntrackSource {
       }
       total += n;
       if (n > 0) onChunk(keys, values, n);
+      // Let the HTTP server and timers run between chunks: a 250k-entry read is ~30 chunks.
+      if (!isDone(cursor)) await yieldToLoop();
     }
     return true;
   }
@@ -381,13 +383,13 @@ export class CiliumSource implements ConntrackSource {
   }
 
   /** Reads the maps once to detect the value layout and/or the lifetime clock. */
-  private detect(bpf: Bpf): void {
+  private async detect(bpf: Bpf): Promise<void> {
     let layout: Layout | undefined;
     let sampled = 0;
     const lifetimes = this.lifetimes;
     for (const m of this.maps) {
       if (m.fd === undefined) continue;
-      this.readMap(bpf, m, (keys, values, n) => {
+      await this.readMap(bpf, m, (keys, values, n) => {
         if (this.layout === undefined && layout !== 'v1.15') {
           layout = layoutEvidence(keys, values, n, m.keySize, m.family) ?? layout;
         }
@@ -423,6 +425,8 @@ export class CiliumSource implements ConntrackSource {
     }
   }
 }
+
+const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** Refuses maps whose shape is not Cilium's conntrack: a clear error naming the map and sizes. */
 function checkMap(m: MapState, info: { type: number; keySize: number; valueSize: number }): void {

@@ -1,7 +1,7 @@
 // Real BPF maps for tests: a private bpffs mount in a temp dir, maps created and pinned there with
 // Cilium's conntrack layouts, filled and changed through a small C tool (native/test/bpf-tool.c,
 // compiled here on first use). The production addon stays read-only; this is the only writer.
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -53,6 +53,9 @@ export interface BpfMount {
   cleanup(): Promise<void>;
 }
 
+const mounts = new Set<string>();
+let exitHook = false;
+
 /** Mounts a private bpffs at a fresh temp dir. The host's /sys/fs/bpf is not touched. */
 export async function mountBpffs(): Promise<BpfMount> {
   const dir = mkdtempSync(join(tmpdir(), 'pf-bpffs-'));
@@ -62,12 +65,26 @@ export async function mountBpffs(): Promise<BpfMount> {
     rmSync(dir, { recursive: true, force: true });
     throw err;
   }
+  mounts.add(dir);
+  if (!exitHook) {
+    exitHook = true;
+    // Last resort when cleanup() did not run (crash, timeout): synchronous, so it works in 'exit'.
+    process.on('exit', () => {
+      for (const d of mounts) {
+        try {
+          execFileSync('umount', ['-l', d], { stdio: 'ignore' });
+          rmSync(d, { recursive: true, force: true });
+        } catch {}
+      }
+    });
+  }
   let done = false;
   return {
     dir,
     async cleanup() {
       if (done) return;
       done = true;
+      mounts.delete(dir);
       // Unmounting drops the pins; maps vanish once no fd holds them.
       await execFileP('umount', [dir]).catch(() => execFileP('umount', ['-l', dir]));
       rmSync(dir, { recursive: true, force: true });
