@@ -149,6 +149,9 @@ async function podflow(dir: string, total: number): Promise<object> {
     flows = r.flows.length;
     entries = r.entries;
   };
+  // The source alone (read + parse into samples, no tracker): the part this source adds to the floor.
+  const parse: { ms: number; cpu: number }[] = [];
+  for (let i = 0; i < 5; i++) parse.push(await timed(() => source.read(() => {})));
   const baseline = await timed(tick);
   const steady: { ms: number; cpu: number }[] = [];
   for (let i = 0; i < 5; i++) steady.push(await timed(tick));
@@ -158,6 +161,8 @@ async function podflow(dir: string, total: number): Promise<object> {
   await source.close();
   return {
     entries,
+    parseMs: median(parse.map((r) => r.ms)),
+    parseCpu: median(parse.map((r) => r.cpu)),
     baselineMs: baseline.ms,
     steadyMs: median(steady.map((r) => r.ms)),
     steadyCpu: median(steady.map((r) => r.cpu)),
@@ -216,6 +221,9 @@ async function main(): Promise<void> {
     console.log(`entries read: ${f.entries}`);
     console.log(
       `floor   bulk read (batch, chunks of ${CHUNK}): ${f.ms.toFixed(1)} ms wall, ${f.cpu.toFixed(1)} ms CPU, peak RSS ${f.peakRssMb.toFixed(0)} MB`,
+    );
+    console.log(
+      `source read + parse:    ${p.parseMs.toFixed(1)} ms wall (${r(p.parseMs)}× floor), ${p.parseCpu.toFixed(1)} ms CPU`,
     );
     console.log(`podflow baseline tick:  ${p.baselineMs.toFixed(1)} ms (${r(p.baselineMs)}× floor)`);
     console.log(
