@@ -33,6 +33,13 @@ class RecordingSink implements Sink {
   }
 }
 
+/** Sum of one metric's samples in Prometheus text. */
+const sumOf = (text: string, name: string) =>
+  text
+    .split('\n')
+    .filter((l) => l.startsWith(`${name}{`))
+    .reduce((a, l) => a + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+
 const flow = (dst: string, txBytes: number): Flow => ({
   src: '10.0.0.1',
   dst,
@@ -61,10 +68,7 @@ function setup(collectors: CollectorClient[], sinkNames = ['a', 'b']) {
       metrics,
     },
   );
-  const promTx = async () => {
-    const m = await registry.getSingleMetric('podflow_transmit_bytes_total')!.get();
-    return m.values.reduce((a, v) => a + v.value, 0);
-  };
+  const promTx = async () => sumOf(await registry.metrics(), 'podflow_transmit_bytes_total');
   return { registry, pipeline, sinks, promTx };
 }
 

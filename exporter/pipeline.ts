@@ -1,5 +1,5 @@
-// The exporter's flow graph, wired top to bottom: every export interval
-//   pull every collector (bounded concurrency) → enrich → push to every sink → ack.
+// The exporter's flow graph, wired top to bottom: every export interval, for every collector
+// (bounded concurrency): pull → enrich → push to every sink → ack.
 //
 // Exactly-once towards each sink: the pipeline remembers, per collector boot, the last batch seq
 // each sink accepted. A collector is acknowledged up to the lowest seq every sink accepted; until
@@ -63,8 +63,10 @@ interface Pulled {
   client: CollectorClient;
   state: CollectorState;
   node: string;
-  /** Batches with seq > the lowest delivered seq over sinks, oldest first. */
+  /** Batches with seq > the lowest delivered seq over sinks, oldest first (dropped once enriched). */
   batches: FlowBatch[];
+  /** Their seqs, and their flows enriched, same order. */
+  seqs: number[];
   enriched: EnrichedFlow[][];
 }
 
@@ -137,60 +139,96 @@ export class Pipeline {
     clearTimeout(timer);
   }
 
-  /** One round: pull, enrich, push, ack. Never throws for a collector's or a sink's failure. */
+  /**
+   * One round. Each collector goes through pull → enrich → push to every sink → ack on its own, at
+   * most `pull-concurrency` at a time, so that only that many responses are in memory at once and
+   * one slow or dead collector holds one slot, nobody else. Never throws for a collector's or a
+   * sink's failure.
+   */
   async runOnce(): Promise<RoundResult> {
-    const { log, metrics, sinks } = this.deps;
+    const { metrics } = this.deps;
     const began = performance.now();
     const now = this.clock();
     const clients = this.deps.discovery.current();
     metrics?.collectors.set(clients.length);
 
-    const pulled: Pulled[] = [];
+    let pulled = 0;
+    let flowCount = 0;
+    let acked = 0;
+    const failedSinks = new Set<string>();
+    // Pushes settle outside the pull slots: a sink that takes its time (HTTP retries) does not stop
+    // the next collectors from being pulled and counted.
+    const settling: Promise<void>[] = [];
     await forEachLimited(clients, this.config.pullConcurrency, async (client) => {
       const p = await this.pullOne(client, now);
-      if (p !== undefined) pulled.push(p);
-    });
-    this.forget(now);
-
-    // Enrich every batch at least one sink still needs, once.
-    let flowCount = 0;
-    for (const p of pulled) {
+      if (p === undefined) return;
+      pulled++;
       for (const b of p.batches) {
         const out: EnrichedFlow[] = [];
         this.deps.enricher.enrichBatch(b, p.node, out);
         p.enriched.push(out);
         flowCount += out.length;
       }
-    }
-    metrics?.flows.inc(flowCount);
-
-    const failedSinks: string[] = [];
-    await Promise.all(
-      sinks.map(async (sink, si) => {
-        const { flows, id, upTo } = this.flowsFor(si, pulled);
-        if (upTo.length === 0) return;
-        try {
-          await sink.push(flows, { id });
-          metrics?.sinkPushes.inc({ sink: sink.name });
-          for (const [state, seq] of upTo) state.delivered[si] = seq;
-        } catch (err) {
-          failedSinks.push(sink.name);
-          metrics?.sinkFailures.inc({ sink: sink.name });
-          log.warn(
-            { err, sink: sink.name, flows: flows.length },
-            'sink refused the round: batches stay unacknowledged',
-          );
-        }
-      }),
-    );
-
-    let acked = 0;
-    await forEachLimited(pulled, this.config.pullConcurrency, async (p) => {
-      if (await this.ackOne(p)) acked++;
+      const pushes = this.deps.sinks.map((sink, si) => this.pushOne(sink, si, p, failedSinks));
+      p.batches = [];
+      settling.push(
+        Promise.all(pushes).then(async () => {
+          p.enriched = [];
+          if (await this.ackOne(p)) acked++;
+        }),
+      );
     });
+    await Promise.all(settling);
+    this.forget(now);
+    metrics?.flows.inc(flowCount);
     this.rounds++;
     metrics?.cycleDuration.observe((performance.now() - began) / 1000);
-    return { collectors: clients.length, pulled: pulled.length, flows: flowCount, failedSinks, acked };
+    return { collectors: clients.length, pulled, flows: flowCount, failedSinks: [...failedSinks], acked };
+  }
+
+  /** Pushes to sink `si` the batches of `p` it has not taken yet; records how far it got. */
+  private async pushOne(sink: Sink, si: number, p: Pulled, failed: Set<string>): Promise<void> {
+    const { state } = p;
+    const delivered = state.delivered[si];
+    let first = -1;
+    let last = -1;
+    let n = 0;
+    for (let i = 0; i < p.seqs.length; i++) {
+      if (p.seqs[i] <= delivered) continue;
+      if (first < 0) first = p.seqs[i];
+      last = p.seqs[i];
+      n += p.enriched[i].length;
+    }
+    if (last < 0) return;
+    let flows: EnrichedFlow[];
+    if (n === p.enriched[p.enriched.length - 1].length && first === last) {
+      flows = p.enriched[p.enriched.length - 1];
+    } else {
+      flows = new Array<EnrichedFlow>(n);
+      let k = 0;
+      for (let i = 0; i < p.seqs.length; i++) {
+        if (p.seqs[i] <= delivered) continue;
+        const part = p.enriched[i];
+        for (let j = 0; j < part.length; j++) flows[k++] = part[j];
+      }
+    }
+    // The same batches offered again get the same id: the HTTP sink's Idempotency-Key.
+    const id = createHash('sha256')
+      .update(`${p.client.id} ${state.bootId} ${first}-${last}`)
+      .digest('hex')
+      .slice(0, 32);
+    try {
+      await sink.push(flows, { id });
+      this.deps.metrics?.sinkPushes.inc({ sink: sink.name });
+      if (state.delivered[si] < last) state.delivered[si] = last;
+    } catch (err) {
+      failed.add(sink.name);
+      this.deps.metrics?.sinkFailures.inc({ sink: sink.name });
+      this.deps.log.warn(
+        { err, sink: sink.name, collector: p.client.id, flows: flows.length },
+        'sink refused: batches stay unacknowledged and come again',
+      );
+    }
   }
 
   private async pullOne(client: CollectorClient, now: number): Promise<Pulled | undefined> {
@@ -226,43 +264,7 @@ export class Pipeline {
       else duplicates++;
     }
     if (duplicates > 0) metrics?.duplicateBatches.inc({ collector: client.id }, duplicates);
-    return { client, state, node: res.node, batches, enriched: [] };
-  }
-
-  /** The flows sink `si` has not taken yet, the push id naming them, and the seq each reaches. */
-  private flowsFor(
-    si: number,
-    pulled: readonly Pulled[],
-  ): { flows: EnrichedFlow[]; id: string; upTo: [CollectorState, number][] } {
-    const parts: EnrichedFlow[][] = [];
-    const names: string[] = [];
-    const upTo: [CollectorState, number][] = [];
-    for (const p of pulled) {
-      const delivered = p.state.delivered[si];
-      let first = -1;
-      let last = -1;
-      for (let i = 0; i < p.batches.length; i++) {
-        const seq = p.batches[i].seq;
-        if (seq <= delivered) continue;
-        if (first < 0) first = seq;
-        last = seq;
-        parts.push(p.enriched[i]);
-      }
-      if (last >= 0) {
-        upTo.push([p.state, last]);
-        names.push(`${p.client.id} ${p.state.bootId} ${first}-${last}`);
-      }
-    }
-    let n = 0;
-    for (const part of parts) n += part.length;
-    const flows = parts.length === 1 ? parts[0] : new Array<EnrichedFlow>(n);
-    if (parts.length !== 1) {
-      let k = 0;
-      for (const part of parts) for (let i = 0; i < part.length; i++) flows[k++] = part[i];
-    }
-    names.sort();
-    const id = createHash('sha256').update(names.join('\n')).digest('hex').slice(0, 32);
-    return { flows, id, upTo };
+    return { client, state, node: res.node, batches, seqs: batches.map((b) => b.seq), enriched: [] };
   }
 
   /** Acknowledges up to the lowest seq every sink accepted. True when an ack was sent and taken. */
@@ -270,7 +272,7 @@ export class Pipeline {
     const { log, metrics, sinks } = this.deps;
     const { state } = p;
     let target = sinks.length === 0 ? -1 : Math.min(...state.delivered);
-    if (sinks.length === 0) for (const b of p.batches) target = Math.max(target, b.seq);
+    if (sinks.length === 0) for (const seq of p.seqs) target = Math.max(target, seq);
     if (target <= state.acked) return false;
     try {
       await p.client.ack(state.bootId, target, this.ackAbort.signal);

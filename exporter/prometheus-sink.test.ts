@@ -1,4 +1,4 @@
-import { Registry } from 'prom-client';
+import { Counter, Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { FLOW_LABELS, type FlowLabel } from '../shared/config.js';
 import type { EnrichedFlow } from '../shared/flow.js';
@@ -54,11 +54,20 @@ const config = (over: Partial<PrometheusSinkConfig> = {}): PrometheusSinkConfig 
   ...over,
 });
 
+/** One counter's block of the /metrics text, without the trailing newline. */
+async function block(registry: Registry, name: string): Promise<string> {
+  const text = await registry.metrics();
+  const start = text.indexOf(`# HELP ${name} `);
+  if (start < 0) return '';
+  const end = text.indexOf('\n\n', start);
+  return text.slice(start, end < 0 ? undefined : end).trimEnd();
+}
+
 async function render(cfg: PrometheusSinkConfig, pushes: EnrichedFlow[][], name: string): Promise<string> {
   const registry = new Registry();
   const sink = new PrometheusSink(cfg, { registry }, () => 1000);
   for (const p of pushes) await sink.push(p);
-  return registry.getSingleMetricAsString(name);
+  return block(registry, name);
 }
 
 const HELP_TX =
@@ -137,8 +146,8 @@ describe('PrometheusSink text', () => {
   it('egressd mode has no packet counters', async () => {
     const registry = new Registry();
     await new PrometheusSink(config({ metricsPrefix: 'egressd' }), { registry }).push([base]);
-    const names = registry.getMetricsAsArray().map((m) => m.name);
-    expect(names.sort()).toEqual(['egressd_received_bytes_total', 'egressd_transmit_bytes_total']);
+    const names = (await registry.metrics()).match(/^# TYPE \S+/gm);
+    expect(names).toEqual(['# TYPE egressd_transmit_bytes_total', '# TYPE egressd_received_bytes_total']);
   });
 
   it('summing transmit over all series gives the volume once', async () => {
@@ -146,8 +155,9 @@ describe('PrometheusSink text', () => {
     const sink = new PrometheusSink(config(), { registry });
     const flows = [base, web2, pub];
     await sink.push(flows);
-    const m = await registry.getSingleMetric('podflow_transmit_bytes_total')!.get();
-    expect(m.values.reduce((a, v) => a + v.value, 0)).toBe(210);
+    const lines = (await block(registry, 'podflow_transmit_bytes_total')).split('\n').slice(2);
+    expect(lines).toHaveLength(3);
+    expect(lines.reduce((a, l) => a + Number(l.split(' ').pop()), 0)).toBe(210);
   });
 });
 
@@ -167,12 +177,12 @@ describe('PrometheusSink TTL', () => {
     now = 61_000; // web-2 last seen at 0: expired; web-1 at 30s: kept
     await sink.push([]);
     expect(sink.seriesCount).toBe(1);
-    expect(await registry.getSingleMetricAsString('podflow_transmit_bytes_total')).toBe(
+    expect(await block(registry, 'podflow_transmit_bytes_total')).toBe(
       `${HELP_TX}podflow_transmit_bytes_total{src_pod="web-1"} 200`,
     );
     now = 200_000;
     sink.expire();
-    expect(await registry.getSingleMetricAsString('podflow_transmit_packets_total')).toBe(
+    expect(await block(registry, 'podflow_transmit_packets_total')).toBe(
       '# HELP podflow_transmit_packets_total Packets sent by the local endpoint (src) to the peer (dst)\n# TYPE podflow_transmit_packets_total counter',
     );
   });
@@ -185,5 +195,27 @@ describe('PrometheusSink TTL', () => {
     now = 10 ** 12;
     await sink.push([]);
     expect(sink.seriesCount).toBe(1);
+  });
+});
+
+describe('PrometheusSink and the Registry', () => {
+  it('appends the flow counters to the registry text, after the self-metrics', async () => {
+    const registry = new Registry();
+    new Counter({ name: 'podflow_exporter_x_total', help: 'x', registers: [registry] }).inc(2);
+    await new PrometheusSink(config({ metricsLabels: ['proto'] }), { registry }).push([base]);
+    const text = await registry.metrics();
+    expect(
+      text.startsWith(
+        '# HELP podflow_exporter_x_total x\n# TYPE podflow_exporter_x_total counter\npodflow_exporter_x_total 2\n\n# HELP podflow_transmit_bytes_total',
+      ),
+    ).toBe(true);
+    expect(text.endsWith('podflow_received_packets_total{proto="TCP"} 3\n')).toBe(true);
+    expect(text).not.toContain('\n\n\n');
+  });
+
+  it('refuses a second flow sink on the same registry', () => {
+    const registry = new Registry();
+    new Counter({ name: 'podflow_transmit_bytes_total', help: 'x', registers: [registry] });
+    expect(() => new PrometheusSink(config(), { registry })).toThrow(/already registered/);
   });
 });

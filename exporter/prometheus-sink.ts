@@ -1,7 +1,6 @@
-// Prometheus sink: the four flow counters of CONTRACT.md on an explicit prom-client Registry (served
-// on /metrics by cmd/exporter.ts). Flows are summed per series first, so prom-client is touched once
-// per series per push, not once per flow; series idle for `metrics-ttl` are removed.
-import { Counter, type Registry } from 'prom-client';
+// Prometheus sink: the four flow counters of CONTRACT.md, served with the explicit prom-client
+// Registry of the process (/metrics); series idle for `metrics-ttl` are removed.
+import type { Registry } from 'prom-client';
 import { FLOW_LABELS, type FlowLabel } from '../shared/config.js';
 import type { EnrichedFlow } from '../shared/flow.js';
 import type { ExporterMetrics } from './metrics.js';
@@ -73,30 +72,42 @@ function egressdLabels(): LabelSpec[] {
 }
 
 interface Series {
-  labels: Record<string, string>;
+  /** `{name="value",...}`, escaped once when the series is created. */
+  labelText: string;
   /** Last push that touched the series (clock ms). */
   last: number;
-  /** Already in the list of series of the push in progress. */
-  pending: boolean;
   txBytes: number;
   rxBytes: number;
   txPackets: number;
   rxPackets: number;
 }
 
+interface Family {
+  name: string;
+  help: string;
+  value: (s: Series) => number;
+}
+
 const SEP = '\u0001';
 
+/** Prometheus text format escaping of a label value (backslash, double quote, newline). */
+const escapeLabel = (v: string) =>
+  /[\\"\n]/.test(v) ? v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n') : v;
+
+/**
+ * The flow counters live here, not in prom-client's per-series maps: at a million flows per round
+ * and tens of thousands of series, prom-client's label hashing on every increment and its formatter
+ * (microseconds per sample) dominated the round and the scrape. Each series keeps its totals and its
+ * label block pre-escaped; the text is appended to the explicit Registry's `metrics()` output, so
+ * /metrics serves self-metrics and flow counters from one Registry as before.
+ */
 export class PrometheusSink implements Sink {
   readonly name = 'prometheus';
   private readonly labels: LabelSpec[];
   private readonly getters: Getter[];
-  private readonly txBytes: Counter<string>;
-  private readonly rxBytes: Counter<string>;
-  private readonly txPackets?: Counter<string>;
-  private readonly rxPackets?: Counter<string>;
+  private readonly families: Family[];
   private readonly series = new Map<string, Series>();
-  /** Series touched by the push in progress (reused between pushes). */
-  private dirty: Series[] = [];
+  private lastExpire = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly config: PrometheusSinkConfig,
@@ -106,35 +117,42 @@ export class PrometheusSink implements Sink {
     const egressd = config.metricsPrefix === 'egressd';
     this.labels = egressd ? egressdLabels() : podflowLabels(config);
     this.getters = this.labels.map((l) => l.get);
-    const labelNames = this.labels.map((l) => l.name);
-    const registers = [deps.registry];
     const p = config.metricsPrefix;
-    this.txBytes = new Counter({
-      name: `${p}_transmit_bytes_total`,
-      help: 'Bytes sent by the local endpoint (src) to the peer (dst)',
-      labelNames,
-      registers,
-    });
-    this.rxBytes = new Counter({
-      name: `${p}_received_bytes_total`,
-      help: 'Bytes received by the local endpoint (src) from the peer (dst)',
-      labelNames,
-      registers,
-    });
+    this.families = [
+      {
+        name: `${p}_transmit_bytes_total`,
+        help: 'Bytes sent by the local endpoint (src) to the peer (dst)',
+        value: (s) => s.txBytes,
+      },
+      {
+        name: `${p}_received_bytes_total`,
+        help: 'Bytes received by the local endpoint (src) from the peer (dst)',
+        value: (s) => s.rxBytes,
+      },
+    ];
     if (!egressd) {
-      this.txPackets = new Counter({
-        name: `${p}_transmit_packets_total`,
-        help: 'Packets sent by the local endpoint (src) to the peer (dst)',
-        labelNames,
-        registers,
-      });
-      this.rxPackets = new Counter({
-        name: `${p}_received_packets_total`,
-        help: 'Packets received by the local endpoint (src) from the peer (dst)',
-        labelNames,
-        registers,
-      });
+      this.families.push(
+        {
+          name: `${p}_transmit_packets_total`,
+          help: 'Packets sent by the local endpoint (src) to the peer (dst)',
+          value: (s) => s.txPackets,
+        },
+        {
+          name: `${p}_received_packets_total`,
+          help: 'Packets received by the local endpoint (src) from the peer (dst)',
+          value: (s) => s.rxPackets,
+        },
+      );
     }
+    const registry = deps.registry;
+    for (const f of this.families) {
+      if (registry.getSingleMetric(f.name)) throw new Error(`metric ${f.name} is already registered`);
+    }
+    const inner = registry.metrics.bind(registry);
+    registry.metrics = async () => {
+      const rest = (await inner()).trimEnd();
+      return rest.length > 0 ? `${rest}\n\n${this.render()}` : this.render();
+    };
   }
 
   /** Number of flow series currently exported (per counter). */
@@ -142,25 +160,34 @@ export class PrometheusSink implements Sink {
     return this.series.size;
   }
 
+  /** The flow counters in Prometheus text format, one block per counter, ending with a newline. */
+  render(): string {
+    let out = '';
+    for (let i = 0; i < this.families.length; i++) {
+      const f = this.families[i];
+      if (i > 0) out += '\n';
+      out += `# HELP ${f.name} ${f.help}\n# TYPE ${f.name} counter\n`;
+      for (const s of this.series.values()) out += `${f.name}${s.labelText} ${f.value(s)}\n`;
+    }
+    return out;
+  }
+
   async push(flows: readonly EnrichedFlow[]): Promise<void> {
     const now = this.clock();
     const getters = this.getters;
     const n = getters.length;
-    const dirty = this.dirty;
     for (let i = 0; i < flows.length; i++) {
       const f = flows[i];
       let key = '';
       for (let j = 0; j < n; j++) key += getters[j](f) + SEP;
       let s = this.series.get(key);
       if (s === undefined) {
-        const labels: Record<string, string> = {};
-        for (let j = 0; j < n; j++) labels[this.labels[j].name] = getters[j](f);
-        s = { labels, last: now, pending: false, txBytes: 0, rxBytes: 0, txPackets: 0, rxPackets: 0 };
+        let labelText = '{';
+        for (let j = 0; j < n; j++) {
+          labelText += `${j > 0 ? ',' : ''}${this.labels[j].name}="${escapeLabel(getters[j](f))}"`;
+        }
+        s = { labelText: `${labelText}}`, last: now, txBytes: 0, rxBytes: 0, txPackets: 0, rxPackets: 0 };
         this.series.set(key, s);
-      }
-      if (!s.pending) {
-        s.pending = true;
-        dirty.push(s);
       }
       s.last = now;
       s.txBytes += f.txBytes;
@@ -168,35 +195,17 @@ export class PrometheusSink implements Sink {
       s.txPackets += f.txPackets;
       s.rxPackets += f.rxPackets;
     }
-    for (let i = 0; i < dirty.length; i++) {
-      const s = dirty[i];
-      this.txBytes.inc(s.labels, s.txBytes);
-      this.rxBytes.inc(s.labels, s.rxBytes);
-      this.txPackets?.inc(s.labels, s.txPackets);
-      this.rxPackets?.inc(s.labels, s.rxPackets);
-      s.txBytes = 0;
-      s.rxBytes = 0;
-      s.txPackets = 0;
-      s.rxPackets = 0;
-      s.pending = false;
-    }
-    dirty.length = 0;
-    this.expire(now);
+    // The pipeline pushes once per collector: scan for idle series at most once a second.
+    if (now - this.lastExpire >= 1000) this.expire(now);
     this.deps.metrics?.series.set(this.series.size);
   }
 
   /** Removes series not updated within `metrics-ttl` (Prometheus then marks them stale). */
   expire(now: number = this.clock()): void {
+    this.lastExpire = now;
     const ttl = this.config.metricsTtl;
     if (ttl <= 0) return;
-    for (const [key, s] of this.series) {
-      if (now - s.last < ttl) continue;
-      this.series.delete(key);
-      this.txBytes.remove(s.labels);
-      this.rxBytes.remove(s.labels);
-      this.txPackets?.remove(s.labels);
-      this.rxPackets?.remove(s.labels);
-    }
+    for (const [key, s] of this.series) if (now - s.last >= ttl) this.series.delete(key);
   }
 
   async close(_deadline: number): Promise<void> {}

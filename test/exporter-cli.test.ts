@@ -34,7 +34,7 @@ async function collector(node: string) {
     {
       backlog,
       node,
-      source: 'netfilter',
+      source: 'netfilter' as const,
       metrics: createCollectorMetrics(registry, { backlog: () => backlog.stats() }),
       log: silentLogger,
       registry,
