@@ -7,6 +7,7 @@ import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { gunzipSync } from 'node:zlib';
 import { pack, unpack } from 'msgpackr';
@@ -28,6 +29,31 @@ const execFileP = promisify(execFile);
 const ROOT = new URL('..', import.meta.url).pathname;
 const BIN = join(ROOT, 'bin/podflow.js');
 const root = requireRoot();
+
+const RECEIVER_PORT = 9500;
+/**
+ * An HTTP log receiver: takes NDJSON (gzip or not), answers 200, prints one JSON line per request
+ * with its Idempotency-Key and the sums of tx_bytes / rx_bytes.
+ */
+const RECEIVER_JS = String.raw`
+const http = require('node:http');
+const zlib = require('node:zlib');
+http.createServer((req, res) => {
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
+  req.on('end', () => {
+    let body = Buffer.concat(chunks);
+    if (req.headers['content-encoding'] === 'gzip') body = zlib.gunzipSync(body);
+    let tx = 0, rx = 0, n = 0; const node = new Set();
+    for (const line of body.toString().split('\n')) {
+      if (!line) continue;
+      const r = JSON.parse(line); tx += r.tx_bytes; rx += r.rx_bytes; n++; node.add(r.src_node);
+    }
+    process.stdout.write(JSON.stringify({ key: req.headers['idempotency-key'], tx, rx, n, node: [...node] }) + '\n');
+    res.writeHead(200).end();
+  });
+}).listen(Number(process.argv[1]), '127.0.0.1');
+`;
 
 /** Compiles dist/ once per run: the tests start the real executable, bin/podflow.js. */
 let built: Promise<void> | undefined;
@@ -152,6 +178,14 @@ describe.skipIf(!root)('podflow standalone end to end', () => {
       startServer(host, 'tcp', addr.a4),
     ]);
     servers.push(tcp4!, tcp6!, udp4!, udp6!, tcpIn!);
+    // The HTTP log sink's receiver, on the host namespace's loopback (not a flow: loopback is skipped).
+    const receiver = host.spawn(process.execPath, ['-e', RECEIVER_JS, String(RECEIVER_PORT)]);
+    const received = new Map<string, { tx: number; rx: number; n: number; node: string[] }>();
+    createInterface({ input: receiver.stdout! }).on('line', (line) => {
+      const r = JSON.parse(line) as { key: string; tx: number; rx: number; n: number; node: string[] };
+      // A retried batch comes again with the same Idempotency-Key: count it once.
+      received.set(r.key, r);
+    });
     // Nothing counted before podflow starts may linger in the table.
     await host.exec('conntrack', ['-F']).catch(() => undefined);
 
@@ -169,6 +203,10 @@ describe.skipIf(!root)('podflow standalone end to end', () => {
         '1s',
         '--node-name',
         'e2e-node',
+        '--http-sink-url',
+        `http://127.0.0.1:${RECEIVER_PORT}/ingest`,
+        '--http-sink-gzip',
+        'true',
       ],
       // No kubeconfig to find: this is the "no Kubernetes" case.
       { HOME: home, KUBECONFIG: join(home, 'none') },
@@ -230,6 +268,25 @@ describe.skipIf(!root)('podflow standalone end to end', () => {
       );
     }
     expect(got).toEqual(expected);
+
+    // The HTTP log sink got the same bytes, as NDJSON records of this node.
+    const fromSink = () => {
+      const t = { tx: 0, rx: 0, nodes: new Set<string>() };
+      for (const r of received.values()) {
+        t.tx += r.tx;
+        t.rx += r.rx;
+        for (const n of r.node) t.nodes.add(n);
+      }
+      return t;
+    };
+    await waitFor('the HTTP sink to receive every byte', async () =>
+      fromSink().tx === expected.tx ? true : undefined,
+    ).catch((err: Error) => {
+      throw new Error(
+        `${err.message}: got ${fromSink().tx}/${fromSink().rx}, want ${expected.tx}/${expected.rx}; podflow: ${podflowLog.slice(-3000)}`,
+      );
+    });
+    expect(fromSink()).toEqual({ tx: expected.tx, rx: expected.rx, nodes: new Set(['e2e-node']) });
 
     // Labels: the host is the node itself (no Kubernetes), peers are private addresses.
     const series = await prom.query('podflow_transmit_bytes_total');
