@@ -20,6 +20,7 @@ import {
   REPO,
   type Rendered,
   renderChart,
+  renderNotes,
   selectorMatches,
   validateObject,
 } from './helpers/helm.js';
@@ -376,6 +377,16 @@ describe.each(Object.keys(VARIANTS))('chart rendered with %s', (variant) => {
     }
     for (const pdb of pdbs)
       expect(matches(pdb.spec.selector.matchLabels, dep.spec.template.metadata.labels)).toBe(true);
+  });
+
+  it('prints NOTES.txt telling how to reach the metrics', async () => {
+    const notes = await renderNotes(bin, { values, name: 'pf', namespace: NS });
+    const svc = one(objs(), 'Service', 'exporter');
+    const port = svc.spec.ports[0].port;
+    expect(notes).toContain(`kubectl -n ${NS} port-forward svc/${svc.metadata.name} ${port}`);
+    expect(notes).toContain(`http://localhost:${port}/metrics`);
+    expect(notes).toContain(`http://${svc.metadata.name}.${NS}.svc:${port}/metrics`);
+    expect(notes).not.toMatch(/<no value>|\{\{/);
   });
 
   it('ships the Grafana dashboard for the sidecar when asked', () => {

@@ -4,7 +4,16 @@
 // unknown-field walk over @kubernetes/client-node's model maps, as `kubectl --validate=strict`),
 // and every container's command line, environment and config file through podflow's own loadConfig.
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +27,8 @@ const execFileP = promisify(execFile);
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const CHART = join(REPO, 'deploy/helm/podflow');
+/** The chart directory renderChart uses (renderNotes points it at a modified copy). */
+const CHART_OVERRIDE = { dir: CHART };
 /** The kit beside the repository (CI clones main with shared/ next to it). */
 const BUILD_SH = resolve(REPO, '../shared/tools/helm-render/build.sh');
 
@@ -74,7 +85,7 @@ export async function renderChart(bin: string, opts: RenderOptions = {}): Promis
     }
     let text: string;
     try {
-      ({ stdout: text } = await execFileP(bin, [...args, CHART], { maxBuffer: 64 << 20 }));
+      ({ stdout: text } = await execFileP(bin, [...args, CHART_OVERRIDE.dir], { maxBuffer: 64 << 20 }));
     } catch (err) {
       const e = err as { stderr?: string; message: string };
       throw new Error((e.stderr ?? e.message).trim());
@@ -83,6 +94,39 @@ export async function renderChart(bin: string, opts: RenderOptions = {}): Promis
       .map((d) => d.toJS() as K8sObject | null)
       .filter((o): o is K8sObject => o !== null);
     return { objects, text };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * NOTES.txt as `helm install` prints it. helm-render skips NOTES.txt, so a copy of the chart turns it
+ * into a named template and renders it inside a ConfigMap (with --strict, like the rest).
+ */
+export async function renderNotes(bin: string, opts: RenderOptions = {}): Promise<string> {
+  const dir = mkdtempSync(join(tmpdir(), 'pf-helm-notes-'));
+  try {
+    const chart = join(dir, 'podflow');
+    cpSync(CHART, chart, { recursive: true });
+    const notes = readFileSync(join(chart, 'templates/NOTES.txt'), 'utf8');
+    writeFileSync(
+      join(chart, 'templates/_notes.tpl'),
+      `{{- define "podflow.notes" -}}\n${notes}{{- end -}}\n`,
+    );
+    writeFileSync(
+      join(chart, 'templates/notes.yaml'),
+      'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: {{ include "podflow.notes" . | toJson }}\n',
+    );
+    const saved = CHART_OVERRIDE.dir;
+    CHART_OVERRIDE.dir = chart;
+    try {
+      const { objects } = await renderChart(bin, opts);
+      const cm = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'notes');
+      if (!cm) throw new Error('notes not rendered');
+      return cm.data.notes as string;
+    } finally {
+      CHART_OVERRIDE.dir = saved;
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
