@@ -191,6 +191,8 @@ export class KubeApiServer {
   readonly user: string;
   /** Every request served, in order (tests assert paging, selectors, retries). */
   readonly requests: RequestRecord[] = [];
+  /** Called before each request is handled (tests inject a fault at an exact moment). */
+  beforeRequest: ((r: RequestRecord) => void) | undefined;
 
   private server: Server | undefined;
   private port = 0;
@@ -457,6 +459,7 @@ export class KubeApiServer {
       status: 0,
     };
     this.requests.push(record);
+    this.beforeRequest?.(record);
     const reply = (code: number, body: object | string) => {
       record.status = code;
       this.send(res, code, body);
