@@ -1,0 +1,180 @@
+// `podflow collector --source cilium` as a real process against real pinned BPF maps: counters that
+// grow in the maps come out of the pull API as flow records with exact byte counts.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { networkInterfaces, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { unpack } from 'msgpackr';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Flow, PULL_PATH, type PullResponse } from '../shared/flow.js';
+import {
+  type BpfMount,
+  CT_IN,
+  CT_OUT,
+  type CtKeySpec,
+  createMap,
+  ctKey,
+  ctValue15,
+  monoSeconds,
+  mountBpffs,
+  putEntries,
+} from './helpers/bpf.js';
+import { requireRoot } from './helpers/netns.js';
+
+const root = requireRoot();
+const ROOT = join(import.meta.dirname, '..');
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  s.listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const port = (s.address() as { port: number }).port;
+  s.close();
+  return port;
+}
+
+async function until<T>(what: string, f: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const v = await f();
+      if (v !== undefined) return v;
+    } catch {
+      // not up yet
+    }
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** This host's first non-loopback IPv4 address: a local endpoint of a collector without Kubernetes. */
+function hostIpv4(): string {
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  }
+  throw new Error('this host has no non-loopback IPv4 address to act as the local endpoint');
+}
+
+describe.skipIf(!root)('podflow collector --source cilium', () => {
+  let mnt: BpfMount;
+  let child: ChildProcess | undefined;
+  let home: string;
+
+  beforeAll(async () => {
+    mnt = await mountBpffs();
+    home = mkdtempSync(join(tmpdir(), 'pf-home-')); // no ~/.kube/config: the host is the endpoint
+  });
+  afterAll(async () => {
+    if (child && child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await once(child, 'exit');
+    }
+    await mnt?.cleanup();
+    rmSync(home, { recursive: true, force: true });
+  });
+
+  it('serves the growth of Cilium counters as flows', async () => {
+    const dir = mnt.dir;
+    for (const [name, ks] of [
+      ['cilium_ct4_global', 14],
+      ['cilium_ct_any4_global', 14],
+    ] as const) {
+      await createMap(join(dir, name), { keySize: ks, valueSize: 56, maxEntries: 1024 });
+    }
+    const me = hostIpv4();
+    const out: CtKeySpec = {
+      src: me,
+      sport: 40000,
+      dst: '198.51.100.7',
+      dport: 443,
+      proto: 6,
+      flags: CT_OUT,
+    };
+    const inn: CtKeySpec = {
+      src: '198.51.100.8',
+      sport: 50000,
+      dst: me,
+      dport: 8080,
+      proto: 17,
+      flags: CT_IN,
+    };
+    const write = async (grow: number) => {
+      const lifetime = monoSeconds() + 3600;
+      await putEntries(
+        join(dir, 'cilium_ct4_global'),
+        14,
+        56,
+        Buffer.concat([
+          ctKey(out),
+          ctValue15({
+            txBytes: 1000 + grow * 100,
+            txPackets: 10 + grow,
+            rxBytes: 5000 + grow * 10,
+            rxPackets: 8,
+            lifetime,
+          }),
+        ]),
+      );
+      await putEntries(
+        join(dir, 'cilium_ct_any4_global'),
+        14,
+        56,
+        Buffer.concat([
+          ctKey(inn),
+          ctValue15({ rxBytes: 300 + grow * 30, rxPackets: 3 + grow, txBytes: 600, txPackets: 6, lifetime }),
+        ]),
+      );
+    };
+    await write(0);
+
+    const port = await freePort();
+    child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        'cmd/podflow.ts',
+        'collector',
+        '--source',
+        'cilium',
+        '--cilium-bpf-path',
+        dir,
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--interval',
+        '300ms',
+      ],
+      { cwd: ROOT, env: { PATH: process.env.PATH, HOME: home }, stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const base = `http://127.0.0.1:${port}`;
+    await until('readyz', async () => ((await fetch(`${base}/readyz`)).ok ? true : undefined));
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    expect(metrics).toMatch(/^podflow_collector_conntrack_entries 2$/m);
+
+    // The first tick was the baseline (history before start is not counted): grow the counters.
+    await write(2);
+    const flows = await until('flows', async () => {
+      const body = unpack(
+        Buffer.from(await (await fetch(`${base}${PULL_PATH}`)).arrayBuffer()),
+      ) as PullResponse;
+      expect(body.source).toBe('cilium');
+      const all: Flow[] = body.batches.flatMap((b) => b.flows);
+      return all.length >= 2 ? all : undefined;
+    });
+    const sorted = [...flows].sort((a, b) => a.proto - b.proto);
+    expect(sorted).toEqual([
+      { src: me, dst: '198.51.100.7', proto: 6, txBytes: 200, rxBytes: 20, txPackets: 2, rxPackets: 0 },
+      { src: me, dst: '198.51.100.8', proto: 17, txBytes: 0, rxBytes: 60, txPackets: 0, rxPackets: 2 },
+    ]);
+    expect(stderr).toContain('"layout":"v1.15"');
+    child.kill('SIGTERM');
+    const [code] = (await once(child, 'exit')) as [number | null];
+    expect(code).toBe(0);
+  });
+});
