@@ -4,70 +4,25 @@
 // self-metrics. Without Kubernetes the local endpoints are this host's addresses and src labels
 // describe the node itself.
 import { once } from 'node:events';
-import type { Backlog } from '../collector/backlog.js';
-import type { CollectorMetrics } from '../collector/metrics.js';
+import { InProcessCollectorClient } from '../exporter/in-process.js';
 import { createKubernetes, type Kubernetes } from '../exporter/kubernetes.js';
-import { createExportGraph, staticDiscovery } from '../exporter/pipeline.js';
-import { type CollectorClient, PullError } from '../exporter/pull.js';
+import { createExportGraph } from '../exporter/pipeline.js';
 import type { Config } from '../shared/config.js';
 import { StartupError } from '../shared/errors.js';
-import type { PullResponse } from '../shared/flow.js';
 import { createRegistry, HttpServer } from '../shared/http.js';
 import type { Logger } from '../shared/log.js';
 import { createCollectorGraph, startServer } from './collector.js';
-
-/**
- * The exporter's view of the collector in the same process: the pull API's semantics (pending
- * batches until acknowledged, 409 → PullError('boot')) without HTTP or msgpack.
- */
-export class LocalCollectorClient implements CollectorClient {
-  readonly id: string;
-
-  constructor(
-    private readonly backlog: Backlog,
-    private readonly info: {
-      node: string;
-      /** Read at every pull: `--source auto` picks its source only when it starts. */
-      source: { readonly name: 'netfilter' | 'cilium' };
-      metrics?: CollectorMetrics;
-    },
-  ) {
-    this.id = `local/${info.node}`;
-  }
-
-  async pull(signal: AbortSignal): Promise<PullResponse> {
-    signal.throwIfAborted();
-    this.info.metrics?.pulls.inc();
-    return {
-      version: 1,
-      bootId: this.backlog.bootId,
-      node: this.info.node,
-      source: this.info.source.name,
-      batches: this.backlog.pull(),
-    };
-  }
-
-  async ack(bootId: string, seq: number, signal: AbortSignal): Promise<void> {
-    signal.throwIfAborted();
-    const r = this.backlog.ack(bootId, seq);
-    this.info.metrics?.acks.inc({ result: r.ok ? 'ok' : 'conflict' });
-    if (!r.ok) throw new PullError('boot', `ack: ${r.reason}`);
-  }
-}
 
 export async function run(config: Config, log: Logger, signal: AbortSignal): Promise<void> {
   const registry = createRegistry();
   const collector = await createCollectorGraph(config, log.child({ half: 'collector' }), registry);
   const kube: Kubernetes | undefined = await createKubernetes(config, { log, registry });
-  const client = new LocalCollectorClient(collector.backlog, {
-    node: config.nodeName,
-    source: collector.source,
-    metrics: collector.metrics,
-  });
+  // The in-process client is made once the collector has started: `--source auto` chooses then.
+  let client: InProcessCollectorClient | undefined;
   let graph: ReturnType<typeof createExportGraph>;
   try {
     graph = createExportGraph(config, {
-      discovery: staticDiscovery([client]),
+      discovery: { current: () => (client ? [client] : []) },
       cluster: kube?.cluster,
       registry,
       log: log.child({ half: 'exporter' }),
@@ -90,6 +45,10 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
   );
   try {
     await collector.start();
+    client = new InProcessCollectorClient(collector.backlog, {
+      node: config.nodeName,
+      source: collector.source.name,
+    });
     await startServer(server, config.listen);
   } catch (err) {
     await collector.close().catch(() => undefined);

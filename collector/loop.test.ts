@@ -72,7 +72,13 @@ describe('CollectorLoop', () => {
     let n = 0;
     const { clock, backlog, loop, value } = setup(async () => {
       n++;
-      return { flows: [flow(n)], entries: 10 * n, parseErrors: n === 2 ? 3 : 0 };
+      return {
+        flows: [flow(n)],
+        entries: 10 * n,
+        parseErrors: n === 2 ? 3 : 0,
+        noCounters: n,
+        tracked: 7 * n,
+      };
     });
     expect(loop.notReady()).toBe('first conntrack read not done yet');
     loop.start();
@@ -94,6 +100,8 @@ describe('CollectorLoop', () => {
     ]);
     expect(await value('podflow_collector_conntrack_entries')).toBe(30);
     expect(await value('podflow_collector_parse_errors_total')).toBe(3);
+    expect(await value('podflow_collector_entries_without_counters')).toBe(3);
+    expect(await value('podflow_collector_tracked_connections')).toBe(21);
     expect(await value('podflow_collector_ticks_total', { result: 'ok' })).toBe(3);
     expect(await value('podflow_collector_flows_total')).toBe(3);
     await loop.close();

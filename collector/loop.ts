@@ -12,6 +12,10 @@ export interface TickResult {
   entries: number;
   /** Messages or entries skipped because they could not be parsed. */
   parseErrors: number;
+  /** Entries of the read without byte counters (nf_conntrack_acct was off when they were created). */
+  noCounters?: number;
+  /** Connections the reducer remembers after the tick. */
+  tracked?: number;
 }
 
 export interface Clock {
@@ -110,6 +114,8 @@ export class CollectorLoop {
     const end = this.clock.now();
     metrics.readDuration.observe((end - start) / 1000);
     metrics.conntrackEntries.set(result.entries);
+    if (result.noCounters !== undefined) metrics.entriesWithoutCounters.set(result.noCounters);
+    if (result.tracked !== undefined) metrics.trackedConnections.set(result.tracked);
     if (result.parseErrors > 0) metrics.parseErrors.inc(result.parseErrors);
     metrics.flowsReported.inc(result.flows.length);
     metrics.ticks.inc({ result: 'ok' });

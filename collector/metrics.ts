@@ -16,6 +16,8 @@ export interface CollectorMetricsDeps {
 
 export interface CollectorMetrics {
   conntrackEntries: Gauge;
+  entriesWithoutCounters: Gauge;
+  trackedConnections: Gauge;
   readDuration: Histogram;
   parseErrors: Counter;
   ticks: Counter<'result'>;
@@ -83,6 +85,16 @@ export function createCollectorMetrics(registry: Registry, deps: CollectorMetric
     conntrackEntries: new Gauge({
       name: 'podflow_collector_conntrack_entries',
       help: 'Conntrack entries seen by the last read',
+      registers,
+    }),
+    entriesWithoutCounters: new Gauge({
+      name: 'podflow_collector_entries_without_counters',
+      help: 'Entries of the last read without byte counters (nf_conntrack_acct was off when they were created): their traffic is not counted',
+      registers,
+    }),
+    trackedConnections: new Gauge({
+      name: 'podflow_collector_tracked_connections',
+      help: 'Connections remembered between reads to compute deltas',
       registers,
     }),
     readDuration: new Histogram({
