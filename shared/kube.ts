@@ -414,6 +414,11 @@ export class KubeInformer<R extends Compact> {
     return this.lw.get(name, namespace);
   }
 
+  /** The last resourceVersion applied (list, event or bookmark): tests wait for a change with it. */
+  resourceVersion(): number {
+    return Number(this.lw.latestResourceVersion() || 0);
+  }
+
   /** Counters for tests and self-metrics. */
   stats(): { lists: number; relists: number; restarts: number } {
     return { lists: this.listCount, relists: this.relistCount, restarts: this.restartCount };

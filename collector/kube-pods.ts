@@ -1,0 +1,199 @@
+// The collector's PodIndex from Kubernetes: the pods of this node, kept current by an informer
+// (pods with fieldSelector spec.nodeName=<node-name>), each pod's every IP (IPv4 and IPv6 from
+// status.podIPs).
+//
+//   const pods = new KubePods({ nodeName, excludeNamespaces, hostNetwork, podRetention },
+//                             { kubeConfig, log });
+//   pods.start();            // returns at once; unreachable API server → logged, retried
+//   pods.synced();           // for /readyz
+//   pods.isLocal(ip);        // the PodIndex
+//   await pods.close();
+//
+// - Pods in `exclude-namespaces` are not local (filtered by the API server and again here).
+// - Host-network pods share the node's IP. `host-network` off (default): they are skipped, so the
+//   node's own traffic is not reported. On: their IPs, which are the node's, are local: the node's
+//   own traffic (kubelet, host daemons, host-network pods together) is reported.
+// - A pod that ended (deleted, or phase Succeeded/Failed) stays local for `pod-retention`: the
+//   kernel keeps its connections' counters after the pod is gone, and those bytes are still its.
+//   When a live pod holds the same IP, it is local anyway.
+import type { KubeConfig } from '@kubernetes/client-node';
+import { type Compact, compactMeta, type InformerOptions, KubeInformer, listers } from '../shared/kube.js';
+import type { Logger } from '../shared/log.js';
+import type { PodIndex } from './pod-index.js';
+
+export interface KubePodsConfig {
+  nodeName: string;
+  excludeNamespaces: readonly string[];
+  hostNetwork: boolean;
+  /** ms an ended pod's IPs stay local. */
+  podRetention: number;
+}
+
+export interface KubePodsDeps {
+  kubeConfig: KubeConfig;
+  log: Logger;
+}
+
+export interface Clock {
+  now(): number;
+}
+
+interface PodRecord extends Compact {
+  ips: string[];
+  hostNetwork: boolean;
+  ended: boolean;
+}
+
+/** Pod → compact record; never throws (see shared/kube.ts). */
+export function toPodRecord(obj: unknown): PodRecord {
+  const o = obj as {
+    spec?: { hostNetwork?: boolean };
+    status?: { phase?: string; podIP?: string; podIPs?: { ip?: string }[] };
+  } | null;
+  const ips: string[] = [];
+  for (const p of o?.status?.podIPs ?? []) if (typeof p?.ip === 'string' && p.ip !== '') ips.push(p.ip);
+  const first = o?.status?.podIP;
+  if (ips.length === 0 && typeof first === 'string' && first !== '') ips.push(first);
+  const phase = o?.status?.phase;
+  return {
+    metadata: compactMeta(obj),
+    ips,
+    hostNetwork: o?.spec?.hostNetwork === true,
+    ended: phase === 'Succeeded' || phase === 'Failed',
+  };
+}
+
+/** Holders of one IP: pod key → time until which it counts (Infinity while the pod lives). */
+interface IpHolders {
+  until: number;
+  pods: Map<string, number>;
+}
+
+export class KubePods implements PodIndex {
+  private readonly informer: KubeInformer<PodRecord>;
+  private readonly ips = new Map<string, IpHolders>();
+  /** IPs registered per pod key, to undo them when the pod changes or goes. */
+  private readonly byPod = new Map<string, string[]>();
+  private readonly excluded: Set<string>;
+  private sweepTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly config: KubePodsConfig,
+    deps: KubePodsDeps,
+    private readonly clock: Clock = Date,
+    informerOptions: InformerOptions = {},
+  ) {
+    this.excluded = new Set(config.excludeNamespaces);
+    const fields = [
+      `spec.nodeName=${config.nodeName}`,
+      ...config.excludeNamespaces.map((n) => `metadata.namespace!=${n}`),
+    ];
+    this.informer = new KubeInformer(listers(deps.kubeConfig).pods(), toPodRecord, deps, {
+      ...informerOptions,
+      fieldSelector: fields.join(','),
+    });
+    this.informer.on('add', (p) => this.apply(p));
+    this.informer.on('update', (p) => this.apply(p));
+    this.informer.on('delete', (p) => this.release(key(p), this.clock.now() + this.config.podRetention));
+  }
+
+  start(): void {
+    this.informer.start();
+    const period = Math.max(1000, Math.min(this.config.podRetention / 2, 30_000));
+    this.sweepTimer = setInterval(() => this.sweep(), period);
+    this.sweepTimer.unref();
+  }
+
+  synced(): boolean {
+    return this.informer.synced();
+  }
+
+  whenSynced(): Promise<void> {
+    return this.informer.whenSynced();
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.sweepTimer);
+    await this.informer.close();
+  }
+
+  isLocal(ip: string): boolean {
+    const h = this.ips.get(ip);
+    return h !== undefined && (h.until === Number.POSITIVE_INFINITY || h.until >= this.clock.now());
+  }
+
+  /** The last resourceVersion seen (tests wait for a change with it). */
+  resourceVersion(): number {
+    return this.informer.resourceVersion();
+  }
+
+  /** Local IPs now (tests, debugging). */
+  localIps(): string[] {
+    return [...this.ips.keys()].filter((ip) => this.isLocal(ip)).sort();
+  }
+
+  /** Forget IPs of pods that ended more than pod-retention ago. Runs on a timer. */
+  sweep(): void {
+    const now = this.clock.now();
+    for (const [ip, h] of this.ips) {
+      if (h.until >= now) continue;
+      for (const [pod, until] of h.pods) if (until < now) h.pods.delete(pod);
+      if (h.pods.size === 0) this.ips.delete(ip);
+      else h.until = maxOf(h.pods);
+    }
+  }
+
+  private apply(p: PodRecord): void {
+    const k = key(p);
+    const counted =
+      !this.excluded.has(p.metadata.namespace ?? '') && (!p.hostNetwork || this.config.hostNetwork);
+    if (!counted) {
+      this.release(k, 0);
+      return;
+    }
+    if (p.ended) {
+      this.release(k, this.clock.now() + this.config.podRetention);
+      return;
+    }
+    const old = this.byPod.get(k);
+    if (old) {
+      // IPs the pod no longer has count like those of an ended pod.
+      const expire = this.clock.now() + this.config.podRetention;
+      for (const ip of old) if (!p.ips.includes(ip)) this.hold(ip, k, expire);
+    }
+    for (const ip of p.ips) this.hold(ip, k, Number.POSITIVE_INFINITY);
+    this.byPod.set(k, p.ips);
+  }
+
+  private release(k: string, until: number): void {
+    const old = this.byPod.get(k);
+    if (!old) return;
+    this.byPod.delete(k);
+    for (const ip of old) {
+      const h = this.ips.get(ip);
+      if (!h?.pods.has(k)) continue;
+      if (until === 0) h.pods.delete(k);
+      else h.pods.set(k, until);
+      if (h.pods.size === 0) this.ips.delete(ip);
+      else h.until = maxOf(h.pods);
+    }
+  }
+
+  private hold(ip: string, k: string, until: number): void {
+    let h = this.ips.get(ip);
+    if (!h) {
+      h = { until, pods: new Map() };
+      this.ips.set(ip, h);
+    }
+    h.pods.set(k, until);
+    h.until = maxOf(h.pods);
+  }
+}
+
+const key = (p: Compact) => `${p.metadata.namespace ?? ''}/${p.metadata.name}`;
+
+function maxOf(m: Map<string, number>): number {
+  let max = Number.NEGATIVE_INFINITY;
+  for (const v of m.values()) if (v > max) max = v;
+  return max;
+}

@@ -1,0 +1,465 @@
+// The exporter's ClusterLookup from Kubernetes: informers over all pods, nodes, replicasets, jobs
+// and services, reduced to one Map keyed by IP string per kind (pods, services, nodes).
+//
+//   const cluster = new KubeCluster({ podRetention }, { kubeConfig, log });
+//   cluster.start();                  // returns at once; failures are logged and retried
+//   cluster.synced();                 // all five informers listed once (for /readyz)
+//   cluster.lookup(ip, atMs);         // Endpoint | undefined; the object is shared, do not mutate
+//   cluster.nodeZone(name);
+//   await cluster.close();
+//
+// Answers, in order: a pod holding the IP, else a service ClusterIP (any of spec.clusterIPs), else a
+// node address (InternalIP/ExternalIP). Host-network pods are not indexed: their IP is the node's,
+// so it answers as the node.
+//
+// Time: `lookup(ip, at)` answers for the time `at` the bytes flowed.
+// - A pod that ended (deleted, or phase Succeeded/Failed) keeps its IPs for flows with
+//   `at ≤ end + pod-retention` (end = when podflow saw it end). Late flows still get its name.
+// - IP reuse: the live pod wins for every `at` at or after its start (status.startTime, else
+//   creation). For `at` before the live pod started, an ended pod whose window [start, end +
+//   retention] covers `at` answers (the bytes were the old pod's); without one, the live pod.
+// - Ended entries are swept once `now > end + retention` (a timer; `sweep()`): memory stays bounded.
+// Workload: `Kind/name` of the top owner: a ReplicaSet's owner (Deployment), a Job's owner
+// (CronJob), else the direct controller (StatefulSet, DaemonSet, ReplicaSet or Job without owner,
+// or any other controller kind); a pod without owner (or owned by its Node: static pods) gives its
+// own name. A ReplicaSet not seen yet is guessed from the pod-template-hash naming rule.
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { ClusterLookup, Endpoint } from '../shared/cluster.js';
+import {
+  type Compact,
+  compactMeta,
+  controllerOf,
+  type InformerOptions,
+  KubeInformer,
+  listers,
+  toMs,
+} from '../shared/kube.js';
+import type { Logger } from '../shared/log.js';
+
+export interface KubeClusterConfig {
+  /** ms an ended pod keeps its IPs. */
+  podRetention: number;
+}
+
+export interface KubeClusterDeps {
+  kubeConfig: KubeConfig;
+  log: Logger;
+}
+
+export interface Clock {
+  now(): number;
+}
+
+interface Owner {
+  kind: string;
+  name: string;
+}
+
+interface PodRecord extends Compact {
+  ips: string[];
+  node: string;
+  hostNetwork: boolean;
+  ended: boolean;
+  owner?: Owner;
+  /** pod-template-hash label, to guess a Deployment before its ReplicaSet is known. */
+  hash?: string;
+  start?: number;
+}
+
+interface OwnedRecord extends Compact {
+  owner?: Owner;
+}
+
+interface NodeRecord extends Compact {
+  zone: string;
+  region: string;
+  ips: string[];
+}
+
+interface ServiceRecord extends Compact {
+  ips: string[];
+}
+
+type Obj = {
+  metadata?: { labels?: Record<string, string>; creationTimestamp?: unknown };
+  spec?: Record<string, unknown>;
+  status?: Record<string, unknown>;
+} | null;
+
+export function toPodRecord(obj: unknown): PodRecord {
+  const o = obj as Obj;
+  const status = (o?.status ?? {}) as {
+    phase?: string;
+    podIP?: string;
+    podIPs?: { ip?: string }[];
+    startTime?: unknown;
+  };
+  const spec = (o?.spec ?? {}) as { nodeName?: string; hostNetwork?: boolean };
+  const ips: string[] = [];
+  for (const p of status.podIPs ?? []) if (typeof p?.ip === 'string' && p.ip !== '') ips.push(p.ip);
+  if (ips.length === 0 && typeof status.podIP === 'string' && status.podIP !== '') ips.push(status.podIP);
+  const rec: PodRecord = {
+    metadata: compactMeta(obj),
+    ips,
+    node: typeof spec.nodeName === 'string' ? spec.nodeName : '',
+    hostNetwork: spec.hostNetwork === true,
+    ended: status.phase === 'Succeeded' || status.phase === 'Failed',
+  };
+  const owner = controllerOf(obj);
+  if (owner) rec.owner = owner;
+  const hash = o?.metadata?.labels?.['pod-template-hash'];
+  if (typeof hash === 'string') rec.hash = hash;
+  const start = toMs(status.startTime) ?? toMs(o?.metadata?.creationTimestamp);
+  if (start !== undefined) rec.start = start;
+  return rec;
+}
+
+export function toOwnedRecord(obj: unknown): OwnedRecord {
+  const rec: OwnedRecord = { metadata: compactMeta(obj) };
+  const owner = controllerOf(obj);
+  if (owner) rec.owner = owner;
+  return rec;
+}
+
+export function toNodeRecord(obj: unknown): NodeRecord {
+  const o = obj as Obj;
+  const labels = o?.metadata?.labels ?? {};
+  const addresses =
+    ((o?.status ?? {}) as { addresses?: { type?: string; address?: string }[] }).addresses ?? [];
+  const ips: string[] = [];
+  for (const a of addresses) {
+    if (
+      (a?.type === 'InternalIP' || a?.type === 'ExternalIP') &&
+      typeof a.address === 'string' &&
+      a.address !== ''
+    ) {
+      ips.push(a.address);
+    }
+  }
+  return {
+    metadata: compactMeta(obj),
+    zone: labels['topology.kubernetes.io/zone'] ?? '',
+    region: labels['topology.kubernetes.io/region'] ?? '',
+    ips,
+  };
+}
+
+export function toServiceRecord(obj: unknown): ServiceRecord {
+  const spec = ((obj as Obj)?.spec ?? {}) as { clusterIP?: string; clusterIPs?: string[] };
+  const ips: string[] = [];
+  const all =
+    Array.isArray(spec.clusterIPs) && spec.clusterIPs.length > 0 ? spec.clusterIPs : [spec.clusterIP];
+  // Headless services have "None": no address of their own.
+  for (const ip of all) if (typeof ip === 'string' && ip !== '' && ip !== 'None') ips.push(ip);
+  return { metadata: compactMeta(obj), ips };
+}
+
+/** One pod's hold on one IP. */
+interface Tenant {
+  pod: PodRecord;
+  key: string;
+  ip: string;
+  from: number;
+  /** When the pod ended (Infinity while it lives). */
+  until: number;
+  endpoint: Endpoint | undefined;
+  /** `gen` the endpoint was built at; owners and zones changing bump the cluster's gen. */
+  gen: number;
+}
+
+interface Slot {
+  live: Tenant | undefined;
+  /** Ended holders, oldest first. */
+  ended: Tenant[];
+}
+
+export class KubeCluster implements ClusterLookup {
+  private readonly pods: KubeInformer<PodRecord>;
+  private readonly nodes: KubeInformer<NodeRecord>;
+  private readonly replicaSets: KubeInformer<OwnedRecord>;
+  private readonly jobs: KubeInformer<OwnedRecord>;
+  private readonly services: KubeInformer<ServiceRecord>;
+  private readonly podIps = new Map<string, Slot>();
+  private readonly podTenants = new Map<string, Tenant[]>();
+  private readonly serviceIps = new Map<string, Endpoint>();
+  private readonly serviceKeys = new Map<string, string[]>();
+  private readonly nodeIps = new Map<string, Endpoint>();
+  private readonly nodeByName = new Map<string, NodeRecord>();
+  private gen = 0;
+  private sweepTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly config: KubeClusterConfig,
+    deps: KubeClusterDeps,
+    private readonly clock: Clock = Date,
+    informerOptions: InformerOptions = {},
+  ) {
+    const l = listers(deps.kubeConfig);
+    this.pods = new KubeInformer(l.pods(), toPodRecord, deps, informerOptions);
+    this.nodes = new KubeInformer(l.nodes(), toNodeRecord, deps, informerOptions);
+    this.replicaSets = new KubeInformer(l.replicasets(), toOwnedRecord, deps, informerOptions);
+    this.jobs = new KubeInformer(l.jobs(), toOwnedRecord, deps, informerOptions);
+    this.services = new KubeInformer(l.services(), toServiceRecord, deps, informerOptions);
+
+    this.pods.on('add', (p) => this.podChanged(p));
+    this.pods.on('update', (p) => this.podChanged(p));
+    this.pods.on('delete', (p) => this.podEnded(keyOf(p)));
+    this.nodes.on('add', (n) => this.nodeChanged(n));
+    this.nodes.on('update', (n) => this.nodeChanged(n));
+    this.nodes.on('delete', (n) => this.nodeGone(n));
+    for (const inf of [this.replicaSets, this.jobs]) {
+      inf.on('add', () => this.gen++);
+      inf.on('delete', () => this.gen++);
+      // Status updates are frequent and leave the owner alone; only owner changes matter, and those
+      // are rare (adoption, orphaning): bump on every update would rebuild endpoints needlessly.
+      inf.on('update', (r) => this.ownerMaybeChanged(r));
+    }
+    this.services.on('add', (s) => this.serviceChanged(s));
+    this.services.on('update', (s) => this.serviceChanged(s));
+    this.services.on('delete', (s) => this.serviceGone(keyOf(s)));
+  }
+
+  start(): void {
+    for (const inf of this.informers()) inf.start();
+    const period = Math.max(1000, Math.min(this.config.podRetention / 2, 30_000));
+    this.sweepTimer = setInterval(() => this.sweep(), period);
+    this.sweepTimer.unref();
+  }
+
+  /** All informers have listed once. */
+  synced(): boolean {
+    return this.informers().every((i) => i.synced());
+  }
+
+  async whenSynced(): Promise<void> {
+    await Promise.all(this.informers().map((i) => i.whenSynced()));
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.sweepTimer);
+    await Promise.all(this.informers().map((i) => i.close()));
+  }
+
+  lookup(ip: string, at: number): Endpoint | undefined {
+    const slot = this.podIps.get(ip);
+    if (slot !== undefined) {
+      const t = this.pick(slot, at);
+      if (t !== undefined) return t.gen === this.gen && t.endpoint !== undefined ? t.endpoint : this.build(t);
+    }
+    return this.serviceIps.get(ip) ?? this.nodeIps.get(ip);
+  }
+
+  nodeZone(node: string): string | undefined {
+    const z = this.nodeByName.get(node)?.zone;
+    return z === '' ? undefined : z;
+  }
+
+  nodeRegion(node: string): string | undefined {
+    const r = this.nodeByName.get(node)?.region;
+    return r === '' ? undefined : r;
+  }
+
+  /** The lowest resourceVersion the informers have applied (tests wait for a change with it). */
+  resourceVersion(): number {
+    return Math.min(...this.informers().map((i) => i.resourceVersion()));
+  }
+
+  /** Sizes, for tests and self-metrics. */
+  stats(): { podIps: number; serviceIps: number; nodeIps: number } {
+    return { podIps: this.podIps.size, serviceIps: this.serviceIps.size, nodeIps: this.nodeIps.size };
+  }
+
+  /** Drop ended pods whose retention has passed. Runs on a timer. */
+  sweep(): void {
+    const horizon = this.clock.now() - this.config.podRetention;
+    for (const [ip, slot] of this.podIps) {
+      if (slot.ended.length === 0) continue;
+      slot.ended = slot.ended.filter((t) => t.until >= horizon);
+      if (slot.ended.length === 0 && slot.live === undefined) this.podIps.delete(ip);
+    }
+  }
+
+  private informers() {
+    return [this.pods, this.nodes, this.replicaSets, this.jobs, this.services];
+  }
+
+  private pick(slot: Slot, at: number): Tenant | undefined {
+    const live = slot.live;
+    if (live !== undefined && at >= live.from) return live;
+    const retention = this.config.podRetention;
+    for (let i = slot.ended.length - 1; i >= 0; i--) {
+      const t = slot.ended[i];
+      if (at <= t.until + retention && at >= t.from) return t;
+    }
+    if (live !== undefined) return live;
+    // A flow stamped before the pod's recorded start (clock skew between nodes): the latest one.
+    const last = slot.ended[slot.ended.length - 1];
+    return last !== undefined && at <= last.until + retention ? last : undefined;
+  }
+
+  private build(t: Tenant): Endpoint {
+    const p = t.pod;
+    const node = p.node;
+    t.endpoint = {
+      kind: 'pod',
+      name: p.metadata.name,
+      namespace: p.metadata.namespace ?? '',
+      workload: this.workload(p),
+      node,
+      zone: this.nodeByName.get(node)?.zone ?? '',
+    };
+    t.gen = this.gen;
+    return t.endpoint;
+  }
+
+  private workload(p: PodRecord): string {
+    const o = p.owner;
+    if (o === undefined || o.kind === 'Node') return p.metadata.name;
+    const ns = p.metadata.namespace;
+    if (o.kind === 'ReplicaSet') {
+      const rs = this.replicaSets.get(o.name, ns);
+      if (rs !== undefined) return rs.owner ? `${rs.owner.kind}/${rs.owner.name}` : `ReplicaSet/${o.name}`;
+      // Not seen yet: Deployments name their ReplicaSets <deployment>-<pod-template-hash>.
+      if (p.hash && o.name.endsWith(`-${p.hash}`)) return `Deployment/${o.name.slice(0, -p.hash.length - 1)}`;
+      return `ReplicaSet/${o.name}`;
+    }
+    if (o.kind === 'Job') {
+      const job = this.jobs.get(o.name, ns);
+      return job?.owner ? `${job.owner.kind}/${job.owner.name}` : `Job/${o.name}`;
+    }
+    return `${o.kind}/${o.name}`;
+  }
+
+  private podChanged(p: PodRecord): void {
+    const key = keyOf(p);
+    if (p.ended) {
+      this.podEnded(key);
+      return;
+    }
+    const held = this.podTenants.get(key);
+    if (held !== undefined) {
+      const same = !p.hostNetwork && held.length === p.ips.length && held.every((t, i) => p.ips[i] === t.ip);
+      if (same) {
+        // Same IPs: refresh the record (node, owner may have been filled in) in place.
+        for (const t of held) {
+          t.pod = p;
+          t.endpoint = undefined;
+        }
+        return;
+      }
+      this.podEnded(key);
+    }
+    if (p.hostNetwork || p.ips.length === 0) return;
+    const from = p.start ?? this.clock.now();
+    const tenants: Tenant[] = [];
+    for (const ip of p.ips) {
+      const t: Tenant = {
+        pod: p,
+        key,
+        ip,
+        from,
+        until: Number.POSITIVE_INFINITY,
+        endpoint: undefined,
+        gen: -1,
+      };
+      let slot = this.podIps.get(ip);
+      if (slot === undefined) {
+        slot = { live: undefined, ended: [] };
+        this.podIps.set(ip, slot);
+      }
+      if (slot.live !== undefined) {
+        // Two live pods claim one IP: the earlier one must have ended unseen; the newer wins.
+        this.endTenant(slot.live, slot);
+      }
+      slot.live = t;
+      tenants.push(t);
+    }
+    this.podTenants.set(key, tenants);
+  }
+
+  private podEnded(key: string): void {
+    const held = this.podTenants.get(key);
+    if (held === undefined) return;
+    this.podTenants.delete(key);
+    for (const t of held) {
+      const slot = this.podIps.get(t.ip);
+      if (slot !== undefined && slot.live === t) this.endTenant(t, slot);
+    }
+  }
+
+  private endTenant(t: Tenant, slot: Slot): void {
+    const other = this.podTenants.get(t.key);
+    t.until = this.clock.now();
+    slot.live = undefined;
+    slot.ended.push(t);
+    // Bounded: an IP reused very fast keeps its last few holders only.
+    if (slot.ended.length > 4) slot.ended.shift();
+    // The pod lost this IP to another pod; its other IPs stay live.
+    const idx = other?.indexOf(t) ?? -1;
+    if (idx >= 0) other?.splice(idx, 1);
+  }
+
+  private nodeChanged(n: NodeRecord): void {
+    const old = this.nodeByName.get(n.metadata.name);
+    if (old !== undefined) {
+      for (const ip of old.ips) this.nodeIps.delete(ip);
+      if (old.zone !== n.zone) this.gen++;
+    } else {
+      this.gen++;
+    }
+    this.nodeByName.set(n.metadata.name, n);
+    const endpoint: Endpoint = {
+      kind: 'node',
+      name: n.metadata.name,
+      namespace: '',
+      workload: '',
+      node: n.metadata.name,
+      zone: n.zone,
+    };
+    for (const ip of n.ips) this.nodeIps.set(ip, endpoint);
+  }
+
+  private nodeGone(n: NodeRecord): void {
+    const old = this.nodeByName.get(n.metadata.name);
+    if (old === undefined) return;
+    this.nodeByName.delete(n.metadata.name);
+    for (const ip of old.ips) if (this.nodeIps.get(ip)?.name === n.metadata.name) this.nodeIps.delete(ip);
+    this.gen++;
+  }
+
+  private readonly owners = new Map<string, string>();
+
+  private ownerMaybeChanged(r: OwnedRecord): void {
+    const k = keyOf(r);
+    const now = r.owner ? `${r.owner.kind}/${r.owner.name}` : '';
+    if (this.owners.get(k) !== now) this.gen++;
+    this.owners.set(k, now);
+  }
+
+  private serviceChanged(s: ServiceRecord): void {
+    const key = keyOf(s);
+    this.serviceGone(key);
+    const endpoint: Endpoint = {
+      kind: 'service',
+      name: s.metadata.name,
+      namespace: s.metadata.namespace ?? '',
+      workload: '',
+      node: '',
+      zone: '',
+    };
+    for (const ip of s.ips) this.serviceIps.set(ip, endpoint);
+    this.serviceKeys.set(key, s.ips);
+  }
+
+  private serviceGone(key: string): void {
+    const old = this.serviceKeys.get(key);
+    if (old === undefined) return;
+    this.serviceKeys.delete(key);
+    for (const ip of old) {
+      const e = this.serviceIps.get(ip);
+      if (e !== undefined && `${e.namespace}/${e.name}` === key) this.serviceIps.delete(ip);
+    }
+  }
+}
+
+const keyOf = (o: Compact) => `${o.metadata.namespace ?? ''}/${o.metadata.name}`;

@@ -1,0 +1,257 @@
+// The exporter's ClusterLookup (exporter/kube-cluster.ts) through its real start-up path: five
+// informers of the real client against the test API server; time moved by hand for retention.
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { KubeCluster } from '../exporter/kube-cluster.js';
+import type { Endpoint } from '../shared/cluster.js';
+import { captureLogger, type Harness, ManualClock, startHarness, until } from './kube-api-server/harness.js';
+import { job, node, pod, replicaSet, service } from './kube-api-server/objects.js';
+
+let h: Harness;
+let cluster: KubeCluster | undefined;
+const T0 = Date.parse('2026-06-01T12:00:00Z');
+const iso = (ms: number) => new Date(ms).toISOString();
+
+beforeEach(async () => {
+  h = await startHarness({ bookmarkIntervalMs: 50 });
+  const s = h.server;
+  s.create(
+    'nodes',
+    node({
+      name: 'n1',
+      zone: 'eu-west-1a',
+      region: 'eu-west-1',
+      internalIPs: ['10.0.0.1', 'fd00::1'],
+      externalIPs: ['203.0.113.1'],
+    }),
+  );
+  s.create('nodes', node({ name: 'n2', zone: 'eu-west-1b', region: 'eu-west-1', internalIPs: ['10.0.0.2'] }));
+  s.create('replicasets', replicaSet('api-7d9f8b6c5d', 'shop', { kind: 'Deployment', name: 'api' }));
+  s.create('replicasets', replicaSet('bare-rs', 'shop'));
+  s.create('jobs', job('report-29000000', 'shop', { kind: 'CronJob', name: 'report' }));
+  s.create('jobs', job('migrate', 'shop'));
+  s.create('services', service('api', 'shop', ['10.96.0.10', 'fd00:96::10']));
+  s.create('services', service('headless', 'shop', []));
+});
+afterEach(async () => {
+  await cluster?.close();
+  cluster = undefined;
+  await h.close();
+});
+
+async function start(clock = new ManualClock(T0), podRetention = 120_000) {
+  const cap = captureLogger();
+  cluster = new KubeCluster({ podRetention }, { kubeConfig: h.kubeConfig, log: cap.log }, clock);
+  expect(cluster.synced()).toBe(false);
+  cluster.start();
+  await cluster.whenSynced();
+  expect(cluster.synced()).toBe(true);
+  return { cluster, clock, cap };
+}
+
+/** Wait until every informer has applied every change made so far (bookmarks carry the version). */
+const seen = (c: KubeCluster) =>
+  until(() => c.resourceVersion() >= Number(h.server.resourceVersion), 'caught up');
+
+const podEp = (
+  name: string,
+  namespace: string,
+  workload: string,
+  nodeName: string,
+  zone: string,
+): Endpoint => ({
+  kind: 'pod',
+  name,
+  namespace,
+  workload,
+  node: nodeName,
+  zone,
+});
+
+describe('KubeCluster (exporter ClusterLookup)', () => {
+  it('resolves the workload of the top owner', async () => {
+    const table: [string, Parameters<typeof pod>[0]['owner'], string][] = [
+      ['api-7d9f8b6c5d-x1', { kind: 'ReplicaSet', name: 'api-7d9f8b6c5d' }, 'Deployment/api'],
+      ['bare-rs-x1', { kind: 'ReplicaSet', name: 'bare-rs' }, 'ReplicaSet/bare-rs'],
+      // ReplicaSet not (yet) known: the pod-template-hash naming rule gives the Deployment.
+      ['web-7d9f8b6c5d-x1', { kind: 'ReplicaSet', name: 'web-7d9f8b6c5d' }, 'Deployment/web'],
+      ['report-29000000-x1', { kind: 'Job', name: 'report-29000000' }, 'CronJob/report'],
+      ['migrate-x1', { kind: 'Job', name: 'migrate' }, 'Job/migrate'],
+      ['db-0', { kind: 'StatefulSet', name: 'db' }, 'StatefulSet/db'],
+      ['agent-x1', { kind: 'DaemonSet', name: 'agent' }, 'DaemonSet/agent'],
+      ['etcd-n1', { kind: 'Node', name: 'n1' }, 'etcd-n1'],
+      ['bare', undefined, 'bare'],
+    ];
+    table.forEach(([name, owner], i) => {
+      h.server.create(
+        'pods',
+        pod({ name, namespace: 'shop', node: 'n1', ips: [`10.244.1.${i + 1}`], owner }),
+      );
+    });
+    const { cluster } = await start();
+    table.forEach(([name, , workload], i) => {
+      expect(cluster.lookup(`10.244.1.${i + 1}`, T0), name).toEqual(
+        podEp(name, 'shop', workload, 'n1', 'eu-west-1a'),
+      );
+    });
+  });
+
+  it('follows owners appearing later and node zones changing', async () => {
+    h.server.create(
+      'pods',
+      pod({
+        name: 'x-1',
+        namespace: 'shop',
+        node: 'n2',
+        ips: ['10.244.2.1'],
+        owner: { kind: 'ReplicaSet', name: 'late' },
+      }),
+    );
+    const { cluster } = await start();
+    expect(cluster.lookup('10.244.2.1', T0)?.workload).toBe('ReplicaSet/late');
+    expect(cluster.lookup('10.244.2.1', T0)?.zone).toBe('eu-west-1b');
+    h.server.create('replicasets', replicaSet('late', 'shop', { kind: 'Deployment', name: 'front' }));
+    h.server.update('nodes', undefined, 'n2', (o) => {
+      o.metadata.labels['topology.kubernetes.io/zone'] = 'eu-west-1c';
+    });
+    await seen(cluster);
+    expect(cluster.lookup('10.244.2.1', T0)).toEqual(
+      podEp('x-1', 'shop', 'Deployment/front', 'n2', 'eu-west-1c'),
+    );
+    expect(cluster.nodeZone('n2')).toBe('eu-west-1c');
+  });
+
+  it('maps node addresses to the node, service ClusterIPs (v4 and v6) to the service', async () => {
+    h.server.create(
+      'pods',
+      pod({ name: 'proxy', namespace: 'kube-system', node: 'n1', ips: ['10.0.0.1'], hostNetwork: true }),
+    );
+    const { cluster } = await start();
+    const n1: Endpoint = {
+      kind: 'node',
+      name: 'n1',
+      namespace: '',
+      workload: '',
+      node: 'n1',
+      zone: 'eu-west-1a',
+    };
+    expect(cluster.lookup('10.0.0.1', T0)).toEqual(n1); // a host-network pod's IP answers as its node
+    expect(cluster.lookup('fd00::1', T0)).toEqual(n1);
+    expect(cluster.lookup('203.0.113.1', T0)).toEqual(n1);
+    expect(cluster.nodeZone('n1')).toBe('eu-west-1a');
+    expect(cluster.nodeRegion('n1')).toBe('eu-west-1');
+    expect(cluster.nodeZone('nope')).toBeUndefined();
+    const svc: Endpoint = {
+      kind: 'service',
+      name: 'api',
+      namespace: 'shop',
+      workload: '',
+      node: '',
+      zone: '',
+    };
+    expect(cluster.lookup('10.96.0.10', T0)).toEqual(svc);
+    expect(cluster.lookup('fd00:96::10', T0)).toEqual(svc);
+    expect(cluster.lookup('None', T0)).toBeUndefined();
+    expect(cluster.lookup('192.0.2.1', T0)).toBeUndefined();
+    // Changes: a service IP dropped, a node gone.
+    h.server.update('services', 'shop', 'api', (o) => {
+      o.spec.clusterIPs = ['10.96.0.10'];
+    });
+    h.server.delete('nodes', undefined, 'n2');
+    await seen(cluster);
+    expect(cluster.lookup('fd00:96::10', T0)).toBeUndefined();
+    expect(cluster.lookup('10.0.0.2', T0)).toBeUndefined();
+    expect(cluster.stats()).toEqual({ podIps: 0, serviceIps: 1, nodeIps: 3 });
+  });
+
+  it('answers for the time the bytes flowed: retention after a pod ends, and IP reuse', async () => {
+    const clock = new ManualClock(T0);
+    h.server.create(
+      'pods',
+      pod({ name: 'old', node: 'n1', ips: ['10.244.1.50'], startTime: iso(T0 - 3_600_000) }),
+    );
+    const { cluster } = await start(clock);
+    const old = podEp('old', 'default', 'old', 'n1', 'eu-west-1a');
+    expect(cluster.lookup('10.244.1.50', T0)).toEqual(old);
+
+    const ended = T0 + 10_000;
+    clock.t = ended;
+    h.server.delete('pods', 'default', 'old');
+    await seen(cluster);
+    // Late flows within pod-retention (2 min) after the end still belong to the old pod.
+    expect(cluster.lookup('10.244.1.50', ended + 119_000)).toEqual(old);
+    expect(cluster.lookup('10.244.1.50', ended + 121_000)).toBeUndefined();
+
+    // The IP is reused by a new pod that started at T0 + 30 s.
+    const started = T0 + 30_000;
+    clock.t = started;
+    h.server.create('pods', pod({ name: 'new', node: 'n2', ips: ['10.244.1.50'], startTime: iso(started) }));
+    await seen(cluster);
+    const fresh = podEp('new', 'default', 'new', 'n2', 'eu-west-1b');
+    expect(cluster.lookup('10.244.1.50', started)).toEqual(fresh); // the live pod wins from its start
+    expect(cluster.lookup('10.244.1.50', started + 60_000)).toEqual(fresh);
+    expect(cluster.lookup('10.244.1.50', T0)).toEqual(old); // before it started: the old pod's bytes
+    expect(cluster.lookup('10.244.1.50', started - 1_000)).toEqual(old); // old ended, still retained
+
+    // After the retention the old entry is swept: memory stays bounded, the new pod answers alone.
+    clock.t = ended + 121_000;
+    cluster.sweep();
+    expect(cluster.lookup('10.244.1.50', T0)).toEqual(fresh);
+    expect(cluster.stats().podIps).toBe(1);
+  });
+
+  it('treats phase Succeeded/Failed as ended and sweeps churned pods', async () => {
+    const clock = new ManualClock(T0);
+    const { cluster } = await start(clock, 60_000);
+    for (let i = 0; i < 50; i++) {
+      h.server.create(
+        'pods',
+        pod({
+          name: `job-${i}`,
+          node: 'n1',
+          ips: [`10.244.3.${i}`],
+          owner: { kind: 'Job', name: 'migrate' },
+          startTime: iso(T0 - 1000),
+        }),
+      );
+    }
+    await seen(cluster);
+    expect(cluster.stats().podIps).toBe(50);
+    for (let i = 0; i < 50; i++) {
+      if (i % 2 === 0) h.server.delete('pods', 'default', `job-${i}`);
+      else
+        h.server.update('pods', 'default', `job-${i}`, (o) => {
+          o.status.phase = i % 4 === 1 ? 'Succeeded' : 'Failed';
+        });
+    }
+    await seen(cluster);
+    expect(cluster.lookup('10.244.3.1', T0 + 59_000)?.name).toBe('job-1');
+    expect(cluster.lookup('10.244.3.2', T0 + 59_000)?.workload).toBe('Job/migrate');
+    clock.advance(61_000);
+    cluster.sweep();
+    expect(cluster.stats().podIps).toBe(0);
+    expect(cluster.lookup('10.244.3.1', T0)).toBeUndefined();
+  });
+
+  it('is not ready until every informer listed; reports RBAC for the one that is denied', async () => {
+    h.server.forbid('replicasets');
+    const cap = captureLogger();
+    cluster = new KubeCluster(
+      { podRetention: 120_000 },
+      { kubeConfig: h.kubeConfig, log: cap.log },
+      new ManualClock(T0),
+      {
+        initialBackoffMs: 50,
+        maxBackoffMs: 200,
+      },
+    );
+    cluster.start();
+    await until(() => cap.lines.some((l) => l.msg.startsWith('RBAC:')), 'RBAC line');
+    expect(cluster.synced()).toBe(false);
+    expect(cap.lines.filter((l) => l.msg.startsWith('RBAC:')).map((l) => l.msg)).toEqual([
+      'RBAC: cannot list replicasets at the cluster scope; grant get/list/watch on replicasets.apps',
+    ]);
+    h.server.clearFaults();
+    await cluster.whenSynced();
+    expect(cluster.synced()).toBe(true);
+  });
+});
