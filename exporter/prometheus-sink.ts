@@ -182,12 +182,24 @@ export class PrometheusSink implements Sink {
       for (let j = 0; j < n; j++) key += getters[j](f) + SEP;
       let s = this.series.get(key);
       if (s === undefined) {
-        let labelText = '{';
+        // Built with join, not +=: a string grown piece by piece stays a rope of small objects,
+        // several times its length in memory, for as long as the series lives.
+        const values = new Array<string>(n + 1);
+        const pairs = new Array<string>(n);
         for (let j = 0; j < n; j++) {
-          labelText += `${j > 0 ? ',' : ''}${this.labels[j].name}="${escapeLabel(getters[j](f))}"`;
+          values[j] = getters[j](f);
+          pairs[j] = `${this.labels[j].name}="${escapeLabel(values[j])}"`;
         }
-        s = { labelText: `${labelText}}`, last: now, txBytes: 0, rxBytes: 0, txPackets: 0, rxPackets: 0 };
-        this.series.set(key, s);
+        values[n] = '';
+        s = {
+          labelText: `{${pairs.join(',')}}`,
+          last: now,
+          txBytes: 0,
+          rxBytes: 0,
+          txPackets: 0,
+          rxPackets: 0,
+        };
+        this.series.set(values.join(SEP), s);
       }
       s.last = now;
       s.txBytes += f.txBytes;
