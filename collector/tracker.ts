@@ -3,8 +3,10 @@
 //
 // Identity = (family, zone, original tuple, connection id). A new id on the same tuple is a new
 // connection; a counter that went down is a reset (the kernel zeroed it, or the slot was reused):
-// everything it now shows is new. Entries a complete read did not see are forgotten, so memory stays
-// bounded by the live table.
+// everything it now shows is new. Entries that two complete reads in a row did not see are
+// forgotten, so memory stays bounded by the live table. (One read is not enough: the DESTROY event
+// of a connection that vanished from the table may arrive a moment after the tick that drained the
+// events; it must still find what was already counted, or it would count it all again.)
 //
 // Ended connections (netfilter DESTROY events) carry final counters. Within one tick the order is
 // read → ended → sweep, which makes every interleaving count each byte once:
@@ -12,8 +14,9 @@
 // - ended before the read reached it: the read does not see it, `ended` adds final − last counted
 //   (it is still remembered: the sweep runs only after `ended`);
 // - created and ended between two reads: never seen, `ended` counts all of it;
-// - a later read that still shows an ended entry (kernel race): the entry is kept as a tombstone for
-//   one more tick and adds nothing.
+// - a later read that still shows an ended entry with its final counters (kernel race): the entry
+//   is kept as a tombstone for one more tick and adds nothing; with other counters it is a new
+//   connection that reused the id (ids derive from the entry's memory address) and counts in full.
 //
 // The first complete read is a baseline: connections that existed before podflow started are
 // remembered but their history is not counted (a restarted collector would otherwise report those
@@ -142,7 +145,16 @@ export class Tracker {
       return;
     }
     this.seen[slot] = this.gen;
-    if (this.ended[slot] !== 0) return; // tombstone: its final counters were counted already
+    if (this.ended[slot] !== 0) {
+      // A tombstone shown again. With its final counters: the same, ended connection (a dump racing
+      // the DESTROY): nothing new. With other counters: a new connection that got the same id (the
+      // kernel derives ids from the entry's address, and a freed entry's memory is reused at once).
+      if (this.sameCounters(slot, s)) return;
+      this.ended[slot] = 0;
+      this.store(slot, s);
+      this.emitFull(slot);
+      return;
+    }
     this.advance(slot, s);
   };
 
@@ -156,11 +168,28 @@ export class Tracker {
       this.emitFull(slot);
       return;
     }
-    if (this.ended[slot] !== 0) return; // a second DESTROY for the same connection: nothing new
+    if (this.ended[slot] !== 0) {
+      // The same DESTROY twice: nothing new. Other final counters: another connection that reused
+      // the id (see visit) and ended too: all of it is new.
+      if (this.sameCounters(slot, s)) return;
+      this.store(slot, s);
+      this.ended[slot] = this.gen;
+      this.emitFull(slot);
+      return;
+    }
     this.seen[slot] = this.gen;
     this.ended[slot] = this.gen;
     this.advance(slot, s);
   };
+
+  private sameCounters(slot: number, s: ConnSample): boolean {
+    return (
+      this.ob[slot] === s.origBytes &&
+      this.op[slot] === s.origPackets &&
+      this.rb[slot] === s.replyBytes &&
+      this.rp[slot] === s.replyPackets
+    );
+  }
 
   /**
    * Ends a read. `complete` false (interrupted or partial read) keeps entries it did not see: they
@@ -174,7 +203,8 @@ export class Tracker {
       const g = seen[slot]!;
       if (g === 0) continue; // free
       const e = ended[slot]!;
-      if ((e !== 0 && e < gen) || (complete && g !== gen)) this.remove(slot);
+      // Ended: kept one more tick as a tombstone. Unseen: kept one more complete read (late DESTROY).
+      if ((e !== 0 && e < gen) || (complete && g < gen - 1)) this.remove(slot);
     }
     if (complete) this.baseline = false;
   }

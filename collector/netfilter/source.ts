@@ -72,7 +72,7 @@ export class NetfilterSource implements ConntrackSource {
       });
     }
     try {
-      this.events?.open();
+      await this.events?.open();
     } catch (err) {
       this.dumper.close();
       if ((err as { errno?: number }).errno === EPERM) throw new StartupError(PERMISSION);
@@ -81,7 +81,7 @@ export class NetfilterSource implements ConntrackSource {
       });
     }
     if (this.events) {
-      this.log?.debug({ rcvbuf: this.events.recvBufferBytes() }, 'subscribed to conntrack DESTROY events');
+      this.log?.debug({ rcvbuf: this.events.recvBufferBytes }, 'subscribed to conntrack DESTROY events');
     }
   }
 

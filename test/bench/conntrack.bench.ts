@@ -232,7 +232,9 @@ async function podflow(loopSeconds: number) {
     setFlagsFromString('--expose-gc');
     (runInNewContext('gc') as () => void)();
     const m = process.memoryUsage();
-    console.error(`after full GC: heapUsed ${(m.heapUsed / 1048576).toFixed(0)} MB, rss ${(m.rss / 1048576).toFixed(0)} MB`);
+    console.error(
+      `after full GC: heapUsed ${(m.heapUsed / 1048576).toFixed(0)} MB, rss ${(m.rss / 1048576).toFixed(0)} MB`,
+    );
   }
   let loop: { coreShare: number; seconds: number } | undefined;
   if (loopSeconds > 0) {

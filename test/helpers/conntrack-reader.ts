@@ -8,6 +8,8 @@
 // Options: {"local": ["10.1.0.1", ...], "groupPublicIps": false, "eventsRecvBuffer": n,
 //           "countExisting": false, "events": true}
 import { createInterface } from 'node:readline';
+import { RawNetlinkSocket } from 'netlink';
+import { AF_UNSPEC, buildDumpRequest, NLMSG_DONE } from '../../collector/netfilter/ctnetlink.js';
 import { createNetfilterSource } from '../../collector/netfilter/source.js';
 import { createReducer } from '../../collector/reduce.js';
 import { createLogger } from '../../shared/log.js';
@@ -35,6 +37,33 @@ const reducer = createReducer(
   { groupPublicIps: opts.groupPublicIps ?? false, countExisting: opts.countExisting ?? false },
   { podIndex: { isLocal: (ip) => local.has(ip) }, log },
 );
+
+function rawDump(): Promise<Buffer[]> {
+  const sock = new RawNetlinkSocket(12, { recvBufferSize: 1 << 20, sendBufferSize: 1 << 16 });
+  const got: Buffer[] = [];
+  return new Promise((resolve, reject) => {
+    sock.on('error', (err) => {
+      sock.close();
+      reject(err);
+    });
+    sock.on('message', (b: Buffer) => {
+      try {
+        got.push(Buffer.from(b));
+        for (let off = 0; off + 16 <= b.length; ) {
+          const len = b.readUInt32LE(off);
+          if (len < 16) break;
+          if (b.readUInt16LE(off + 4) === NLMSG_DONE) {
+            sock.close();
+            resolve(got);
+            return;
+          }
+          off += (len + 3) & ~3;
+        }
+      } catch {}
+    });
+    sock.send(buildDumpRequest(1, AF_UNSPEC), { port: 0 }, () => {});
+  });
+}
 
 try {
   await source.start();
@@ -71,6 +100,15 @@ for await (const line of createInterface({ input: process.stdin })) {
         });
       });
       out({ entries, stats });
+    } else if (cmd.cmd === 'block') {
+      const until = Date.now() + (cmd as { ms?: number }).ms!;
+      while (Date.now() < until) {
+        // Busy on purpose: the sockets are not read meanwhile.
+      }
+      out({ blocked: true });
+    } else if (cmd.cmd === 'raw') {
+      // The datagrams of one dump, as received (base64), for replaying into the parser.
+      out({ datagrams: (await rawDump()).map((b) => b.toString('base64')) });
     } else if (cmd.cmd === 'exit') {
       break;
     }
