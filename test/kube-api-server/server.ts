@@ -505,7 +505,7 @@ export class KubeApiServer {
         status(
           403,
           'Forbidden',
-          `${resource.plural} is forbidden: User "${this.user}" cannot ${verb} resource "${resource.plural}" in API group "${resource.group}" ${scope}`,
+          `${resource.group ? `${resource.plural}.${resource.group}` : resource.plural} is forbidden: User "${this.user}" cannot ${verb} resource "${resource.plural}" in API group "${resource.group}" ${scope}`,
           { kind: resource.plural, ...(resource.group ? { group: resource.group } : {}) },
         ),
       );
