@@ -136,6 +136,41 @@ describe('Backlog', () => {
     expect(bytes(b.pull())).toBe(1110);
   });
 
+  it('never merges across the end of any pull not yet acknowledged (sinks may stand at any of them)', () => {
+    const b = new Backlog({ backlogMaxFlows: 3 });
+    const pulled = () => b.pull().map((x) => [x.seq, x.flows[0]!.txBytes]);
+    b.append(0, 1, [flow('a', 'x', 1)]);
+    b.pull(); // a sink may now have everything ≤ 1
+    b.append(1, 2, [flow('a', 'x', 2)]);
+    b.pull(); // … or ≤ 2
+    b.append(2, 3, [flow('a', 'x', 4)]);
+    b.append(3, 4, [flow('a', 'x', 8)]);
+    // 4 flows > 3: 3 and 4 were never handed out apart, so they merge; 1 | 2 | 4 stay apart.
+    expect(pulled()).toEqual([
+      [1, 1],
+      [2, 2],
+      [4, 12],
+    ]);
+    b.append(4, 5, [flow('a', 'x', 16)]);
+    // Over again, and every neighbour pair is split by a pull end (1, 2, 4): the oldest flow goes.
+    expect(b.stats()).toMatchObject({ batches: 3, merges: 1, droppedFlows: 1, droppedBytes: 1 });
+    expect(b.ack(b.bootId, 2)).toEqual({ ok: true, dropped: 1 });
+    b.append(5, 6, [flow('a', 'x', 32)]);
+    expect(pulled()).toEqual([
+      [4, 12],
+      [5, 16],
+      [6, 32],
+    ]);
+    // Pull ends left: 4 and 6. Over the bound, 5 and 6 may merge; 4 stays apart.
+    b.append(6, 7, [flow('a', 'x', 64)]);
+    expect(pulled()).toEqual([
+      [4, 12],
+      [6, 48],
+      [7, 64],
+    ]);
+    expect(b.stats()).toMatchObject({ merges: 2, droppedFlows: 1 });
+  });
+
   it('does not mutate batches handed out when a merge folds into them later', () => {
     const b = new Backlog({ backlogMaxFlows: 2 });
     b.append(0, 1, [flow('a', 'x', 1)]);

@@ -1,7 +1,7 @@
 // The collector's backlog: every tick's flows wait here, as numbered batches, until an exporter
 // acknowledges them. Nothing counted is dropped while there is room; when the bound is reached the
-// oldest batches are merged (bytes are kept, only the time resolution is lost), and only when one
-// merged batch alone is still over the bound are the oldest flows dropped, and counted.
+// oldest batches are merged (bytes are kept, only the time resolution is lost), and only when no
+// merge is left to make are the oldest flows dropped, and counted.
 import { randomBytes } from 'node:crypto';
 import type { Flow, FlowBatch } from '../shared/flow.js';
 
@@ -30,11 +30,12 @@ export class Backlog {
   private flowCount = 0;
   private lastSeq = 0;
   /**
-   * Highest seq handed out by the latest pull. Those batches may be acknowledged any moment, so a
-   * merge never mixes them with newer ones: an ack of `inFlightUpTo` must cover exactly what was
-   * delivered, no more (lost bytes) and no less (counted twice).
+   * The last seq of every pull not yet covered by an ack, ascending. An exporter (and each of its
+   * sinks) takes whole pulls: what it has is always "everything up to one of these". A merge never
+   * joins batches across one of them, so that an ack of that seq, or a sink that already took up to
+   * it, covers exactly what was delivered: no bytes lost, none counted twice.
    */
-  private inFlightUpTo = 0;
+  private boundaries: number[] = [];
   /**
    * Index of merged batches that were never handed out, so folding the next batch in costs only
    * that batch. A batch that was handed out is never mutated again: merges make a new one.
@@ -72,8 +73,12 @@ export class Backlog {
       n += b.flows.length;
       this.mergeIndex.delete(b);
     }
-    // A new pull supersedes the previous one: the exporter acknowledges one pull at a time.
-    this.inFlightUpTo = out.length > 0 ? out[out.length - 1]!.seq : this.inFlightUpTo;
+    const last = out.length > 0 ? out[out.length - 1]!.seq : 0;
+    if (last > (this.boundaries[this.boundaries.length - 1] ?? 0)) this.boundaries.push(last);
+    else if (last > 0 && !this.boundaries.includes(last)) {
+      this.boundaries.push(last);
+      this.boundaries.sort((x, y) => x - y);
+    }
     return out;
   }
 
@@ -94,7 +99,9 @@ export class Backlog {
       i++;
     }
     if (i > 0) this.batches.splice(0, i);
-    if (this.inFlightUpTo <= seq) this.inFlightUpTo = 0;
+    let k = 0;
+    while (k < this.boundaries.length && this.boundaries[k]! <= seq) k++;
+    if (k > 0) this.boundaries.splice(0, k);
     return { ok: true, dropped: i };
   }
 
@@ -104,13 +111,15 @@ export class Backlog {
 
   private enforceBound(): void {
     const max = this.config.backlogMaxFlows;
-    // Fold the oldest batches together, one at a time, until the total fits. Batches in flight and
-    // batches not yet delivered form two groups that are merged separately (see inFlightUpTo).
+    // Fold the oldest batches together, one at a time, until the total fits, never across a pull
+    // boundary (see `boundaries`).
     let i = 0;
+    let bi = 0;
     while (this.flowCount > max && i + 1 < this.batches.length) {
       const a = this.batches[i]!;
       const b = this.batches[i + 1]!;
-      if (a.seq <= this.inFlightUpTo && b.seq > this.inFlightUpTo) {
+      while (bi < this.boundaries.length && this.boundaries[bi]! < a.seq) bi++;
+      if (bi < this.boundaries.length && this.boundaries[bi]! < b.seq) {
         i++;
         continue;
       }
@@ -120,7 +129,7 @@ export class Backlog {
       this.totals.merges++;
     }
     if (this.flowCount <= max) return;
-    // Still over: each group is down to one batch. Drop flows from the oldest batch, the smallest
+    // Still over: each stretch between two boundaries is down to one batch. Drop flows from the oldest batch, the smallest
     // first so that as few bytes as possible are lost.
     let excess = this.flowCount - max;
     for (let j = 0; j < this.batches.length && excess > 0; j++) {
