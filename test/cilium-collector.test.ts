@@ -177,4 +177,45 @@ describe.skipIf(!root)('podflow collector --source cilium', () => {
     const [code] = (await once(child, 'exit')) as [number | null];
     expect(code).toBe(0);
   });
+
+  it('--source auto without Cilium maps reads netfilter and says why', async () => {
+    const empty = mkdtempSync(join(tmpdir(), 'pf-nocilium-'));
+    const port = await freePort();
+    const auto = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        'cmd/podflow.ts',
+        'collector',
+        '--cilium-bpf-path',
+        empty,
+        '--conntrack-acct',
+        'false', // read only: leave the host's sysctl alone
+        '--listen',
+        `127.0.0.1:${port}`,
+      ],
+      { cwd: ROOT, env: { PATH: process.env.PATH, HOME: home }, stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let stderr = '';
+    auto.stderr!.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    try {
+      await until('readyz', async () =>
+        (await fetch(`http://127.0.0.1:${port}/readyz`)).ok ? true : undefined,
+      );
+      const line = stderr.split('\n').find((l) => l.includes('--source auto'));
+      expect(JSON.parse(line!)).toMatchObject({
+        source: 'netfilter',
+        reason: expect.stringContaining(`no Cilium conntrack map under ${empty}`),
+        msg: '--source auto: not using Cilium maps: reading netfilter conntrack',
+      });
+      expect(stderr).toContain('"source":"netfilter","interval"');
+    } finally {
+      auto.kill('SIGTERM');
+      await once(auto, 'exit');
+      rmSync(empty, { recursive: true, force: true });
+    }
+  });
 });

@@ -9,6 +9,7 @@ import { CiliumSource, type CiliumSourceConfig } from '../collector/cilium/sourc
 import { createReducer } from '../collector/reduce.js';
 import { createSource } from '../collector/select-source.js';
 import type { ConnSample } from '../collector/source.js';
+import { type Bpf, loadBpf } from '../native/index.js';
 import { StartupError } from '../shared/errors.js';
 import type { Flow } from '../shared/flow.js';
 import {
@@ -510,11 +511,22 @@ describe.skipIf(!root)('Cilium conntrack source on real BPF maps', () => {
     );
   });
 
-  it('expired entries: final counters once, then forgotten; a revived entry counts only its growth', async () => {
+  it('expired entries: final counters once, then left out; a revived entry counts only its growth', async () => {
     const dir = newDir();
     await makeMaps(dir);
     const v = (txb: number, lifetime: number) =>
       ctValue15({ txBytes: txb, txPackets: 1, rxBytes: 10, rxPackets: 1, lifetime });
+    const flow = (tx: number) => [
+      {
+        src: '10.0.1.5',
+        dst: '93.184.216.34',
+        proto: 6,
+        txBytes: tx,
+        rxBytes: 0,
+        txPackets: 0,
+        rxPackets: 0,
+      },
+    ];
     await put(dir, [{ map: 'cilium_ct4_global', key: egressKey, value: v(1000, live()) }]);
     const src = source(dir, { ciliumClock: 'ktime' });
     await src.start();
@@ -522,47 +534,40 @@ describe.skipIf(!root)('Cilium conntrack source on real BPF maps', () => {
     expect((await reducer.tick(src)).baseline).toBe(true);
     // Traffic after the baseline, then the entry expires (lifetime in the past, GC not run yet).
     await put(dir, [{ map: 'cilium_ct4_global', key: egressKey, value: v(1200, monoSeconds() - 5) }]);
-    const t2 = await reducer.tick(src);
-    expect(t2.flows).toEqual([
-      {
-        src: '10.0.1.5',
-        dst: '93.184.216.34',
-        proto: 6,
-        txBytes: 200,
-        rxBytes: 0,
-        txPackets: 0,
-        rxPackets: 0,
-      },
-    ]);
-    expect(t2.tracked).toBe(1);
-    const t3 = await reducer.tick(src);
-    expect(t3.flows).toEqual([]);
-    expect(t3.tracked).toBe(0); // forgotten while Cilium has not collected it
-    // The tuple is used again: Cilium revives the entry with its old counters.
-    await put(dir, [{ map: 'cilium_ct4_global', key: egressKey, value: v(1250, live()) }]);
+    expect((await reducer.tick(src)).flows).toEqual(flow(200));
+    expect((await reducer.tick(src)).flows).toEqual([]);
+    // The source itself: an expired entry is handed on once, then no more.
+    const probe = source(dir, { ciliumClock: 'ktime' });
+    await probe.start();
+    expect(await samples(probe)).toHaveLength(1);
+    expect(await samples(probe)).toHaveLength(0);
+    // The tuple is used again: Cilium revives the entry with its old counters. Only the growth
+    // since it expired is new, however long the tracker remembers the old connection.
+    await put(dir, [{ map: 'cilium_ct4_global', key: egressKey, value: v(2500, live()) }]);
+    expect((await reducer.tick(src)).flows).toEqual(flow(1300));
+    await put(dir, [{ map: 'cilium_ct4_global', key: egressKey, value: v(2550, live()) }]);
+    expect((await reducer.tick(src)).flows).toEqual(flow(50));
+    // It expires again (final growth reported), then is revived a second time.
+    await put(dir, [{ map: 'cilium_ct4_global', key: egressKey, value: v(2600, monoSeconds() - 5) }]);
+    expect((await reducer.tick(src)).flows).toEqual(flow(50));
+    expect((await reducer.tick(src)).flows).toEqual([]);
+    await put(dir, [{ map: 'cilium_ct4_global', key: egressKey, value: v(2610, live()) }]);
+    expect((await reducer.tick(src)).flows).toEqual(flow(10));
+    // Cilium collected it and a new connection took the tuple: counters start over, counted in full.
+    await put(dir, [{ map: 'cilium_ct4_global', key: egressKey, value: v(70, live()) }]);
     expect((await reducer.tick(src)).flows).toEqual([
       {
         src: '10.0.1.5',
         dst: '93.184.216.34',
         proto: 6,
-        txBytes: 50,
-        rxBytes: 0,
-        txPackets: 0,
-        rxPackets: 0,
+        txBytes: 70,
+        rxBytes: 10,
+        txPackets: 1,
+        rxPackets: 1,
       },
     ]);
-    await put(dir, [{ map: 'cilium_ct4_global', key: egressKey, value: v(1300, live()) }]);
-    expect((await reducer.tick(src)).flows).toEqual([
-      {
-        src: '10.0.1.5',
-        dst: '93.184.216.34',
-        proto: 6,
-        txBytes: 50,
-        rxBytes: 0,
-        txPackets: 0,
-        rxPackets: 0,
-      },
-    ]);
+    await put(dir, [{ map: 'cilium_ct4_global', key: egressKey, value: v(90, live()) }]);
+    expect((await reducer.tick(src)).flows).toEqual(flow(20));
   });
 
   it('detects the jiffies clock from lifetimes (HZ from the kernel)', async () => {
@@ -635,6 +640,49 @@ describe.skipIf(!root)('Cilium conntrack source on real BPF maps', () => {
     expect(b).toEqual(a);
   });
 
+  it('falls back to the per-key walk when the kernel refuses batch lookups (EINVAL)', async () => {
+    const dir = newDir();
+    await makeMaps(dir);
+    await put(dir, [
+      {
+        map: 'cilium_ct4_global',
+        key: egressKey,
+        value: ctValue15({ txBytes: 10, txPackets: 1, rxBytes: 20, rxPackets: 2, lifetime: live() }),
+      },
+      {
+        map: 'cilium_ct_any6_global',
+        key: v6InKey,
+        value: ctValue15({ txBytes: 30, txPackets: 3, rxBytes: 40, rxPackets: 4, lifetime: live() }),
+      },
+    ]);
+    // The real addon, except that batch lookups fail the way a pre-5.6 kernel makes them fail.
+    const real = loadBpf();
+    const modes: string[] = [];
+    const oldKernel: Bpf = {
+      ...real,
+      readChunk(fd, ks, vs, keys, values, cursor, mode) {
+        modes.push(mode);
+        if (mode === 'batch')
+          throw Object.assign(new Error('bpf(BPF_MAP_LOOKUP_BATCH): Invalid argument'), { code: 'EINVAL' });
+        return real.readChunk(fd, ks, vs, keys, values, cursor, mode);
+      },
+    };
+    const logs: string[] = [];
+    const { pino } = await import('pino');
+    const log = pino({ level: 'info' }, { write: (line: string) => logs.push(line) });
+    const fallback = new CiliumSource(cfg(dir), { bpf: oldKernel, log });
+    open.push(fallback);
+    await fallback.start();
+    const reference = source(dir, {}, 'batch');
+    await reference.start();
+    expect(await samples(fallback)).toEqual(await samples(reference));
+    // Logged once per map (each map keeps its own read mode).
+    expect(logs.filter((l) => l.includes('batch lookup not supported here')).length).toBe(4);
+    const before = modes.length;
+    await samples(fallback);
+    expect(modes.slice(before).every((m) => m === 'each')).toBe(true); // the switch sticks
+  });
+
   it('a map replaced by Cilium (new map id at the same pin) is reopened on the next tick', async () => {
     const dir = newDir();
     await makeMaps(dir);
@@ -697,7 +745,7 @@ describe.skipIf(!root)('Cilium conntrack source on real BPF maps', () => {
     );
   });
 
-  it('no maps: a clear start-up error; --source auto falls back to netfilter and says why', async () => {
+  it('no maps: a clear start-up error; --source auto picks Cilium when its maps are readable', async () => {
     const dir = newDir();
     mkdirSync(dir);
     await expect(source(dir).start()).rejects.toThrow(
@@ -705,30 +753,29 @@ describe.skipIf(!root)('Cilium conntrack source on real BPF maps', () => {
         `--source cilium: no Cilium conntrack map under ${dir} (cilium_ct4_global, cilium_ct_any4_global, cilium_ct6_global, cilium_ct_any6_global): is Cilium running on this node, and the host's /sys/fs/bpf mounted at --cilium-bpf-path?`,
       ),
     );
+    // (The fallback to netfilter runs the real netfilter source: see test/cilium-collector.test.ts.)
     const logs: string[] = [];
     const { pino } = await import('pino');
     const log = pino({ level: 'info' }, { write: (line: string) => logs.push(line) });
-    const common = {
-      procPath: '/proc',
-      conntrackAcct: false,
-      ciliumLayout: 'auto',
-      ciliumClock: 'auto',
-    } as const;
-    const fallback = createSource({ ...common, source: 'auto', ciliumBpfPath: dir }, log);
-    await fallback.start();
-    try {
-      expect(fallback.name).toBe('netfilter');
-      expect(logs.join('')).toContain('no Cilium conntrack map under');
-    } finally {
-      await fallback.close();
-    }
     const withMaps = newDir();
     await makeMaps(withMaps);
-    const auto = createSource({ ...common, source: 'auto', ciliumBpfPath: withMaps }, log);
+    const auto = createSource(
+      {
+        procPath: '/proc',
+        conntrackAcct: false,
+        ciliumLayout: 'auto',
+        ciliumClock: 'auto',
+        source: 'auto',
+        ciliumBpfPath: withMaps,
+      },
+      log,
+    );
+    expect(auto.name).toBe('netfilter'); // nothing chosen before start()
     await auto.start();
     try {
       expect(auto.name).toBe('cilium');
       expect((await auto.read(() => {})).entries).toBe(0);
+      expect(logs.join('')).toContain('--source auto: Cilium conntrack maps found and readable');
     } finally {
       await auto.close();
     }

@@ -85,8 +85,16 @@ interface MapState {
   present: boolean;
 }
 
+/**
+ * An entry podflow saw expire. `state` 0: its final counters were reported and it is left out while
+ * expired. 1: Cilium revived it (the tuple was used again before its GC ran): it is reported as a
+ * new connection — identity `key2 ^ salt`, counters minus those at expiry — so that neither the
+ * tracker's memory of the old connection nor its forgetting can count the old bytes again.
+ */
 interface Expired {
   key2: number;
+  state: 0 | 1;
+  salt: number;
   origBytes: number;
   origPackets: number;
   replyBytes: number;
@@ -112,6 +120,7 @@ export class CiliumSource implements ConntrackSource {
   private readonly lifetimes = new Uint32Array(LIFETIME_SAMPLE);
   private readonly expired = new Map<number, Expired>();
   private gen = 0;
+  private salt = 0;
   private readonly forcedMode: ReadMode | undefined;
 
   constructor(
@@ -341,44 +350,64 @@ export class CiliumSource implements ConntrackSource {
     const expiredMap = this.expired;
     for (let i = 0; i < n; i++) {
       if (!fillSample(s, keys, i * m.keySize, v32, i * VALUE_WORDS, m.family, this.layout)) continue;
-      if (clock !== undefined && expired(s.lifetime, now)) {
-        const e = expiredMap.get(s.key);
-        if (e !== undefined && e.key2 === s.key2) {
-          e.seen = this.gen; // final counters reported already: leave it out, the tracker forgets it
-          continue;
+      const isExpired = clock !== undefined && expired(s.lifetime, now);
+      if (expiredMap.size === 0 && !isExpired) {
+        visit(s); // the common case
+        continue;
+      }
+      let e = expiredMap.get(s.key);
+      if (e !== undefined && e.key2 !== s.key2) e = undefined; // another tuple with the same 53-bit hash
+      if (e === undefined) {
+        if (isExpired) {
+          // Report its final counters once; afterwards it is left out and the tracker forgets it.
+          expiredMap.set(s.key, {
+            key2: s.key2,
+            state: 0,
+            salt: 0,
+            origBytes: s.origBytes,
+            origPackets: s.origPackets,
+            replyBytes: s.replyBytes,
+            replyPackets: s.replyPackets,
+            seen: this.gen,
+          });
         }
-        expiredMap.set(s.key, {
-          key2: s.key2,
-          origBytes: s.origBytes,
-          origPackets: s.origPackets,
-          replyBytes: s.replyBytes,
-          replyPackets: s.replyPackets,
-          seen: this.gen,
-        });
         visit(s);
         continue;
       }
-      if (expiredMap.size > 0) {
-        const e = expiredMap.get(s.key);
-        if (e !== undefined && e.key2 === s.key2) {
-          if (
-            s.origBytes >= e.origBytes &&
-            s.origPackets >= e.origPackets &&
-            s.replyBytes >= e.replyBytes &&
-            s.replyPackets >= e.replyPackets
-          ) {
-            // Revived by Cilium with its old counters: only the growth since it expired is new.
-            e.seen = this.gen;
-            s.origBytes -= e.origBytes;
-            s.origPackets -= e.origPackets;
-            s.replyBytes -= e.replyBytes;
-            s.replyPackets -= e.replyPackets;
-          } else {
-            expiredMap.delete(s.key); // a new entry for the same tuple: counters started over
-          }
+      e.seen = this.gen;
+      if (isExpired && e.state === 0) continue; // still expired: left out
+      if (
+        s.origBytes < e.origBytes ||
+        s.origPackets < e.origPackets ||
+        s.replyBytes < e.replyBytes ||
+        s.replyPackets < e.replyPackets
+      ) {
+        // Counters went back: Cilium collected the old entry and created a new one for the tuple.
+        expiredMap.delete(s.key);
+        if (isExpired) {
+          expiredMap.set(s.key, { ...e, state: 0, salt: 0, ...counters(s), seen: this.gen });
         }
+        visit(s);
+        continue;
       }
+      if (e.state === 0) {
+        // Revived: from now on a new connection, counting only what was added since it expired.
+        e.state = 1;
+        this.salt = (this.salt + 0x9e3779b9) >>> 0 || 1;
+        e.salt = this.salt;
+      }
+      const raw = counters(s);
+      s.key2 = (s.key2 ^ e.salt) >>> 0;
+      s.origBytes -= e.origBytes;
+      s.origPackets -= e.origPackets;
+      s.replyBytes -= e.replyBytes;
+      s.replyPackets -= e.replyPackets;
       visit(s);
+      if (isExpired) {
+        // The revived connection expired in turn (its final counters just went out).
+        Object.assign(e, raw);
+        e.state = 0;
+      }
     }
   }
 
@@ -425,6 +454,13 @@ export class CiliumSource implements ConntrackSource {
     }
   }
 }
+
+const counters = (s: ConnSample) => ({
+  origBytes: s.origBytes,
+  origPackets: s.origPackets,
+  replyBytes: s.replyBytes,
+  replyPackets: s.replyPackets,
+});
 
 const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
