@@ -11,7 +11,7 @@ import type { Logger } from '../shared/log.js';
 
 export async function run(config: Config, log: Logger, signal: AbortSignal): Promise<void> {
   const registry = createRegistry();
-  const kube: Kubernetes | undefined = await createKubernetes(config, { log, registry });
+  const kube: Kubernetes | undefined = await createKubernetes(config, { log, registry, env: process.env });
 
   let discovery: CollectorDiscovery;
   if (config.collectors !== undefined && config.collectors.length > 0) {
@@ -48,7 +48,16 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
       `--listen ${config.listen.host}:${config.listen.port}: cannot listen (${(err as Error).message})`,
     );
   }
-  pipeline.start();
+  if (kube === undefined) {
+    pipeline.start();
+  } else {
+    // Enriching before the informers listed would report known pods as bare addresses; the
+    // batches wait on the collectors meanwhile.
+    kube.whenSynced().then(
+      () => pipeline.start(),
+      (err: unknown) => log.error({ err }, 'Kubernetes cluster view failed to sync'),
+    );
+  }
   log.info(
     {
       collectors: config.collectors ?? 'kubernetes',

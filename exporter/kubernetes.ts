@@ -1,12 +1,16 @@
-// The one place where the exporter's Kubernetes side plugs in: the cluster view used for enrichment
-// (exporter/kube-cluster.ts, informers) and collector discovery by label selector
-// (exporter/kube-discovery.ts). Without an API server both stay empty: static --collectors and
-// address-only enrichment.
+// The one place where the export side's Kubernetes parts plug in: the cluster view used for
+// enrichment (exporter/kube-cluster.ts, informers) and, for `podflow exporter` without
+// --collectors, collector discovery by label selector (exporter/kube-discovery.ts). Without an API
+// server there is nothing here: static --collectors and address-only enrichment.
 import type { Registry } from 'prom-client';
 import type { ClusterLookup } from '../shared/cluster.js';
 import type { Config } from '../shared/config.js';
+import { resolveKubeConfig } from '../shared/kube.js';
 import type { Logger } from '../shared/log.js';
+import { KubeCluster } from './kube-cluster.js';
+import { KubeDiscovery } from './kube-discovery.js';
 import type { CollectorDiscovery } from './pipeline.js';
+import { type CollectorClient, HttpCollectorClient } from './pull.js';
 
 export interface Kubernetes {
   cluster: ClusterLookup;
@@ -14,22 +18,73 @@ export interface Kubernetes {
   discovery?: CollectorDiscovery;
   /** Why the cluster view is not usable yet (informers not synced), or undefined. */
   notReady(): string | undefined;
+  /** Resolves once every informer has listed once. */
+  whenSynced(): Promise<void>;
   close(): Promise<void>;
 }
 
 export interface KubernetesDeps {
   log: Logger;
   registry: Registry;
+  env?: NodeJS.ProcessEnv;
 }
 
 /**
- * Builds the Kubernetes side from the configuration, or returns undefined when there is no API
- * server to talk to. Start-up problems (unreadable kubeconfig, missing RBAC) throw StartupError.
- * Until the informer-backed modules are wired here, the exporter runs without Kubernetes.
+ * Builds and starts the Kubernetes side from the configuration (--kubeconfig, in-cluster,
+ * $KUBECONFIG, ~/.kube/config), or returns undefined when there is no API server to talk to. An
+ * unusable kubeconfig throws StartupError naming it.
  */
 export async function createKubernetes(
-  _config: Config,
-  _deps: KubernetesDeps,
+  config: Config,
+  deps: KubernetesDeps,
 ): Promise<Kubernetes | undefined> {
-  return undefined;
+  const access = resolveKubeConfig({ kubeconfig: config.kubeconfig, env: deps.env });
+  if (access === undefined) return undefined;
+  const { log } = deps;
+  log.info({ source: access.source, server: access.server }, 'using the Kubernetes API server');
+  const kdeps = { kubeConfig: access.kubeConfig, log: log.child({ stage: 'kube' }) };
+  const cluster = new KubeCluster({ podRetention: config.podRetention }, kdeps);
+  cluster.start();
+
+  let discovery: CollectorDiscovery | undefined;
+  let found: KubeDiscovery | undefined;
+  if (config.command === 'exporter' && (config.collectors === undefined || config.collectors.length === 0)) {
+    const kd = new KubeDiscovery(
+      {
+        namespace: config.namespace,
+        collectorSelector: config.collectorSelector,
+        collectorPort: config.collectorPort,
+      },
+      kdeps,
+    );
+    kd.start();
+    found = kd;
+    const opts = { timeoutMs: config.pullTimeout, maxBytes: config.pullMaxBytes };
+    // One client per URL for as long as the pod is up: its id names it in self-metrics.
+    let clients = new Map<string, CollectorClient>();
+    discovery = {
+      current: () => {
+        const next = new Map<string, CollectorClient>();
+        for (const url of kd.current()) next.set(url, clients.get(url) ?? new HttpCollectorClient(url, opts));
+        clients = next;
+        return [...next.values()];
+      },
+    };
+  }
+
+  return {
+    cluster,
+    discovery,
+    notReady: () => {
+      if (!cluster.synced()) return 'Kubernetes cluster view not synced yet';
+      if (found !== undefined && !found.synced()) return 'collector discovery not synced yet';
+      return undefined;
+    },
+    whenSynced: async () => {
+      await Promise.all([cluster.whenSynced(), found?.whenSynced()]);
+    },
+    close: async () => {
+      await Promise.all([cluster.close(), found?.close()]);
+    },
+  };
 }

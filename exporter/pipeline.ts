@@ -104,6 +104,7 @@ export class Pipeline {
 
   /** Runs a round now and then every `export-interval`, until close(). */
   start(): void {
+    if (this.abort.signal.aborted) return;
     const tick = () => {
       const began = this.clock();
       this.current = this.runOnce()

@@ -49,7 +49,8 @@ async function collector(node: string) {
 function podflow(args: string[], env: Record<string, string> = {}) {
   const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'cmd/podflow.ts', ...args], {
     cwd: ROOT,
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
+    // No HOME: a ~/.kube/config of the machine must not turn on Kubernetes discovery.
+    env: { PATH: process.env.PATH, HOME: '/nonexistent', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
