@@ -421,6 +421,39 @@ describe.skipIf(!root)('Cilium conntrack source on real BPF maps', () => {
     expect(s).toMatchObject({ orig: [6500, 20], reply: [0, 0] });
   });
 
+  it('v1.16 without conntrack accounting: no counters, one warning; detected once counters appear', async () => {
+    const dir = newDir();
+    await makeMaps(dir);
+    const v = (bytes: number, packets: number) => ctValue16({ bytes, packets, lifetime: live() });
+    await put(dir, [{ map: 'cilium_ct4_global', key: egressKey, value: v(0, 0) }]);
+    const logs: string[] = [];
+    const { pino } = await import('pino');
+    const log = pino({ level: 'info' }, { write: (line: string) => logs.push(line) });
+    const src = new CiliumSource(cfg(dir), { log });
+    open.push(src);
+    await src.start();
+    const reducer = createReducer({ groupPublicIps: false }, { podIndex });
+    const first = await reducer.tick(src);
+    expect([first.noCounters, src.currentLayout]).toEqual([1, undefined]);
+    // Accounting switched on in the agent: counters appear. Detection is retried every 12 reads.
+    await put(dir, [{ map: 'cilium_ct4_global', key: egressKey, value: v(4000, 9) }]);
+    const flows = [];
+    for (let i = 0; i < 13; i++) flows.push(...(await reducer.tick(src)).flows);
+    expect(src.currentLayout).toBe('v1.16');
+    expect(flows).toEqual([
+      {
+        src: '10.0.1.5',
+        dst: '93.184.216.34',
+        proto: 6,
+        txBytes: 4000,
+        rxBytes: 0,
+        txPackets: 9,
+        rxPackets: 0,
+      },
+    ]);
+    expect(logs.filter((l) => l.includes('carry no traffic counters'))).toHaveLength(1);
+  });
+
   it('pod to pod on one node: OUT and IN entries are two samples, each owned by its local end', async () => {
     const dir = newDir();
     await makeMaps(dir);

@@ -52,6 +52,8 @@ import {
 const CHUNK = 8192;
 const LIFETIME_SAMPLE = 4096;
 const VALUE_WORDS = CT_VALUE_SIZE / 4;
+/** Reads between two detection attempts while the layout or clock is still unknown. */
+const DETECT_EVERY = 12;
 
 export interface CiliumSourceConfig {
   /** Where the maps are pinned (option `cilium-bpf-path`). */
@@ -121,6 +123,9 @@ export class CiliumSource implements ConntrackSource {
   private readonly expired = new Map<number, Expired>();
   private gen = 0;
   private salt = 0;
+  /** Read number from which layout/clock detection may run again. */
+  private nextDetect = 0;
+  private warnedNoCounters = false;
   private readonly forcedMode: ReadMode | undefined;
 
   constructor(
@@ -218,7 +223,11 @@ export class CiliumSource implements ConntrackSource {
       m.present = this.refresh(m);
       if (!m.present && wasPresent) interrupted = true; // gone (Cilium restarting): keep its connections once
     }
-    if (this.layout === undefined || this.clock === undefined) await this.detect(bpf);
+    if (this.needsDetection() && this.gen >= this.nextDetect) {
+      await this.detect(bpf);
+      // Undecided (no counters, no entries): try again later, not on every tick (it costs a read).
+      if (this.needsDetection()) this.nextDetect = this.gen + DETECT_EVERY;
+    }
     const now = this.clock?.now() ?? 0;
     let entries = 0;
     for (const m of this.maps) {
@@ -284,6 +293,7 @@ export class CiliumSource implements ConntrackSource {
         // A new map may come from a different Cilium version or configuration.
         if (this.config.ciliumLayout === 'auto') this.layout = undefined;
         if (this.config.ciliumClock === 'auto') this.clock = undefined;
+        this.nextDetect = 0;
       }
       m.fd = fd;
       m.id = info.id;
@@ -411,6 +421,10 @@ export class CiliumSource implements ConntrackSource {
     }
   }
 
+  private needsDetection(): boolean {
+    return this.layout === undefined || (this.clock === undefined && this.config.ciliumClock === 'auto');
+  }
+
   /** Reads the maps once to detect the value layout and/or the lifetime clock. */
   private async detect(bpf: Bpf): Promise<void> {
     let layout: Layout | undefined;
@@ -432,6 +446,12 @@ export class CiliumSource implements ConntrackSource {
     if (this.layout === undefined && layout !== undefined) {
       this.layout = layout;
       this.log.info({ layout }, 'Cilium conntrack value layout detected');
+    } else if (this.layout === undefined && sampled > 0 && !this.warnedNoCounters) {
+      this.warnedNoCounters = true;
+      this.log.warn(
+        { entries: sampled },
+        "Cilium's conntrack entries carry no traffic counters: Cilium ≥ 1.16 counts only with bpf-conntrack-accounting (or set --cilium-layout); flows have no bytes until then",
+      );
     }
     if (this.clock === undefined && this.config.ciliumClock === 'auto' && sampled > 0) {
       const k = ktimeClock(this.mono);
