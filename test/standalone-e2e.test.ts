@@ -170,14 +170,15 @@ describe.skipIf(!root)('podflow standalone end to end', () => {
 
   it('counts exactly the bytes conntrack counted, as Prometheus scrapes them', async () => {
     // Servers: in the peer (the host connects out) and in the host (the peer connects in).
-    const [tcp4, tcp6, udp4, udp6, tcpIn] = await Promise.all([
+    const [tcp4, tcp6, udp4, udp6, tcpIn, udpIn6] = await Promise.all([
       startServer(peer, 'tcp', addr.b4),
       startServer(peer, 'tcp', addr.b6),
       startServer(peer, 'udp', addr.b4),
       startServer(peer, 'udp', addr.b6),
       startServer(host, 'tcp', addr.a4),
+      startServer(host, 'udp', addr.a6),
     ]);
-    servers.push(tcp4!, tcp6!, udp4!, udp6!, tcpIn!);
+    servers.push(tcp4!, tcp6!, udp4!, udp6!, tcpIn!, udpIn6!);
     // The HTTP log sink's receiver, on the host namespace's loopback (not a flow: loopback is skipped).
     const receiver = host.spawn(process.execPath, ['-e', RECEIVER_JS, String(RECEIVER_PORT)]);
     const received = new Map<string, { tx: number; rx: number; n: number; node: string[] }>();
@@ -237,16 +238,17 @@ describe.skipIf(!root)('podflow standalone end to end', () => {
       runClient(host, 'udp', addr.b4, udp4!.port, { send: 500, receive: 1_200, count: 4 }),
       runClient(host, 'udp', addr.b6, udp6!.port, { send: 900, receive: 100, count: 2 }),
       runClient(peer, 'tcp', addr.a4, tcpIn!.port, { send: 40_000, receive: 5_000, count: 2 }),
+      runClient(peer, 'udp', addr.a6, udpIn6!.port, { send: 1_300, receive: 600, count: 3 }),
     ]);
     for (const r of results) expect(r.failed).toBe(0);
-    const payloadOut = 5 * 10_000 + 3 * 2_000 + 4 * 500 + 2 * 900 + 2 * 5_000;
-    const payloadIn = 5 * 30_000 + 3 * 70_000 + 4 * 1_200 + 2 * 100 + 2 * 40_000;
+    const payloadOut = 5 * 10_000 + 3 * 2_000 + 4 * 500 + 2 * 900 + 2 * 5_000 + 3 * 600;
+    const payloadIn = 5 * 30_000 + 3 * 70_000 + 4 * 1_200 + 2 * 100 + 2 * 40_000 + 3 * 1_300;
 
     // Let the last ACKs land, then take conntrack's own accounting of the host's connections.
     await new Promise((resolve) => setTimeout(resolve, 1000));
     const { expected, counted } = await expectedFromConntrack(host, [addr.a4, addr.a6]);
-    // 5 + 3 + 4 + 2 + 2 connections; headers come on top of the payload.
-    expect(counted).toBe(16);
+    // 5 + 3 + 4 + 2 out, 2 + 3 in; headers come on top of the payload.
+    expect(counted).toBe(19);
     expect(expected.tx).toBeGreaterThan(payloadOut);
     expect(expected.rx).toBeGreaterThan(payloadIn);
 
