@@ -1,7 +1,8 @@
 // The native addon against real pinned BPF maps on a private bpffs mount: read-only open, map info,
 // bulk read through BPF_MAP_LOOKUP_BATCH and through the per-key walk, errors with errno codes.
 import { execFile } from 'node:child_process';
-import { chmodSync, readFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -95,6 +96,26 @@ describe.skipIf(!root)('native BPF map reader', () => {
     const flags = /^flags:\s+([0-7]+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))?.[1];
     expect(flags).toBeDefined();
     expect(Number.parseInt(flags!, 8) & 3).toBe(0);
+  });
+
+  it('opens maps through a read-only mount (BPF_F_RDONLY asks for read access only)', async () => {
+    const path = join(mnt.dir, 'ro_map');
+    await createMap(path, { type: 9, keySize: 14, valueSize: 56, maxEntries: 64 });
+    await putEntries(path, 14, 56, records(3, 14, 56, 1));
+    const ro = mkdtempSync(join(tmpdir(), 'pf-bpf-ro-'));
+    try {
+      await execFileP('mount', ['--bind', mnt.dir, ro]);
+      await execFileP('mount', ['-o', 'remount,bind,ro', ro]);
+      const fd = bpf.openPinned(join(ro, 'ro_map'));
+      try {
+        expect(readAll(bpf, fd, 14, 56, Buffer.alloc(64 * 14), Buffer.alloc(64 * 56), 'batch')).toBe(3);
+      } finally {
+        bpf.close(fd);
+      }
+    } finally {
+      await execFileP('umount', [ro]).catch(() => execFileP('umount', ['-l', ro]));
+      rmSync(ro, { recursive: true, force: true });
+    }
   });
 
   it('reads every entry, identically through the batch and the per-key path', async () => {
