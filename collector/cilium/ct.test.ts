@@ -99,6 +99,20 @@ describe('fillSample', () => {
     expect(Number.isSafeInteger(s.key) && s.key >= 0).toBe(true);
   });
 
+  it('gives 200k distinct tuples distinct identities, also in the low 32 bits of key plus key2', () => {
+    const s = new CiliumSample();
+    const v = valueView(Buffer.from(value([0, 0, 0, 0], 1)));
+    const seen = new Set<string>();
+    const n = 200_000;
+    for (let i = 0; i < n; i++) {
+      // Few addresses, many ports: the shape of a busy node.
+      const k = key4([10, 0, 1, i % 200], [10, 9, (i >> 8) & 7, i & 255], 1024 + (i % 50000), 443, 6, i % 2);
+      fillSample(s, k, 0, v, 0, 4, 'v1.15');
+      seen.add(`${s.key % 2 ** 32}:${s.key2}`);
+    }
+    expect(seen.size).toBe(n);
+  });
+
   it('formats IPv6 addresses in RFC 5952 form', () => {
     const s = new CiliumSample();
     const k = Buffer.alloc(38);

@@ -180,9 +180,9 @@ export function layoutEvidence(
   return sawLater ? 'v1.16' : undefined;
 }
 
-// Identity of the raw key for the tracker: `key` a 53-bit Murmur3-style hash of the addresses,
-// protocol, flags and family; `key2` the two ports exactly. OUT and IN entries of one connection share
-// the tuple but not the flags: two identities.
+// Identity of the raw key for the tracker: `key` (53 bits) and `key2` (32 bits), Murmur3-style hashes
+// of the whole key (addresses, ports, protocol, flags) and the family. OUT and IN entries of one
+// connection share the tuple but not the flags: two identities.
 function mix(h: number, k: number): number {
   k = Math.imul(k, 0xcc9e2d51);
   k = (k << 15) | (k >>> 17);
@@ -211,8 +211,10 @@ function hashKey(s: CiliumSample, b: Buffer, o: number, a: number): void {
     h2 = mix(h2, w ^ 0x5bd1e995);
   }
   const meta = b[end + 4] | (b[end + 5] << 8) | (a << 16);
-  h1 = mix(h1, meta);
-  h2 = mix(h2, meta);
+  const ports = (b[end] << 24) | (b[end + 1] << 16) | (b[end + 2] << 8) | b[end + 3];
+  h1 = mix(mix(h1, meta), ports);
+  h2 = mix(mix(h2, meta), ports);
+  // Consumers may keep only the low 32 bits of `key` (from h2) beside `key2` (from h1): 64 bits.
   s.key = (fmix(h1) >>> 11) * 4294967296 + fmix(h2);
-  s.key2 = ((b[end] << 24) | (b[end + 1] << 16) | (b[end + 2] << 8) | b[end + 3]) >>> 0;
+  s.key2 = fmix(h1 ^ 0x2545f491);
 }
