@@ -219,3 +219,53 @@ describe('PrometheusSink and the Registry', () => {
     expect(() => new PrometheusSink(config(), { registry })).toThrow(/already registered/);
   });
 });
+
+describe('PrometheusSink series identity', () => {
+  it('keeps 200,000 series apart (hash collisions are chained) with exact totals', async () => {
+    const registry = new Registry();
+    const sink = new PrometheusSink(config({ metricsLabels: ['src_pod', 'dst_ip'] }), { registry });
+    const flows: EnrichedFlow[] = [];
+    for (let i = 0; i < 200_000; i++) {
+      flows.push({ ...pub, srcPod: `p${i % 500}`, dstIp: `203.0.${i >> 8}.${i & 255}`, txBytes: i });
+    }
+    await sink.push(flows);
+    await sink.push(flows);
+    expect(sink.seriesCount).toBe(200_000);
+    const text = await block(registry, 'podflow_transmit_bytes_total');
+    const lines = text.split('\n').slice(2);
+    expect(lines).toHaveLength(200_000);
+    const got = new Map(
+      lines.map((l) => [l.slice(0, l.lastIndexOf(' ')), Number(l.slice(l.lastIndexOf(' ') + 1))]),
+    );
+    for (const i of [0, 1, 255, 256, 99_999, 199_999]) {
+      const key = `podflow_transmit_bytes_total{src_pod="p${i % 500}",dst_ip="203.0.${i >> 8}.${i & 255}"}`;
+      expect(got.get(key)).toBe(2 * i);
+    }
+    expect([...got.values()].reduce((a, v) => a + v, 0)).toBe(2 * ((199_999 * 200_000) / 2));
+  });
+
+  it('re-interns label values after churn and still finds and counts series', async () => {
+    const registry = new Registry();
+    let now = 0;
+    const sink = new PrometheusSink(
+      config({ metricsLabels: ['src_pod'], metricsTtl: 60_000 }),
+      { registry },
+      () => now,
+    );
+    await sink.push(Array.from({ length: 5000 }, (_, i) => ({ ...base, srcPod: `old-${i}`, txBytes: 1 })));
+    now = 61_000;
+    const fresh = Array.from({ length: 10 }, (_, i) => ({ ...base, srcPod: `new-${i}`, txBytes: i }));
+    await sink.push(fresh);
+    expect(sink.seriesCount).toBe(10);
+    await sink.push(fresh);
+    await sink.push([{ ...base, srcPod: 'old-7', txBytes: 5 }]);
+    expect(sink.seriesCount).toBe(11);
+    const lines = (await block(registry, 'podflow_transmit_bytes_total')).split('\n').slice(2).sort();
+    expect(lines).toEqual(
+      [
+        ...Array.from({ length: 10 }, (_, i) => `podflow_transmit_bytes_total{src_pod="new-${i}"} ${2 * i}`),
+        'podflow_transmit_bytes_total{src_pod="old-7"} 5',
+      ].sort(),
+    );
+  });
+});

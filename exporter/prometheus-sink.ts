@@ -72,6 +72,12 @@ function egressdLabels(): LabelSpec[] {
 }
 
 interface Series {
+  /** Interned id of each label value (see `intern`), the series' identity. */
+  ids: Int32Array;
+  /** The label values, to re-intern when the tables are rebuilt. */
+  values: string[];
+  /** Next series with the same hash. */
+  next: Series | undefined;
   /** `{name="value",...}`, escaped once when the series is created. */
   labelText: string;
   /** Last push that touched the series (clock ms). */
@@ -88,7 +94,10 @@ interface Family {
   value: (s: Series) => number;
 }
 
-const SEP = '\u0001';
+function sameIds(a: Int32Array, b: Int32Array): boolean {
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
 
 /** Prometheus text format escaping of a label value (backslash, double quote, newline). */
 const escapeLabel = (v: string) =>
@@ -106,7 +115,17 @@ export class PrometheusSink implements Sink {
   private readonly labels: LabelSpec[];
   private readonly getters: Getter[];
   private readonly families: Family[];
-  private readonly series = new Map<string, Series>();
+  /**
+   * Series by hash of their label ids, chained on collision. A flow's series is found from one
+   * interned-id lookup per label (label values are shared strings, their hashes cached) instead of
+   * building and hashing a joined key string per flow.
+   */
+  private byHash = new Map<number, Series>();
+  private count = 0;
+  /** Per label: value → id. Rebuilt from the live series when expired values pile up. */
+  private interns: Map<string, number>[];
+  private nextIds: number[];
+  private readonly scratch: Int32Array;
   private lastExpire = Number.NEGATIVE_INFINITY;
 
   constructor(
@@ -117,6 +136,9 @@ export class PrometheusSink implements Sink {
     const egressd = config.metricsPrefix === 'egressd';
     this.labels = egressd ? egressdLabels() : podflowLabels(config);
     this.getters = this.labels.map((l) => l.get);
+    this.interns = this.labels.map(() => new Map());
+    this.nextIds = this.labels.map(() => 0);
+    this.scratch = new Int32Array(this.labels.length);
     const p = config.metricsPrefix;
     this.families = [
       {
@@ -157,7 +179,7 @@ export class PrometheusSink implements Sink {
 
   /** Number of flow series currently exported (per counter). */
   get seriesCount(): number {
-    return this.series.size;
+    return this.count;
   }
 
   /** The flow counters in Prometheus text format, one block per counter, ending with a newline. */
@@ -167,7 +189,11 @@ export class PrometheusSink implements Sink {
       const f = this.families[i];
       if (i > 0) out += '\n';
       out += `# HELP ${f.name} ${f.help}\n# TYPE ${f.name} counter\n`;
-      for (const s of this.series.values()) out += `${f.name}${s.labelText} ${f.value(s)}\n`;
+      for (const head of this.byHash.values()) {
+        for (let s: Series | undefined = head; s !== undefined; s = s.next) {
+          out += `${f.name}${s.labelText} ${f.value(s)}\n`;
+        }
+      }
     }
     return out;
   }
@@ -175,32 +201,25 @@ export class PrometheusSink implements Sink {
   async push(flows: readonly EnrichedFlow[]): Promise<void> {
     const now = this.clock();
     const getters = this.getters;
+    const interns = this.interns;
+    const ids = this.scratch;
     const n = getters.length;
     for (let i = 0; i < flows.length; i++) {
       const f = flows[i];
-      let key = '';
-      for (let j = 0; j < n; j++) key += getters[j](f) + SEP;
-      let s = this.series.get(key);
-      if (s === undefined) {
-        // Built with join, not +=: a string grown piece by piece stays a rope of small objects,
-        // several times its length in memory, for as long as the series lives.
-        const values = new Array<string>(n + 1);
-        const pairs = new Array<string>(n);
-        for (let j = 0; j < n; j++) {
-          values[j] = getters[j](f);
-          pairs[j] = `${this.labels[j].name}="${escapeLabel(values[j])}"`;
+      let h = 0x811c9dc5 | 0;
+      for (let j = 0; j < n; j++) {
+        const v = getters[j](f);
+        let id = interns[j].get(v);
+        if (id === undefined) {
+          id = this.nextIds[j]++;
+          interns[j].set(v, id);
         }
-        values[n] = '';
-        s = {
-          labelText: `{${pairs.join(',')}}`,
-          last: now,
-          txBytes: 0,
-          rxBytes: 0,
-          txPackets: 0,
-          rxPackets: 0,
-        };
-        this.series.set(values.join(SEP), s);
+        ids[j] = id;
+        h = Math.imul(h ^ id, 0x01000193);
       }
+      let s = this.byHash.get(h);
+      while (s !== undefined && !sameIds(s.ids, ids)) s = s.next;
+      if (s === undefined) s = this.create(f, h, now);
       s.last = now;
       s.txBytes += f.txBytes;
       s.rxBytes += f.rxBytes;
@@ -209,7 +228,33 @@ export class PrometheusSink implements Sink {
     }
     // The pipeline pushes once per collector: scan for idle series at most once a second.
     if (now - this.lastExpire >= 1000) this.expire(now);
-    this.deps.metrics?.series.set(this.series.size);
+    this.deps.metrics?.series.set(this.count);
+  }
+
+  private create(f: EnrichedFlow, h: number, now: number): Series {
+    const n = this.getters.length;
+    const values = new Array<string>(n);
+    const pairs = new Array<string>(n);
+    for (let j = 0; j < n; j++) {
+      values[j] = this.getters[j](f);
+      pairs[j] = `${this.labels[j].name}="${escapeLabel(values[j])}"`;
+    }
+    const s: Series = {
+      ids: this.scratch.slice(),
+      values,
+      next: this.byHash.get(h),
+      // Built with join, not +=: a string grown piece by piece stays a rope of small objects,
+      // several times its length in memory, for as long as the series lives.
+      labelText: `{${pairs.join(',')}}`,
+      last: now,
+      txBytes: 0,
+      rxBytes: 0,
+      txPackets: 0,
+      rxPackets: 0,
+    };
+    this.byHash.set(h, s);
+    this.count++;
+    return s;
   }
 
   /** Removes series not updated within `metrics-ttl` (Prometheus then marks them stale). */
@@ -217,7 +262,49 @@ export class PrometheusSink implements Sink {
     this.lastExpire = now;
     const ttl = this.config.metricsTtl;
     if (ttl <= 0) return;
-    for (const [key, s] of this.series) if (now - s.last >= ttl) this.series.delete(key);
+    let removed = 0;
+    for (const [h, head] of this.byHash) {
+      let keep: Series | undefined;
+      let tail: Series | undefined;
+      for (let s: Series | undefined = head; s !== undefined; s = s.next) {
+        if (now - s.last >= ttl) {
+          removed++;
+          continue;
+        }
+        if (tail === undefined) keep = s;
+        else tail.next = s;
+        tail = s;
+      }
+      if (tail !== undefined) tail.next = undefined;
+      if (keep === undefined) this.byHash.delete(h);
+      else if (keep !== head) this.byHash.set(h, keep);
+    }
+    this.count -= removed;
+    // Ids of values no live series uses would pile up with pod churn: re-intern now and then.
+    if (removed > 0 && this.interns.some((m) => m.size > 2 * this.count + 1000)) this.reintern();
+  }
+
+  private reintern(): void {
+    const live: Series[] = [];
+    for (const head of this.byHash.values())
+      for (let s: Series | undefined = head; s; s = s.next) live.push(s);
+    this.interns = this.labels.map(() => new Map());
+    this.nextIds = this.labels.map(() => 0);
+    this.byHash = new Map();
+    for (const s of live) {
+      let h = 0x811c9dc5 | 0;
+      for (let j = 0; j < s.values.length; j++) {
+        let id = this.interns[j].get(s.values[j]);
+        if (id === undefined) {
+          id = this.nextIds[j]++;
+          this.interns[j].set(s.values[j], id);
+        }
+        s.ids[j] = id;
+        h = Math.imul(h ^ id, 0x01000193);
+      }
+      s.next = this.byHash.get(h);
+      this.byHash.set(h, s);
+    }
   }
 
   async close(_deadline: number): Promise<void> {}
