@@ -43,9 +43,9 @@ export interface ConnSample {
   /**
    * The one end this entry is accounted from, when the source knows it: Cilium keeps a separate
    * entry per local endpoint (OUT: opened by the local `origSrc`; IN: opened toward the local
-   * `origDst`), so a pod-to-pod connection on one node appears twice, once from each end. The
-   * reducer then reports the entry only from that end (if local). Absent (netfilter: one entry per
-   * connection): from every end that is local.
+   * `origDst`), so a pod-to-pod connection on one node appears twice, once from each end. Such an
+   * entry must be reported only from that end (if local), or that connection is counted twice.
+   * Absent (netfilter: one entry per connection): from every end that is local.
    */
   localEnd?: 'src' | 'dst';
 }
