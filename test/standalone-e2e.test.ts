@@ -4,6 +4,7 @@
 // equal, byte for byte, what conntrack itself counted for those connections.
 // Also the executable's start-up failures: missing permission and bad options, one line each.
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PullResponse } from '../shared/flow.js';
 import {
   cleanupAll,
+  createNetns,
   createPair,
   kill,
   type Netns,
@@ -508,4 +510,34 @@ describe('podflow executable start-up errors', () => {
       ]);
     },
   );
+
+  it.skipIf(!root)('says in one line that the listen address is taken, and exits non-zero', async () => {
+    const ns = await createNetns('cli');
+    try {
+      const args = [BIN, 'collector', '--listen', '127.0.0.1:9470', '--interval', '1s'];
+      const first = ns.spawn(process.execPath, args);
+      await waitFor('first collector ready', async () => {
+        const { stdout } = await ns.exec('curl', [
+          '-s',
+          '-o',
+          '/dev/null',
+          '-w',
+          '%{http_code}',
+          'http://127.0.0.1:9470/readyz',
+        ]);
+        return stdout === '200' ? true : undefined;
+      });
+      const second = ns.spawn(process.execPath, args);
+      let stderr = '';
+      second.stderr?.on('data', (d) => {
+        stderr += d;
+      });
+      const [code] = (await once(second, 'exit')) as [number | null];
+      expect(code).toBe(1);
+      expect(plainLines(stderr)).toEqual(['podflow: --listen 127.0.0.1:9470: address already in use']);
+      await kill(first);
+    } finally {
+      await cleanupAll();
+    }
+  });
 });
