@@ -156,7 +156,8 @@ export class Pipeline {
     let pulled = 0;
     let flowCount = 0;
     let acked = 0;
-    const failedSinks = new Set<string>();
+    /** Per refusing sink: how many collectors' batches it refused, and the first reason. */
+    const failedSinks = new Map<string, { collectors: number; flows: number; err: unknown }>();
     // Pushes settle outside the pull slots: a sink that takes its time (HTTP retries) does not stop
     // the next collectors from being pulled and counted.
     const settling: Promise<void>[] = [];
@@ -180,15 +181,33 @@ export class Pipeline {
       );
     });
     await Promise.all(settling);
+    // One line per refusing sink and round, not one per collector.
+    for (const [sink, f] of failedSinks) {
+      this.deps.log.warn(
+        { err: f.err, sink, collectors: f.collectors, flows: f.flows },
+        'sink refused batches: they stay unacknowledged and come again',
+      );
+    }
     this.forget(now);
     metrics?.flows.inc(flowCount);
     this.rounds++;
     metrics?.cycleDuration.observe((performance.now() - began) / 1000);
-    return { collectors: clients.length, pulled, flows: flowCount, failedSinks: [...failedSinks], acked };
+    return {
+      collectors: clients.length,
+      pulled,
+      flows: flowCount,
+      failedSinks: [...failedSinks.keys()],
+      acked,
+    };
   }
 
   /** Pushes to sink `si` the batches of `p` it has not taken yet; records how far it got. */
-  private async pushOne(sink: Sink, si: number, p: Pulled, failed: Set<string>): Promise<void> {
+  private async pushOne(
+    sink: Sink,
+    si: number,
+    p: Pulled,
+    failed: Map<string, { collectors: number; flows: number; err: unknown }>,
+  ): Promise<void> {
     const { state } = p;
     const delivered = state.delivered[si];
     let first = -1;
@@ -223,12 +242,11 @@ export class Pipeline {
       this.deps.metrics?.sinkPushes.inc({ sink: sink.name });
       if (state.delivered[si] < last) state.delivered[si] = last;
     } catch (err) {
-      failed.add(sink.name);
+      const f = failed.get(sink.name) ?? { collectors: 0, flows: 0, err };
+      f.collectors++;
+      f.flows += flows.length;
+      failed.set(sink.name, f);
       this.deps.metrics?.sinkFailures.inc({ sink: sink.name });
-      this.deps.log.warn(
-        { err, sink: sink.name, collector: p.client.id, flows: flows.length },
-        'sink refused: batches stay unacknowledged and come again',
-      );
     }
   }
 
