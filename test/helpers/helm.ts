@@ -345,3 +345,52 @@ export function selectorMatches(selector: string, labels: Record<string, string>
     return labels[k.trim()] === v?.trim();
   });
 }
+
+/** A container's view rebuilt under a directory: what runContainer needs to start it for real. */
+export interface Sandbox {
+  /** podflow's arguments, container paths moved under `root`. */
+  args: string[];
+  env: Record<string, string>;
+  /** Host directories to bind-mount (hostPath volumes), at their place under `root`. */
+  binds: { host: string; target: string }[];
+}
+
+/**
+ * Lays out `container`'s volumes under `root` (ConfigMap items as files, emptyDirs as directories,
+ * hostPaths as bind targets) and moves every absolute container path podflow receives (arguments
+ * and config file values) under `root`, so that the real program can run as the pod would.
+ */
+export function containerSandbox(
+  objects: K8sObject[],
+  workload: K8sObject,
+  container: string,
+  root: string,
+): Sandbox {
+  const inputs = containerInputs(objects, workload, container);
+  const pod = workload.spec.template.spec;
+  const c = pod.containers.find((x: { name: string }) => x.name === container);
+  const binds: Sandbox['binds'] = [];
+  const inside = (p: string) => join(root, p);
+  for (const m of c.volumeMounts ?? []) {
+    const vol = pod.volumes.find((v: { name: string }) => v.name === m.name);
+    mkdirSync(inside(m.mountPath), { recursive: true });
+    if (vol.hostPath) binds.push({ host: vol.hostPath.path, target: inside(m.mountPath) });
+    if (vol.configMap) {
+      const cm = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === vol.configMap.name);
+      const items: { key: string; path: string }[] =
+        vol.configMap.items ?? Object.keys(cm?.data ?? {}).map((key) => ({ key, path: key }));
+      for (const item of items) {
+        const doc = parseYaml(cm!.data[item.key]) as Record<string, unknown>;
+        for (const [k, v] of Object.entries(doc ?? {})) {
+          if (typeof v === 'string' && v.startsWith('/')) doc[k] = inside(v);
+        }
+        writeFileSync(join(inside(m.mountPath), item.path), JSON.stringify(doc));
+      }
+    }
+  }
+  const args = (c.args as string[]).map((a) => {
+    const m = /^(--[a-z0-9-]+=)(\/.*)$/.exec(a);
+    return m ? `${m[1]}${inside(m[2])}` : a;
+  });
+  return { args, env: inputs.env, binds };
+}

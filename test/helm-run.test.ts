@@ -1,0 +1,182 @@
+// The chart's containers started for real: for each value set, the rendered collector and exporter
+// are run as the pod would run them — the real `podflow` executable with the rendered arguments,
+// environment (downward API and Secret values filled in), ConfigMap files and hostPath mounts
+// (bind mounts) — inside a test network namespace standing in for the node. The collector must get
+// ready and turn on conntrack accounting through the mounted /proc/sys/net/netfilter; the exporter
+// must pass start-up validation and stop only where a cluster is needed (no API server here).
+import { type ChildProcess, execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { containerSandbox, helmRenderBinary, type K8sObject, REPO, renderChart } from './helpers/helm.js';
+import { cleanupAll, createNetns, kill, type Netns, requireRoot } from './helpers/netns.js';
+
+const execFileP = promisify(execFile);
+const BIN = join(REPO, 'bin/podflow.js');
+const root = requireRoot();
+
+/** A subset of the value sets of helm-chart.test.ts that changes what the containers receive. */
+const VARIANTS: Record<string, Record<string, unknown>> = {
+  defaults: {},
+  'netfilter, accounting already on': { collector: { source: 'netfilter', conntrackAcct: false } },
+  cilium: { collector: { source: 'cilium', cilium: { layout: 'v1.16' } } },
+  'http sink with a token': {
+    exporter: {
+      httpSink: { url: 'https://logs.example.test/ingest', gzip: true, token: { value: 't0ken' } },
+    },
+  },
+  'everything tuned': {
+    logLevel: 'debug',
+    excludeNamespaces: ['kube-system'],
+    hostNetworkPods: true,
+    groupPublicIps: true,
+    collector: {
+      interval: '2s',
+      port: 19470,
+      backlogMaxFlows: 200000,
+      config: { 'shutdown-timeout': '20s' },
+      extraArgs: ['--log-level=warn'],
+      extraEnv: [{ name: 'PODFLOW_INTERVAL', value: '3s' }],
+    },
+    exporter: {
+      port: 19471,
+      metricsPrefix: 'egressd',
+      metricsLabels: ['src_namespace', 'dst_type'],
+      metricsTtl: 0,
+      config: { 'metrics-pod-ips': true },
+      extraArgs: ['--shutdown-timeout', '15s'],
+    },
+  },
+};
+
+interface Run {
+  proc: ChildProcess;
+  output: () => string;
+  exited: Promise<number | null>;
+}
+
+describe.skipIf(!root)('chart containers started for real', () => {
+  let bin: string;
+  let ns: Netns;
+  const dirs: string[] = [];
+
+  beforeAll(async () => {
+    await execFileP('npm', ['run', 'build', '--silent'], { cwd: REPO });
+    bin = await helmRenderBinary();
+    ns = await createNetns('helm');
+    // The netfilter sysctls exist in a namespace once conntrack is in use there.
+    await ns.trackConnections({ acct: false });
+  }, 300_000);
+
+  afterAll(async () => {
+    await cleanupAll();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+
+  /** Starts the container's process in the namespace, in its own mount namespace with its binds. */
+  function start(objects: K8sObject[], workload: K8sObject, container: string): Run {
+    const dir = mkdtempSync(join(tmpdir(), 'pf-helm-run-'));
+    dirs.push(dir);
+    const sb = containerSandbox(objects, workload, container, join(dir, 'root'));
+    const env = {
+      ...sb.env,
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      HOME: dir,
+      KUBECONFIG: join(dir, 'none'),
+    };
+    const mounts = sb.binds.map((b) => `mount --bind '${b.host}' '${b.target}'`).join(' && ');
+    const script = `${mounts ? `${mounts} && ` : ''}exec "$@"`;
+    const argv = ['-c', script, 'sh', 'env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`)];
+    // A private mount namespace: the binds vanish with the process.
+    const proc = ns.spawn('unshare', [
+      '--mount',
+      '--propagation',
+      'private',
+      'sh',
+      ...argv,
+      process.execPath,
+      BIN,
+      ...sb.args,
+    ]);
+    let out = '';
+    proc.stdout?.on('data', (d) => {
+      out += d;
+    });
+    proc.stderr?.on('data', (d) => {
+      out += d;
+    });
+    const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+    return { proc, output: () => out, exited };
+  }
+
+  async function httpStatus(port: number, path: string): Promise<number> {
+    const { stdout } = await ns
+      .exec('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', `http://127.0.0.1:${port}${path}`])
+      .catch(() => ({ stdout: '0' }));
+    return Number(stdout.trim());
+  }
+
+  it.each(Object.keys(VARIANTS))(
+    '%s: the collector starts with what the chart gives it',
+    async (variant) => {
+      const { objects } = await renderChart(bin, { values: VARIANTS[variant], namespace: 'monitoring' });
+      const ds = objects.find((o) => o.kind === 'DaemonSet')!;
+      const c = ds.spec.template.spec.containers[0];
+      const port: number = c.ports[0].containerPort;
+      const cilium = c.args.includes('--source=cilium');
+      const acctMounted = c.volumeMounts.some((m: { name: string }) => m.name === 'netfilter-sysctl');
+      await ns.sysctl('net.netfilter.nf_conntrack_acct', 0);
+      const run = start(objects, ds, 'collector');
+      try {
+        if (cilium) {
+          // No Cilium here: start-up must get past the options and stop at the missing maps.
+          const code = await Promise.race([
+            run.exited,
+            new Promise<'running'>((r) => setTimeout(() => r('running'), 15_000)),
+          ]);
+          expect(code, run.output()).toBe(1);
+          expect(run.output()).toMatch(/Cilium/);
+          expect(run.output()).not.toMatch(/invalid|unknown|does not apply/);
+          return;
+        }
+        const deadline = Date.now() + 20_000;
+        while ((await httpStatus(port, '/readyz')) !== 200) {
+          if (run.proc.exitCode !== null)
+            throw new Error(`collector exited ${run.proc.exitCode}: ${run.output()}`);
+          if (Date.now() > deadline) throw new Error(`collector not ready: ${run.output()}`);
+          await new Promise((resolve) => setTimeout(resolve, 200));
+        }
+        expect(await httpStatus(port, '/healthz')).toBe(200);
+        // Accounting was turned on through the host directory the chart mounts (or left to the node).
+        expect(await ns.readSysctl('net.netfilter.nf_conntrack_acct')).toBe(acctMounted ? '1' : '0');
+      } finally {
+        await kill(run.proc);
+      }
+    },
+    60_000,
+  );
+
+  it.each(Object.keys(VARIANTS))(
+    '%s: the exporter passes start-up validation',
+    async (variant) => {
+      const { objects } = await renderChart(bin, { values: VARIANTS[variant], namespace: 'monitoring' });
+      const dep = objects.find((o) => o.kind === 'Deployment')!;
+      const run = start(objects, dep, 'exporter');
+      try {
+        // In a cluster it discovers collectors through the API server; here there is none, and that
+        // must be the first thing it stops at (exit 2 would mean an option was refused).
+        const code = await Promise.race([
+          run.exited,
+          new Promise<'running'>((r) => setTimeout(() => r('running'), 15_000)),
+        ]);
+        expect(code, run.output()).toBe(1);
+        expect(run.output()).toMatch(/--collectors.*Kubernetes/);
+      } finally {
+        await kill(run.proc);
+      }
+    },
+    60_000,
+  );
+});
