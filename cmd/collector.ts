@@ -35,7 +35,7 @@ export async function createCollectorGraph(
   registry: Registry,
 ): Promise<CollectorGraph> {
   const source = createSource(config, log);
-  const local = await createLocalIndex(config, log);
+  const local = await createLocalIndex(config, { log });
   const backlog = new Backlog({ backlogMaxFlows: config.backlogMaxFlows });
   const metrics = createCollectorMetrics(registry, {
     backlog: () => backlog.stats(),

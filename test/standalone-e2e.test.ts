@@ -326,6 +326,8 @@ describe.skipIf(!root)('podflow standalone end to end', () => {
   }, 120_000);
 });
 
+const NO_KUBE = { HOME: '/nonexistent', KUBECONFIG: '', KUBERNETES_SERVICE_HOST: '' };
+
 /** Runs the real executable and collects its exit code and stderr. */
 function runPodflow(
   args: string[],
@@ -335,7 +337,8 @@ function runPodflow(
     const wrap = opts.wrap ?? [];
     const cmd = wrap.length > 0 ? wrap[0]! : process.execPath;
     const argv = wrap.length > 0 ? [...wrap.slice(1), process.execPath, BIN, ...args] : [BIN, ...args];
-    const env = { ...process.env, ...opts.env };
+    // No kubeconfig to find, whatever the machine has: these are start-up checks without Kubernetes.
+    const env: NodeJS.ProcessEnv = { ...process.env, ...NO_KUBE, ...opts.env };
     for (const k of Object.keys(env)) if (k.startsWith('PODFLOW_') && !opts.env?.[k]) delete env[k];
     const child = spawn(cmd, argv, { env, stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
@@ -515,7 +518,7 @@ describe('podflow executable start-up errors', () => {
     const ns = await createNetns('cli');
     try {
       const args = [BIN, 'collector', '--listen', '127.0.0.1:9470', '--interval', '1s'];
-      const first = ns.spawn(process.execPath, args);
+      const first = ns.spawn(process.execPath, args, NO_KUBE);
       await waitFor('first collector ready', async () => {
         const { stdout } = await ns.exec('curl', [
           '-s',
@@ -527,7 +530,7 @@ describe('podflow executable start-up errors', () => {
         ]);
         return stdout === '200' ? true : undefined;
       });
-      const second = ns.spawn(process.execPath, args);
+      const second = ns.spawn(process.execPath, args, NO_KUBE);
       let stderr = '';
       second.stderr?.on('data', (d) => {
         stderr += d;
