@@ -74,6 +74,9 @@ class Reader {
     if (r.error) throw new Error(r.error);
     return r;
   }
+  stderrText(): string {
+    return this.stderr;
+  }
   /** Keeps the reader's event loop busy for `ms` (its sockets are not read meanwhile). */
   async block(ms: number): Promise<void> {
     this.proc.stdin!.write(`${JSON.stringify({ cmd: 'block', ms })}\n`);
@@ -363,6 +366,55 @@ describe.skipIf(!root)('netfilter source failure paths', () => {
       await runClient(pair.a, 'udp', pair.b4, udp.port, { send: 500, receive: 10, count: 1 });
       const next = await reader.tick();
       expect(next.flows.reduce((n, f) => n + f.txBytes, 0)).toBe(528);
+    } finally {
+      await reader.stop();
+    }
+  });
+
+  it('turns nf_conntrack_acct on at start, so that new connections carry counters', async () => {
+    const ns = await createNetns('acct');
+    await ns.trackConnections({ acct: false });
+    expect(await ns.readSysctl('net.netfilter.nf_conntrack_acct')).toBe('0');
+    const reader = await Reader.start(ns, {});
+    try {
+      await reader.ready();
+      expect(await ns.readSysctl('net.netfilter.nf_conntrack_acct')).toBe('1');
+    } finally {
+      await reader.stop();
+    }
+  });
+
+  it('warns once, clearly, when entries carry no byte counters', async () => {
+    const ns = await createNetns('nocount');
+    await ns.trackConnections({ acct: false });
+    const reader = await Reader.start(ns, { conntrackAcct: false });
+    try {
+      await reader.ready();
+      await ns.exec('conntrack', [
+        '-I',
+        '-p',
+        'udp',
+        '-s',
+        '10.9.0.1',
+        '-d',
+        '10.9.0.2',
+        '--sport',
+        '1',
+        '--dport',
+        '2',
+        '-t',
+        '60',
+      ]);
+      const t1 = await reader.tick();
+      const t2 = await reader.tick();
+      expect([t1.entries, t2.entries]).toEqual([1, 1]);
+      expect((t1 as TickOut & { noCounters: number }).noCounters).toBe(1);
+      const warnings = reader
+        .stderrText()
+        .split('\n')
+        .filter((l) => l.includes('conntrack entries carry no byte counters'));
+      expect(warnings.length).toBe(1);
+      expect(warnings[0]).toContain('nf_conntrack_acct');
     } finally {
       await reader.stop();
     }

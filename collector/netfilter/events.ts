@@ -83,10 +83,17 @@ export class ConntrackEvents {
   }
 
   private spawnChild(): Promise<void> {
-    // The child runs the same way we do (compiled JS, or TypeScript through the same loader).
-    const child = spawn(process.execPath, [...process.execArgv, CHILD, String(this.recvBufferSize)], {
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
+    // The child runs the same way we do: compiled JS, or TypeScript through a loader (tsx when the
+    // parent's own loader is not on its command line, e.g. under a test runner).
+    const loader =
+      CHILD.endsWith('.ts') && !process.execArgv.some((a) => a.includes('tsx')) ? ['--import', 'tsx'] : [];
+    const child = spawn(
+      process.execPath,
+      [...process.execArgv, ...loader, CHILD, String(this.recvBufferSize)],
+      {
+        stdio: ['pipe', 'pipe', 'pipe'],
+      },
+    );
     this.child = child;
     this.partial = undefined;
     // Once it listens, the collector's lifetime is not tied to the subscriber: close() ends it, and

@@ -6,7 +6,7 @@
 //   {"cmd":"dump"}  → {"entries":[{proto, origSrc, ..., origBytes, ...}], "stats": {...}}
 //   {"cmd":"exit"}
 // Options: {"local": ["10.1.0.1", ...], "groupPublicIps": false, "eventsRecvBuffer": n,
-//           "countExisting": false, "events": true}
+//           "countExisting": false, "events": true, "conntrackAcct": true}
 import { createInterface } from 'node:readline';
 import { RawNetlinkSocket } from 'netlink';
 import { AF_UNSPEC, buildDumpRequest, NLMSG_DONE } from '../../collector/netfilter/ctnetlink.js';
@@ -20,6 +20,7 @@ const opts = JSON.parse(process.argv[2] ?? '{}') as {
   eventsRecvBuffer?: number;
   countExisting?: boolean;
   events?: boolean;
+  conntrackAcct?: boolean;
 };
 const out = (o: unknown) => process.stdout.write(`${JSON.stringify(o)}\n`);
 const log = createLogger('warn');
@@ -27,7 +28,7 @@ const local = new Set(opts.local ?? []);
 const source = createNetfilterSource(
   {
     procPath: '/proc',
-    conntrackAcct: true,
+    conntrackAcct: opts.conntrackAcct ?? true,
     events: opts.events ?? true,
     eventsRecvBuffer: opts.eventsRecvBuffer,
   },
