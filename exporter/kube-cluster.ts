@@ -167,10 +167,29 @@ interface Tenant {
   gen: number;
 }
 
-interface Slot {
-  live: Tenant | undefined;
-  /** Ended holders, oldest first. */
-  ended: Tenant[];
+/**
+ * Everything known about one IP: pod holders, a service, a node. One Map of these serves a lookup
+ * with one hash probe and, on the fast path, one more object read: the answer for `at ≥ from` is
+ * cached in `ep` while `gen` matches the cluster's (any change to the entry resets `gen`).
+ */
+class IpEntry {
+  ep: Endpoint | undefined = undefined;
+  from = Number.POSITIVE_INFINITY;
+  gen = -1;
+  live: Tenant | undefined = undefined;
+  /** Ended holders, oldest first (at most 4). */
+  ended: Tenant[] | undefined = undefined;
+  service: Endpoint | undefined = undefined;
+  node: Endpoint | undefined = undefined;
+
+  empty(): boolean {
+    return (
+      this.live === undefined &&
+      (this.ended === undefined || this.ended.length === 0) &&
+      this.service === undefined &&
+      this.node === undefined
+    );
+  }
 }
 
 export class KubeCluster implements ClusterLookup {
@@ -179,12 +198,20 @@ export class KubeCluster implements ClusterLookup {
   private readonly replicaSets: KubeInformer<OwnedRecord>;
   private readonly jobs: KubeInformer<OwnedRecord>;
   private readonly services: KubeInformer<ServiceRecord>;
-  private readonly podIps = new Map<string, Slot>();
+  private readonly byIp = new Map<string, IpEntry>();
+  /**
+   * IP → answer for IPs whose answer does not depend on `at` (no ended holder): one Map.get and no
+   * further read on the hot path. Entries are dropped on any change to their IP; the whole map on
+   * a `gen` bump (owner or zone data that endpoints were built from changed).
+   */
+  private readonly fast = new Map<string, Endpoint>();
+  /** Owners (`ns/Kind/name`) and nodes that endpoints were built without: their arrival bumps gen. */
+  private readonly pendingOwners = new Set<string>();
+  private readonly pendingNodes = new Set<string>();
   private readonly podTenants = new Map<string, Tenant[]>();
-  private readonly serviceIps = new Map<string, Endpoint>();
   private readonly serviceKeys = new Map<string, string[]>();
-  private readonly nodeIps = new Map<string, Endpoint>();
   private readonly nodeByName = new Map<string, NodeRecord>();
+  private readonly owners = new Map<string, string>();
   private gen = 0;
   private sweepTimer: NodeJS.Timeout | undefined;
 
@@ -207,12 +234,16 @@ export class KubeCluster implements ClusterLookup {
     this.nodes.on('add', (n) => this.nodeChanged(n));
     this.nodes.on('update', (n) => this.nodeChanged(n));
     this.nodes.on('delete', (n) => this.nodeGone(n));
-    for (const inf of [this.replicaSets, this.jobs]) {
-      inf.on('add', () => this.gen++);
-      inf.on('delete', () => this.gen++);
-      // Status updates are frequent and leave the owner alone; only owner changes matter, and those
-      // are rare (adoption, orphaning): bump on every update would rebuild endpoints needlessly.
-      inf.on('update', (r) => this.ownerMaybeChanged(r));
+    for (const [inf, kind] of [
+      [this.replicaSets, 'ReplicaSet'],
+      [this.jobs, 'Job'],
+    ] as const) {
+      // Only what endpoints were built from matters: an owner they missed arriving, or an owner's
+      // own owner changing (adoption, orphaning). Status updates (frequent) and deletions (the pods
+      // go with them) change no endpoint.
+      inf.on('add', (r) => this.ownerSeen(kind, r));
+      inf.on('update', (r) => this.ownerSeen(kind, r));
+      inf.on('delete', (r) => this.owners.delete(`${kind}/${keyOf(r)}`));
     }
     this.services.on('add', (s) => this.serviceChanged(s));
     this.services.on('update', (s) => this.serviceChanged(s));
@@ -241,12 +272,12 @@ export class KubeCluster implements ClusterLookup {
   }
 
   lookup(ip: string, at: number): Endpoint | undefined {
-    const slot = this.podIps.get(ip);
-    if (slot !== undefined) {
-      const t = this.pick(slot, at);
-      if (t !== undefined) return t.gen === this.gen && t.endpoint !== undefined ? t.endpoint : this.build(t);
-    }
-    return this.serviceIps.get(ip) ?? this.nodeIps.get(ip);
+    const ep = this.fast.get(ip);
+    if (ep !== undefined) return ep;
+    const e = this.byIp.get(ip);
+    if (e === undefined) return undefined;
+    if (e.gen === this.gen && at >= e.from) return e.ep;
+    return this.resolve(ip, e, at);
   }
 
   nodeZone(node: string): string | undefined {
@@ -266,16 +297,26 @@ export class KubeCluster implements ClusterLookup {
 
   /** Sizes, for tests and self-metrics. */
   stats(): { podIps: number; serviceIps: number; nodeIps: number } {
-    return { podIps: this.podIps.size, serviceIps: this.serviceIps.size, nodeIps: this.nodeIps.size };
+    let podIps = 0;
+    let serviceIps = 0;
+    let nodeIps = 0;
+    for (const e of this.byIp.values()) {
+      if (e.live !== undefined || (e.ended !== undefined && e.ended.length > 0)) podIps++;
+      if (e.service !== undefined) serviceIps++;
+      if (e.node !== undefined) nodeIps++;
+    }
+    return { podIps, serviceIps, nodeIps };
   }
 
   /** Drop ended pods whose retention has passed. Runs on a timer. */
   sweep(): void {
     const horizon = this.clock.now() - this.config.podRetention;
-    for (const [ip, slot] of this.podIps) {
-      if (slot.ended.length === 0) continue;
-      slot.ended = slot.ended.filter((t) => t.until >= horizon);
-      if (slot.ended.length === 0 && slot.live === undefined) this.podIps.delete(ip);
+    for (const [ip, e] of this.byIp) {
+      if (e.ended === undefined) continue;
+      const kept = e.ended.filter((t) => t.until >= horizon);
+      if (kept.length === e.ended.length) continue;
+      e.ended = kept.length > 0 ? kept : undefined;
+      this.dropIfEmpty(ip, e);
     }
   }
 
@@ -283,17 +324,69 @@ export class KubeCluster implements ClusterLookup {
     return [this.pods, this.nodes, this.replicaSets, this.jobs, this.services];
   }
 
-  private pick(slot: Slot, at: number): Tenant | undefined {
-    const live = slot.live;
+  private entry(ip: string): IpEntry {
+    let e = this.byIp.get(ip);
+    if (e === undefined) {
+      e = new IpEntry();
+      this.byIp.set(ip, e);
+    }
+    this.touched(ip, e);
+    return e;
+  }
+
+  /** An entry changed: cached answers for it are void. */
+  private touched(ip: string, e: IpEntry): void {
+    e.gen = -1;
+    this.fast.delete(ip);
+  }
+
+  private dropIfEmpty(ip: string, e: IpEntry): void {
+    this.touched(ip, e);
+    if (e.empty()) this.byIp.delete(ip);
+  }
+
+  private bump(): void {
+    this.gen++;
+    this.fast.clear();
+  }
+
+  /** The slow path: pick the holder for `at`, and cache the answer when it holds for all later `at`. */
+  private resolve(ip: string, e: IpEntry, at: number): Endpoint | undefined {
+    const t = this.pick(e, at);
+    let ep: Endpoint | undefined;
+    if (t !== undefined) {
+      ep = t.gen === this.gen && t.endpoint !== undefined ? t.endpoint : this.build(t);
+      if (t === e.live) {
+        e.ep = ep;
+        e.from = t.from;
+        e.gen = this.gen;
+      }
+    } else {
+      ep = e.service ?? e.node;
+      if (e.live === undefined && e.ended === undefined) {
+        e.ep = ep;
+        e.from = Number.NEGATIVE_INFINITY;
+        e.gen = this.gen;
+      }
+    }
+    // Without ended holders the answer is the same for every `at` (see pick): cache it.
+    if (ep !== undefined && e.ended === undefined) this.fast.set(ip, ep);
+    return ep;
+  }
+
+  private pick(e: IpEntry, at: number): Tenant | undefined {
+    const live = e.live;
     if (live !== undefined && at >= live.from) return live;
+    const ended = e.ended;
+    if (ended === undefined) return live;
     const retention = this.config.podRetention;
-    for (let i = slot.ended.length - 1; i >= 0; i--) {
-      const t = slot.ended[i];
+    for (let i = ended.length - 1; i >= 0; i--) {
+      const t = ended[i];
       if (at <= t.until + retention && at >= t.from) return t;
     }
     if (live !== undefined) return live;
     // A flow stamped before the pod's recorded start (clock skew between nodes): the latest one.
-    const last = slot.ended[slot.ended.length - 1];
+    const last = ended[ended.length - 1];
     return last !== undefined && at <= last.until + retention ? last : undefined;
   }
 
@@ -306,10 +399,16 @@ export class KubeCluster implements ClusterLookup {
       namespace: p.metadata.namespace ?? '',
       workload: this.workload(p),
       node,
-      zone: this.nodeByName.get(node)?.zone ?? '',
+      zone: this.zoneOf(node),
     };
     t.gen = this.gen;
     return t.endpoint;
+  }
+
+  private zoneOf(node: string): string {
+    const n = this.nodeByName.get(node);
+    if (n === undefined && node !== '') this.pendingNodes.add(node);
+    return n?.zone ?? '';
   }
 
   private workload(p: PodRecord): string {
@@ -319,12 +418,14 @@ export class KubeCluster implements ClusterLookup {
     if (o.kind === 'ReplicaSet') {
       const rs = this.replicaSets.get(o.name, ns);
       if (rs !== undefined) return rs.owner ? `${rs.owner.kind}/${rs.owner.name}` : `ReplicaSet/${o.name}`;
+      this.pendingOwners.add(`ReplicaSet/${ns ?? ''}/${o.name}`);
       // Not seen yet: Deployments name their ReplicaSets <deployment>-<pod-template-hash>.
       if (p.hash && o.name.endsWith(`-${p.hash}`)) return `Deployment/${o.name.slice(0, -p.hash.length - 1)}`;
       return `ReplicaSet/${o.name}`;
     }
     if (o.kind === 'Job') {
       const job = this.jobs.get(o.name, ns);
+      if (job === undefined) this.pendingOwners.add(`Job/${ns ?? ''}/${o.name}`);
       return job?.owner ? `${job.owner.kind}/${job.owner.name}` : `Job/${o.name}`;
     }
     return `${o.kind}/${o.name}`;
@@ -344,6 +445,8 @@ export class KubeCluster implements ClusterLookup {
         for (const t of held) {
           t.pod = p;
           t.endpoint = undefined;
+          const e = this.byIp.get(t.ip);
+          if (e !== undefined) this.touched(t.ip, e);
         }
         return;
       }
@@ -362,16 +465,10 @@ export class KubeCluster implements ClusterLookup {
         endpoint: undefined,
         gen: -1,
       };
-      let slot = this.podIps.get(ip);
-      if (slot === undefined) {
-        slot = { live: undefined, ended: [] };
-        this.podIps.set(ip, slot);
-      }
-      if (slot.live !== undefined) {
-        // Two live pods claim one IP: the earlier one must have ended unseen; the newer wins.
-        this.endTenant(slot.live, slot);
-      }
-      slot.live = t;
+      const e = this.entry(ip);
+      // Two live pods claiming one IP: the earlier one must have ended unseen; the newer wins.
+      if (e.live !== undefined) this.endTenant(e.live, e);
+      e.live = t;
       tenants.push(t);
     }
     this.podTenants.set(key, tenants);
@@ -382,19 +479,24 @@ export class KubeCluster implements ClusterLookup {
     if (held === undefined) return;
     this.podTenants.delete(key);
     for (const t of held) {
-      const slot = this.podIps.get(t.ip);
-      if (slot !== undefined && slot.live === t) this.endTenant(t, slot);
+      const e = this.byIp.get(t.ip);
+      if (e !== undefined && e.live === t) {
+        this.touched(t.ip, e);
+        this.endTenant(t, e);
+      }
     }
   }
 
-  private endTenant(t: Tenant, slot: Slot): void {
-    const other = this.podTenants.get(t.key);
+  private endTenant(t: Tenant, e: IpEntry): void {
     t.until = this.clock.now();
-    slot.live = undefined;
-    slot.ended.push(t);
+    e.live = undefined;
+    this.touched(t.ip, e);
+    e.ended ??= [];
+    e.ended.push(t);
     // Bounded: an IP reused very fast keeps its last few holders only.
-    if (slot.ended.length > 4) slot.ended.shift();
-    // The pod lost this IP to another pod; its other IPs stay live.
+    if (e.ended.length > 4) e.ended.shift();
+    // If the pod lost this IP to another pod, its other IPs stay live.
+    const other = this.podTenants.get(t.key);
     const idx = other?.indexOf(t) ?? -1;
     if (idx >= 0) other?.splice(idx, 1);
   }
@@ -402,10 +504,10 @@ export class KubeCluster implements ClusterLookup {
   private nodeChanged(n: NodeRecord): void {
     const old = this.nodeByName.get(n.metadata.name);
     if (old !== undefined) {
-      for (const ip of old.ips) this.nodeIps.delete(ip);
-      if (old.zone !== n.zone) this.gen++;
-    } else {
-      this.gen++;
+      this.dropNodeIps(old);
+      if (old.zone !== n.zone) this.bump();
+    } else if (this.pendingNodes.delete(n.metadata.name)) {
+      this.bump();
     }
     this.nodeByName.set(n.metadata.name, n);
     const endpoint: Endpoint = {
@@ -416,24 +518,31 @@ export class KubeCluster implements ClusterLookup {
       node: n.metadata.name,
       zone: n.zone,
     };
-    for (const ip of n.ips) this.nodeIps.set(ip, endpoint);
+    for (const ip of n.ips) this.entry(ip).node = endpoint;
   }
 
   private nodeGone(n: NodeRecord): void {
     const old = this.nodeByName.get(n.metadata.name);
     if (old === undefined) return;
     this.nodeByName.delete(n.metadata.name);
-    for (const ip of old.ips) if (this.nodeIps.get(ip)?.name === n.metadata.name) this.nodeIps.delete(ip);
-    this.gen++;
+    this.dropNodeIps(old);
   }
 
-  private readonly owners = new Map<string, string>();
+  private dropNodeIps(n: NodeRecord): void {
+    for (const ip of n.ips) {
+      const e = this.byIp.get(ip);
+      if (e?.node?.name !== n.metadata.name) continue;
+      e.node = undefined;
+      this.dropIfEmpty(ip, e);
+    }
+  }
 
-  private ownerMaybeChanged(r: OwnedRecord): void {
-    const k = keyOf(r);
-    const now = r.owner ? `${r.owner.kind}/${r.owner.name}` : '';
-    if (this.owners.get(k) !== now) this.gen++;
-    this.owners.set(k, now);
+  private ownerSeen(kind: string, r: OwnedRecord): void {
+    const k = `${kind}/${keyOf(r)}`;
+    const owner = r.owner ? `${r.owner.kind}/${r.owner.name}` : '';
+    const before = this.owners.get(k);
+    this.owners.set(k, owner);
+    if (this.pendingOwners.delete(k) || (before !== undefined && before !== owner)) this.bump();
   }
 
   private serviceChanged(s: ServiceRecord): void {
@@ -447,7 +556,7 @@ export class KubeCluster implements ClusterLookup {
       node: '',
       zone: '',
     };
-    for (const ip of s.ips) this.serviceIps.set(ip, endpoint);
+    for (const ip of s.ips) this.entry(ip).service = endpoint;
     this.serviceKeys.set(key, s.ips);
   }
 
@@ -456,8 +565,11 @@ export class KubeCluster implements ClusterLookup {
     if (old === undefined) return;
     this.serviceKeys.delete(key);
     for (const ip of old) {
-      const e = this.serviceIps.get(ip);
-      if (e !== undefined && `${e.namespace}/${e.name}` === key) this.serviceIps.delete(ip);
+      const e = this.byIp.get(ip);
+      const svc = e?.service;
+      if (e === undefined || svc === undefined || `${svc.namespace}/${svc.name}` !== key) continue;
+      e.service = undefined;
+      this.dropIfEmpty(ip, e);
     }
   }
 }

@@ -109,6 +109,24 @@ describe('KubeCluster (exporter ClusterLookup)', () => {
     const { cluster } = await start();
     expect(cluster.lookup('10.244.2.1', T0)?.workload).toBe('ReplicaSet/late');
     expect(cluster.lookup('10.244.2.1', T0)?.zone).toBe('eu-west-1b');
+    h.server.create('pods', pod({ name: 'y-1', namespace: 'shop', node: 'n9', ips: ['10.244.9.1'] }));
+    await seen(cluster);
+    expect(cluster.lookup('10.244.9.1', T0)?.zone).toBe(''); // node not known yet
+    h.server.create('nodes', node({ name: 'n9', zone: 'eu-west-1c' }));
+    // A Job's pods resolve once the Job is there; an unrelated ReplicaSet changes nothing.
+    h.server.create(
+      'pods',
+      pod({
+        name: 'j-1',
+        namespace: 'shop',
+        node: 'n1',
+        ips: ['10.244.9.2'],
+        owner: { kind: 'Job', name: 'nightly-1' },
+      }),
+    );
+    await seen(cluster);
+    expect(cluster.lookup('10.244.9.2', T0)?.workload).toBe('Job/nightly-1');
+    h.server.create('jobs', job('nightly-1', 'shop', { kind: 'CronJob', name: 'nightly' }));
     h.server.create('replicasets', replicaSet('late', 'shop', { kind: 'Deployment', name: 'front' }));
     h.server.update('nodes', undefined, 'n2', (o) => {
       o.metadata.labels['topology.kubernetes.io/zone'] = 'eu-west-1c';
@@ -118,6 +136,14 @@ describe('KubeCluster (exporter ClusterLookup)', () => {
       podEp('x-1', 'shop', 'Deployment/front', 'n2', 'eu-west-1c'),
     );
     expect(cluster.nodeZone('n2')).toBe('eu-west-1c');
+    expect(cluster.lookup('10.244.9.1', T0)?.zone).toBe('eu-west-1c');
+    expect(cluster.lookup('10.244.9.2', T0)?.workload).toBe('CronJob/nightly');
+    // An owner changing hands (orphaned ReplicaSet) is followed too.
+    h.server.update('replicasets', 'shop', 'late', (o) => {
+      o.metadata.ownerReferences = undefined;
+    });
+    await seen(cluster);
+    expect(cluster.lookup('10.244.2.1', T0)?.workload).toBe('ReplicaSet/late');
   });
 
   it('maps node addresses to the node, service ClusterIPs (v4 and v6) to the service', async () => {

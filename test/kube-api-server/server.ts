@@ -412,6 +412,11 @@ export class KubeApiServer {
     return out;
   }
 
+  /** Serialize every stored object now, so that timed lists measure serving, not first encoding. */
+  warm(): void {
+    for (const m of this.store.values()) for (const o of m.values()) this.toJson(o);
+  }
+
   private toJson(o: KubeObject): string {
     let text = this.json.get(o);
     if (text === undefined) {
@@ -652,18 +657,21 @@ export class KubeApiServer {
     }
     const metadata: Record<string, unknown> = { resourceVersion: String(snap.rv) };
     if (limit > 0 && i < snap.items.length) {
-      let remaining = 0;
-      for (let j = i; j < snap.items.length; j++) {
-        if (this.matches(snap.items[j], namespace, labels, fields)) remaining++;
+      // As upstream: remainingItemCount only for unfiltered lists; a filtered one only says whether
+      // more matching objects follow (it stops at the first).
+      const unfiltered = namespace === undefined && labels.length === 0 && fields.length === 0;
+      let more = unfiltered ? snap.items.length - i : 0;
+      for (let j = i; !unfiltered && j < snap.items.length && more === 0; j++) {
+        if (this.matches(snap.items[j], namespace, labels, fields)) more = 1;
       }
-      if (remaining > 0) {
+      if (more > 0) {
         this.snapshots.set(snapId, snap);
         if (this.snapshots.size > 32) this.snapshots.delete(this.snapshots.keys().next().value as string);
         const last = sortKey(items[items.length - 1]);
         metadata.continue = Buffer.from(
           JSON.stringify({ v: 'meta.k8s.io/v1', rv: snap.rv, start: last, snap: snapId }),
         ).toString('base64');
-        metadata.remainingItemCount = remaining;
+        if (unfiltered) metadata.remainingItemCount = more;
       }
     }
     // Build the body as text: one JSON.stringify per item keeps big lists cheap to serve.
