@@ -102,6 +102,24 @@ describe('createReducer', () => {
     expect(flows.reduce((n, f) => n + f.rxBytes, 0)).toBe(350);
   });
 
+  it('honours localEnd: per-end entries (Cilium OUT/IN) are each reported from their end only', async () => {
+    const { source, reducer } = setup(['10.1.0.5', '10.1.0.6']);
+    const base = sample('10.1.0.5', '10.1.0.6', '10.1.0.6', [300, 3, 700, 4]);
+    source.reads = [
+      [],
+      [
+        { ...base, localEnd: 'src' },
+        { ...base, id: 2, origSport: 40002, localEnd: 'dst' },
+      ],
+    ];
+    await reducer.tick(source);
+    const { flows } = await reducer.tick(source);
+    expect(sortFlows(flows)).toEqual([
+      { src: '10.1.0.5', dst: '10.1.0.6', proto: 6, txBytes: 300, txPackets: 3, rxBytes: 700, rxPackets: 4 },
+      { src: '10.1.0.6', dst: '10.1.0.5', proto: 6, txBytes: 700, txPackets: 4, rxBytes: 300, rxPackets: 3 },
+    ]);
+  });
+
   it('ignores connections with no local end and groups by (local, peer, proto)', async () => {
     const { source, reducer } = setup(['10.1.0.5']);
     source.reads = [

@@ -17,6 +17,8 @@
 // - orig source local  → flow(local = orig source, peer = reply source): tx = orig, rx = reply
 // - reply source local → flow(local = reply source, peer = orig source): tx = reply, rx = orig
 // - both local (pod to pod on one node): both flows; neither local: ignored.
+// - a sample marked with `localEnd` (sources that keep one entry per local end, Cilium) is reported
+//   only from that end: 'src' = the orig source, 'dst' = the reply source.
 // The peer of a DNATed connection (ClusterIP → backend) is the reply tuple's source: the backend.
 import type { Flow } from '../shared/flow.js';
 import type { Logger } from '../shared/log.js';
@@ -169,8 +171,11 @@ class FlowReducer implements Reducer {
     const replySrc = c.replySrc;
     // Locality is asked every time (a pod's IP may become known after its connection started); the
     // series are cached per connection while the answer stays the same.
-    const srcLocal = this.index.isLocal(origSrc);
-    const peerLocal = this.index.isLocal(replySrc);
+    // A source that keeps one entry per local end (Cilium) says which end this one is for: the
+    // other end's entry reports the other side, so this one must not.
+    const end = c.localEnd;
+    const srcLocal = end !== 2 && this.index.isLocal(origSrc);
+    const peerLocal = end !== 1 && this.index.isLocal(replySrc);
     if (!srcLocal && !peerLocal) return;
     const tag = c.tag as ConnTag | undefined;
     if (srcLocal !== peerLocal) {

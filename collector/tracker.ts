@@ -48,6 +48,10 @@ export class TrackedConn {
   get replySrc(): string {
     return this.t.replySrc[this.slot]!;
   }
+  /** The one end to account this entry from (ConnSample.localEnd): 0 any local end, 1 src, 2 dst. */
+  get localEnd(): number {
+    return this.t.ends[this.slot]!;
+  }
   get tag(): unknown {
     return this.t.tags[this.slot];
   }
@@ -76,6 +80,7 @@ export class Tracker {
   // --- slot columns (index = slot) ---
   /** @internal */ family = new Uint8Array(1024);
   /** @internal */ proto = new Uint8Array(1024);
+  /** @internal */ ends = new Uint8Array(1024);
   /** @internal */ origSrc: (string | undefined)[] = [];
   /** @internal */ replySrc: (string | undefined)[] = [];
   /** @internal */ tags: unknown[] = [];
@@ -214,6 +219,7 @@ export class Tracker {
     this.ended[slot] = 0;
     this.family[slot] = s.family;
     this.proto[slot] = s.proto;
+    this.ends[slot] = s.localEnd === 'src' ? 1 : s.localEnd === 'dst' ? 2 : 0;
     this.origSrc[slot] = this.intern(s.origSrc);
     this.replySrc[slot] = this.intern(s.replySrc);
     this.tags[slot] = undefined;
@@ -392,6 +398,7 @@ export class Tracker {
     };
     this.family = grow(this.family, (n) => new Uint8Array(n));
     this.proto = grow(this.proto, (n) => new Uint8Array(n));
+    this.ends = grow(this.ends, (n) => new Uint8Array(n));
     this.ob = grow(this.ob, (n) => new Float64Array(n));
     this.op = grow(this.op, (n) => new Float64Array(n));
     this.rb = grow(this.rb, (n) => new Float64Array(n));
