@@ -17,6 +17,7 @@ export class ExporterMetrics {
   readonly queueRecords: Gauge<'sink'>;
   readonly httpRequests: Counter<'code'>;
   readonly series: Gauge<string>;
+  readonly seriesOverflow: Counter<string>;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -99,6 +100,11 @@ export class ExporterMetrics {
     this.series = new Gauge({
       name: 'podflow_exporter_flow_series',
       help: 'Series per flow counter currently exported',
+      registers,
+    });
+    this.seriesOverflow = new Counter({
+      name: 'podflow_exporter_flow_series_overflow_total',
+      help: 'Flows summed into the _overflow_ series because the flow series limit was reached',
       registers,
     });
   }

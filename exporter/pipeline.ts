@@ -368,7 +368,7 @@ export function createExportGraph(config: Config, deps: ExportGraphDeps): Export
       metricsTtl: config.metricsTtl,
       metricsPodIps: config.metricsPodIps,
     },
-    { registry: deps.registry, metrics },
+    { registry: deps.registry, metrics, log: deps.log.child({ stage: 'prometheus' }) },
   );
   const sinks: Sink[] = [prometheus];
   let http: HttpSink | undefined;

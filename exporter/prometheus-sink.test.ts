@@ -269,3 +269,25 @@ describe('PrometheusSink series identity', () => {
     );
   });
 });
+
+describe('PrometheusSink series limit', () => {
+  it('sums flows of series beyond the limit into one _overflow_ series, totals exact', async () => {
+    const registry = new Registry();
+    const { ExporterMetrics } = await import('./metrics.js');
+    const metrics = new ExporterMetrics(registry);
+    const sink = new PrometheusSink(config({ metricsLabels: ['src_pod', 'proto'], maxSeries: 2 }), {
+      registry,
+      metrics,
+    });
+    const flows = [1, 2, 3, 4].map((i) => ({ ...base, srcPod: `p${i}`, txBytes: i * 10 }));
+    await sink.push(flows);
+    await sink.push([{ ...base, srcPod: 'p1', txBytes: 1 }]);
+    expect(sink.seriesCount).toBe(2);
+    expect(await block(registry, 'podflow_transmit_bytes_total')).toBe(
+      `${HELP_TX}podflow_transmit_bytes_total{src_pod="p1",proto="TCP"} 11\npodflow_transmit_bytes_total{src_pod="p2",proto="TCP"} 20\npodflow_transmit_bytes_total{src_pod="_overflow_",proto="_overflow_"} 70`,
+    );
+    expect(await registry.getSingleMetricAsString('podflow_exporter_flow_series_overflow_total')).toContain(
+      'podflow_exporter_flow_series_overflow_total 2',
+    );
+  });
+});

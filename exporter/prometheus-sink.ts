@@ -3,6 +3,7 @@
 import type { Registry } from 'prom-client';
 import { FLOW_LABELS, type FlowLabel } from '../shared/config.js';
 import type { EnrichedFlow } from '../shared/flow.js';
+import type { Logger } from '../shared/log.js';
 import type { ExporterMetrics } from './metrics.js';
 import type { Sink } from './sink.js';
 
@@ -15,7 +16,15 @@ export interface PrometheusSinkConfig {
   metricsTtl: number;
   /** `metrics-pod-ips`: fill dst_ip for pod and node peers too. */
   metricsPodIps: boolean;
+  /**
+   * Most series per counter. Flows of further series are summed into one overflow series whose
+   * every label is `_overflow_`, so totals stay exact while /metrics stays renderable. @default 200000
+   */
+  maxSeries?: number;
 }
+
+/** Label value of the overflow series: not a valid pod, namespace, node name or address. */
+export const OVERFLOW = '_overflow_';
 
 type Getter = (f: EnrichedFlow) => string;
 
@@ -127,15 +136,20 @@ export class PrometheusSink implements Sink {
   private nextIds: number[];
   private readonly scratch: Int32Array;
   private lastExpire = Number.NEGATIVE_INFINITY;
+  private readonly maxSeries: number;
+  private overflow: Series | undefined;
+  /** Flows summed into the overflow series since the last push (for the self-metric). */
+  private overflowed = 0;
 
   constructor(
     private readonly config: PrometheusSinkConfig,
-    private readonly deps: { registry: Registry; metrics?: ExporterMetrics },
+    private readonly deps: { registry: Registry; metrics?: ExporterMetrics; log?: Logger },
     private readonly clock: () => number = Date.now,
   ) {
     const egressd = config.metricsPrefix === 'egressd';
     this.labels = egressd ? egressdLabels() : podflowLabels(config);
     this.getters = this.labels.map((l) => l.get);
+    this.maxSeries = config.maxSeries ?? 200_000;
     this.interns = this.labels.map(() => new Map());
     this.nextIds = this.labels.map(() => 0);
     this.scratch = new Int32Array(this.labels.length);
@@ -194,6 +208,8 @@ export class PrometheusSink implements Sink {
           out += `${f.name}${s.labelText} ${f.value(s)}\n`;
         }
       }
+      if (this.overflow !== undefined)
+        out += `${f.name}${this.overflow.labelText} ${f.value(this.overflow)}\n`;
     }
     return out;
   }
@@ -219,7 +235,10 @@ export class PrometheusSink implements Sink {
       }
       let s = this.byHash.get(h);
       while (s !== undefined && !sameIds(s.ids, ids)) s = s.next;
-      if (s === undefined) s = this.create(f, h, now);
+      if (s === undefined) {
+        if (this.count < this.maxSeries) s = this.create(f, h, now);
+        else s = this.overflowSeries(now);
+      }
       s.last = now;
       s.txBytes += f.txBytes;
       s.rxBytes += f.rxBytes;
@@ -229,6 +248,33 @@ export class PrometheusSink implements Sink {
     // The pipeline pushes once per collector: scan for idle series at most once a second.
     if (now - this.lastExpire >= 1000) this.expire(now);
     this.deps.metrics?.series.set(this.count);
+    if (this.overflowed > 0) {
+      this.deps.metrics?.seriesOverflow.inc(this.overflowed);
+      this.overflowed = 0;
+    }
+  }
+
+  private overflowSeries(now: number): Series {
+    this.overflowed++;
+    if (this.overflow === undefined) {
+      const n = this.labels.length;
+      this.deps.log?.warn(
+        { maxSeries: this.maxSeries },
+        'flow series limit reached: flows of new series are summed into the _overflow_ series (reduce --metrics-labels)',
+      );
+      this.overflow = {
+        ids: new Int32Array(n).fill(-1),
+        values: new Array<string>(n).fill(OVERFLOW),
+        next: undefined,
+        labelText: `{${this.labels.map((l) => `${l.name}="${OVERFLOW}"`).join(',')}}`,
+        last: now,
+        txBytes: 0,
+        rxBytes: 0,
+        txPackets: 0,
+        rxPackets: 0,
+      };
+    }
+    return this.overflow;
   }
 
   private create(f: EnrichedFlow, h: number, now: number): Series {
@@ -262,6 +308,7 @@ export class PrometheusSink implements Sink {
     this.lastExpire = now;
     const ttl = this.config.metricsTtl;
     if (ttl <= 0) return;
+    if (this.overflow !== undefined && now - this.overflow.last >= ttl) this.overflow = undefined;
     let removed = 0;
     for (const [h, head] of this.byHash) {
       let keep: Series | undefined;
