@@ -60,6 +60,8 @@ http.createServer((req, res) => {
 /** Compiles dist/ once per run: the tests start the real executable, bin/podflow.js. */
 let built: Promise<void> | undefined;
 function build(): Promise<void> {
+  // `npm test` builds right before running the tests: no need to do it twice.
+  if (process.env.npm_lifecycle_event === 'test') built ??= Promise.resolve();
   built ??= execFileP('npm', ['run', 'build', '--silent'], { cwd: ROOT }).then(
     () => undefined,
     (err: Error & { stdout?: string }) => {
