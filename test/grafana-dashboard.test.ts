@@ -9,7 +9,6 @@
 // Template variables become `.*` (All), $__rate_interval 1m, $__range 5m.
 import { type ChildProcess, execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createConnection, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -26,6 +25,7 @@ import {
   type TrafficServer,
 } from './helpers/netns.js';
 import { type Prometheus, startPrometheus } from './helpers/prometheus.js';
+import { type Relay, relayIntoNetns } from './helpers/relay.js';
 import { node, pod, replicaSet } from './kube-api-server/objects.js';
 import { KubeApiServer } from './kube-api-server/server.js';
 
@@ -160,7 +160,7 @@ const root = requireRoot();
 describe.skipIf(!root)('Grafana dashboard: every query returns data from real podflow processes', () => {
   const children: ChildProcess[] = [];
   const servers: TrafficServer[] = [];
-  const relays: Server[] = [];
+  const relays: Relay[] = [];
   let api: KubeApiServer;
   let receiver: HttpReceiver;
   let prom: Prometheus | undefined;
@@ -170,28 +170,6 @@ describe.skipIf(!root)('Grafana dashboard: every query returns data from real po
   let addr: { a4: string; b4: string };
   let logs = '';
   const PUBLIC = '198.51.100.7';
-
-  /** Makes a root-namespace TCP port reachable on 127.0.0.1:`nsPort` inside `ns` (loopback only). */
-  async function relay(ns: Netns, nsPort: number, rootPort: number): Promise<void> {
-    const sock = join(home, `relay-${nsPort}.sock`);
-    const srv = createServer((c) => {
-      const u = createConnection(rootPort, '127.0.0.1');
-      c.pipe(u).pipe(c);
-      c.on('error', () => u.destroy());
-      u.on('error', () => c.destroy());
-    });
-    await new Promise<void>((resolve) => srv.listen(sock, resolve));
-    relays.push(srv);
-    const js = `const net=require('net');const [port,path]=process.argv.slice(1);
-net.createServer(c=>{const u=net.connect(path);c.pipe(u).pipe(c);c.on('error',()=>u.destroy());u.on('error',()=>c.destroy());})
-.listen(+port,'127.0.0.1',()=>console.log('ready'));`;
-    const p = ns.spawn(process.execPath, ['-e', js, String(nsPort), sock]);
-    children.push(p);
-    await new Promise<void>((resolve, reject) => {
-      p.stdout?.once('data', () => resolve());
-      p.once('exit', (code) => reject(new Error(`relay exited ${code}`)));
-    });
-  }
 
   async function waitReady(port: number, proc: ChildProcess): Promise<void> {
     const deadline = Date.now() + 30_000;
@@ -245,8 +223,8 @@ net.createServer(c=>{const u=net.connect(path);c.pipe(u).pipe(c);c.on('error',()
     await api.listen();
     receiver = await HttpReceiver.start();
     receiver.otherwise({ status: 400, body: 'rejected by test' });
-    await relay(host, 6443, Number(new URL(api.url).port));
-    await relay(host, 8080, Number(new URL(receiver.url).port));
+    relays.push(await relayIntoNetns(host, 6443, Number(new URL(api.url).port), home));
+    relays.push(await relayIntoNetns(host, 8080, Number(new URL(receiver.url).port), home));
     const kubeconfig = join(home, 'kubeconfig');
     await writeFile(kubeconfig, api.kubeconfigYaml().replace(api.url, 'http://127.0.0.1:6443'), {
       mode: 0o600,
@@ -308,7 +286,7 @@ net.createServer(c=>{const u=net.connect(path);c.pipe(u).pipe(c);c.on('error',()
     await prom?.stop();
     for (const c of children) await kill(c).catch(() => undefined);
     await Promise.all(servers.map((s) => s.stop().catch(() => undefined)));
-    for (const r of relays) r.close();
+    for (const r of relays) await r.close();
     await receiver?.close();
     await api?.stop();
     await cleanupAll();

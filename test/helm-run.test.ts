@@ -4,14 +4,20 @@
 // (bind mounts) — inside a test network namespace standing in for the node. The collector must get
 // ready and turn on conntrack accounting through the mounted /proc/sys/net/netfilter; the exporter
 // must pass start-up validation and stop only where a cluster is needed (no API server here).
+// Then one release end to end: with the test API server standing in for the cluster (and refusing
+// everything the chart's exporter ClusterRole does not grant), the exporter finds the collector by
+// the chart's labels and pulls it on the chart's port.
 import { type ChildProcess, execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { containerSandbox, helmRenderBinary, type K8sObject, REPO, renderChart } from './helpers/helm.js';
 import { cleanupAll, createNetns, kill, type Netns, requireRoot } from './helpers/netns.js';
+import { relayIntoNetns } from './helpers/relay.js';
+import { node, pod } from './kube-api-server/objects.js';
+import { KubeApiServer, RESOURCES } from './kube-api-server/server.js';
 
 const execFileP = promisify(execFile);
 const BIN = join(REPO, 'bin/podflow.js');
@@ -76,7 +82,12 @@ describe.skipIf(!root)('chart containers started for real', () => {
   });
 
   /** Starts the container's process in the namespace, in its own mount namespace with its binds. */
-  function start(objects: K8sObject[], workload: K8sObject, container: string): Run {
+  function start(
+    objects: K8sObject[],
+    workload: K8sObject,
+    container: string,
+    extraEnv: Record<string, string> = {},
+  ): Run {
     const dir = mkdtempSync(join(tmpdir(), 'pf-helm-run-'));
     dirs.push(dir);
     const sb = containerSandbox(objects, workload, container, join(dir, 'root'));
@@ -85,6 +96,7 @@ describe.skipIf(!root)('chart containers started for real', () => {
       PATH: process.env.PATH ?? '/usr/bin:/bin',
       HOME: dir,
       KUBECONFIG: join(dir, 'none'),
+      ...extraEnv,
     };
     const mounts = sb.binds.map((b) => `mount --bind '${b.host}' '${b.target}'`).join(' && ');
     const script = `${mounts ? `${mounts} && ` : ''}exec "$@"`;
@@ -179,4 +191,103 @@ describe.skipIf(!root)('chart containers started for real', () => {
     },
     60_000,
   );
+
+  it('one release: the exporter discovers the collector by the chart labels, within the chart RBAC', async () => {
+    const { objects } = await renderChart(bin, { name: 'pf', namespace: 'monitoring' });
+    const ds = objects.find((o) => o.kind === 'DaemonSet')!;
+    const dep = objects.find((o) => o.kind === 'Deployment')!;
+    const role = objects.find(
+      (o) => o.kind === 'ClusterRole' && o.metadata.labels['app.kubernetes.io/component'] === 'exporter',
+    )!;
+    const granted = new Set<string>();
+    for (const rule of role.rules) {
+      for (const g of rule.apiGroups)
+        for (const r of rule.resources) for (const v of rule.verbs) granted.add(`${g}/${r}/${v}`);
+    }
+    const api = new KubeApiServer();
+    for (const info of Object.values(RESOURCES)) {
+      const denied = ['get', 'list', 'watch'].filter(
+        (v) => !granted.has(`${info.group}/${info.plural}/${v}`),
+      );
+      if (denied.length > 0) api.forbid(info.plural, denied);
+    }
+    // The collector pod as the DaemonSet creates it: its template labels, on node-a. In the host
+    // network its IP is the node's; here the node is this namespace, reached on its loopback.
+    api.create('nodes', node({ name: 'node-a', zone: 'eu-1a', internalIPs: ['127.0.0.1'] }));
+    const collectorPod = pod({
+      name: 'pf-podflow-collector-7xk2p',
+      namespace: 'monitoring',
+      node: 'node-a',
+      ips: ['127.0.0.1'],
+      hostNetwork: true,
+      labels: ds.spec.template.metadata.labels,
+    });
+    api.create('pods', collectorPod);
+    // A pod of the same release that is not a collector, and a collector of another release (on
+    // loopback addresses: were they wrongly selected, pulls would fail here and nowhere else).
+    api.create(
+      'pods',
+      pod({
+        name: 'pf-podflow-exporter-5d9c-abcde',
+        namespace: 'monitoring',
+        node: 'node-a',
+        ips: ['127.0.0.2'],
+        labels: dep.spec.template.metadata.labels,
+      }),
+    );
+    api.create(
+      'pods',
+      pod({
+        name: 'other-podflow-collector-q1w2e',
+        namespace: 'monitoring',
+        node: 'node-a',
+        ips: ['127.0.0.3'],
+        labels: { ...ds.spec.template.metadata.labels, 'app.kubernetes.io/instance': 'other' },
+      }),
+    );
+    await api.listen();
+    const dir = mkdtempSync(join(tmpdir(), 'pf-helm-api-'));
+    dirs.push(dir);
+    const relay = await relayIntoNetns(ns, 6443, Number(new URL(api.url).port), dir);
+    const kubeconfig = join(dir, 'kubeconfig');
+    writeFileSync(kubeconfig, api.kubeconfigYaml().replace(api.url, 'http://127.0.0.1:6443'), {
+      mode: 0o600,
+    });
+
+    const collectorPort: number = ds.spec.template.spec.containers[0].ports[0].containerPort;
+    const exporterPort: number = dep.spec.template.spec.containers[0].ports[0].containerPort;
+    const collector = start(objects, ds, 'collector');
+    // In the cluster the exporter uses its service account (in-cluster config); here a kubeconfig.
+    const exporter = start(objects, dep, 'exporter', { KUBECONFIG: kubeconfig });
+    try {
+      const metric = async (name: string): Promise<number | undefined> => {
+        const { stdout } = await ns
+          .exec('curl', ['-s', `http://127.0.0.1:${exporterPort}/metrics`])
+          .catch(() => ({ stdout: '' }));
+        const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(stdout);
+        return m ? Number(m[1]) : undefined;
+      };
+      const deadline = Date.now() + 45_000;
+      while (!((await metric('podflow_exporter_pulls_total')) ?? 0)) {
+        for (const r of [collector, exporter]) {
+          if (r.proc.exitCode !== null) throw new Error(`exited ${r.proc.exitCode}: ${r.output()}`);
+        }
+        if (Date.now() > deadline) throw new Error(`no pull: ${exporter.output()}\n${collector.output()}`);
+        await new Promise((resolve) => setTimeout(resolve, 500));
+      }
+      expect(await metric('podflow_exporter_collectors')).toBe(1);
+      const { stdout } = await ns.exec('curl', ['-s', `http://127.0.0.1:${exporterPort}/metrics`]);
+      expect(stdout).toContain(`podflow_exporter_pulls_total{collector="http://127.0.0.1:${collectorPort}"}`);
+      expect(await httpStatus(exporterPort, '/readyz')).toBe(200);
+      // Everything the exporter asked the API server for, the chart's ClusterRole allows.
+      const refused = api.requests.filter((r) => r.status === 403).map((r) => `${r.path}?${r.query}`);
+      expect(refused).toEqual([]);
+      expect(api.requests.length).toBeGreaterThan(0);
+    } finally {
+      await kill(exporter.proc);
+      await kill(collector.proc);
+      await relay.close();
+      await api.stop();
+    }
+  }, 120_000);
 });
