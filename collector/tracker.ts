@@ -84,14 +84,13 @@ export class Tracker {
   /** @internal */ origSrc: (string | undefined)[] = [];
   /** @internal */ replySrc: (string | undefined)[] = [];
   /** @internal */ tags: unknown[] = [];
-  private ob = new Float64Array(1024);
-  private op = new Float64Array(1024);
-  private rb = new Float64Array(1024);
-  private rp = new Float64Array(1024);
-  /** Generation (read number) that last saw the slot; 0 = free slot. */
-  private seen = new Uint32Array(1024);
-  /** Generation in which the connection ended (DESTROY), 0 while live. */
-  private ended = new Uint32Array(1024);
+  /** Last counted orig bytes, orig packets, reply bytes, reply packets: 4 per slot, one cache line. */
+  private cnt = new Float64Array(1024 * 4);
+  /**
+   * Per slot: the generation (read number) that last saw it (0 = free slot), and the generation in
+   * which the connection ended (DESTROY; 0 while live). Side by side: one cache line per visit.
+   */
+  private gens = new Uint32Array(1024 * 2);
   private slotKeyA = new Uint32Array(1024);
   private slotKeyB = new Uint32Array(1024);
   /** For samples without numeric keys: their string key, to delete them from `byString`. */
@@ -100,11 +99,9 @@ export class Tracker {
   private slotsUsed = 0;
   private freeSlots: number[] = [];
 
-  // --- hash table: key words and slot + 1 (0 = empty) per position ---
+  // --- hash table: per position [key, key2, slot + 1 (0 = empty), unused], linear probing ---
   private mask = 2047;
-  private hA = new Uint32Array(2048);
-  private hB = new Uint32Array(2048);
-  private hSlot = new Int32Array(2048);
+  private ht = new Uint32Array(2048 * 4);
   private count = 0;
   private readonly byString = new Map<string, number>();
   private readonly strings = new Map<string, string>();
@@ -149,13 +146,13 @@ export class Tracker {
       if (!this.baseline) this.emitFull(slot);
       return;
     }
-    this.seen[slot] = this.gen;
-    if (this.ended[slot] !== 0) {
+    this.gens[slot * 2] = this.gen;
+    if (this.gens[slot * 2 + 1] !== 0) {
       // A tombstone shown again. With its final counters: the same, ended connection (a dump racing
       // the DESTROY): nothing new. With other counters: a new connection that got the same id (the
       // kernel derives ids from the entry's address, and a freed entry's memory is reused at once).
       if (this.sameCounters(slot, s)) return;
-      this.ended[slot] = 0;
+      this.gens[slot * 2 + 1] = 0;
       this.store(slot, s);
       this.emitFull(slot);
       return;
@@ -169,30 +166,32 @@ export class Tracker {
     if (slot < 0) {
       slot = this.insert(s);
       this.store(slot, s);
-      this.ended[slot] = this.gen;
+      this.gens[slot * 2 + 1] = this.gen;
       this.emitFull(slot);
       return;
     }
-    if (this.ended[slot] !== 0) {
+    if (this.gens[slot * 2 + 1] !== 0) {
       // The same DESTROY twice: nothing new. Other final counters: another connection that reused
       // the id (see visit) and ended too: all of it is new.
       if (this.sameCounters(slot, s)) return;
       this.store(slot, s);
-      this.ended[slot] = this.gen;
+      this.gens[slot * 2 + 1] = this.gen;
       this.emitFull(slot);
       return;
     }
-    this.seen[slot] = this.gen;
-    this.ended[slot] = this.gen;
+    this.gens[slot * 2] = this.gen;
+    this.gens[slot * 2 + 1] = this.gen;
     this.advance(slot, s);
   };
 
   private sameCounters(slot: number, s: ConnSample): boolean {
+    const c = this.cnt;
+    const i = slot * 4;
     return (
-      this.ob[slot] === s.origBytes &&
-      this.op[slot] === s.origPackets &&
-      this.rb[slot] === s.replyBytes &&
-      this.rp[slot] === s.replyPackets
+      c[i] === s.origBytes &&
+      c[i + 1] === s.origPackets &&
+      c[i + 2] === s.replyBytes &&
+      c[i + 3] === s.replyPackets
     );
   }
 
@@ -202,12 +201,11 @@ export class Tracker {
    */
   end(complete: boolean): void {
     const gen = this.gen;
-    const seen = this.seen;
-    const ended = this.ended;
+    const gens = this.gens;
     for (let slot = 0; slot < this.slotsUsed; slot++) {
-      const g = seen[slot]!;
+      const g = gens[slot * 2]!;
       if (g === 0) continue; // free
-      const e = ended[slot]!;
+      const e = gens[slot * 2 + 1]!;
       // Ended: kept one more tick as a tombstone. Unseen: kept one more complete read (late DESTROY).
       if ((e !== 0 && e < gen) || (complete && g < gen - 1)) this.remove(slot);
     }
@@ -215,18 +213,20 @@ export class Tracker {
   }
 
   private store(slot: number, s: ConnSample): void {
-    this.seen[slot] = this.gen;
-    this.ended[slot] = 0;
+    this.gens[slot * 2] = this.gen;
+    this.gens[slot * 2 + 1] = 0;
     this.family[slot] = s.family;
     this.proto[slot] = s.proto;
     this.ends[slot] = s.localEnd === 'src' ? 1 : s.localEnd === 'dst' ? 2 : 0;
     this.origSrc[slot] = this.intern(s.origSrc);
     this.replySrc[slot] = this.intern(s.replySrc);
     this.tags[slot] = undefined;
-    this.ob[slot] = s.origBytes;
-    this.op[slot] = s.origPackets;
-    this.rb[slot] = s.replyBytes;
-    this.rp[slot] = s.replyPackets;
+    const c = this.cnt;
+    const i = slot * 4;
+    c[i] = s.origBytes;
+    c[i + 1] = s.origPackets;
+    c[i + 2] = s.replyBytes;
+    c[i + 3] = s.replyPackets;
   }
 
   /**
@@ -243,19 +243,21 @@ export class Tracker {
   }
 
   private advance(slot: number, s: ConnSample): void {
-    const pob = this.ob[slot]!;
-    const pop = this.op[slot]!;
-    const prb = this.rb[slot]!;
-    const prp = this.rp[slot]!;
+    const c = this.cnt;
+    const i = slot * 4;
+    const pob = c[i]!;
+    const pop = c[i + 1]!;
+    const prb = c[i + 2]!;
+    const prp = c[i + 3]!;
     const nob = s.origBytes;
     const nop = s.origPackets;
     const nrb = s.replyBytes;
     const nrp = s.replyPackets;
     if (nob === pob && nop === pop && nrb === prb && nrp === prp) return;
-    this.ob[slot] = nob;
-    this.op[slot] = nop;
-    this.rb[slot] = nrb;
-    this.rp[slot] = nrp;
+    c[i] = nob;
+    c[i + 1] = nop;
+    c[i + 2] = nrb;
+    c[i + 3] = nrp;
     if (nob < pob || nop < pop || nrb < prb || nrp < prp) {
       // Counters went down: zeroed by someone (GET_CTRZERO) or a reused slot. All of it is new.
       this.emit(slot, nob, nop, nrb, nrp);
@@ -265,7 +267,9 @@ export class Tracker {
   }
 
   private emitFull(slot: number): void {
-    this.emit(slot, this.ob[slot]!, this.op[slot]!, this.rb[slot]!, this.rp[slot]!);
+    const c = this.cnt;
+    const i = slot * 4;
+    this.emit(slot, c[i]!, c[i + 1]!, c[i + 2]!, c[i + 3]!);
   }
 
   private emit(slot: number, ob: number, op: number, rb: number, rp: number): void {
@@ -282,16 +286,16 @@ export class Tracker {
       const slot = this.byString.get(stringKey(s));
       return slot ?? -1;
     }
-    const b = s.key2 ?? 0;
+    const ua = a >>> 0;
+    const ub = (s.key2 ?? 0) >>> 0;
     const mask = this.mask;
-    const hA = this.hA;
-    const hB = this.hB;
-    const hSlot = this.hSlot;
-    let i = a & mask;
+    const ht = this.ht;
+    let i = ua & mask;
     for (;;) {
-      const v = hSlot[i]!;
+      const p = i * 4;
+      const v = ht[p + 2]!;
       if (v === EMPTY) return -1;
-      if (hA[i] === a >>> 0 && hB[i] === b >>> 0) return v - 1;
+      if (ht[p] === ua && ht[p + 1] === ub) return v - 1;
       i = (i + 1) & mask;
     }
   }
@@ -317,11 +321,12 @@ export class Tracker {
 
   private place(a: number, b: number, slot: number): void {
     const mask = this.mask;
+    const ht = this.ht;
     let i = a & mask;
-    while (this.hSlot[i] !== EMPTY) i = (i + 1) & mask;
-    this.hA[i] = a;
-    this.hB[i] = b;
-    this.hSlot[i] = slot + 1;
+    while (ht[i * 4 + 2] !== EMPTY) i = (i + 1) & mask;
+    ht[i * 4] = a;
+    ht[i * 4 + 1] = b;
+    ht[i * 4 + 2] = slot + 1;
   }
 
   private remove(slot: number): void {
@@ -333,7 +338,7 @@ export class Tracker {
       this.unplace(this.slotKeyA[slot]!, slot);
       this.count--;
     }
-    this.seen[slot] = 0;
+    this.gens[slot * 2] = 0;
     this.origSrc[slot] = undefined;
     this.replySrc[slot] = undefined;
     this.tags[slot] = undefined;
@@ -343,42 +348,38 @@ export class Tracker {
   /** Removes the table position holding `slot`, shifting the rest of its probe run back. */
   private unplace(a: number, slot: number): void {
     const mask = this.mask;
-    const hSlot = this.hSlot;
+    const ht = this.ht;
     let i = a & mask;
-    while (hSlot[i] !== slot + 1) {
-      if (hSlot[i] === EMPTY) return;
+    while (ht[i * 4 + 2] !== slot + 1) {
+      if (ht[i * 4 + 2] === EMPTY) return;
       i = (i + 1) & mask;
     }
-    hSlot[i] = EMPTY;
+    ht[i * 4 + 2] = EMPTY;
     let j = i;
     for (;;) {
       j = (j + 1) & mask;
-      if (hSlot[j] === EMPTY) return;
-      const home = this.hA[j]! & mask;
+      if (ht[j * 4 + 2] === EMPTY) return;
+      const home = ht[j * 4]! & mask;
       // Move j back into the hole at i unless its home lies cyclically in (i, j].
       const inRange = i <= j ? home > i && home <= j : home > i || home <= j;
       if (!inRange) {
-        this.hA[i] = this.hA[j]!;
-        this.hB[i] = this.hB[j]!;
-        hSlot[i] = hSlot[j]!;
-        hSlot[j] = EMPTY;
+        ht[i * 4] = ht[j * 4]!;
+        ht[i * 4 + 1] = ht[j * 4 + 1]!;
+        ht[i * 4 + 2] = ht[j * 4 + 2]!;
+        ht[j * 4 + 2] = EMPTY;
         i = j;
       }
     }
   }
 
   private growTable(): void {
-    const oldSlot = this.hSlot;
-    const oldA = this.hA;
-    const oldB = this.hB;
-    const size = oldSlot.length * 2;
+    const old = this.ht;
+    const size = (this.mask + 1) * 2;
     this.mask = size - 1;
-    this.hA = new Uint32Array(size);
-    this.hB = new Uint32Array(size);
-    this.hSlot = new Int32Array(size);
-    for (let i = 0; i < oldSlot.length; i++) {
-      const v = oldSlot[i]!;
-      if (v !== EMPTY) this.place(oldA[i]!, oldB[i]!, v - 1);
+    this.ht = new Uint32Array(size * 4);
+    for (let p = 0; p < old.length; p += 4) {
+      const v = old[p + 2]!;
+      if (v !== EMPTY) this.place(old[p]!, old[p + 1]!, v - 1);
     }
   }
 
@@ -399,12 +400,12 @@ export class Tracker {
     this.family = grow(this.family, (n) => new Uint8Array(n));
     this.proto = grow(this.proto, (n) => new Uint8Array(n));
     this.ends = grow(this.ends, (n) => new Uint8Array(n));
-    this.ob = grow(this.ob, (n) => new Float64Array(n));
-    this.op = grow(this.op, (n) => new Float64Array(n));
-    this.rb = grow(this.rb, (n) => new Float64Array(n));
-    this.rp = grow(this.rp, (n) => new Float64Array(n));
-    this.seen = grow(this.seen, (n) => new Uint32Array(n));
-    this.ended = grow(this.ended, (n) => new Uint32Array(n));
+    const cnt = new Float64Array(cap * 4);
+    cnt.set(this.cnt);
+    this.cnt = cnt;
+    const gens = new Uint32Array(cap * 2);
+    gens.set(this.gens);
+    this.gens = gens;
     this.slotKeyA = grow(this.slotKeyA, (n) => new Uint32Array(n));
     this.slotKeyB = grow(this.slotKeyB, (n) => new Uint32Array(n));
     this.slotCap = cap;
