@@ -365,6 +365,9 @@ const plainLines = (stderr: string) =>
 
 describe.skipIf(!root)('podflow collector end to end', () => {
   let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'podflow-e2e-collector-'));
+  });
   afterAll(async () => {
     await cleanupAll();
     if (dir) await rm(dir, { recursive: true, force: true });
@@ -372,7 +375,6 @@ describe.skipIf(!root)('podflow collector end to end', () => {
 
   it('serves exactly the bytes conntrack counted over the pull API, gzipped, until acknowledged', async () => {
     await build();
-    dir = await mkdtemp(join(tmpdir(), 'podflow-e2e-collector-'));
     const { a: host, b: peer, a4, a6, b4, b6 } = await createPair(232);
     const tcp = await startServer(peer, 'tcp', b4);
     const udp = await startServer(peer, 'udp', b6);
@@ -458,6 +460,96 @@ describe.skipIf(!root)('podflow collector end to end', () => {
     await kill(proc);
     expect(proc.exitCode).toBe(0);
     expect(log).toContain('collector stopped');
+  }, 120_000);
+
+  it('podflow exporter pulls podflow collector: Prometheus sees exactly the bytes conntrack counted', async () => {
+    await build();
+    const { a: host, b: peer, a4, a6, b4, b6 } = await createPair(233);
+    const tcp = await startServer(peer, 'tcp', b6);
+    const udp = await startServer(peer, 'udp', b4);
+    await host.exec('conntrack', ['-F']).catch(() => undefined);
+    const env = { HOME: dir, KUBECONFIG: join(dir, 'none') };
+    let log = '';
+    const collect = (d: Buffer) => {
+      log += d;
+    };
+    const collector = host.spawn(
+      process.execPath,
+      [BIN, 'collector', '--listen', '127.0.0.1:9470', '--interval', '1s', '--node-name', 'e2e-node'],
+      env,
+    );
+    collector.stderr?.on('data', collect);
+    const exporter = host.spawn(
+      process.execPath,
+      [
+        BIN,
+        'exporter',
+        '--listen',
+        '127.0.0.1:9471',
+        '--collectors',
+        'http://127.0.0.1:9470',
+        '--export-interval',
+        '1s',
+      ],
+      env,
+    );
+    exporter.stderr?.on('data', collect);
+    const ready = async (port: number) => {
+      const { stdout } = await host.exec('curl', [
+        '-s',
+        '-o',
+        '/dev/null',
+        '-w',
+        '%{http_code}',
+        `http://127.0.0.1:${port}/readyz`,
+      ]);
+      return stdout === '200' ? true : undefined;
+    };
+    await waitFor('collector and exporter ready', async () => {
+      if (collector.exitCode !== null || exporter.exitCode !== null) throw new Error(`exited: ${log}`);
+      return (await ready(9470)) && (await ready(9471));
+    });
+    const prom = await startPrometheus({ targets: ['127.0.0.1:9471'], ns: host });
+    try {
+      const results = await Promise.all([
+        runClient(host, 'tcp', b6, tcp.port, { send: 12_345, receive: 54_321, count: 3 }),
+        runClient(host, 'udp', b4, udp.port, { send: 333, receive: 4_444, count: 5 }),
+      ]);
+      for (const r of results) expect(r.failed).toBe(0);
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const { expected, counted } = await expectedFromConntrack(host, [a4, a6]);
+      expect(counted).toBe(8);
+      const sums = async () => ({
+        tx: await prom.scalar('sum(podflow_transmit_bytes_total)'),
+        rx: await prom.scalar('sum(podflow_received_bytes_total)'),
+        txp: await prom.scalar('sum(podflow_transmit_packets_total)'),
+        rxp: await prom.scalar('sum(podflow_received_packets_total)'),
+      });
+      let got: Awaited<ReturnType<typeof sums>> | undefined;
+      await waitFor('Prometheus to see every byte through the exporter', async () => {
+        got = await sums();
+        return got.tx === expected.tx && got.rx === expected.rx ? true : undefined;
+      }).catch((err: Error) => {
+        throw new Error(
+          `${err.message}: got ${JSON.stringify(got)}, want ${JSON.stringify(expected)}; ${log.slice(-2000)}`,
+        );
+      });
+      expect(got).toEqual(expected);
+      // The exporter acknowledged what its sinks took: the collector's backlog drains.
+      await waitFor('collector backlog drained', async () => {
+        const { stdout } = await host.exec('curl', ['-s', 'http://127.0.0.1:9470/metrics']);
+        return /^podflow_collector_backlog_flows 0$/m.test(stdout) &&
+          /^podflow_collector_acks_total\{result="ok"\} [1-9]/m.test(stdout)
+          ? true
+          : undefined;
+      });
+    } finally {
+      await prom.stop();
+      await kill(exporter);
+      await kill(collector);
+    }
+    expect(exporter.exitCode).toBe(0);
+    expect(collector.exitCode).toBe(0);
   }, 120_000);
 });
 
