@@ -27,7 +27,11 @@
 //    watch are plain JSON (strings): transforms accept both (see `toMs`).
 // 6. Exceptions thrown inside watch callbacks are swallowed by watch.js (`catch {}` around the
 //    callback): transforms are written to never throw, and our callbacks catch and log.
-// 7. `stop()` aborts the request and the ListWatch reports the AbortError to `error` callbacks: after
+// 7. The ListWatch's watch handler is async and reads `obj.metadata`: a watch line without an object
+//    (a proxy's error page as JSON) would be an unhandled rejection, fatal to a Node process. Such
+//    lines are dropped before it. Watches that end at once without events are not re-opened at
+//    once (the ListWatch would): their re-opening backs off.
+// 8. `stop()` aborts the request and the ListWatch reports the AbortError to `error` callbacks: after
 //    close() errors are ignored.
 import { existsSync } from 'node:fs';
 import type { Agent } from 'node:http';
@@ -343,6 +347,8 @@ export class KubeInformer<R extends Compact> {
   private rbacLogged = false;
   private failing = false;
   private relistCount = 0;
+  /** Watches in a row that ended within a second with nothing in them. */
+  private quickEnds = 0;
   private restartCount = 0;
   private listCount = 0;
 
@@ -504,20 +510,40 @@ export class KubeInformer<R extends Compact> {
     // The ListWatch opens a watch right after applying a list: the cache is complete now.
     this.markSynced();
     this.failedVerb = 'watch';
+    if (this.quickEnds > 0) {
+      // The ListWatch re-watches at once whenever a watch ends without error. A server (or proxy)
+      // that ends every watch at once would make that a busy loop against the API server.
+      const ms = Math.min(this.opts.maxBackoffMs, this.opts.initialBackoffMs * 2 ** (this.quickEnds - 1));
+      await sleep(ms, this.abort.signal);
+      if (this.closed) return new AbortController();
+    }
     let ended = false;
+    let progressed = false;
+    const opened = Date.now();
     const controller = await inner.watch(
       path,
       { ...query, allowWatchBookmarks: true, timeoutSeconds: this.opts.watchTimeoutSeconds },
       (phase, obj, raw) => {
+        if (obj === null || typeof obj !== 'object') {
+          // ListWatch's handler is async and reads obj.metadata: a line without an object would
+          // become an unhandled rejection, which ends a Node process. Drop it here.
+          this.deps.log.warn(`kube: watch of ${this.what} sent a line that is not an event; ignored`);
+          return;
+        }
         if (phase === 'ADDED' || phase === 'MODIFIED' || phase === 'DELETED') {
+          progressed = true;
           callback(phase, this.transform(obj), raw);
         } else {
           if (phase === 'ERROR') this.onWatchStatus(obj);
+          else if (phase === 'BOOKMARK') progressed = true;
           callback(phase, obj, raw);
         }
       },
       (err) => {
         ended = true;
+        if (err === null || err === undefined) {
+          this.quickEnds = progressed || Date.now() - opened > 1000 ? 0 : this.quickEnds + 1;
+        }
         done(err);
       },
     );
@@ -597,6 +623,18 @@ export class KubeInformer<R extends Compact> {
   private rbacResource(): string {
     return this.spec.group === '' ? this.spec.resource : `${this.spec.resource}.${this.spec.group}`;
   }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
 }
 
 /** HTTP status of a client error: ApiException.code (lists) or statusCode (watch). */

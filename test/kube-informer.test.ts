@@ -312,6 +312,26 @@ describe('KubeInformer against the test API server', () => {
     );
   });
 
+  it('does not busy-loop when every watch ends at once', async () => {
+    addPods(3);
+    const { inf, counts, cap } = make({ initialBackoffMs: 100, maxBackoffMs: 400 });
+    inf.start();
+    await inf.whenSynced();
+    // A proxy that answers watches with 200, one JSON line that is no event, and closes: the client
+    // would re-watch immediately, and its handler would throw on the line (unhandled rejection).
+    h.server.fail({ status: 200, match: (r) => r.watch });
+    h.server.dropConnections();
+    const before = h.server.requests.length;
+    await sleep(1500);
+    const watches = h.server.requests.slice(before).filter((r) => r.watch).length;
+    expect(watches).toBeGreaterThanOrEqual(2);
+    expect(watches).toBeLessThanOrEqual(8);
+    expect(cap.text()).toContain('kube: watch of pods sent a line that is not an event; ignored');
+    h.server.clearFaults();
+    churn('after');
+    await consistent(inf, counts, 'after the quick-closing watches');
+  });
+
   it('stops cleanly: no error logged, no request after close', async () => {
     addPods(3);
     const { inf, cap } = make();
