@@ -15,8 +15,8 @@ import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../../shared/log.js';
 import type { ConnSample } from '../source.js';
-import { IPCTNL_MSG_CT_DELETE, NLMSG_HDRLEN } from './ctnetlink.js';
-import { CtSample, parseCtMessage } from './parser.js';
+import { IPCTNL_MSG_CT_DELETE } from './ctnetlink.js';
+import { CtSample, walkDatagram } from './parser.js';
 
 export interface EventsOptions {
   /** SO_RCVBUF to ask for. @default 8 MiB (the kernel caps it at net.core.rmem_max) */
@@ -42,7 +42,6 @@ const KIND_LOST = 2;
 const KIND_ERROR = 3;
 
 const u32le = (b: Buffer, o: number) => (b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)) >>> 0;
-const u16le = (b: Buffer, o: number) => b[o] | (b[o + 1] << 8);
 
 const CHILD = fileURLToPath(
   new URL(`./events-child${extname(fileURLToPath(import.meta.url))}`, import.meta.url),
@@ -210,26 +209,11 @@ export class ConntrackEvents {
     const queue = this.queue;
     this.queue = [];
     this.queuedBytes = 0;
-    const s = this.sample;
-    for (const b of queue) {
-      let off = 0;
-      while (off + NLMSG_HDRLEN <= b.length) {
-        const len = u32le(b, off);
-        if (len < NLMSG_HDRLEN || off + len > b.length) {
-          this.parseErrors++;
-          break;
-        }
-        if (u16le(b, off + 4) === IPCTNL_MSG_CT_DELETE) {
-          if (parseCtMessage(b, off, off + len, s)) {
-            this.ended++;
-            visit(s);
-          } else {
-            this.parseErrors++;
-          }
-        }
-        off += (len + 3) & ~3;
-      }
-    }
+    const counted = (s: CtSample) => {
+      this.ended++;
+      visit(s);
+    };
+    for (const b of queue) this.parseErrors += walkDatagram(b, IPCTNL_MSG_CT_DELETE, this.sample, counted);
   }
 
   close(): void {

@@ -6,10 +6,11 @@ import {
   buildMessage,
   type EntrySpec,
   entryAttrs,
+  IPCTNL_MSG_CT_DELETE,
   IPCTNL_MSG_CT_NEW,
   NLM_F_MULTI,
 } from './ctnetlink.js';
-import { CtSample, formatV6, parseCtMessage } from './parser.js';
+import { CtSample, formatV6, parseCtMessage, walkDatagram } from './parser.js';
 
 const msg = (e: EntrySpec, family = e.orig.src.includes(':') ? AF_INET6 : AF_INET) =>
   buildMessage(IPCTNL_MSG_CT_NEW, NLM_F_MULTI, 1, family, entryAttrs(e));
@@ -189,5 +190,51 @@ describe('parser fuzzing', () => {
         expect(parseCtMessage(cut, 0, cut.length, new CtSample())).toBe(false);
       }
     }
+  });
+});
+
+describe('walkDatagram', () => {
+  const datagram = () =>
+    Buffer.concat([
+      buildMessage(IPCTNL_MSG_CT_DELETE, 0, 0, AF_INET, entryAttrs(tcp4)),
+      buildMessage(IPCTNL_MSG_CT_NEW, 0, 0, AF_INET, entryAttrs(tcp4)), // another type: skipped
+      buildMessage(IPCTNL_MSG_CT_DELETE, 0, 0, AF_INET6, entryAttrs(udp6)),
+    ]);
+
+  it('visits every message of the type and counts nothing wrong in a clean datagram', () => {
+    const seen: string[] = [];
+    expect(walkDatagram(datagram(), IPCTNL_MSG_CT_DELETE, new CtSample(), (s) => seen.push(s.origSrc))).toBe(
+      0,
+    );
+    expect(seen).toEqual(['10.1.0.5', 'fd00:1::5']);
+  });
+
+  it('counts a broken message and still visits the good ones around it', () => {
+    const b = datagram();
+    const first = b.readUInt32LE(0);
+    b.writeUInt16LE(3, 20); // first attribute of the first message: a length below 4
+    const seen: string[] = [];
+    expect(walkDatagram(b, IPCTNL_MSG_CT_DELETE, new CtSample(), (s) => seen.push(s.origSrc))).toBe(1);
+    expect(seen).toEqual(['fd00:1::5']);
+    expect(first).toBeGreaterThan(0);
+  });
+
+  it('never throws on truncated, bit-flipped or random datagrams', () => {
+    let errors = 0;
+    let visits = 0;
+    const s = new CtSample();
+    for (let i = 0; i < 5000; i++) {
+      const b = i % 5 === 0 ? randomBytes(Math.floor(Math.random() * 600)) : datagram();
+      if (i % 5 !== 0) {
+        for (let f = 0; f < 1 + (i % 7); f++) b[Math.floor(Math.random() * b.length)]! ^= 1 << (i % 8);
+      }
+      const cut = i % 3 === 0 ? b.subarray(0, Math.floor(Math.random() * b.length)) : b;
+      errors += walkDatagram(cut, IPCTNL_MSG_CT_DELETE, s, (x) => {
+        visits++;
+        expect(x.origSrc.length).toBeGreaterThan(0);
+      });
+    }
+    expect(errors).toBeGreaterThan(0);
+    expect(visits).toBeGreaterThan(0);
   });
 });

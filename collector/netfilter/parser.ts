@@ -140,6 +140,28 @@ export function formatV6(b: Buffer, off: number): string {
 }
 
 const u16le = (b: Buffer, o: number) => b[o] | (b[o + 1] << 8);
+const u32le = (b: Buffer, o: number) => (b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)) >>> 0;
+
+/**
+ * Walks the netlink messages of one datagram and parses those of message type `type` into `s`,
+ * calling `visit` for each entry that parses. Returns the number of parse errors: a message that
+ * does not parse is skipped; a length that cannot be framed ends the walk (the rest of the datagram
+ * is unusable). Never throws on bad input.
+ */
+export function walkDatagram(b: Buffer, type: number, s: CtSample, visit: (s: CtSample) => void): number {
+  let errors = 0;
+  let off = 0;
+  while (off + NLMSG_HDRLEN <= b.length) {
+    const len = u32le(b, off);
+    if (len < NLMSG_HDRLEN || off + len > b.length) return errors + 1;
+    if (u16le(b, off + 4) === type) {
+      if (parseCtMessage(b, off, off + len, s)) visit(s);
+      else errors++;
+    }
+    off += (len + 3) & ~3;
+  }
+  return errors;
+}
 const be16 = (b: Buffer, o: number) => (b[o] << 8) | b[o + 1];
 const be32 = (b: Buffer, o: number) => ((b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]) >>> 0;
 /** Exact below 2^53, which no byte counter reaches. */
