@@ -2,7 +2,11 @@
 // acknowledges them once every sink took them. The decoder trusts nothing: a collector of another
 // version, a truncated or corrupt body, or a body above `pull-max-bytes` is rejected with a
 // `PullError` naming the reason, so that one bad collector costs only its own round.
+import { Agent as HttpAgent, request as httpRequest } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { isIPv4, isIPv6 } from 'node:net';
+import { promisify } from 'node:util';
+import { gunzip as gunzipCb } from 'node:zlib';
 import { Packr, Unpackr } from 'msgpackr';
 import {
   ACK_PATH,
@@ -127,99 +131,168 @@ export interface HttpCollectorOptions {
   maxBytes: number;
 }
 
-/** A collector reached over HTTP at `baseUrl` (e.g. http://10.0.3.7:9470). No I/O until pull/ack. */
+/**
+ * A collector reached over HTTP at `baseUrl` (e.g. http://10.0.3.7:9470). No I/O until pull/ack.
+ *
+ * node:http rather than fetch: fetch gunzips as a stream on the main thread, which cost several
+ * times a one-shot gunzip; here the compressed body is read (capped), then gunzipped on libuv's
+ * thread pool with `maxOutputLength` = `pull-max-bytes`, so a gzip bomb stops at the cap.
+ */
 export class HttpCollectorClient implements CollectorClient {
   readonly id: string;
-  private readonly pullUrl: string;
-  private readonly ackUrl: string;
+  private readonly pullUrl: URL;
+  private readonly ackUrl: URL;
 
   constructor(
     baseUrl: string,
     private readonly opts: HttpCollectorOptions,
   ) {
     this.id = baseUrl.replace(/\/+$/, '');
-    this.pullUrl = `${this.id}${PULL_PATH}`;
-    this.ackUrl = `${this.id}${ACK_PATH}`;
+    this.pullUrl = new URL(`${this.id}${PULL_PATH}`);
+    this.ackUrl = new URL(`${this.id}${ACK_PATH}`);
   }
 
   async pull(signal: AbortSignal): Promise<PullResponse> {
     const timeout = AbortSignal.timeout(this.opts.timeoutMs);
-    const both = AbortSignal.any([signal, timeout]);
-    let res: Response;
-    try {
-      res = await fetch(this.pullUrl, {
-        headers: { accept: MSGPACK_TYPE, 'accept-encoding': 'gzip' },
-        signal: both,
-      });
-    } catch (cause) {
-      throw netError(cause, timeout, 'pull');
+    const res = await exchange(
+      this.pullUrl,
+      'GET',
+      { accept: MSGPACK_TYPE, 'accept-encoding': 'gzip' },
+      undefined,
+      AbortSignal.any([signal, timeout]),
+      timeout,
+      this.opts.maxBytes,
+      'pull',
+    );
+    if (res.status !== 200) throw new PullError('http', `pull: HTTP ${res.status}`);
+    let body = res.body;
+    if (res.encoding === 'gzip') {
+      try {
+        body = await gunzip(body, { maxOutputLength: this.opts.maxBytes });
+      } catch (cause) {
+        if ((cause as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') {
+          throw new PullError(
+            'oversized',
+            `pull: body exceeds pull-max-bytes ${this.opts.maxBytes} once gunzipped`,
+            {
+              cause,
+            },
+          );
+        }
+        throw new PullError('decode', `pull: broken gzip body (${(cause as Error).message})`, { cause });
+      }
+    } else if (res.encoding !== '' && res.encoding !== 'identity') {
+      throw new PullError('decode', `pull: unsupported Content-Encoding ${res.encoding}`);
     }
-    if (res.status !== 200) {
-      await res.body?.cancel().catch(() => {});
-      throw new PullError('http', `pull: HTTP ${res.status}`);
-    }
-    const body = await readCapped(res, this.opts.maxBytes, timeout);
     return decodePullResponse(body);
   }
 
   async ack(bootId: string, seq: number, signal: AbortSignal): Promise<void> {
     const timeout = AbortSignal.timeout(this.opts.timeoutMs);
     const req: AckRequest = { bootId, seq };
-    let res: Response;
-    try {
-      res = await fetch(this.ackUrl, {
-        method: 'POST',
-        headers: { 'content-type': MSGPACK_TYPE },
-        body: packr.pack(req),
-        signal: AbortSignal.any([signal, timeout]),
-      });
-    } catch (cause) {
-      throw netError(cause, timeout, 'ack');
-    }
-    await res.body?.cancel().catch(() => {});
-    if (res.status === 409)
+    const res = await exchange(
+      this.ackUrl,
+      'POST',
+      { 'content-type': MSGPACK_TYPE },
+      packr.pack(req),
+      AbortSignal.any([signal, timeout]),
+      timeout,
+      64 * 1024,
+      'ack',
+    );
+    if (res.status === 409) {
       throw new PullError('boot', `ack: collector restarted (boot id ${bootId} unknown)`);
+    }
     if (res.status < 200 || res.status > 299) throw new PullError('http', `ack: HTTP ${res.status}`);
   }
 }
 
-function netError(cause: unknown, timeout: AbortSignal, what: string): PullError {
-  if (timeout.aborted) return new PullError('timeout', `${what}: timed out`, { cause });
-  const err = cause as Error & { cause?: { code?: string } };
-  const code = err.cause?.code ?? err.name;
-  return new PullError('network', `${what}: ${code}: ${err.message}`, { cause });
+const gunzip = promisify(gunzipCb);
+// Keep-alive: a collector is pulled every interval, its connection is reused.
+const httpAgent = new HttpAgent({ keepAlive: true });
+const httpsAgent = new HttpsAgent({ keepAlive: true });
+
+interface Exchange {
+  status: number;
+  encoding: string;
+  body: Buffer;
 }
 
 /**
- * Reads the (already gunzipped by fetch) body, giving up as soon as it exceeds `max` bytes: a
- * gzip bomb or a runaway collector never gets buffered whole.
+ * One request; reads the body as sent (not decoded), giving up as soon as it exceeds `max` bytes.
+ * Network failures, timeouts and bodies cut short become PullError.
  */
-async function readCapped(res: Response, max: number, timeout: AbortSignal): Promise<Uint8Array> {
-  const declared = Number(res.headers.get('content-length') ?? Number.NaN);
-  if (!res.headers.get('content-encoding') && declared > max) {
-    await res.body?.cancel().catch(() => {});
-    throw new PullError('oversized', `pull: body of ${declared} bytes exceeds pull-max-bytes ${max}`);
-  }
-  if (!res.body) return new Uint8Array(0);
-  const reader = res.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      total += value.byteLength;
-      if (total > max) {
-        await reader.cancel().catch(() => {});
-        throw new PullError('oversized', `pull: body exceeds pull-max-bytes ${max}`);
+function exchange(
+  url: URL,
+  method: string,
+  headers: Record<string, string>,
+  body: Buffer | undefined,
+  signal: AbortSignal,
+  timeout: AbortSignal,
+  max: number,
+  what: string,
+): Promise<Exchange> {
+  return new Promise<Exchange>((resolve, reject) => {
+    const https = url.protocol === 'https:';
+    const send = https ? httpsRequest : httpRequest;
+    let headersSeen = false;
+    let settled = false;
+    const fail = (cause: unknown) => {
+      if (settled) return;
+      settled = true;
+      if (timeout.aborted) reject(new PullError('timeout', `${what}: timed out`, { cause }));
+      else if (cause instanceof PullError) reject(cause);
+      else if (headersSeen) {
+        // A connection cut mid-body: the payload is incomplete.
+        reject(new PullError('decode', `${what}: body cut short (${(cause as Error).message})`, { cause }));
+      } else {
+        const e = cause as Error & { code?: string };
+        reject(new PullError('network', `${what}: ${e.code ?? e.name}: ${e.message}`, { cause }));
       }
-      chunks.push(value);
-    }
-  } catch (cause) {
-    if (cause instanceof PullError) throw cause;
-    if (timeout.aborted) throw new PullError('timeout', 'pull: timed out reading the body', { cause });
-    // A connection cut mid-body or a broken gzip stream: the payload is incomplete.
-    throw new PullError('decode', `pull: body cut short (${(cause as Error).message})`, { cause });
-  }
-  return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, total);
+    };
+    const req = send(
+      url,
+      {
+        method,
+        headers: body ? { ...headers, 'content-length': String(body.length) } : headers,
+        agent: https ? httpsAgent : httpAgent,
+        signal,
+      },
+      (res) => {
+        headersSeen = true;
+        const declared = Number(res.headers['content-length'] ?? Number.NaN);
+        if (declared > max) {
+          res.destroy();
+          return fail(
+            new PullError('oversized', `${what}: body of ${declared} bytes exceeds pull-max-bytes ${max}`),
+          );
+        }
+        const chunks: Buffer[] = [];
+        let total = 0;
+        res.on('data', (c: Buffer) => {
+          total += c.length;
+          if (total > max) {
+            fail(new PullError('oversized', `${what}: body exceeds pull-max-bytes ${max}`));
+            res.destroy();
+            return;
+          }
+          chunks.push(c);
+        });
+        res.on('error', fail);
+        res.on('aborted', () => fail(new Error('connection closed')));
+        res.on('end', () => {
+          if (!res.complete) return fail(new Error('connection closed'));
+          if (settled) return;
+          settled = true;
+          resolve({
+            status: res.statusCode ?? 0,
+            encoding: String(res.headers['content-encoding'] ?? '').toLowerCase(),
+            body: chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, total),
+          });
+        });
+      },
+    );
+    req.on('error', fail);
+    req.end(body);
+  });
 }
