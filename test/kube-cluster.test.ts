@@ -88,6 +88,14 @@ describe('KubeCluster (exporter ClusterLookup)', () => {
       );
     });
     const { cluster } = await start();
+    h.server.create(
+      'pods',
+      pod({ name: 'dual', namespace: 'shop', node: 'n2', ips: ['10.244.2.9', 'fd00:10:244:2::9'] }),
+    );
+    await seen(cluster);
+    // Every podIP of a dual-stack pod answers.
+    expect(cluster.lookup('fd00:10:244:2::9', T0)).toEqual(podEp('dual', 'shop', 'dual', 'n2', 'eu-west-1b'));
+    expect(cluster.lookup('10.244.2.9', T0)).toEqual(podEp('dual', 'shop', 'dual', 'n2', 'eu-west-1b'));
     table.forEach(([name, , workload], i) => {
       expect(cluster.lookup(`10.244.1.${i + 1}`, T0), name).toEqual(
         podEp(name, 'shop', workload, 'n1', 'eu-west-1a'),

@@ -1,6 +1,10 @@
 // The informer (shared/kube.ts) with the real @kubernetes/client-node against the test API server,
 // through every fault: the cache must always end equal to the server's store, object for object and
 // version for version, and the callbacks must add up to it (nothing lost, nothing doubled).
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type Compact, compactMeta, type InformerOptions, KubeInformer, listers } from '../shared/kube.js';
 import { captureLogger, type Harness, sleep, startHarness, until } from './kube-api-server/harness.js';
@@ -330,6 +334,53 @@ describe('KubeInformer against the test API server', () => {
     h.server.clearFaults();
     churn('after');
     await consistent(inf, counts, 'after the quick-closing watches');
+  });
+
+  it('works over TLS with the CA from the kubeconfig, idle timeout included', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pf-tls-'));
+    try {
+      execFileSync(
+        'openssl',
+        [
+          'req',
+          '-x509',
+          '-newkey',
+          'ec',
+          '-pkeyopt',
+          'ec_paramgen_curve:prime256v1',
+          '-nodes',
+          '-keyout',
+          join(dir, 'key.pem'),
+          '-out',
+          join(dir, 'cert.pem'),
+          '-days',
+          '1',
+          '-subj',
+          '/CN=kube-apiserver',
+          '-addext',
+          'subjectAltName=IP:127.0.0.1',
+        ],
+        { stdio: 'ignore' },
+      );
+      const cert = readFileSync(join(dir, 'cert.pem'), 'utf8');
+      await h.close();
+      h = await startHarness({ tls: { key: readFileSync(join(dir, 'key.pem'), 'utf8'), cert, ca: cert } });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    expect(h.server.url).toMatch(/^https:/);
+    addPods(20);
+    h.server.slow(700);
+    const { inf, counts, cap } = make({ idleTimeoutMs: 400 });
+    inf.start();
+    await until(
+      () => cap.lines.some((l) => /no data from the API server/.test(String(l.cause))),
+      'idle cut on TLS',
+    );
+    h.server.slow(0);
+    await inf.whenSynced();
+    churn('tls');
+    await consistent(inf, counts, 'over TLS');
   });
 
   it('stops cleanly: no error logged, no request after close', async () => {

@@ -21,6 +21,7 @@
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -160,6 +161,8 @@ export interface KubeApiServerOptions {
   token?: string;
   /** The user named in RBAC denials. */
   user?: string;
+  /** Serve https with this key and certificate (PEM); the kubeconfig then carries the CA. */
+  tls?: { key: string; cert: string; ca: string };
 }
 
 const sortKey = (o: KubeObject) => `${o.metadata.namespace ?? ''}/${o.metadata.name}`;
@@ -212,7 +215,8 @@ export class KubeApiServer {
   private readonly forbidden = new Map<string, Set<string>>();
   private delayMs = 0;
   private uid = 0;
-  private readonly opts: Required<Omit<KubeApiServerOptions, 'token' | 'user'>>;
+  private readonly opts: Required<Omit<KubeApiServerOptions, 'token' | 'user' | 'tls'>>;
+  private readonly tls: KubeApiServerOptions['tls'];
 
   constructor(options: KubeApiServerOptions = {}) {
     this.opts = {
@@ -223,6 +227,7 @@ export class KubeApiServer {
     };
     this.token = options.token ?? randomBytes(16).toString('hex');
     this.user = options.user ?? 'system:serviceaccount:podflow:podflow';
+    this.tls = options.tls;
     for (const name of Object.keys(RESOURCES)) this.store.set(name, new Map());
   }
 
@@ -230,13 +235,16 @@ export class KubeApiServer {
 
   /** Listen on 127.0.0.1 (port 0 = any; a restart reuses the port). Returns the base URL. */
   async listen(port = this.port): Promise<string> {
-    const server = createServer((req, res) => {
+    const handler = (req: IncomingMessage, res: ServerResponse) => {
       this.handle(req, res).catch((err) => {
         if (!res.headersSent) this.send(res, 500, status(500, 'InternalError', String(err)));
         else res.destroy();
       });
-    });
-    server.on('connection', (s) => {
+    };
+    const server: Server = this.tls
+      ? createTlsServer({ key: this.tls.key, cert: this.tls.cert }, handler)
+      : createServer(handler);
+    server.on('connection', (s: Socket) => {
       this.sockets.add(s);
       s.on('close', () => this.sockets.delete(s));
     });
@@ -250,7 +258,7 @@ export class KubeApiServer {
   }
 
   get url(): string {
-    return `http://127.0.0.1:${this.port}`;
+    return `${this.tls ? 'https' : 'http'}://127.0.0.1:${this.port}`;
   }
 
   get listening(): boolean {
@@ -304,7 +312,9 @@ export class KubeApiServer {
       '  cluster:',
       `    server: ${this.url}`,
       // client-node refuses http:// servers unless TLS verification is explicitly off.
-      '    insecure-skip-tls-verify: true',
+      this.tls
+        ? `    certificate-authority-data: ${Buffer.from(this.tls.ca).toString('base64')}`
+        : '    insecure-skip-tls-verify: true',
       'users:',
       '- name: test',
       '  user:',
