@@ -83,12 +83,15 @@ export class ConntrackEvents {
 
   private spawnChild(): Promise<void> {
     // The child runs the same way we do: compiled JS, or TypeScript through a loader (tsx when the
-    // parent's own loader is not on its command line, e.g. under a test runner).
+    // parent's own loader is not on its command line, e.g. under a test runner). Debugger and
+    // profiler flags stay with the parent. A small young generation makes the child collect its
+    // datagram buffers often, so a burst of events does not leave it holding tens of MB.
+    const inherited = process.execArgv.filter((a) => !/^--(inspect|debug|cpu-prof|heap-prof|prof)/.test(a));
     const loader =
-      CHILD.endsWith('.ts') && !process.execArgv.some((a) => a.includes('tsx')) ? ['--import', 'tsx'] : [];
+      CHILD.endsWith('.ts') && !inherited.some((a) => a.includes('tsx')) ? ['--import', 'tsx'] : [];
     const child = spawn(
       process.execPath,
-      [...process.execArgv, ...loader, CHILD, String(this.recvBufferSize)],
+      [...inherited, ...loader, '--max-semi-space-size=1', CHILD, String(this.recvBufferSize)],
       {
         stdio: ['pipe', 'pipe', 'pipe'],
       },
