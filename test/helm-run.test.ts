@@ -1,14 +1,15 @@
 // The chart's containers started for real: for each value set, the rendered collector and exporter
 // are run as the pod would run them — the real `podflow` executable with the rendered arguments,
-// environment (downward API and Secret values filled in), ConfigMap files and hostPath mounts
-// (bind mounts) — inside a test network namespace standing in for the node. The collector must get
+// environment (downward API and Secret values filled in), ConfigMap files, hostPath mounts (bind
+// mounts), user and capabilities (setpriv) — inside a test network namespace standing in for the
+// node. The collector must get
 // ready and turn on conntrack accounting through the mounted /proc/sys/net/netfilter; the exporter
 // must pass start-up validation and stop only where a cluster is needed (no API server here).
 // Then one release end to end: with the test API server standing in for the cluster (and refusing
 // everything the chart's exporter ClusterRole does not grant), the exporter finds the collector by
 // the chart's labels and pulls it on the chart's port.
 import { type ChildProcess, execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -81,7 +82,11 @@ describe.skipIf(!root)('chart containers started for real', () => {
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   });
 
-  /** Starts the container's process in the namespace, in its own mount namespace with its binds. */
+  /**
+   * Starts the container's process in the namespace, in its own mount namespace with its binds, as
+   * the container's user with only the capabilities its securityContext adds (bounding set: what
+   * `drop: [ALL]` + `add` leaves) and no_new_privs (allowPrivilegeEscalation: false).
+   */
   function start(
     objects: K8sObject[],
     workload: K8sObject,
@@ -90,6 +95,7 @@ describe.skipIf(!root)('chart containers started for real', () => {
   ): Run {
     const dir = mkdtempSync(join(tmpdir(), 'pf-helm-run-'));
     dirs.push(dir);
+    chmodSync(dir, 0o755); // readable by a non-root container user
     const sb = containerSandbox(objects, workload, container, join(dir, 'root'));
     const env = {
       ...sb.env,
@@ -98,16 +104,31 @@ describe.skipIf(!root)('chart containers started for real', () => {
       KUBECONFIG: join(dir, 'none'),
       ...extraEnv,
     };
+    const pod = workload.spec.template.spec;
+    const c = pod.containers.find((x: { name: string }) => x.name === container);
+    const sc = c.securityContext ?? {};
+    expect(sc.capabilities?.drop).toEqual(['ALL']);
+    expect(sc.allowPrivilegeEscalation).toBe(false);
+    // The image's USER is 65532 (Dockerfile); the pod may override it.
+    const uid: number = sc.runAsUser ?? pod.securityContext?.runAsUser ?? 65532;
+    const gid: number = sc.runAsGroup ?? pod.securityContext?.runAsGroup ?? uid;
+    const caps = ((sc.capabilities?.add ?? []) as string[]).map((x) => `,+${x.toLowerCase()}`).join('');
+    const privs = ['setpriv', '--reuid', String(uid), '--regid', String(gid), '--clear-groups'];
+    privs.push('--bounding-set', `-all${caps}`, '--inh-caps', '-all', '--no-new-privs');
     const mounts = sb.binds.map((b) => `mount --bind '${b.host}' '${b.target}'`).join(' && ');
     const script = `${mounts ? `${mounts} && ` : ''}exec "$@"`;
-    const argv = ['-c', script, 'sh', 'env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`)];
+    const envArgs = ['env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`)];
     // A private mount namespace: the binds vanish with the process.
     const proc = ns.spawn('unshare', [
       '--mount',
       '--propagation',
       'private',
       'sh',
-      ...argv,
+      '-c',
+      script,
+      'sh',
+      ...privs,
+      ...envArgs,
       process.execPath,
       BIN,
       ...sb.args,
@@ -250,8 +271,10 @@ describe.skipIf(!root)('chart containers started for real', () => {
     dirs.push(dir);
     const relay = await relayIntoNetns(ns, 6443, Number(new URL(api.url).port), dir);
     const kubeconfig = join(dir, 'kubeconfig');
+    // Readable by the exporter's non-root user, as its service account token is in a pod.
+    chmodSync(dir, 0o755);
     writeFileSync(kubeconfig, api.kubeconfigYaml().replace(api.url, 'http://127.0.0.1:6443'), {
-      mode: 0o600,
+      mode: 0o644,
     });
 
     const collectorPort: number = ds.spec.template.spec.containers[0].ports[0].containerPort;
