@@ -69,6 +69,9 @@ function entry(i: number, shape: Shape): EntrySpec {
     orig: { src, dst, proto, sport, dport },
     reply: { src: backend, dst: src, proto, sport: dport, dport: sport },
     timeout: 3600,
+    // Sent as a real entry would carry them; the kernel accepts but ignores counters on NEW (they
+    // start at 0), which is why the "grew" phases bump them on the way from the dump to the tracker.
+    counters: { origPackets: 10, origBytes: 1000 + i, replyPackets: 8, replyBytes: 5000 },
   };
 }
 
