@@ -9,11 +9,22 @@
 // everything the chart's exporter ClusterRole does not grant), the exporter finds the collector by
 // the chart's labels and pulls it on the chart's port.
 import { type ChildProcess, execFile } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  CT_OUT,
+  CT_VALUE_SIZE,
+  createMap,
+  ctKey,
+  ctValue15,
+  KEY4_SIZE,
+  monoSeconds,
+  mountBpffs,
+  putEntries,
+} from './helpers/bpf.js';
 import { containerSandbox, helmRenderBinary, type K8sObject, REPO, renderChart } from './helpers/helm.js';
 import { cleanupAll, createNetns, kill, type Netns, requireRoot } from './helpers/netns.js';
 import { relayIntoNetns } from './helpers/relay.js';
@@ -313,4 +324,53 @@ describe.skipIf(!root)('chart containers started for real', () => {
       await api.stop();
     }
   }, 120_000);
+
+  it('cilium: the collector reads pinned maps with only the BPF capability', async () => {
+    const bpf = await mountBpffs();
+    try {
+      const maps = join(bpf.dir, 'tc/globals');
+      mkdirSync(maps, { recursive: true });
+      const lifetime = monoSeconds() + 3600;
+      const entries = [1, 2, 3].map((i) =>
+        Buffer.concat([
+          ctKey({ src: '10.9.0.1', sport: 40000 + i, dst: '10.9.0.2', dport: 80, proto: 6, flags: CT_OUT }),
+          ctValue15({ rxPackets: 2, rxBytes: 300 * i, txPackets: 3, txBytes: 100 * i, lifetime }),
+        ]),
+      );
+      for (const name of ['cilium_ct4_global', 'cilium_ct_any4_global']) {
+        await createMap(join(maps, name), { keySize: KEY4_SIZE, valueSize: CT_VALUE_SIZE, maxEntries: 1024 });
+      }
+      await putEntries(join(maps, 'cilium_ct4_global'), KEY4_SIZE, CT_VALUE_SIZE, Buffer.concat(entries));
+      const values = {
+        collector: {
+          source: 'cilium',
+          interval: '1s',
+          cilium: { bpfHostPath: bpf.dir, mapsPath: maps, layout: 'v1.15', clock: 'ktime' },
+        },
+      };
+      const { objects } = await renderChart(bin, { values, namespace: 'monitoring' });
+      const ds = objects.find((o) => o.kind === 'DaemonSet')!;
+      expect(ds.spec.template.spec.containers[0].securityContext.capabilities.add).toEqual(['BPF']);
+      const run = start(objects, ds, 'collector');
+      try {
+        const deadline = Date.now() + 30_000;
+        for (;;) {
+          if (run.proc.exitCode !== null)
+            throw new Error(`collector exited ${run.proc.exitCode}: ${run.output()}`);
+          const { stdout } = await ns
+            .exec('curl', ['-s', 'http://127.0.0.1:9470/metrics'])
+            .catch(() => ({ stdout: '' }));
+          const m = /^podflow_collector_conntrack_entries (\S+)$/m.exec(stdout);
+          if (m && Number(m[1]) === entries.length) break;
+          if (Date.now() > deadline) throw new Error(`entries not read: ${m?.[1]}\n${run.output()}`);
+          await new Promise((resolve) => setTimeout(resolve, 300));
+        }
+        expect(await httpStatus(9470, '/readyz')).toBe(200);
+      } finally {
+        await kill(run.proc);
+      }
+    } finally {
+      await bpf.cleanup();
+    }
+  }, 60_000);
 });
