@@ -314,6 +314,8 @@ function applyIdleTimeout(kc: KubeConfig, idleMs: number): void {
     k[IDLE_PATCHED] = Math.max(k[IDLE_PATCHED], idleMs);
     return;
   }
+  // A client release without this method keeps working, only without the idle timeout.
+  if (typeof k.createAgent !== 'function') return;
   k[IDLE_PATCHED] = idleMs;
   const create = k.createAgent.bind(kc);
   k.createAgent = (cluster, options) => {

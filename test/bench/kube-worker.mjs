@@ -83,25 +83,25 @@ const makeIps = () => {
 };
 const ips = makeIps();
 const now = Date.now();
+// Warm-up (JIT, answer caches) with yet other string objects: the timed loop must not find its
+// own strings as keys (IPs from collector batches never are).
+const warm = makeIps();
 const run = (fn) => {
   let hits = 0;
-  for (let i = 0; i < 300_000; i++) if (fn(ips[i % ips.length]) !== undefined) hits++;
+  for (let i = 0; i < 300_000; i++) if (fn(warm[i % warm.length]) !== undefined) hits++;
   hits = 0;
   const t = performance.now();
   for (let i = 0; i < LOOKUPS; i++) if (fn(ips[i % ips.length]) !== undefined) hits++;
   return { s: (performance.now() - t) / 1000, hits };
 };
 const look = run((ip) => cluster.lookup(ip, now));
-// The floor: one Map.get per lookup on a Map of the same size, keyed by other string objects of
-// the same IPs (as the index is), holding the same answers.
+// The floor: one Map.get per lookup on a bare Map of the same answers (IPs that have one), keyed
+// by other string objects of the same IPs, as the index's keys are.
 const bare = new Map();
-const keys = makeIps();
-for (let i = 0; i < keys.length; i++) bare.set(keys[i], cluster.lookup(keys[i], now));
-for (let i = 0; bare.size < cluster.stats().podIps + 6000 && i < PODS; i++) {
-  bare.set(`fd00:244::${i.toString(16)}`, undefined);
-  bare.set(`10.${64 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`, undefined);
+for (const ip of makeIps()) {
+  const e = cluster.lookup(ip, now);
+  if (e !== undefined) bare.set(ip, e);
 }
-for (const ip of keys) bare.set(ip, cluster.lookup(ip, now));
 const floor = run((ip) => bare.get(ip));
 if (floor.hits !== look.hits) throw new Error(`floor disagrees: ${floor.hits} vs ${look.hits} hits`);
 
