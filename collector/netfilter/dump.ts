@@ -223,7 +223,9 @@ export class ConntrackDumper {
     while (off + NLMSG_HDRLEN <= b.length) {
       const len = u32le(b, off);
       if (len < NLMSG_HDRLEN || off + len > b.length) {
-        r.parseErrors++; // the rest of this datagram cannot be framed
+        // The rest of this datagram cannot be framed: its entries are missing from this read.
+        r.parseErrors++;
+        r.interrupted = true;
         return;
       }
       const type = u16le(b, off + 4);
