@@ -216,6 +216,9 @@ describe.skipIf(!root)('two-node cluster end to end', () => {
       p.stderr?.on('data', (d) => {
         logs += `[${ns.name.split('-').pop()}] ${d}`;
       });
+      p.on('exit', (code, sig) => {
+        logs += `[${ns.name.split('-').pop()}] exited with ${code ?? sig}\n`;
+      });
       procs.push(p);
       return p;
     };
@@ -252,6 +255,20 @@ describe.skipIf(!root)('two-node cluster end to end', () => {
         throw new Error(`${err.message}: ${logs.slice(-3000)}`);
       },
     );
+    // A collector counts from its first read on: traffic before that is history, not reported.
+    for (const ip of ['10.250.1.2', '10.250.2.2']) {
+      await waitFor(`collector ${ip} ready`, async () => {
+        const { stdout } = await ctl.exec('curl', [
+          '-s',
+          '-o',
+          '/dev/null',
+          '-w',
+          '%{http_code}',
+          `http://${ip}:9470/readyz`,
+        ]);
+        return stdout.trim() === '200' ? true : undefined;
+      });
+    }
     prom = await startPrometheus({ targets: ['127.0.0.1:9471'], ns: ctl });
 
     const [tcp, udp] = await Promise.all([startServer(nb, 'tcp', POD_B), startServer(nb, 'udp', POD_B)]);
@@ -273,8 +290,13 @@ describe.skipIf(!root)('two-node cluster end to end', () => {
     await waitFor('Prometheus to see both directions', async () =>
       (await q(`sum(${fromA})`)) === aSent && (await q(`sum(${fromB})`)) === bSent ? true : undefined,
     ).catch(async (err: Error) => {
+      await writeFile(join(tmpdir(), 'pf-e2e-cluster.log'), logs).catch(() => undefined);
       throw new Error(
-        `${err.message}: got ${await q(`sum(${fromA})`)}/${await q(`sum(${fromB})`)}, want ${aSent}/${bSent}; ${logs.slice(-3000)}`,
+        `${err.message}: got ${await q(`sum(${fromA})`)}/${await q(`sum(${fromB})`)}, want ${aSent}/${bSent}; ${logs
+          .split('\n')
+          .filter((l) => !l.includes('pull failed'))
+          .join('\n')
+          .slice(-4000)}`,
       );
     });
     // What A sent, B received: the two nodes agree, and each byte appears once per direction.
