@@ -17,6 +17,7 @@ const rss = () => {
 };
 
 const rssStart = rss();
+const heapStart = process.memoryUsage().heapUsed;
 const access = resolveKubeConfig({ kubeconfig: arg('kubeconfig') });
 const cluster = new KubeCluster(
   { podRetention: 120_000 },
@@ -116,6 +117,7 @@ process.stdout.write(
     rssStart,
     rssSynced,
     heapSynced,
+    heapStart,
     lookupsPerS: LOOKUPS / look.s,
     hitRatio: look.hits / LOOKUPS,
     floorLookupsPerS: LOOKUPS / floor.s,

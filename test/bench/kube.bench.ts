@@ -73,6 +73,7 @@ try {
     rssStart: number;
     rssSynced: number;
     heapSynced: number;
+    heapStart: number;
     lookupsPerS: number;
     hitRatio: number;
     floorLookupsPerS: number;
@@ -82,7 +83,7 @@ try {
     `sync      ${(r.syncMs / 1000).toFixed(2)} s   floor (raw paged HTTP + JSON.parse, ${r.pages} pages, ${mb(r.bytes)} MB) ${(r.floorMs / 1000).toFixed(2)} s   ratio ${(r.syncMs / r.floorMs).toFixed(2)}x   (target ≤ 20 s)`,
   );
   console.log(
-    `RSS       ${mb(r.rssSynced)} MB after sync   (process start ${mb(r.rssStart)} MB, growth ${mb(r.rssSynced - r.rssStart)} MB, heap ${mb(r.heapSynced)} MB)   (target ≤ 250 MB)`,
+    `RSS       ${mb(r.rssSynced)} MB after sync   (process start ${mb(r.rssStart)} MB, growth ${mb(r.rssSynced - r.rssStart)} MB; heap ${mb(r.heapStart)} → ${mb(r.heapSynced)} MB)   (target ≤ 250 MB)`,
   );
   console.log(
     `lookups   ${(r.lookupsPerS / 1e6).toFixed(2)} M/s (${(r.hitRatio * 100).toFixed(0)}% hits)   floor (bare Map.get) ${(r.floorLookupsPerS / 1e6).toFixed(2)} M/s   ratio ${(r.floorLookupsPerS / r.lookupsPerS).toFixed(2)}x   (target ≥ 1 M/s)`,
