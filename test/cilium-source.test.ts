@@ -491,10 +491,9 @@ describe.skipIf(!root)('Cilium conntrack source on real BPF maps', () => {
     );
   });
 
-  // The shared reducer must report a sample that carries `localEnd` only from that end. Until
-  // collector/reduce.ts honours ConnSample.localEnd, this pod-to-pod connection is counted twice;
-  // `fails` marks that known gap and turns red (remove it) once the reducer does.
-  it.fails('pod to pod on one node: each end reports the connection once (needs reducer localEnd)', async () => {
+  // The shared reducer reports a sample that carries `localEnd` only from that end, so this
+  // pod-to-pod connection (an OUT and an IN entry) is counted once per end, never twice.
+  it('pod to pod on one node: each end reports the connection once', async () => {
     const dir = newDir();
     await makeMaps(dir);
     const out: CtKeySpec = {
