@@ -411,6 +411,7 @@ export class KubeInformer<R extends Compact> {
     return this.isSynced;
   }
 
+  /** Resolves once synced, or on close() (check synced() after it when that matters). */
   whenSynced(): Promise<void> {
     if (this.isSynced) return Promise.resolve();
     return new Promise((resolve) => this.syncWaiters.push(resolve));
