@@ -13,9 +13,10 @@ export interface PushInfo {
 export interface Sink {
   readonly name: string;
   /**
-   * Accepts one export interval's flows. Resolves once the sink has taken responsibility for them
-   * (counted, or durably queued); rejects when it cannot, and then the batch is not acknowledged to
-   * the collectors and will be offered again.
+   * Accepts flows of one or more collector batches. Resolves once the sink has taken responsibility
+   * for them (Prometheus: counted; HTTP: POSTed and answered 2xx); rejects when it cannot, and then
+   * the batches are not acknowledged to the collector and will be offered again (only to the sinks
+   * that did not take them).
    */
   push(flows: readonly EnrichedFlow[], info?: PushInfo): Promise<void>;
   /** Flushes what is queued, giving up at `deadline` (ms since the epoch). */
