@@ -152,6 +152,12 @@ export class Pipeline {
     const now = this.clock();
     const clients = this.deps.discovery.current();
     metrics?.collectors.set(clients.length);
+    // Listed collectors are remembered even while they fail to answer: their sinks' progress must
+    // survive an outage, or batches one sink already took would be counted again when they return.
+    for (const c of clients) {
+      const st = this.states.get(c.id);
+      if (st !== undefined) st.seen = now;
+    }
 
     let pulled = 0;
     let flowCount = 0;
