@@ -192,7 +192,10 @@ describe.skipIf(!root)('two-node cluster end to end', () => {
     unix.push(await unixToLocal(join(dir, 'rx.sock'), Number(new URL(rx.url).port)));
     procs.push(await forwarder(ctl, 6443, join(dir, 'api.sock')));
     procs.push(await forwarder(ctl, 9600, join(dir, 'rx.sock')));
-    await writeFile(join(dir, 'kubeconfig'), s.kubeconfigYaml().replace(s.url, 'http://127.0.0.1:6443'));
+    await writeFile(
+      join(dir, 'kubeconfig'),
+      s.kubeconfigYaml().replace(s.url, s.url.replace(/:\d+$/, ':6443')),
+    );
   }, 120_000);
 
   afterAll(async () => {
