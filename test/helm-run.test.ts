@@ -5,9 +5,9 @@
 // node. The collector must get
 // ready and turn on conntrack accounting through the mounted /proc/sys/net/netfilter; the exporter
 // must pass start-up validation and stop only where a cluster is needed (no API server here).
-// Then one release end to end: with the test API server standing in for the cluster (and refusing
-// everything the chart's exporter ClusterRole does not grant), the exporter finds the collector by
-// the chart's labels and pulls it on the chart's port.
+// Then one release end to end: with the test API server standing in for the cluster (refusing
+// everything the component's ClusterRole does not grant), the collector lists only its node's pods
+// and the exporter finds the collector by the chart's labels and pulls it on the chart's port.
 import { type ChildProcess, execFile } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -224,81 +224,97 @@ describe.skipIf(!root)('chart containers started for real', () => {
     60_000,
   );
 
-  it('one release: the exporter discovers the collector by the chart labels, within the chart RBAC', async () => {
+  it('one release: the exporter discovers the collector by the chart labels, each within its RBAC', async () => {
     const { objects } = await renderChart(bin, { name: 'pf', namespace: 'monitoring' });
     const ds = objects.find((o) => o.kind === 'DaemonSet')!;
     const dep = objects.find((o) => o.kind === 'Deployment')!;
-    const role = objects.find(
-      (o) => o.kind === 'ClusterRole' && o.metadata.labels['app.kubernetes.io/component'] === 'exporter',
-    )!;
-    const granted = new Set<string>();
-    for (const rule of role.rules) {
-      for (const g of rule.apiGroups)
-        for (const r of rule.resources) for (const v of rule.verbs) granted.add(`${g}/${r}/${v}`);
-    }
-    const api = new KubeApiServer();
-    for (const info of Object.values(RESOURCES)) {
-      const denied = ['get', 'list', 'watch'].filter(
-        (v) => !granted.has(`${info.group}/${info.plural}/${v}`),
-      );
-      if (denied.length > 0) api.forbid(info.plural, denied);
-    }
-    // The collector pod as the DaemonSet creates it: its template labels, on node-a. In the host
-    // network its IP is the node's; here the node is this namespace, reached on its loopback.
-    api.create('nodes', node({ name: 'node-a', zone: 'eu-1a', internalIPs: ['127.0.0.1'] }));
-    const collectorPod = pod({
-      name: 'pf-podflow-collector-7xk2p',
-      namespace: 'monitoring',
-      node: 'node-a',
-      ips: ['127.0.0.1'],
-      hostNetwork: true,
-      labels: ds.spec.template.metadata.labels,
-    });
-    api.create('pods', collectorPod);
-    // A pod of the same release that is not a collector, and a collector of another release (on
-    // loopback addresses: were they wrongly selected, pulls would fail here and nowhere else).
-    api.create(
-      'pods',
-      pod({
-        name: 'pf-podflow-exporter-5d9c-abcde',
-        namespace: 'monitoring',
-        node: 'node-a',
-        ips: ['127.0.0.2'],
-        labels: dep.spec.template.metadata.labels,
-      }),
-    );
-    api.create(
-      'pods',
-      pod({
-        name: 'other-podflow-collector-q1w2e',
-        namespace: 'monitoring',
-        node: 'node-a',
-        ips: ['127.0.0.3'],
-        labels: { ...ds.spec.template.metadata.labels, 'app.kubernetes.io/instance': 'other' },
-      }),
-    );
-    await api.listen();
     const dir = mkdtempSync(join(tmpdir(), 'pf-helm-api-'));
     dirs.push(dir);
-    const relay = await relayIntoNetns(ns, 6443, Number(new URL(api.url).port), dir);
-    const kubeconfig = join(dir, 'kubeconfig');
     // Readable by the exporter's non-root user, as its service account token is in a pod.
     chmodSync(dir, 0o755);
-    writeFileSync(kubeconfig, api.kubeconfigYaml().replace(api.url, 'http://127.0.0.1:6443'), {
-      mode: 0o644,
-    });
+
+    /**
+     * One API server per component, refusing every read its ClusterRole does not grant (the test
+     * server has no per-user RBAC), holding the same cluster, reached from the node namespace on
+     * 127.0.0.1:`port`. Returns the server and a kubeconfig for it.
+     */
+    const apiFor = async (component: string, port: number) => {
+      const role = objects.find(
+        (o) => o.kind === 'ClusterRole' && o.metadata.labels['app.kubernetes.io/component'] === component,
+      )!;
+      const granted = new Set<string>();
+      for (const rule of role.rules) {
+        for (const g of rule.apiGroups) {
+          for (const r of rule.resources) for (const v of rule.verbs) granted.add(`${g}/${r}/${v}`);
+        }
+      }
+      const api = new KubeApiServer();
+      for (const info of Object.values(RESOURCES)) {
+        const denied = ['get', 'list', 'watch'].filter(
+          (v) => !granted.has(`${info.group}/${info.plural}/${v}`),
+        );
+        if (denied.length > 0) api.forbid(info.plural, denied);
+      }
+      // The collector pod as the DaemonSet creates it: its template labels, on node-a. In the host
+      // network its IP is the node's; here the node is this namespace, reached on its loopback.
+      api.create('nodes', node({ name: 'node-a', zone: 'eu-1a', internalIPs: ['127.0.0.1'] }));
+      api.create(
+        'pods',
+        pod({
+          name: 'pf-podflow-collector-7xk2p',
+          namespace: 'monitoring',
+          node: 'node-a',
+          ips: ['127.0.0.1'],
+          hostNetwork: true,
+          labels: ds.spec.template.metadata.labels,
+        }),
+      );
+      // A pod of the same release that is not a collector, and a collector of another release (on
+      // loopback addresses: were they wrongly selected, pulls would fail here and nowhere else).
+      api.create(
+        'pods',
+        pod({
+          name: 'pf-podflow-exporter-5d9c-abcde',
+          namespace: 'monitoring',
+          node: 'node-a',
+          ips: ['127.0.0.2'],
+          labels: dep.spec.template.metadata.labels,
+        }),
+      );
+      api.create(
+        'pods',
+        pod({
+          name: 'other-podflow-collector-q1w2e',
+          namespace: 'monitoring',
+          node: 'node-b',
+          ips: ['127.0.0.3'],
+          labels: { ...ds.spec.template.metadata.labels, 'app.kubernetes.io/instance': 'other' },
+        }),
+      );
+      await api.listen();
+      const relay = await relayIntoNetns(ns, port, Number(new URL(api.url).port), dir);
+      const kubeconfig = join(dir, `kubeconfig-${component}`);
+      const text = api.kubeconfigYaml().replace(api.url, `http://127.0.0.1:${port}`);
+      writeFileSync(kubeconfig, text, { mode: 0o644 });
+      return { api, relay, kubeconfig };
+    };
+    const forCollector = await apiFor('collector', 6443);
+    const forExporter = await apiFor('exporter', 6444);
 
     const collectorPort: number = ds.spec.template.spec.containers[0].ports[0].containerPort;
     const exporterPort: number = dep.spec.template.spec.containers[0].ports[0].containerPort;
-    const collector = start(objects, ds, 'collector');
-    // In the cluster the exporter uses its service account (in-cluster config); here a kubeconfig.
-    const exporter = start(objects, dep, 'exporter', { KUBECONFIG: kubeconfig });
+    // In the cluster both use their service account (in-cluster config); here a kubeconfig each.
+    const collector = start(objects, ds, 'collector', { KUBECONFIG: forCollector.kubeconfig });
+    const exporter = start(objects, dep, 'exporter', { KUBECONFIG: forExporter.kubeconfig });
     try {
+      const metrics = async () =>
+        (
+          await ns
+            .exec('curl', ['-s', `http://127.0.0.1:${exporterPort}/metrics`])
+            .catch(() => ({ stdout: '' }))
+        ).stdout;
       const metric = async (name: string): Promise<number | undefined> => {
-        const { stdout } = await ns
-          .exec('curl', ['-s', `http://127.0.0.1:${exporterPort}/metrics`])
-          .catch(() => ({ stdout: '' }));
-        const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(stdout);
+        const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(await metrics());
         return m ? Number(m[1]) : undefined;
       };
       const deadline = Date.now() + 45_000;
@@ -310,18 +326,28 @@ describe.skipIf(!root)('chart containers started for real', () => {
         await new Promise((resolve) => setTimeout(resolve, 500));
       }
       expect(await metric('podflow_exporter_collectors')).toBe(1);
-      const { stdout } = await ns.exec('curl', ['-s', `http://127.0.0.1:${exporterPort}/metrics`]);
-      expect(stdout).toContain(`podflow_exporter_pulls_total{collector="http://127.0.0.1:${collectorPort}"}`);
+      expect(await metrics()).toContain(
+        `podflow_exporter_pulls_total{collector="http://127.0.0.1:${collectorPort}"}`,
+      );
       expect(await httpStatus(exporterPort, '/readyz')).toBe(200);
-      // Everything the exporter asked the API server for, the chart's ClusterRole allows.
-      const refused = api.requests.filter((r) => r.status === 403).map((r) => `${r.path}?${r.query}`);
-      expect(refused).toEqual([]);
-      expect(api.requests.length).toBeGreaterThan(0);
+      expect(await httpStatus(collectorPort, '/readyz')).toBe(200);
+      // Everything each asked its API server for, its ClusterRole allows.
+      for (const { api } of [forCollector, forExporter]) {
+        expect(api.requests.filter((r) => r.status === 403).map((r) => `${r.path}?${r.query}`)).toEqual([]);
+        expect(api.requests.length).toBeGreaterThan(0);
+      }
+      // RBAC cannot scope the collector to its node; the program does: only its node's pods.
+      for (const r of forCollector.api.requests) {
+        expect(r.path).toMatch(/\/pods$/);
+        expect(r.query.get('fieldSelector')).toBe('spec.nodeName=node-a');
+      }
     } finally {
       await kill(exporter.proc);
       await kill(collector.proc);
-      await relay.close();
-      await api.stop();
+      for (const { api, relay } of [forCollector, forExporter]) {
+        await relay.close();
+        await api.stop();
+      }
     }
   }, 120_000);
 
