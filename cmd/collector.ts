@@ -113,8 +113,24 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
     throw err;
   }
   if (!signal.aborted) await once(signal, 'abort');
-  // Ordered shutdown: stop accepting pulls, let those in progress finish, stop reading, close.
+  // Ordered shutdown. Read conntrack one last time, then keep serving pulls until an exporter has
+  // acknowledged everything (or the deadline): the backlog lives in memory, and what is not
+  // delivered before exit is lost.
   const deadline = Date.now() + config.shutdownTimeout;
+  await graph.loop.close({ finalTick: true });
+  const pending = graph.backlog.stats();
+  if (pending.batches > 0) {
+    log.info(
+      { flows: pending.flows, waitMs: config.shutdownTimeout },
+      'waiting for an exporter to take the backlog (a second signal exits now)',
+    );
+    if (await graph.backlog.drained(deadline)) log.info('backlog delivered');
+    else
+      log.warn(
+        { flows: graph.backlog.stats().flows },
+        'shutdown deadline reached before the backlog was delivered',
+      );
+  }
   await server.close(deadline);
   await graph.close();
   log.info('collector stopped');

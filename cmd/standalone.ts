@@ -69,9 +69,10 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
   if (!signal.aborted) await once(signal, 'abort');
   // Ordered shutdown: stop reading, then flush the sinks (acknowledging what they took), then stop
   // serving /metrics last so a final scrape can still see the counters.
+  // The final round exports the last read, so the HTTP sink gets every byte counted.
   const deadline = Date.now() + config.shutdownTimeout;
-  await collector.loop.close();
-  await pipeline.close(deadline);
+  await collector.loop.close({ finalTick: true });
+  await pipeline.close(deadline, { finalRound: true });
   await collector.close();
   await kube?.close();
   await server.close(deadline);

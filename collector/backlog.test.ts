@@ -190,4 +190,18 @@ describe('Backlog', () => {
     expect(bytes(second)).toBe(1 + 2 + 4 + 8);
     expect(b.stats()).toMatchObject({ merges: 2, droppedFlows: 0 });
   });
+
+  it('drained() resolves when everything is acknowledged, or false at the deadline', async () => {
+    const b = new Backlog({ backlogMaxFlows: 1000 });
+    expect(await b.drained(Date.now() + 1000)).toBe(true);
+    b.append(0, 1, [
+      { src: '10.0.0.1', dst: '10.0.0.2', proto: 6, txBytes: 1, rxBytes: 0, txPackets: 1, rxPackets: 0 },
+    ]);
+    const t0 = Date.now();
+    expect(await b.drained(t0 + 150, 10)).toBe(false);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(140);
+    const [batch] = b.pull();
+    setTimeout(() => b.ack(b.bootId, batch!.seq), 30);
+    expect(await b.drained(Date.now() + 5000, 10)).toBe(true);
+  });
 });

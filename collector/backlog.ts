@@ -105,6 +105,17 @@ export class Backlog {
     return { ok: true, dropped: i };
   }
 
+  /**
+   * Resolves once every batch is acknowledged, or at `deadline` (ms since the epoch), whichever is
+   * first. Returns whether the backlog is empty.
+   */
+  async drained(deadline: number, pollMs = 100): Promise<boolean> {
+    while (this.batches.length > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, Math.min(pollMs, Math.max(0, deadline - Date.now()))));
+    }
+    return this.batches.length === 0;
+  }
+
   stats(): BacklogStats {
     return { batches: this.batches.length, flows: this.flowCount, ...this.totals };
   }

@@ -107,6 +107,40 @@ describe('CollectorLoop', () => {
     await loop.close();
   });
 
+  it('close({ finalTick }) reads once more so the last interval reaches the backlog', async () => {
+    let n = 0;
+    const { clock, backlog, loop } = setup(async () => {
+      n++;
+      return { flows: [flow(n)], entries: 1, parseErrors: 0 };
+    });
+    loop.start();
+    await clock.advance(7000);
+    expect(n).toBe(2);
+    await loop.close({ finalTick: true });
+    expect(n).toBe(3);
+    expect(backlog.pull().map((b) => [b.from - 1_000_000, b.to - 1_000_000, b.flows[0]!.txBytes])).toEqual([
+      [0, 0, 1],
+      [0, 5000, 2],
+      [5000, 7000, 3],
+    ]);
+    // A second close does not read again, and nothing is scheduled any more.
+    await loop.close({ finalTick: true });
+    await clock.advance(20_000);
+    expect(n).toBe(3);
+  });
+
+  it('close({ finalTick }) does not read when no tick ever succeeded', async () => {
+    let n = 0;
+    const { clock, loop } = setup(async () => {
+      n++;
+      throw new Error('EPERM');
+    });
+    loop.start();
+    await clock.advance(0);
+    await loop.close({ finalTick: true });
+    expect(n).toBe(1);
+  });
+
   it('logs a failed tick, goes on, and lets the next good batch cover the gap', async () => {
     let n = 0;
     const { clock, backlog, loop, value } = setup(async () => {

@@ -75,12 +75,17 @@ export class CollectorLoop {
       : 'first conntrack read not done yet';
   }
 
-  /** Stops scheduling and waits for a tick in progress. */
-  async close(): Promise<void> {
+  /**
+   * Stops scheduling and waits for a tick in progress. With `finalTick`, reads once more so the
+   * traffic since the last tick reaches the backlog (shutdown: nothing counted is left behind).
+   */
+  async close(opts: { finalTick?: boolean } = {}): Promise<void> {
+    const wasClosed = this.closed;
     this.closed = true;
     this.cancel?.();
     this.cancel = undefined;
     await this.running;
+    if (opts.finalTick && !wasClosed && this.goodTicks > 0) await this.runTick();
   }
 
   private schedule(delay: number): void {

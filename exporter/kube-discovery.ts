@@ -35,12 +35,13 @@ export function toCollectorPod(obj: unknown): CollectorPod {
   };
   const ready = (status.conditions ?? []).some((c) => c?.type === 'Ready' && c.status === 'True');
   const ip = status.podIP || status.podIPs?.[0]?.ip || '';
-  const deleting = (obj as { metadata?: { deletionTimestamp?: unknown } } | null)?.metadata
-    ?.deletionTimestamp;
+  // A terminating collector (deletionTimestamp set) is still pulled while it runs and is ready: on
+  // SIGTERM it reads conntrack one last time and waits for its backlog to be acknowledged, so a
+  // rolling update loses no bytes. Its pulls simply fail once it has exited.
   return {
     metadata: compactMeta(obj),
     ip: typeof ip === 'string' ? ip : '',
-    up: status.phase === 'Running' && ready && !deleting,
+    up: status.phase === 'Running' && ready,
   };
 }
 

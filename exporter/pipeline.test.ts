@@ -76,6 +76,25 @@ const local = (backlog: Backlog, node: string) =>
   new InProcessCollectorClient(backlog, { node, source: 'netfilter' });
 
 describe('Pipeline', () => {
+  it('close({ finalRound }) exports what arrived after the last round, then stops the loop', async () => {
+    const b = new Backlog({ backlogMaxFlows: 10_000 });
+    const { pipeline, sinks, promTx } = setup([local(b, 'n1')], ['a']);
+    b.append(0, 1, [flow('10.0.0.2', 100)]);
+    pipeline.start();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(sinks[0]!.txBytes).toBe(100);
+    // The collector's last read lands between two rounds (standalone shutdown).
+    b.append(1, 2, [flow('10.0.0.2', 23)]);
+    await pipeline.close(Date.now() + 5000, { finalRound: true });
+    expect(sinks[0]!.txBytes).toBe(123);
+    expect(await promTx()).toBe(123);
+    expect(b.stats().batches).toBe(0);
+    // No further round runs after close.
+    b.append(2, 3, [flow('10.0.0.2', 1)]);
+    await new Promise((r) => setTimeout(r, 1200));
+    expect(sinks[0]!.txBytes).toBe(123);
+  });
+
   it('a failing sink blocks the ack; on recovery it gets everything once and nobody counts twice', async () => {
     const b1 = new Backlog({ backlogMaxFlows: 10_000 });
     const b2 = new Backlog({ backlogMaxFlows: 10_000 });

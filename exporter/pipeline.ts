@@ -90,6 +90,8 @@ export class Pipeline {
   private readonly abort = new AbortController();
   private readonly ackAbort = new AbortController();
   private rounds = 0;
+  /** close() with a final round: the loop schedules no further round. */
+  private stopping = false;
 
   constructor(
     private readonly config: PipelineConfig,
@@ -110,7 +112,7 @@ export class Pipeline {
       this.current = this.runOnce()
         .catch((err: unknown) => this.deps.log.error({ err }, 'export round failed'))
         .finally(() => {
-          if (this.abort.signal.aborted) return;
+          if (this.abort.signal.aborted || this.stopping) return;
           const wait = Math.max(0, this.config.exportInterval - (this.clock() - began));
           this.timer = setTimeout(tick, wait);
           this.timer.unref();
@@ -123,7 +125,24 @@ export class Pipeline {
    * Stops the loop and flushes the sinks until `deadline` (ms since the epoch). The round in progress
    * has its pulls aborted; what it already pushed is still acknowledged if the deadline allows.
    */
-  async close(deadline: number): Promise<void> {
+  async close(deadline: number, opts: { finalRound?: boolean } = {}): Promise<void> {
+    if (opts.finalRound && !this.abort.signal.aborted) {
+      // Let the round in progress finish, stop the loop, then run one more round (standalone: the
+      // collector's last read is in the in-process backlog and dies with the process otherwise).
+      this.stopping = true;
+      clearTimeout(this.timer);
+      await this.current;
+      clearTimeout(this.timer);
+      const left = deadline - this.clock();
+      if (left > 0) {
+        const cut = setTimeout(() => this.abort.abort(new Error('shutdown deadline reached')), left);
+        cut.unref();
+        await this.runOnce().catch((err: unknown) =>
+          this.deps.log.error({ err }, 'final export round failed'),
+        );
+        clearTimeout(cut);
+      }
+    }
     this.abort.abort(new Error('exporter shutting down'));
     clearTimeout(this.timer);
     const timer = setTimeout(

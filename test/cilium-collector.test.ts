@@ -145,6 +145,9 @@ describe.skipIf(!root)('podflow collector --source cilium', () => {
         `127.0.0.1:${port}`,
         '--interval',
         '300ms',
+        // Nobody acknowledges in this test: do not wait for an exporter at SIGTERM.
+        '--shutdown-timeout',
+        '0s',
       ],
       { cwd: ROOT, env: { PATH: process.env.PATH, HOME: home }, stdio: ['ignore', 'ignore', 'pipe'] },
     );

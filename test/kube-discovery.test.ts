@@ -88,10 +88,18 @@ describe('KubeDiscovery', () => {
     await until(() => d?.current().includes('http://10.0.0.3:9470') === true, 'ready collector added');
     h.server.delete('pods', 'podflow', 'c-a');
     await until(() => d?.current().length === 2, 'deleted collector removed');
+    // A terminating collector is still pulled (it drains its backlog) until it stops running.
     h.server.update('pods', 'podflow', 'c-b', (o) => {
       o.metadata.deletionTimestamp = new Date().toISOString();
     });
-    await until(() => d?.current().length === 1, 'terminating collector removed');
+    await until(
+      () => h.server.requests.length > 0 && d?.current().length === 2,
+      'terminating collector kept',
+    );
+    h.server.update('pods', 'podflow', 'c-b', (o) => {
+      o.status.phase = 'Succeeded';
+    });
+    await until(() => d?.current().length === 1, 'stopped collector removed');
     expect(d.current()).toEqual(['http://10.0.0.3:9470']);
     expect(changes.at(-1)).toEqual(['http://10.0.0.3:9470']);
   });

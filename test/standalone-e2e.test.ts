@@ -545,11 +545,86 @@ describe.skipIf(!root)('podflow collector end to end', () => {
       });
     } finally {
       await prom.stop();
-      await kill(exporter);
+      // The collector first: at SIGTERM it waits for the exporter to take its last read.
       await kill(collector);
+      await kill(exporter);
     }
     expect(exporter.exitCode).toBe(0);
     expect(collector.exitCode).toBe(0);
+  }, 120_000);
+
+  it('a collector stopped with SIGTERM reads once more and waits until the exporter took everything', async () => {
+    await build();
+    const { a: host, b: peer, a4, a6, b4 } = await createPair(234);
+    const tcp = await startServer(peer, 'tcp', b4);
+    await host.exec('conntrack', ['-F']).catch(() => undefined);
+    const env = { HOME: dir, KUBECONFIG: join(dir, 'none') };
+    let log = '';
+    const collect = (d: Buffer) => {
+      log += d;
+    };
+    // A 10-minute interval: after the first (baseline) read, only the read made at SIGTERM can see
+    // the traffic below.
+    const collector = host.spawn(
+      process.execPath,
+      [BIN, 'collector', '--listen', '127.0.0.1:9470', '--interval', '10m', '--shutdown-timeout', '20s'],
+      env,
+    );
+    collector.stderr?.on('data', collect);
+    const exporter = host.spawn(
+      process.execPath,
+      [
+        BIN,
+        'exporter',
+        '--listen',
+        '127.0.0.1:9471',
+        '--collectors',
+        'http://127.0.0.1:9470',
+        '--export-interval',
+        '1s',
+      ],
+      env,
+    );
+    exporter.stderr?.on('data', collect);
+    const ready = async (port: number) => {
+      const { stdout } = await host.exec('curl', [
+        '-s',
+        '-o',
+        '/dev/null',
+        '-w',
+        '%{http_code}',
+        `http://127.0.0.1:${port}/readyz`,
+      ]);
+      return stdout === '200' ? true : undefined;
+    };
+    await waitFor('collector and exporter ready', async () => {
+      if (collector.exitCode !== null || exporter.exitCode !== null) throw new Error(`exited: ${log}`);
+      return (await ready(9470)) && (await ready(9471));
+    });
+    try {
+      const r = await runClient(host, 'tcp', b4, tcp.port, { send: 40_000, receive: 7_000, count: 2 });
+      expect(r.failed).toBe(0);
+      const { expected } = await expectedFromConntrack(host, [a4, a6]);
+      expect(expected.tx).toBeGreaterThan(40_000 * 2);
+      const exited = once(collector, 'exit');
+      collector.kill('SIGTERM');
+      await exited;
+      expect(collector.exitCode).toBe(0);
+      expect(log).toContain('backlog delivered');
+      const { stdout } = await host.exec('curl', ['-s', 'http://127.0.0.1:9471/metrics']);
+      const sum = (name: string) =>
+        stdout
+          .split('\n')
+          .filter((l) => l.startsWith(`${name}{`))
+          .reduce((a, l) => a + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+      expect({ tx: sum('podflow_transmit_bytes_total'), rx: sum('podflow_received_bytes_total') }).toEqual({
+        tx: expected.tx,
+        rx: expected.rx,
+      });
+    } finally {
+      await kill(exporter);
+      await kill(collector);
+    }
   }, 120_000);
 });
 
