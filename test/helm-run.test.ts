@@ -7,7 +7,8 @@
 // must pass start-up validation and stop only where a cluster is needed (no API server here).
 // Then one release end to end: with the test API server standing in for the cluster (refusing
 // everything the component's ClusterRole does not grant), the collector lists only its node's pods
-// and the exporter finds the collector by the chart's labels and pulls it on the chart's port.
+// and the exporter finds the collector by the chart's labels, pulls it on the chart's port and posts
+// the node's flows to the HTTP sink with the token from the chart's Secret.
 import { type ChildProcess, execFile } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -26,6 +27,7 @@ import {
   putEntries,
 } from './helpers/bpf.js';
 import { containerSandbox, helmRenderBinary, type K8sObject, REPO, renderChart } from './helpers/helm.js';
+import { HttpReceiver } from './helpers/http-receiver.js';
 import { cleanupAll, createNetns, kill, type Netns, requireRoot } from './helpers/netns.js';
 import { relayIntoNetns } from './helpers/relay.js';
 import { node, pod } from './kube-api-server/objects.js';
@@ -225,7 +227,15 @@ describe.skipIf(!root)('chart containers started for real', () => {
   );
 
   it('one release: the exporter discovers the collector by the chart labels, each within its RBAC', async () => {
-    const { objects } = await renderChart(bin, { name: 'pf', namespace: 'monitoring' });
+    const TOKEN = 's3cr3t-t0ken';
+    const values = {
+      collector: { interval: '1s' },
+      exporter: {
+        exportInterval: '2s',
+        httpSink: { url: 'http://127.0.0.1:8080/ingest', token: { value: TOKEN } },
+      },
+    };
+    const { objects } = await renderChart(bin, { name: 'pf', namespace: 'monitoring', values });
     const ds = objects.find((o) => o.kind === 'DaemonSet')!;
     const dep = objects.find((o) => o.kind === 'Deployment')!;
     const dir = mkdtempSync(join(tmpdir(), 'pf-helm-api-'));
@@ -269,6 +279,17 @@ describe.skipIf(!root)('chart containers started for real', () => {
           labels: ds.spec.template.metadata.labels,
         }),
       );
+      // A workload pod on node-a: connections to its address are this node's traffic.
+      api.create(
+        'pods',
+        pod({
+          name: 'web-0',
+          namespace: 'shop',
+          node: 'node-a',
+          ips: ['127.0.0.5'],
+          owner: { kind: 'StatefulSet', name: 'web' },
+        }),
+      );
       // A pod of the same release that is not a collector, and a collector of another release (on
       // loopback addresses: were they wrongly selected, pulls would fail here and nowhere else).
       api.create(
@@ -300,6 +321,9 @@ describe.skipIf(!root)('chart containers started for real', () => {
     };
     const forCollector = await apiFor('collector', 6443);
     const forExporter = await apiFor('exporter', 6444);
+    // The HTTP sink's receiver, reached from the node on the URL the values give.
+    const receiver = await HttpReceiver.start();
+    const sinkRelay = await relayIntoNetns(ns, 8080, Number(new URL(receiver.url).port), dir);
 
     const collectorPort: number = ds.spec.template.spec.containers[0].ports[0].containerPort;
     const exporterPort: number = dep.spec.template.spec.containers[0].ports[0].containerPort;
@@ -331,6 +355,19 @@ describe.skipIf(!root)('chart containers started for real', () => {
       );
       expect(await httpStatus(exporterPort, '/readyz')).toBe(200);
       expect(await httpStatus(collectorPort, '/readyz')).toBe(200);
+      // Traffic of web-0 reaches the HTTP sink, with the token from the chart's Secret, through env
+      // SINK_TOKEN and the ${SINK_TOKEN} reference in the ConfigMap.
+      const until = Date.now() + 45_000;
+      while (!receiver.requests.some((r) => r.body.toString().includes('"src_pod":"web-0"'))) {
+        await ns
+          .exec('curl', ['-s', '-o', '/dev/null', `http://127.0.0.5:${exporterPort}/healthz`])
+          .catch(() => undefined);
+        if (Date.now() > until)
+          throw new Error(`no record of web-0: ${exporter.output()}\n${collector.output()}`);
+        await new Promise((resolve) => setTimeout(resolve, 500));
+      }
+      for (const r of receiver.requests) expect(r.headers.authorization).toBe(`Bearer ${TOKEN}`);
+      expect(objects.find((o) => o.kind === 'ConfigMap')!.data['exporter.yaml']).not.toContain(TOKEN);
       // Everything each asked its API server for, its ClusterRole allows.
       for (const { api } of [forCollector, forExporter]) {
         expect(api.requests.filter((r) => r.status === 403).map((r) => `${r.path}?${r.query}`)).toEqual([]);
@@ -344,6 +381,8 @@ describe.skipIf(!root)('chart containers started for real', () => {
     } finally {
       await kill(exporter.proc);
       await kill(collector.proc);
+      await sinkRelay.close();
+      await receiver.close();
       for (const { api, relay } of [forCollector, forExporter]) {
         await relay.close();
         await api.stop();
