@@ -1,8 +1,8 @@
 // The chart's containers started for real: for each value set, the rendered collector and exporter
 // are run as the pod would run them — the real `podflow` executable with the rendered arguments,
 // environment (downward API and Secret values filled in), ConfigMap files, hostPath mounts (bind
-// mounts), user and capabilities (setpriv) — inside a test network namespace standing in for the
-// node. The collector must get
+// mounts), read-only root filesystem, user and capabilities (setpriv) — inside a test network
+// namespace standing in for the node. The collector must get
 // ready and turn on conntrack accounting through the mounted /proc/sys/net/netfilter; the exporter
 // must pass start-up validation and stop only where a cluster is needed (no API server here).
 // Then one release end to end: with the test API server standing in for the cluster (refusing
@@ -122,14 +122,24 @@ describe.skipIf(!root)('chart containers started for real', () => {
     const sc = c.securityContext ?? {};
     expect(sc.capabilities?.drop).toEqual(['ALL']);
     expect(sc.allowPrivilegeEscalation).toBe(false);
+    expect(sc.readOnlyRootFilesystem).toBe(true);
     // The image's USER is 65532 (Dockerfile); the pod may override it.
     const uid: number = sc.runAsUser ?? pod.securityContext?.runAsUser ?? 65532;
     const gid: number = sc.runAsGroup ?? pod.securityContext?.runAsGroup ?? uid;
     const caps = ((sc.capabilities?.add ?? []) as string[]).map((x) => `,+${x.toLowerCase()}`).join('');
     const privs = ['setpriv', '--reuid', String(uid), '--regid', String(gid), '--clear-groups'];
     privs.push('--bounding-set', `-all${caps}`, '--inh-caps', '-all', '--no-new-privs');
-    const mounts = sb.binds.map((b) => `mount --bind '${b.host}' '${b.target}'`).join(' && ');
-    const script = `${mounts ? `${mounts} && ` : ''}exec "$@"`;
+    // readOnlyRootFilesystem: everything read-only but the pod's volumes (emptyDirs as tmpfs).
+    // Volumes in path order, as the kubelet mounts them (one may lie inside another).
+    const volumes = [
+      ...sb.emptyDirs.map((d) => ({ target: d, cmd: `mount -t tmpfs -o size=16m tmpfs '${d}'` })),
+      ...sb.binds.map((b) => ({ target: b.target, cmd: `mount --bind '${b.host}' '${b.target}'` })),
+    ].sort((a, b) => a.target.length - b.target.length);
+    const mounts = [
+      ...(sc.readOnlyRootFilesystem ? ['mount --rbind / /', 'mount -o remount,bind,ro /'] : []),
+      ...volumes.map((v) => `mkdir -p '${v.target}' && ${v.cmd}`),
+    ];
+    const script = [...mounts, 'exec "$@"'].join(' && ');
     const envArgs = ['env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`)];
     // A private mount namespace: the binds vanish with the process.
     const proc = ns.spawn('unshare', [

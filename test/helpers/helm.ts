@@ -353,6 +353,8 @@ export interface Sandbox {
   env: Record<string, string>;
   /** Host directories to bind-mount (hostPath volumes), at their place under `root`. */
   binds: { host: string; target: string }[];
+  /** Places of emptyDir volumes under `root` (writable even with a read-only root filesystem). */
+  emptyDirs: string[];
 }
 
 /**
@@ -370,11 +372,13 @@ export function containerSandbox(
   const pod = workload.spec.template.spec;
   const c = pod.containers.find((x: { name: string }) => x.name === container);
   const binds: Sandbox['binds'] = [];
+  const emptyDirs: string[] = [];
   const inside = (p: string) => join(root, p);
   for (const m of c.volumeMounts ?? []) {
     const vol = pod.volumes.find((v: { name: string }) => v.name === m.name);
     mkdirSync(inside(m.mountPath), { recursive: true });
     if (vol.hostPath) binds.push({ host: vol.hostPath.path, target: inside(m.mountPath) });
+    if (vol.emptyDir) emptyDirs.push(inside(m.mountPath));
     if (vol.configMap) {
       const cm = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === vol.configMap.name);
       const items: { key: string; path: string }[] =
@@ -392,5 +396,5 @@ export function containerSandbox(
     const m = /^(--[a-z0-9-]+=)(\/.*)$/.exec(a);
     return m ? `${m[1]}${inside(m[2])}` : a;
   });
-  return { args, env: inputs.env, binds };
+  return { args, env: inputs.env, binds, emptyDirs };
 }
