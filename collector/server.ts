@@ -2,22 +2,16 @@
 // /readyz and /metrics. Decoding of requests trusts nothing: a malformed ack is a 400 that says
 // what is wrong, and leaves the backlog untouched.
 import type { IncomingMessage } from 'node:http';
-import { promisify } from 'node:util';
-import { constants, gzip } from 'node:zlib';
 import Router from '@koa/router';
-import { Packr, Unpackr } from 'msgpackr';
+import { Unpackr } from 'msgpackr';
 import type { Registry } from 'prom-client';
 import { ACK_PATH, MSGPACK_TYPE, PULL_PATH, type PullResponse } from '../shared/flow.js';
 import { HttpServer } from '../shared/http.js';
 import type { Logger } from '../shared/log.js';
 import type { Backlog } from './backlog.js';
 import type { CollectorMetrics } from './metrics.js';
+import { encodePullBody, gzipPullBody } from './wire.js';
 
-const gzipP = promisify(gzip);
-// msgpackr records: a flow's keys are written once per body, not once per flow. Measured on 200k
-// flows: 33 bytes per flow instead of 85, encoding 2.5x and decoding 3x faster than plain maps. No
-// shared structures: every body defines its records inline, so any msgpackr decoder reads it alone.
-const packr = new Packr({ useRecords: true });
 const unpackr = new Unpackr({ mapsAsObjects: true, int64AsType: 'number' });
 
 /** An ack is two fields; anything near this size is not one. */
@@ -92,13 +86,12 @@ export function pullApiRouter(deps: PullApiDeps): Router {
       source: typeof deps.source === 'string' ? deps.source : deps.source.name,
       batches: backlog.pull(maxFlows),
     };
-    const body = packr.pack(response);
+    const body = encodePullBody(response);
     metrics.pulls.inc();
     ctx.vary('Accept-Encoding');
     ctx.type = MSGPACK_TYPE;
     if (ctx.acceptsEncodings('gzip', 'identity') === 'gzip') {
-      // Level 1: flow batches are repetitive, the fastest level gets most of the gain for little CPU.
-      ctx.body = await gzipP(body, { level: constants.Z_BEST_SPEED });
+      ctx.body = await gzipPullBody(body);
       ctx.set('Content-Encoding', 'gzip');
     } else {
       ctx.body = body;

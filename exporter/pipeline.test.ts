@@ -1,13 +1,13 @@
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { Backlog } from '../collector/backlog.js';
-import { FLOW_LABELS } from '../shared/config.js';
+import { FLOW_LABELS, loadConfig } from '../shared/config.js';
 import type { EnrichedFlow, Flow, PullResponse } from '../shared/flow.js';
 import { silentLogger } from '../shared/log.js';
 import { Enricher, emptyClusterLookup } from './enrich.js';
 import { InProcessCollectorClient } from './in-process.js';
 import { ExporterMetrics } from './metrics.js';
-import { Pipeline, staticDiscovery } from './pipeline.js';
+import { createExportGraph, Pipeline, staticDiscovery } from './pipeline.js';
 import { PrometheusSink } from './prometheus-sink.js';
 import { type CollectorClient, PullError } from './pull.js';
 import type { PushInfo, Sink } from './sink.js';
@@ -131,6 +131,91 @@ describe('Pipeline', () => {
     r = await pipeline.runOnce();
     expect(r).toMatchObject({ flows: 0, acked: 0 });
     expect(await promTx()).toBe(1117);
+  });
+
+  it('a sink failing for rounds while the backlog merges at its bound: the healthy sinks never count a batch twice', async () => {
+    // Seven ticks per round, two flows each, always the same two keys: a merge halves what it joins.
+    // The bound (13 flows) forces merges every round, and is small enough that the oldest batches
+    // are all folded into one and then into the round's new ticks, unless the pull boundaries stop
+    // it: that merge would hand the healthy sinks, as a new seq, flows they already took. With the
+    // boundaries, each earlier pull keeps one batch of 2 flows, which fits for these 5 rounds
+    // without a drop.
+    const ROUNDS = 5;
+    const TICKS = 7;
+    const bl = new Backlog({ backlogMaxFlows: 13 });
+    const { pipeline, sinks, promTx } = setup([local(bl, 'n1')], ['healthy', 'failing']);
+    const [healthy, failing] = sinks;
+    failing.failing = true;
+    let total = 0;
+    let t = 0;
+    const tick = () => {
+      const a = 1 + t / 100;
+      const b = 7 + t / 10;
+      total += a + b;
+      bl.append(t, t + 1000, [flow('8.8.8.8', a), flow('1.1.1.1', b)]);
+      t += 1000;
+    };
+    for (let round = 0; round < ROUNDS; round++) {
+      for (let k = 0; k < TICKS; k++) tick();
+      const r = await pipeline.runOnce();
+      expect(r.failedSinks).toEqual(['failing']);
+      expect(r.acked).toBe(0);
+      expect(healthy.txBytes).toBe(total);
+      expect(await promTx()).toBe(total);
+    }
+    const merged = bl.stats();
+    expect(merged.merges).toBeGreaterThanOrEqual(ROUNDS * (TICKS - 1) - 2);
+    expect(merged.droppedFlows).toBe(0);
+    expect(merged.flows).toBeLessThanOrEqual(13);
+
+    // Recovery: the failing sink gets every byte once, the healthy ones nothing again.
+    failing.failing = false;
+    let r = await pipeline.runOnce();
+    expect(r).toMatchObject({ failedSinks: [], acked: 1 });
+    expect(failing.txBytes).toBe(total);
+    expect(healthy.txBytes).toBe(total);
+    expect(await promTx()).toBe(total);
+    expect(bl.stats()).toMatchObject({ batches: 0, flows: 0, droppedFlows: 0 });
+    tick();
+    r = await pipeline.runOnce();
+    expect(r).toMatchObject({ failedSinks: [], acked: 1 });
+    expect(failing.txBytes).toBe(total);
+    expect(healthy.txBytes).toBe(total);
+    expect(await promTx()).toBe(total);
+  });
+
+  it('--metrics-max-series (flag or env) caps the flow series; the rest is summed into _overflow_', async () => {
+    expect(loadConfig({ command: 'exporter', flags: {}, env: {} }).metricsMaxSeries).toBe(200_000);
+    expect(
+      loadConfig({ command: 'standalone', flags: {}, env: { PODFLOW_METRICS_MAX_SERIES: '7' } })
+        .metricsMaxSeries,
+    ).toBe(7);
+    expect(() => loadConfig({ command: 'exporter', flags: { 'metrics-max-series': '0' }, env: {} })).toThrow(
+      /metrics-max-series/,
+    );
+    const config = loadConfig({ command: 'standalone', flags: { 'metrics-max-series': '2' }, env: {} });
+    const bl = new Backlog({ backlogMaxFlows: 10_000 });
+    const registry = new Registry();
+    const graph = createExportGraph(config, {
+      discovery: staticDiscovery([local(bl, 'n1')]),
+      registry,
+      log: silentLogger,
+    });
+    bl.append(0, 1000, [
+      flow('8.8.8.8', 1),
+      flow('8.8.4.4', 10),
+      flow('1.1.1.1', 100),
+      flow('9.9.9.9', 1000),
+    ]);
+    await graph.pipeline.runOnce();
+    expect(graph.prometheus.seriesCount).toBe(2);
+    const text = await registry.metrics();
+    expect(sumOf(text, 'podflow_transmit_bytes_total')).toBe(1111);
+    const overflow = text
+      .split('\n')
+      .filter((l) => l.startsWith('podflow_transmit_bytes_total{src_namespace="_overflow_"'));
+    expect(overflow).toHaveLength(1);
+    expect(overflow[0]!.endsWith(' 1100')).toBe(true);
   });
 
   it('the same batches offered again get the same push id (Idempotency-Key)', async () => {

@@ -392,6 +392,7 @@ export function createExportGraph(config: Config, deps: ExportGraphDeps): Export
       metricsLabels: config.metricsLabels,
       metricsTtl: config.metricsTtl,
       metricsPodIps: config.metricsPodIps,
+      maxSeries: config.metricsMaxSeries,
     },
     { registry: deps.registry, metrics, log: deps.log.child({ stage: 'prometheus' }) },
   );

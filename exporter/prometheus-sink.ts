@@ -17,8 +17,9 @@ export interface PrometheusSinkConfig {
   /** `metrics-pod-ips`: fill dst_ip for pod and node peers too. */
   metricsPodIps: boolean;
   /**
-   * Most series per counter. Flows of further series are summed into one overflow series whose
-   * every label is `_overflow_`, so totals stay exact while /metrics stays renderable. @default 200000
+   * `metrics-max-series`: most series per counter. Flows of further series are summed into one
+   * overflow series whose every label is `_overflow_`, so totals stay exact while /metrics stays
+   * renderable. @default 200000
    */
   maxSeries?: number;
 }

@@ -8,6 +8,7 @@ import { isIPv4, isIPv6 } from 'node:net';
 import { promisify } from 'node:util';
 import { gunzip as gunzipCb } from 'node:zlib';
 import { Packr, Unpackr } from 'msgpackr';
+import { encodePullBody } from '../collector/wire.js';
 import {
   ACK_PATH,
   type AckRequest,
@@ -121,8 +122,8 @@ export function decodePullResponse(body: Uint8Array): PullResponse {
   return validatePullResponse(v);
 }
 
-/** Encodes a pull response as a collector would (tests, benchmarks, in-process clients). */
-export const encodePullResponse = (r: PullResponse): Buffer => packr.pack(r);
+/** Encodes a pull response exactly as the collector does (tests, benchmarks). */
+export const encodePullResponse = (r: PullResponse): Buffer => encodePullBody(r);
 
 export interface HttpCollectorOptions {
   /** Time allowed for one pull or ack (`pull-timeout`), ms. */

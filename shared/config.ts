@@ -309,6 +309,13 @@ export const OPTIONS = {
     help: 'fill dst_ip for pod and node peers too (cardinality)',
     commands: EXPORTING,
   }),
+  'metrics-max-series': opt({
+    schema: int(1),
+    default: 200_000,
+    arg: 'n',
+    help: 'most flow series per counter; the rest is summed into one _overflow_ series',
+    commands: EXPORTING,
+  }),
   'http-sink-gzip': opt({
     schema: bool,
     default: false,
