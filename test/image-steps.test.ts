@@ -23,6 +23,7 @@ describe('container image steps (.ci/image-check)', () => {
       /image-check: native addon loaded \(openPinned on a missing pin: (ENOENT|EPERM)\)/,
     );
     expect(stdout).toContain('image-check: netlink binding loaded');
+    expect(stdout).toContain('image-check: collector, exporter and standalone modules load');
     expect(stdout.trimEnd().endsWith('image-check: OK')).toBe(true);
   }, 200_000);
 });
