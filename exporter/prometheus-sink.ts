@@ -81,32 +81,11 @@ function egressdLabels(): LabelSpec[] {
   ];
 }
 
-interface Series {
-  /** Interned id of each label value (see `intern`), the series' identity. */
-  ids: Int32Array;
-  /** The label values, to re-intern when the tables are rebuilt. */
-  values: string[];
-  /** Next series with the same hash. */
-  next: Series | undefined;
-  /** `{name="value",...}`, escaped once when the series is created. */
-  labelText: string;
-  /** Last push that touched the series (clock ms). */
-  last: number;
-  txBytes: number;
-  rxBytes: number;
-  txPackets: number;
-  rxPackets: number;
-}
-
 interface Family {
   name: string;
   help: string;
-  value: (s: Series) => number;
-}
-
-function sameIds(a: Int32Array, b: Int32Array): boolean {
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
+  /** Index of the counter within a series' four (tx bytes, rx bytes, tx packets, rx packets). */
+  k: number;
 }
 
 /** Prometheus text format escaping of a label value (backslash, double quote, newline). */
@@ -114,31 +93,94 @@ const escapeLabel = (v: string) =>
   /[\\"\n]/.test(v) ? v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n') : v;
 
 /**
+ * A copy of `v` that shares no memory with it. Decoded strings can be slices of a larger string
+ * holding a whole pull body's text (msgpackr's string extraction); a label value kept for the life
+ * of a series must not keep that alive.
+ */
+const detached = (v: string): string => JSON.parse(JSON.stringify(v)) as string;
+
+/**
+ * Text written through one reused 1 MiB Buffer: each full chunk becomes one flat string, and the
+ * result is those strings joined without copying (a rope of a few dozen pieces). Peak memory is the
+ * text once plus a chunk, instead of a Buffer and a string of the whole text.
+ */
+class TextSink {
+  private readonly buf = Buffer.allocUnsafe(1 << 20);
+  private len = 0;
+  private out = '';
+  write(s: string): void {
+    // A UTF-8 character takes at most 3 bytes per UTF-16 unit.
+    if (this.len + 3 * s.length > this.buf.length) {
+      this.flush();
+      if (3 * s.length > this.buf.length) {
+        this.out += s;
+        return;
+      }
+    }
+    this.len += this.buf.write(s, this.len);
+  }
+  text(): string {
+    this.flush();
+    return this.out;
+  }
+  private flush(): void {
+    // Only whole strings are in the chunk: it never ends inside a character.
+    if (this.len > 0) this.out += this.buf.toString('utf8', 0, this.len);
+    this.len = 0;
+  }
+}
+
+const FNV_OFFSET = 0x811c9dc5 | 0;
+const FNV_PRIME = 0x01000193;
+const MIN_CAPACITY = 1024;
+
+/**
  * The flow counters live here, not in prom-client's per-series maps: at a million flows per round
  * and tens of thousands of series, prom-client's label hashing on every increment and its formatter
- * (microseconds per sample) dominated the round and the scrape. Each series keeps its totals and its
- * label block pre-escaped; the text is appended to the explicit Registry's `metrics()` output, so
- * /metrics serves self-metrics and flow counters from one Registry as before.
+ * (microseconds per sample) dominated the round and the scrape. The text is appended to the explicit
+ * Registry's `metrics()` output, so /metrics serves self-metrics and flow counters from one Registry.
+ *
+ * Series are slots in typed arrays (label ids, counters, last update, hash chain), not objects: a
+ * counter held in an object field is a boxed double, and every increment of one in the old
+ * generation allocated a young number the next scavenge had to promote (about a hundred MB per
+ * round at a million flows), so the heap grew to several times the live set between full GCs. In
+ * typed arrays an increment allocates nothing, and a series costs tens of bytes instead of a kB.
+ * The label block of a series is built at render time from per-value `name="value"` pieces.
  */
 export class PrometheusSink implements Sink {
   readonly name = 'prometheus';
   private readonly labels: LabelSpec[];
   private readonly getters: Getter[];
   private readonly families: Family[];
-  /**
-   * Series by hash of their label ids, chained on collision. A flow's series is found from one
-   * interned-id lookup per label (label values are shared strings, their hashes cached) instead of
-   * building and hashing a joined key string per flow.
-   */
-  private byHash = new Map<number, Series>();
+  /** Number of labels. */
+  private readonly n: number;
+  /** Slot of the newest series of each hash; the others with that hash are chained through `next`. */
+  private heads = new Map<number, number>();
+  /** Live series: slots 0 … count-1. */
   private count = 0;
-  /** Per label: value → id. Rebuilt from the live series when expired values pile up. */
+  private capacity = 0;
+  /** Label value ids, `n` per slot. */
+  private ids = new Int32Array(0);
+  /** tx bytes, rx bytes, tx packets, rx packets per slot. */
+  private counts = new Float64Array(0);
+  /** Last push that touched the slot (clock ms). */
+  private last = new Float64Array(0);
+  /** Next slot with the same hash, or -1. */
+  private next = new Int32Array(0);
+  private hashes = new Int32Array(0);
+  /** Per label: value → id, and id → value. Rebuilt from the live series when expired values pile up. */
   private interns: Map<string, number>[];
-  private nextIds: number[];
+  private values: string[][];
+  /** Per label and value id: `name="escaped value"`, built on first render. */
+  private pieces: (string | undefined)[][];
   private readonly scratch: Int32Array;
   private lastExpire = Number.NEGATIVE_INFINITY;
   private readonly maxSeries: number;
-  private overflow: Series | undefined;
+  /** The overflow series: present once the limit was hit (until it idles out). */
+  private overflowOn = false;
+  private readonly overflowCounts = new Float64Array(4);
+  private overflowLast = 0;
+  private readonly overflowText: string;
   /** Flows summed into the overflow series since the last push (for the self-metric). */
   private overflowed = 0;
 
@@ -150,21 +192,24 @@ export class PrometheusSink implements Sink {
     const egressd = config.metricsPrefix === 'egressd';
     this.labels = egressd ? egressdLabels() : podflowLabels(config);
     this.getters = this.labels.map((l) => l.get);
+    this.n = this.labels.length;
     this.maxSeries = config.maxSeries ?? 200_000;
     this.interns = this.labels.map(() => new Map());
-    this.nextIds = this.labels.map(() => 0);
-    this.scratch = new Int32Array(this.labels.length);
+    this.values = this.labels.map(() => []);
+    this.pieces = this.labels.map(() => []);
+    this.scratch = new Int32Array(this.n);
+    this.overflowText = `{${this.labels.map((l) => `${l.name}="${OVERFLOW}"`).join(',')}}`;
     const p = config.metricsPrefix;
     this.families = [
       {
         name: `${p}_transmit_bytes_total`,
         help: 'Bytes sent by the local endpoint (src) to the peer (dst)',
-        value: (s) => s.txBytes,
+        k: 0,
       },
       {
         name: `${p}_received_bytes_total`,
         help: 'Bytes received by the local endpoint (src) from the peer (dst)',
-        value: (s) => s.rxBytes,
+        k: 1,
       },
     ];
     if (!egressd) {
@@ -172,12 +217,12 @@ export class PrometheusSink implements Sink {
         {
           name: `${p}_transmit_packets_total`,
           help: 'Packets sent by the local endpoint (src) to the peer (dst)',
-          value: (s) => s.txPackets,
+          k: 2,
         },
         {
           name: `${p}_received_packets_total`,
           help: 'Packets received by the local endpoint (src) from the peer (dst)',
-          value: (s) => s.rxPackets,
+          k: 3,
         },
       );
     }
@@ -186,10 +231,7 @@ export class PrometheusSink implements Sink {
       if (registry.getSingleMetric(f.name)) throw new Error(`metric ${f.name} is already registered`);
     }
     const inner = registry.metrics.bind(registry);
-    registry.metrics = async () => {
-      const rest = (await inner()).trimEnd();
-      return rest.length > 0 ? `${rest}\n\n${this.render()}` : this.render();
-    };
+    registry.metrics = async () => this.render((await inner()).trimEnd());
   }
 
   /** Number of flow series currently exported (per counter). */
@@ -197,54 +239,94 @@ export class PrometheusSink implements Sink {
     return this.count;
   }
 
-  /** The flow counters in Prometheus text format, one block per counter, ending with a newline. */
-  render(): string {
-    let out = '';
+  /**
+   * The flow counters in Prometheus text format, one block per counter, ending with a newline;
+   * `head` (the Registry's other metrics) goes first, separated by a blank line.
+   *
+   * Written through a Buffer in chunks (`TextSink`): the text is tens of MB at tens of thousands of
+   * series, and a string built from a line per series (+= or join) first exists as a rope or array
+   * of hundreds of thousands of small strings, several times the text's size.
+   */
+  render(head = ''): string {
+    const n = this.n;
+    const ids = this.ids;
+    const blocks = new Array<string>(this.count);
+    const parts = new Array<string>(n);
+    for (let s = 0; s < this.count; s++) {
+      for (let j = 0; j < n; j++) parts[j] = this.piece(j, ids[s * n + j]);
+      const b = `{${parts.join(',')}}`;
+      blocks[s] = b;
+    }
+    const out = new TextSink();
+    if (head.length > 0) out.write(`${head}\n\n`);
     for (let i = 0; i < this.families.length; i++) {
       const f = this.families[i];
-      if (i > 0) out += '\n';
-      out += `# HELP ${f.name} ${f.help}\n# TYPE ${f.name} counter\n`;
-      for (const head of this.byHash.values()) {
-        for (let s: Series | undefined = head; s !== undefined; s = s.next) {
-          out += `${f.name}${s.labelText} ${f.value(s)}\n`;
-        }
+      if (i > 0) out.write('\n');
+      out.write(`# HELP ${f.name} ${f.help}\n# TYPE ${f.name} counter\n`);
+      for (let s = 0; s < this.count; s++) {
+        out.write(f.name);
+        out.write(blocks[s]);
+        out.write(` ${this.counts[s * 4 + f.k]}\n`);
       }
-      if (this.overflow !== undefined)
-        out += `${f.name}${this.overflow.labelText} ${f.value(this.overflow)}\n`;
+      if (this.overflowOn) out.write(`${f.name}${this.overflowText} ${this.overflowCounts[f.k]}\n`);
     }
-    return out;
+    return out.text();
+  }
+
+  private piece(j: number, id: number): string {
+    let p = this.pieces[j][id];
+    if (p === undefined) {
+      p = `${this.labels[j].name}="${escapeLabel(this.values[j][id])}"`;
+      this.pieces[j][id] = p;
+    }
+    return p;
   }
 
   async push(flows: readonly EnrichedFlow[]): Promise<void> {
     const now = this.clock();
     const getters = this.getters;
     const interns = this.interns;
-    const ids = this.scratch;
-    const n = getters.length;
+    const scratch = this.scratch;
+    const n = this.n;
+    let ids = this.ids;
+    let next = this.next;
+    let counts = this.counts;
+    let last = this.last;
     for (let i = 0; i < flows.length; i++) {
       const f = flows[i];
-      let h = 0x811c9dc5 | 0;
+      let h = FNV_OFFSET;
       for (let j = 0; j < n; j++) {
         const v = getters[j](f);
         let id = interns[j].get(v);
-        if (id === undefined) {
-          id = this.nextIds[j]++;
-          interns[j].set(v, id);
+        if (id === undefined) id = this.intern(j, v);
+        scratch[j] = id;
+        h = Math.imul(h ^ id, FNV_PRIME);
+      }
+      let s = this.heads.get(h) ?? -1;
+      while (s >= 0) {
+        const base = s * n;
+        let j = 0;
+        while (j < n && ids[base + j] === scratch[j]) j++;
+        if (j === n) break;
+        s = next[s];
+      }
+      if (s < 0) {
+        if (this.count >= this.maxSeries) {
+          this.addOverflow(f, now);
+          continue;
         }
-        ids[j] = id;
-        h = Math.imul(h ^ id, 0x01000193);
+        s = this.create(h);
+        ids = this.ids;
+        next = this.next;
+        counts = this.counts;
+        last = this.last;
       }
-      let s = this.byHash.get(h);
-      while (s !== undefined && !sameIds(s.ids, ids)) s = s.next;
-      if (s === undefined) {
-        if (this.count < this.maxSeries) s = this.create(f, h, now);
-        else s = this.overflowSeries(now);
-      }
-      s.last = now;
-      s.txBytes += f.txBytes;
-      s.rxBytes += f.rxBytes;
-      s.txPackets += f.txPackets;
-      s.rxPackets += f.rxPackets;
+      last[s] = now;
+      const c = s * 4;
+      counts[c] += f.txBytes;
+      counts[c + 1] += f.rxBytes;
+      counts[c + 2] += f.txPackets;
+      counts[c + 3] += f.rxPackets;
     }
     // The pipeline pushes once per collector: scan for idle series at most once a second.
     if (now - this.lastExpire >= 1000) this.expire(now);
@@ -255,53 +337,55 @@ export class PrometheusSink implements Sink {
     }
   }
 
-  private overflowSeries(now: number): Series {
-    this.overflowed++;
-    if (this.overflow === undefined) {
-      const n = this.labels.length;
-      this.deps.log?.warn(
-        { maxSeries: this.maxSeries },
-        'flow series limit reached: flows of new series are summed into the _overflow_ series (reduce --metrics-labels)',
-      );
-      this.overflow = {
-        ids: new Int32Array(n).fill(-1),
-        values: new Array<string>(n).fill(OVERFLOW),
-        next: undefined,
-        labelText: `{${this.labels.map((l) => `${l.name}="${OVERFLOW}"`).join(',')}}`,
-        last: now,
-        txBytes: 0,
-        rxBytes: 0,
-        txPackets: 0,
-        rxPackets: 0,
-      };
-    }
-    return this.overflow;
+  private intern(j: number, v: string): number {
+    const own = detached(v);
+    const id = this.values[j].length;
+    this.values[j].push(own);
+    this.interns[j].set(own, id);
+    return id;
   }
 
-  private create(f: EnrichedFlow, h: number, now: number): Series {
-    const n = this.getters.length;
-    const values = new Array<string>(n);
-    const pairs = new Array<string>(n);
-    for (let j = 0; j < n; j++) {
-      values[j] = this.getters[j](f);
-      pairs[j] = `${this.labels[j].name}="${escapeLabel(values[j])}"`;
+  private addOverflow(f: EnrichedFlow, now: number): void {
+    this.overflowed++;
+    if (!this.overflowOn) {
+      this.deps.log?.warn(
+        { maxSeries: this.maxSeries },
+        'flow series limit reached: flows of new series are summed into the _overflow_ series (raise --metrics-max-series or reduce --metrics-labels)',
+      );
+      this.overflowOn = true;
+      this.overflowCounts.fill(0);
     }
-    const s: Series = {
-      ids: this.scratch.slice(),
-      values,
-      next: this.byHash.get(h),
-      // Built with join, not +=: a string grown piece by piece stays a rope of small objects,
-      // several times its length in memory, for as long as the series lives.
-      labelText: `{${pairs.join(',')}}`,
-      last: now,
-      txBytes: 0,
-      rxBytes: 0,
-      txPackets: 0,
-      rxPackets: 0,
-    };
-    this.byHash.set(h, s);
-    this.count++;
+    this.overflowLast = now;
+    this.overflowCounts[0] += f.txBytes;
+    this.overflowCounts[1] += f.rxBytes;
+    this.overflowCounts[2] += f.txPackets;
+    this.overflowCounts[3] += f.rxPackets;
+  }
+
+  /** A new series with the label ids in `scratch` and hash `h`; returns its slot. */
+  private create(h: number): number {
+    if (this.count === this.capacity) this.resize(Math.max(MIN_CAPACITY, this.capacity * 2));
+    const s = this.count++;
+    this.ids.set(this.scratch, s * this.n);
+    this.counts.fill(0, s * 4, s * 4 + 4);
+    this.hashes[s] = h;
+    this.next[s] = this.heads.get(h) ?? -1;
+    this.heads.set(h, s);
     return s;
+  }
+
+  private resize(capacity: number): void {
+    const grow = <T extends Int32Array | Float64Array>(a: T, per: number, make: (len: number) => T): T => {
+      const b = make(capacity * per);
+      b.set(a.subarray(0, Math.min(a.length, this.count * per)));
+      return b;
+    };
+    this.ids = grow(this.ids, this.n, (l) => new Int32Array(l));
+    this.counts = grow(this.counts, 4, (l) => new Float64Array(l));
+    this.last = grow(this.last, 1, (l) => new Float64Array(l));
+    this.next = grow(this.next, 1, (l) => new Int32Array(l));
+    this.hashes = grow(this.hashes, 1, (l) => new Int32Array(l));
+    this.capacity = capacity;
   }
 
   /** Removes series not updated within `metrics-ttl` (Prometheus then marks them stale). */
@@ -309,50 +393,64 @@ export class PrometheusSink implements Sink {
     this.lastExpire = now;
     const ttl = this.config.metricsTtl;
     if (ttl <= 0) return;
-    if (this.overflow !== undefined && now - this.overflow.last >= ttl) this.overflow = undefined;
-    let removed = 0;
-    for (const [h, head] of this.byHash) {
-      let keep: Series | undefined;
-      let tail: Series | undefined;
-      for (let s: Series | undefined = head; s !== undefined; s = s.next) {
-        if (now - s.last >= ttl) {
-          removed++;
-          continue;
-        }
-        if (tail === undefined) keep = s;
-        else tail.next = s;
-        tail = s;
+    if (this.overflowOn && now - this.overflowLast >= ttl) this.overflowOn = false;
+    const n = this.n;
+    const { ids, counts, last, hashes } = this;
+    // Live series are moved down over the expired ones, keeping their order.
+    let w = 0;
+    for (let r = 0; r < this.count; r++) {
+      if (now - last[r] >= ttl) continue;
+      if (w !== r) {
+        ids.copyWithin(w * n, r * n, r * n + n);
+        counts.copyWithin(w * 4, r * 4, r * 4 + 4);
+        last[w] = last[r];
+        hashes[w] = hashes[r];
       }
-      if (tail !== undefined) tail.next = undefined;
-      if (keep === undefined) this.byHash.delete(h);
-      else if (keep !== head) this.byHash.set(h, keep);
+      w++;
     }
-    this.count -= removed;
+    const removed = this.count - w;
+    if (removed === 0) return;
+    this.count = w;
+    if (this.capacity > MIN_CAPACITY && this.capacity > 4 * w) {
+      this.resize(Math.max(MIN_CAPACITY, 2 * w));
+    }
     // Ids of values no live series uses would pile up with pod churn: re-intern now and then.
-    if (removed > 0 && this.interns.some((m) => m.size > 2 * this.count + 1000)) this.reintern();
+    if (this.interns.some((m) => m.size > 2 * this.count + 1000)) this.reintern();
+    else this.rechain();
+  }
+
+  /** Rebuilds the hash chains from `hashes` (after slots moved). */
+  private rechain(): void {
+    this.heads = new Map();
+    for (let s = 0; s < this.count; s++) {
+      this.next[s] = this.heads.get(this.hashes[s]) ?? -1;
+      this.heads.set(this.hashes[s], s);
+    }
   }
 
   private reintern(): void {
-    const live: Series[] = [];
-    for (const head of this.byHash.values())
-      for (let s: Series | undefined = head; s; s = s.next) live.push(s);
+    const n = this.n;
+    const old = this.values;
     this.interns = this.labels.map(() => new Map());
-    this.nextIds = this.labels.map(() => 0);
-    this.byHash = new Map();
-    for (const s of live) {
-      let h = 0x811c9dc5 | 0;
-      for (let j = 0; j < s.values.length; j++) {
-        let id = this.interns[j].get(s.values[j]);
+    this.values = this.labels.map(() => []);
+    this.pieces = this.labels.map(() => []);
+    const ids = this.ids;
+    for (let s = 0; s < this.count; s++) {
+      let h = FNV_OFFSET;
+      for (let j = 0; j < n; j++) {
+        const v = old[j][ids[s * n + j]];
+        let id = this.interns[j].get(v);
         if (id === undefined) {
-          id = this.nextIds[j]++;
-          this.interns[j].set(s.values[j], id);
+          id = this.values[j].length;
+          this.values[j].push(v);
+          this.interns[j].set(v, id);
         }
-        s.ids[j] = id;
-        h = Math.imul(h ^ id, 0x01000193);
+        ids[s * n + j] = id;
+        h = Math.imul(h ^ id, FNV_PRIME);
       }
-      s.next = this.byHash.get(h);
-      this.byHash.set(h, s);
+      this.hashes[s] = h;
     }
+    this.rechain();
   }
 
   async close(_deadline: number): Promise<void> {}
