@@ -244,6 +244,55 @@ describe('PrometheusSink series identity', () => {
     expect([...got.values()].reduce((a, v) => a + v, 0)).toBe(2 * ((199_999 * 200_000) / 2));
   });
 
+  it('expiry moves live series over expired ones; escaped and non-ASCII values survive a multi-MB render', async () => {
+    const registry = new Registry();
+    let now = 0;
+    const sink = new PrometheusSink(
+      config({ metricsLabels: ['src_pod', 'dst_namespace'], metricsTtl: 60_000 }),
+      { registry },
+      () => now,
+    );
+    const pod = (i: number) => `pod-ü-"${i}"\\x`;
+    const flows = (pick: (i: number) => boolean, tx: (i: number) => number) =>
+      Array.from({ length: 30_000 }, (_, i) => i)
+        .filter(pick)
+        .map((i) => ({ ...base, srcPod: pod(i), dstNamespace: 'ns-€', txBytes: tx(i) }));
+    await sink.push(
+      flows(
+        () => true,
+        (i) => i,
+      ),
+    );
+    now = 30_000;
+    await sink.push(
+      flows(
+        (i) => i % 3 === 0,
+        () => 1,
+      ),
+    );
+    now = 61_000;
+    await sink.push([]);
+    expect(sink.seriesCount).toBe(10_000);
+    await sink.push(
+      flows(
+        (i) => i % 3 === 0,
+        () => 2,
+      ),
+    );
+    expect(sink.seriesCount).toBe(10_000);
+    const text = await block(registry, 'podflow_transmit_bytes_total');
+    expect(Buffer.byteLength(await registry.metrics())).toBeGreaterThan(2 << 20);
+    const lines = text.split('\n').slice(2);
+    expect(lines).toHaveLength(10_000);
+    const got = new Map(
+      lines.map((l) => [l.slice(0, l.lastIndexOf(' ')), Number(l.slice(l.lastIndexOf(' ') + 1))]),
+    );
+    for (let i = 0; i < 30_000; i += 3) {
+      const key = `podflow_transmit_bytes_total{src_pod="pod-ü-\\"${i}\\"\\\\x",dst_namespace="ns-€"}`;
+      expect(got.get(key)).toBe(i + 3);
+    }
+  });
+
   it('re-interns label values after churn and still finds and counts series', async () => {
     const registry = new Registry();
     let now = 0;
