@@ -2,13 +2,14 @@
 //
 // The collectors are 200 real HTTP servers in a child process (its own core), answering the pull API
 // with bodies pre-encoded by the collector's own encoder (collector/wire.ts: msgpackr records, gzip
-// level 1, byte for byte what collector/server.ts sends) and taking acks; each
-// ack moves a collector on to its next batch. This process is the exporter: HttpCollectorClient →
+// level 1, byte for byte what collector/server.ts sends) and taking acks; each ack moves a
+// collector on to its next batch. This process is the exporter: HttpCollectorClient →
 // Pipeline → Enricher (a 6,000-pod cluster lookup) → PrometheusSink. Measured here:
 //   floor   gunzip + msgpack decode of all 200 bodies, and a raw pass summing their bytes
 //   cycle   one pipeline round (pull + decode + validate + enrich + metrics update + ack)
 //   render  registry.metrics() (the /metrics body)
-//   RSS     after the rounds, after a GC
+//   RSS     before the rounds, after them (and their peak), at the end after the renders (and the
+//           peak of the whole run); live heap after the rounds
 // Usage: npm run bench:exporter [-- --labels all|workload] [-- --collectors N --flows N]
 import { fork } from 'node:child_process';
 import { createServer } from 'node:http';
