@@ -231,6 +231,30 @@ describe('Pipeline', () => {
     expect(firstA).toMatch(/^[0-9a-f]{32}$/);
   });
 
+  it('a refused range is offered again alone, with its id, before what came since', async () => {
+    const bl = new Backlog({ backlogMaxFlows: 10_000 });
+    const { pipeline, sinks } = setup([local(bl, 'n1')], ['a', 'b']);
+    const [a, b] = sinks;
+    b.failing = true;
+    bl.append(0, 1000, [flow('8.8.8.8', 1)]);
+    bl.append(1000, 2000, [flow('8.8.8.8', 2)]);
+    await pipeline.runOnce();
+    bl.append(2000, 3000, [flow('8.8.8.8', 4)]);
+    await pipeline.runOnce();
+    expect(b.refused).toBe(2); // the second round stopped at the refused range
+    b.failing = false;
+    bl.append(3000, 4000, [flow('8.8.8.8', 8)]);
+    const r = await pipeline.runOnce();
+    expect(r).toMatchObject({ failedSinks: [], acked: 1 });
+    // b: first exactly the range it refused (seqs 1-2, same id as a got for it), then 3-4.
+    expect(b.ids).toHaveLength(2);
+    expect(b.ids[0]).toBe(a.ids[0]);
+    expect(b.ids[1]).not.toBe(b.ids[0]);
+    expect(b.accepted.map((f) => f.txBytes)).toEqual([1, 2, 4, 8]);
+    expect(a.txBytes).toBe(15);
+    expect(bl.stats().batches).toBe(0);
+  });
+
   it('a lost ack does not count batches twice', async () => {
     const bl = new Backlog({ backlogMaxFlows: 10_000 });
     const inner = local(bl, 'n1');

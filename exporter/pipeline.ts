@@ -55,6 +55,12 @@ interface CollectorState {
   acked: number;
   /** Highest seq each sink accepted, by sink index. */
   delivered: number[];
+  /**
+   * Per sink: the end of the last range it refused (-1: none). That range is offered again alone,
+   * with the same id, before what arrived since: a receiver that took part of the refused push
+   * (an HTTP sink splits pushes into requests) recognises that part by its Idempotency-Key.
+   */
+  offered: number[];
   /** Last round the collector was in the discovered set (clock ms). */
   seen: number;
 }
@@ -234,44 +240,69 @@ export class Pipeline {
     failed: Map<string, { collectors: number; flows: number; err: unknown }>,
   ): Promise<void> {
     const { state } = p;
+    const cut = state.offered[si];
+    const end = p.seqs.length > 0 ? p.seqs[p.seqs.length - 1] : -1;
+    if (cut > state.delivered[si] && cut < end) {
+      if (!(await this.pushRange(sink, si, p, cut, failed))) return;
+    }
+    await this.pushRange(sink, si, p, end, failed);
+  }
+
+  /**
+   * Pushes the batches of `p` after the sink's delivered seq, up to seq `upTo`. True when the sink
+   * took them (or there were none).
+   */
+  private async pushRange(
+    sink: Sink,
+    si: number,
+    p: Pulled,
+    upTo: number,
+    failed: Map<string, { collectors: number; flows: number; err: unknown }>,
+  ): Promise<boolean> {
+    const { state } = p;
     const delivered = state.delivered[si];
     let first = -1;
     let last = -1;
     let n = 0;
     for (let i = 0; i < p.seqs.length; i++) {
-      if (p.seqs[i] <= delivered) continue;
-      if (first < 0) first = p.seqs[i];
-      last = p.seqs[i];
+      const seq = p.seqs[i];
+      if (seq <= delivered || seq > upTo) continue;
+      if (first < 0) first = i;
+      last = seq;
       n += p.enriched[i].length;
     }
-    if (last < 0) return;
+    if (last < 0) return true;
     let flows: EnrichedFlow[];
-    if (n === p.enriched[p.enriched.length - 1].length && first === last) {
-      flows = p.enriched[p.enriched.length - 1];
+    if (n === p.enriched[first].length) {
+      flows = p.enriched[first];
     } else {
       flows = new Array<EnrichedFlow>(n);
       let k = 0;
-      for (let i = 0; i < p.seqs.length; i++) {
-        if (p.seqs[i] <= delivered) continue;
+      for (let i = first; i < p.seqs.length && p.seqs[i] <= last; i++) {
         const part = p.enriched[i];
         for (let j = 0; j < part.length; j++) flows[k++] = part[j];
       }
     }
-    // The same batches offered again get the same id: the HTTP sink's Idempotency-Key.
+    // The id names the range by what the sink had before it and its last seq, both pull
+    // boundaries the collector never merges across: the same range offered again gets the same id
+    // (the HTTP sink's Idempotency-Key) even when batches inside it were merged meanwhile.
     const id = createHash('sha256')
-      .update(`${p.client.id} ${state.bootId} ${first}-${last}`)
+      .update(`${p.client.id} ${state.bootId} ${delivered + 1}-${last}`)
       .digest('hex')
       .slice(0, 32);
     try {
       await sink.push(flows, { id });
       this.deps.metrics?.sinkPushes.inc({ sink: sink.name });
       if (state.delivered[si] < last) state.delivered[si] = last;
+      return true;
     } catch (err) {
+      if (state.offered[si] < last) state.offered[si] = last;
       const f = failed.get(sink.name) ?? { collectors: 0, flows: 0, err };
       f.collectors++;
       f.flows += flows.length;
       failed.set(sink.name, f);
       this.deps.metrics?.sinkFailures.inc({ sink: sink.name });
+      return false;
     }
   }
 
@@ -295,7 +326,13 @@ export class Pipeline {
       if (state !== undefined) {
         log.info({ collector: client.id, bootId: res.bootId }, 'collector restarted: sequence starts over');
       }
-      state = { bootId: res.bootId, acked: -1, delivered: this.deps.sinks.map(() => -1), seen: now };
+      state = {
+        bootId: res.bootId,
+        acked: -1,
+        delivered: this.deps.sinks.map(() => -1),
+        offered: this.deps.sinks.map(() => -1),
+        seen: now,
+      };
       this.states.set(client.id, state);
     }
     state.seen = now;
