@@ -1,8 +1,7 @@
-import { isIPv4 } from 'node:net';
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import type { PullResponse } from '../shared/flow.js';
-import { decodePullResponse, encodePullResponse, isIPv4Address, PullError } from './pull.js';
+import { decodePullResponse, encodePullResponse, PullError } from './pull.js';
 
 const valid = (): PullResponse => ({
   version: 1,
@@ -183,59 +182,5 @@ describe('decoder fuzz', () => {
     }
     expect(seen.error).toBeGreaterThan(0);
     expect(decodePullResponse(encodings[1])).toEqual(valid());
-  });
-});
-
-describe('isIPv4Address', () => {
-  it('agrees with node:net isIPv4 on chosen and on 300,000 random strings', () => {
-    const chosen = [
-      '0.0.0.0',
-      '255.255.255.255',
-      '256.1.1.1',
-      '1.2.3',
-      '1.2.3.4.',
-      '.1.2.3.4',
-      '01.2.3.4',
-      '1.2.3.04',
-      '1.2.3.0',
-      '10.0.0.1',
-      '1..2.3',
-      '1.2.3.4 ',
-      ' 1.2.3.4',
-      '1.2.3.-4',
-      '1e1.2.3.4',
-      '999.2.3.4',
-      '100.200.250.255',
-      '1.2.3.256',
-      '001.2.3.4',
-      '1.2.3.4/8',
-      '::ffff:1.2.3.4',
-      '',
-      '1.2.3.٤',
-    ];
-    for (const s of chosen) expect(isIPv4Address(s), s).toBe(isIPv4(s));
-    const rand = rng(4);
-    const alphabet = '0123456789....12a: -';
-    for (let n = 0; n < 300_000; n++) {
-      let s = '';
-      const len = Math.floor(rand() * 17);
-      for (let i = 0; i < len; i++) s += alphabet[Math.floor(rand() * alphabet.length)];
-      if (isIPv4Address(s) !== isIPv4(s)) expect(isIPv4Address(s), JSON.stringify(s)).toBe(isIPv4(s));
-    }
-    // Valid ones are rare among random strings: build some on purpose, near the edges.
-    for (let n = 0; n < 100_000; n++) {
-      const octet = () => {
-        const r = rand();
-        const v =
-          r < 0.3
-            ? Math.floor(rand() * 10)
-            : r < 0.6
-              ? 240 + Math.floor(rand() * 20)
-              : Math.floor(rand() * 300);
-        return rand() < 0.05 ? `0${v}` : String(v);
-      };
-      const s = `${octet()}.${octet()}.${octet()}.${octet()}`;
-      if (isIPv4Address(s) !== isIPv4(s)) expect(isIPv4Address(s), s).toBe(isIPv4(s));
-    }
   });
 });
