@@ -61,37 +61,214 @@ export function createReducer(config: ReducerConfig, deps: ReducerDeps): Reducer
   return new FlowReducer(config, deps);
 }
 
-/** Accumulated traffic of one (local, peer, proto) across ticks; reset when emitted. */
-class Series {
-  tb = 0;
-  tp = 0;
-  rb = 0;
-  rp = 0;
-  /** Listed in this tick's `touched`. */
-  touched = false;
-  /** Tick that last added to it; series idle for a few ticks are dropped. */
-  lastTick = 0;
-  /** Dropped from the index: connections caching it must look theirs up again. */
-  dead = false;
-  constructor(
-    readonly src: string,
-    readonly dst: string,
-    readonly proto: number,
-  ) {}
-}
-
-/**
- * What a connection caches in its tracker tag: its one series (one local end), or both (both ends
- * local). Checked against the current locality on every delta, so a pod IP learnt later is honoured.
- */
-type ConnTag = Series | [Series, Series];
-
 /** Series not added to for this many ticks are dropped (bounded memory). */
 const IDLE_TICKS = 3;
 
+/**
+ * A connection's tag (TrackedConn.tagA/tagB) names a series as `index + reuse * IDX_SPAN`: when an
+ * idle series is dropped and its index reused, the reuse count moves on and old tags stop matching.
+ */
+const IDX_SPAN = 2 ** 24;
+const REUSE_MASK = 2 ** 28 - 1;
+
+/**
+ * The accumulated traffic of every (local, peer, proto) series, kept in columns (index = series):
+ * at 250k connections growing in one interval with ~190k distinct peer pairs, objects and string
+ * keys per series were most of the heap and of the collector's peak memory. Series are found
+ * through an open-addressing hash table on (local, peer, proto); a connection remembers its series
+ * index in its tracker tag, so the table is consulted only when a connection is first counted.
+ */
+class SeriesTable {
+  src: (string | undefined)[] = [];
+  dst: (string | undefined)[] = [];
+  proto = new Uint8Array(1024);
+  /** tx bytes, tx packets, rx bytes, rx packets: 4 per series. */
+  cnt = new Float64Array(1024 * 4);
+  /** Tick that last added to the series. */
+  last = new Uint32Array(1024);
+  /** Bumped when the index is freed (see IDX_SPAN). */
+  reuse = new Uint32Array(1024);
+  hash = new Uint32Array(1024);
+  /** 1 = in use. */
+  live = new Uint8Array(1024);
+  /** 1 = listed in `touched` this tick. */
+  mark = new Uint8Array(1024);
+  touched = new Int32Array(1024);
+  nTouched = 0;
+  cap = 1024;
+  used = 0;
+  size = 0;
+  private free: number[] = [];
+  // --- hash table: series index + 1 per position (0 = empty), linear probing ---
+  private mask = 2047;
+  private ht = new Int32Array(2048);
+
+  /** The series of (src, dst, proto), created when new; returns its tag. */
+  find(src: string, dst: string, proto: number): number {
+    const h = hashSeries(src, dst, proto);
+    const mask = this.mask;
+    const ht = this.ht;
+    let i = h & mask;
+    for (;;) {
+      const v = ht[i]!;
+      if (v === 0) break;
+      const idx = v - 1;
+      if (this.hash[idx] === h && this.proto[idx] === proto && this.src[idx] === src && this.dst[idx] === dst)
+        return this.tagOf(idx);
+      i = (i + 1) & mask;
+    }
+    const idx = this.alloc();
+    this.src[idx] = src;
+    this.dst[idx] = dst;
+    this.proto[idx] = proto;
+    this.hash[idx] = h;
+    this.live[idx] = 1;
+    this.mark[idx] = 0;
+    const c = this.cnt;
+    c[idx * 4] = c[idx * 4 + 1] = c[idx * 4 + 2] = c[idx * 4 + 3] = 0;
+    if ((this.size + 1) * 2 > this.mask + 1) this.growTable();
+    this.place(h, idx);
+    this.size++;
+    return this.tagOf(idx);
+  }
+
+  tagOf(idx: number): number {
+    return idx + this.reuse[idx]! * IDX_SPAN;
+  }
+
+  /** The index a tag names, or -1 when that series was dropped meanwhile (or `src` differs). */
+  resolve(tag: number, src: string): number {
+    if (tag < 0) return -1;
+    const idx = tag % IDX_SPAN;
+    if (this.reuse[idx] !== (tag - idx) / IDX_SPAN || this.src[idx] !== src) return -1;
+    return idx;
+  }
+
+  add(idx: number, tick: number, tb: number, tp: number, rb: number, rp: number): void {
+    const c = this.cnt;
+    const i = idx * 4;
+    c[i] += tb;
+    c[i + 1] += tp;
+    c[i + 2] += rb;
+    c[i + 3] += rp;
+    this.last[idx] = tick;
+    if (this.mark[idx] === 0) {
+      this.mark[idx] = 1;
+      if (this.nTouched === this.touched.length) {
+        const t = new Int32Array(this.touched.length * 2);
+        t.set(this.touched);
+        this.touched = t;
+      }
+      this.touched[this.nTouched++] = idx;
+    }
+  }
+
+  /** Drops series idle since before `oldest`. */
+  sweep(oldest: number): void {
+    for (let idx = 0; idx < this.used; idx++) {
+      if (this.live[idx] === 1 && this.last[idx]! < oldest && this.mark[idx] === 0) this.drop(idx);
+    }
+  }
+
+  private drop(idx: number): void {
+    this.unplace(this.hash[idx]!, idx);
+    this.size--;
+    this.live[idx] = 0;
+    this.reuse[idx] = (this.reuse[idx]! + 1) & REUSE_MASK;
+    this.src[idx] = undefined;
+    this.dst[idx] = undefined;
+    this.free.push(idx);
+  }
+
+  private alloc(): number {
+    const f = this.free.pop();
+    if (f !== undefined) return f;
+    if (this.used === this.cap) this.grow();
+    return this.used++;
+  }
+
+  private grow(): void {
+    const cap = this.cap * 2;
+    if (cap > IDX_SPAN) throw new Error('too many flow series');
+    const g = <T extends Uint8Array | Uint32Array | Float64Array>(a: T, n: T): T => {
+      n.set(a);
+      return n;
+    };
+    this.proto = g(this.proto, new Uint8Array(cap));
+    this.cnt = g(this.cnt, new Float64Array(cap * 4));
+    this.last = g(this.last, new Uint32Array(cap));
+    this.reuse = g(this.reuse, new Uint32Array(cap));
+    this.hash = g(this.hash, new Uint32Array(cap));
+    this.live = g(this.live, new Uint8Array(cap));
+    this.mark = g(this.mark, new Uint8Array(cap));
+    this.cap = cap;
+  }
+
+  private place(h: number, idx: number): void {
+    const mask = this.mask;
+    const ht = this.ht;
+    let i = h & mask;
+    while (ht[i] !== 0) i = (i + 1) & mask;
+    ht[i] = idx + 1;
+  }
+
+  /** Removes `idx` from the hash table, shifting the rest of its probe run back. */
+  private unplace(h: number, idx: number): void {
+    const mask = this.mask;
+    const ht = this.ht;
+    let i = h & mask;
+    while (ht[i] !== idx + 1) {
+      if (ht[i] === 0) return;
+      i = (i + 1) & mask;
+    }
+    ht[i] = 0;
+    let j = i;
+    for (;;) {
+      j = (j + 1) & mask;
+      const v = ht[j]!;
+      if (v === 0) return;
+      const home = this.hash[v - 1]! & mask;
+      // Move j back into the hole at i unless its home lies cyclically in (i, j].
+      const inRange = i <= j ? home > i && home <= j : home > i || home <= j;
+      if (!inRange) {
+        ht[i] = v;
+        ht[j] = 0;
+        i = j;
+      }
+    }
+  }
+
+  private growTable(): void {
+    const old = this.ht;
+    const size = (this.mask + 1) * 2;
+    this.mask = size - 1;
+    this.ht = new Int32Array(size);
+    for (let p = 0; p < old.length; p++) {
+      const v = old[p]!;
+      if (v !== 0) this.place(this.hash[v - 1]!, v - 1);
+    }
+  }
+}
+
+function hashString(h: number, s: string): number {
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  return h;
+}
+
+/** FNV-1a over both addresses and the protocol, finished with a murmur3 mix. */
+function hashSeries(src: string, dst: string, proto: number): number {
+  let h = hashString(hashString(0x811c9dc5, src) ^ 0x20, dst);
+  h = Math.imul(h ^ proto, 0x01000193);
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
 class FlowReducer implements Reducer {
-  private readonly series = new Map<string, Series>();
-  private touched: Series[] = [];
+  private readonly series = new SeriesTable();
   private readonly tracker: Tracker;
   private readonly index: PodIndex;
   private tickNo = 1;
@@ -138,31 +315,28 @@ class FlowReducer implements Reducer {
 
   /** This tick's flows (fresh objects: they leave the collector's hands), then housekeeping. */
   private collect(): Flow[] {
-    const flows: Flow[] = new Array(this.touched.length);
-    for (let i = 0; i < this.touched.length; i++) {
-      const s = this.touched[i]!;
-      flows[i] = {
-        src: s.src,
-        dst: s.dst,
-        proto: s.proto,
-        txBytes: s.tb,
-        rxBytes: s.rb,
-        txPackets: s.tp,
-        rxPackets: s.rp,
+    const t = this.series;
+    const n = t.nTouched;
+    const flows: Flow[] = new Array(n);
+    const c = t.cnt;
+    for (let k = 0; k < n; k++) {
+      const idx = t.touched[k]!;
+      const i = idx * 4;
+      flows[k] = {
+        src: t.src[idx]!,
+        dst: t.dst[idx]!,
+        proto: t.proto[idx]!,
+        txBytes: c[i]!,
+        rxBytes: c[i + 2]!,
+        txPackets: c[i + 1]!,
+        rxPackets: c[i + 3]!,
       };
-      s.tb = s.tp = s.rb = s.rp = 0;
-      s.touched = false;
+      c[i] = c[i + 1] = c[i + 2] = c[i + 3] = 0;
+      t.mark[idx] = 0;
     }
-    this.touched = [];
+    t.nTouched = 0;
     const now = this.tickNo++;
-    if (now % IDLE_TICKS === 0) {
-      for (const [key, s] of this.series) {
-        if (now - s.lastTick >= IDLE_TICKS) {
-          s.dead = true;
-          this.series.delete(key);
-        }
-      }
-    }
+    if (now % IDLE_TICKS === 0) t.sweep(now - IDLE_TICKS + 1);
     return flows;
   }
 
@@ -177,53 +351,36 @@ class FlowReducer implements Reducer {
     const srcLocal = end !== 2 && this.index.isLocal(origSrc);
     const peerLocal = end !== 1 && this.index.isLocal(replySrc);
     if (!srcLocal && !peerLocal) return;
-    const tag = c.tag as ConnTag | undefined;
+    const t = this.series;
+    const tick = this.tickNo;
     if (srcLocal !== peerLocal) {
       // One local end: tx is what that end sent.
       const local = srcLocal ? origSrc : replySrc;
-      let s = tag;
-      if (s === undefined || Array.isArray(s) || s.dead || s.src !== local) {
-        s = this.seriesFor(local, this.peer(srcLocal ? replySrc : origSrc), c.proto);
-        c.tag = s;
+      let idx = c.tagB < 0 ? t.resolve(c.tagA, local) : -1;
+      if (idx < 0) {
+        const tag = t.find(local, this.peer(srcLocal ? replySrc : origSrc), c.proto);
+        c.tagA = tag;
+        c.tagB = -1;
+        idx = tag % IDX_SPAN;
       }
-      if (srcLocal) this.add(s, ob, op, rb, rp);
-      else this.add(s, rb, rp, ob, op);
+      if (srcLocal) t.add(idx, tick, ob, op, rb, rp);
+      else t.add(idx, tick, rb, rp, ob, op);
       return;
     }
     // Both ends local (pod to pod on this node): count it from each side.
-    let pair = tag;
-    if (pair === undefined || !Array.isArray(pair) || pair[0].dead || pair[1].dead) {
-      pair = [
-        this.seriesFor(origSrc, this.peer(replySrc), c.proto),
-        this.seriesFor(replySrc, this.peer(origSrc), c.proto),
-      ];
-      c.tag = pair;
+    let a = t.resolve(c.tagA, origSrc);
+    let b = a < 0 ? -1 : t.resolve(c.tagB, replySrc);
+    if (b < 0) {
+      const ta = t.find(origSrc, this.peer(replySrc), c.proto);
+      const tb = t.find(replySrc, this.peer(origSrc), c.proto);
+      c.tagA = ta;
+      c.tagB = tb;
+      a = ta % IDX_SPAN;
+      b = tb % IDX_SPAN;
     }
-    this.add(pair[0], ob, op, rb, rp);
-    this.add(pair[1], rb, rp, ob, op);
+    t.add(a, tick, ob, op, rb, rp);
+    t.add(b, tick, rb, rp, ob, op);
   };
-
-  private add(s: Series, tb: number, tp: number, rb: number, rp: number): void {
-    s.tb += tb;
-    s.tp += tp;
-    s.rb += rb;
-    s.rp += rp;
-    s.lastTick = this.tickNo;
-    if (!s.touched) {
-      s.touched = true;
-      this.touched.push(s);
-    }
-  }
-
-  private seriesFor(src: string, dst: string, proto: number): Series {
-    const key = `${src} ${dst} ${proto}`;
-    let s = this.series.get(key);
-    if (s === undefined) {
-      s = new Series(src, dst, proto);
-      this.series.set(key, s);
-    }
-    return s;
-  }
 
   private peer(ip: string): string {
     if (!this.config.groupPublicIps || !isPublicIp(ip)) return ip;

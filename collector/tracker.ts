@@ -30,8 +30,9 @@ import type { ConnSample } from './source.js';
 
 /**
  * The tracker's view of one remembered connection, handed to the delta sink. One object is reused
- * for every call: read what you need during the call. `tag` is stored per connection (consumers cache
- * per-connection results there; it is dropped when the connection is forgotten).
+ * for every call: read what you need during the call. `tagA`/`tagB` are two numbers stored per
+ * connection (consumers cache per-connection results there, e.g. an index; -1 until set, reset when
+ * the slot is reused). Numbers in typed columns: nothing for the GC to trace, whatever the table size.
  */
 export class TrackedConn {
   slot = 0;
@@ -52,11 +53,17 @@ export class TrackedConn {
   get localEnd(): number {
     return this.t.ends[this.slot]!;
   }
-  get tag(): unknown {
-    return this.t.tags[this.slot];
+  get tagA(): number {
+    return this.t.tags[this.slot * 2]!;
   }
-  set tag(v: unknown) {
-    this.t.tags[this.slot] = v;
+  set tagA(v: number) {
+    this.t.tags[this.slot * 2] = v;
+  }
+  get tagB(): number {
+    return this.t.tags[this.slot * 2 + 1]!;
+  }
+  set tagB(v: number) {
+    this.t.tags[this.slot * 2 + 1] = v;
   }
 }
 
@@ -83,7 +90,9 @@ export class Tracker {
   /** @internal */ ends = new Uint8Array(1024);
   /** @internal */ origSrc: (string | undefined)[] = [];
   /** @internal */ replySrc: (string | undefined)[] = [];
-  /** @internal */ tags: unknown[] = [];
+  /** @internal Two consumer tags per slot (TrackedConn.tagA/tagB). */ tags = new Float64Array(1024 * 2).fill(
+    -1,
+  );
   /** Last counted orig bytes, orig packets, reply bytes, reply packets: 4 per slot, one cache line. */
   private cnt = new Float64Array(1024 * 4);
   /**
@@ -220,7 +229,8 @@ export class Tracker {
     this.ends[slot] = s.localEnd === 'src' ? 1 : s.localEnd === 'dst' ? 2 : 0;
     this.origSrc[slot] = this.intern(s.origSrc);
     this.replySrc[slot] = this.intern(s.replySrc);
-    this.tags[slot] = undefined;
+    this.tags[slot * 2] = -1;
+    this.tags[slot * 2 + 1] = -1;
     const c = this.cnt;
     const i = slot * 4;
     c[i] = s.origBytes;
@@ -341,7 +351,6 @@ export class Tracker {
     this.gens[slot * 2] = 0;
     this.origSrc[slot] = undefined;
     this.replySrc[slot] = undefined;
-    this.tags[slot] = undefined;
     this.freeSlots.push(slot);
   }
 
@@ -403,6 +412,9 @@ export class Tracker {
     const cnt = new Float64Array(cap * 4);
     cnt.set(this.cnt);
     this.cnt = cnt;
+    const tags = new Float64Array(cap * 2).fill(-1);
+    tags.set(this.tags);
+    this.tags = tags;
     const gens = new Uint32Array(cap * 2);
     gens.set(this.gens);
     this.gens = gens;

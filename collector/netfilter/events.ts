@@ -84,9 +84,12 @@ export class ConntrackEvents {
   private spawnChild(): Promise<void> {
     // The child runs the same way we do: compiled JS, or TypeScript through a loader (tsx when the
     // parent's own loader is not on its command line, e.g. under a test runner). Debugger and
-    // profiler flags stay with the parent. A small young generation makes the child collect its
-    // datagram buffers often, so a burst of events does not leave it holding tens of MB.
-    const inherited = process.execArgv.filter((a) => !/^--(inspect|debug|cpu-prof|heap-prof|prof)/.test(a));
+    // profiler and tracing flags stay with the parent (a trace printed on the child's stdout would
+    // corrupt the frames). A small young generation makes the child collect its datagram buffers
+    // often, so a burst of events does not leave it holding tens of MB.
+    const inherited = process.execArgv.filter(
+      (a) => !/^--(inspect|debug|cpu-prof|heap-prof|prof|trace|print)/.test(a),
+    );
     const loader =
       CHILD.endsWith('.ts') && !inherited.some((a) => a.includes('tsx')) ? ['--import', 'tsx'] : [];
     const child = spawn(

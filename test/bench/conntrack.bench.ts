@@ -12,7 +12,8 @@
 //   counter change, ticks where 10% and 100% of the entries grew (counters bumped on the way from
 //   the real dump to the tracker, as the kernel cannot be told to set counters).
 // Reported: wall time, CPU time (process.cpuUsage), peak RSS (VmHWM), and ratios to the floor.
-// For N = 10k it also runs a 5 s interval loop for 15 s and reports the average share of a core.
+// For N = 10k it also runs a 5 s interval loop for 30 s and reports the average share of a core, with
+// and without the events subscriber child.
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -104,6 +105,17 @@ function childrenMemMb(): { rss: number; pss: number } {
     pss += Number(/^Pss:\s+(\d+)/m.exec(t)?.[1] ?? 0) / 1024;
   }
   return { rss, pss };
+}
+
+/** CPU time (ms) used so far by our child processes (the events subscriber), from /proc (10 ms steps). */
+function childrenCpuMs(): number {
+  let ms = 0;
+  for (const pid of readFileSync(`/proc/self/task/${process.pid}/children`, 'utf8').trim().split(/\s+/)) {
+    if (!pid) continue;
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    ms += (Number(f[11]) + Number(f[12])) * 10; // utime + stime in clock ticks (USER_HZ = 100)
+  }
+  return ms;
 }
 
 async function fill(n: number, shape: Shape): Promise<{ created: number; errors: number }> {
@@ -284,11 +296,13 @@ async function podflow(loopSeconds: number) {
       `after full GC: heapUsed ${(m.heapUsed / 1048576).toFixed(0)} MB, rss ${(m.rss / 1048576).toFixed(0)} MB`,
     );
   }
-  let loop: { coreShare: number; seconds: number } | undefined;
+  let loop: { coreShare: number; childShare: number; seconds: number } | undefined;
   if (loopSeconds > 0) {
-    // The collector's steady state: a tick every 5 s with 10% of the entries growing.
+    // The collector's steady state: a tick every 5 s with 10% of the entries growing. The events
+    // subscriber's CPU counts too.
     state.share = 0.1;
     const c0 = process.cpuUsage();
+    const ch0 = childrenCpuMs();
     const t0 = performance.now();
     while (performance.now() - t0 < loopSeconds * 1000) {
       state.bump++;
@@ -297,7 +311,11 @@ async function podflow(loopSeconds: number) {
     }
     const c = process.cpuUsage(c0);
     const secs = (performance.now() - t0) / 1000;
-    loop = { coreShare: (c.user + c.system) / 1e6 / secs, seconds: secs };
+    loop = {
+      coreShare: (c.user + c.system) / 1e6 / secs,
+      childShare: (childrenCpuMs() - ch0) / 1000 / secs,
+      seconds: secs,
+    };
   }
   const child = childrenMemMb();
   await source.close();
@@ -371,7 +389,7 @@ async function outer(sizes: number[]) {
         const floorsPeek = [
           inner(ns, ['floor', '0']) as { wallMs: number; cpuMs: number; peakRssMb: number },
         ];
-        const loopSeconds = n <= 10_000 && shape === shapes[0] ? 15 : 0;
+        const loopSeconds = n <= 10_000 && shape === shapes[0] ? 30 : 0;
         const p = inner(ns, ['podflow', String(loopSeconds)]) as Awaited<ReturnType<typeof podflow>>;
         // The machine may be shared: measure the floor again after podflow and keep the better one.
         floors32.push(inner(ns, ['floor', '32768']) as (typeof floors32)[number]);
@@ -417,6 +435,7 @@ async function outer(sizes: number[]) {
         if (p.loop && floorLoopResult) {
           rows.push(
             `  5 s interval loop at N=${n}, 10% growing: ${(p.loop.coreShare * 100).toFixed(2)}% of a core over ${p.loop.seconds.toFixed(0)} s; floor loop ${(floorLoopResult.coreShare * 100).toFixed(2)}% (${ratio(p.loop.coreShare, floorLoopResult.coreShare)})`,
+            `    with the events subscriber: ${((p.loop.coreShare + p.loop.childShare) * 100).toFixed(2)}% (child ${(p.loop.childShare * 100).toFixed(2)}%, ${ratio(p.loop.coreShare + p.loop.childShare, floorLoopResult.coreShare)})`,
           );
         }
         console.log(rows.splice(0).join('\n'));
