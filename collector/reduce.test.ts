@@ -178,6 +178,79 @@ describe('createReducer', () => {
       { src: '10.1.0.5', dst: '10.2.0.9', proto: 6, txBytes: 70, txPackets: 3, rxBytes: 80, rxPackets: 2 },
     ]);
   });
+
+  it('a connection idle long enough for its series to be dropped counts into the right series again', async () => {
+    const { source, reducer } = setup(['10.1.0.5']);
+    const a = (b: number) => sample('10.1.0.5', '10.2.0.1', '10.2.0.1', [b, 1, 0, 0], 1);
+    const b = (b: number) => sample('10.1.0.5', '10.2.0.2', '10.2.0.2', [b, 1, 0, 0], 2);
+    const c = (b: number) => sample('10.1.0.5', '10.2.0.3', '10.2.0.3', [b, 1, 0, 0], 3);
+    // a grows once, then stays idle while b and then c (new series, reusing a's dropped index) grow.
+    source.reads = [
+      [a(0), b(0)],
+      [a(10), b(0)],
+      [a(10), b(5)],
+      [a(10), b(6)],
+      [a(10), b(7)],
+    ];
+    source.reads.push([a(10), b(8), c(1)], [a(10), b(9), c(2)], [a(30), b(9), c(3)]);
+    const got: Flow[][] = [];
+    for (let i = 0; i < 8; i++) got.push((await reducer.tick(source)).flows);
+    expect(got[1]).toEqual([
+      { src: '10.1.0.5', dst: '10.2.0.1', proto: 6, txBytes: 10, txPackets: 0, rxBytes: 0, rxPackets: 0 },
+    ]);
+    expect(sortFlows(got[7]!).map((f) => [f.dst, f.txBytes])).toEqual([
+      ['10.2.0.1', 20],
+      ['10.2.0.3', 1],
+    ]);
+  });
+
+  it('sums what a plain per-key model sums, through many series, drops and reuse', async () => {
+    const local = ['10.1.0.1', '10.1.0.2', 'fd00::1'];
+    const { source, reducer } = setup(local);
+    let seed = 7;
+    const rnd = (n: number) => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return (seed >>> 8) % n;
+    };
+    const conns = Array.from({ length: 3000 }, (_, i) => {
+      const l = local[i % 3]!;
+      const peer = l.includes(':') ? `fd00:9::${(rnd(400) + 1).toString(16)}` : `10.9.${rnd(4)}.${rnd(250)}`;
+      const both = i % 97 === 0;
+      const dst = both ? local[(i + 1) % 3 === 2 ? 0 : (i + 1) % 3]! : peer;
+      return {
+        l,
+        dst: l.includes(':') === dst.includes(':') ? dst : peer,
+        id: i + 1,
+        proto: i % 5 === 0 ? 17 : 6,
+        c: [0, 0, 0, 0] as [number, number, number, number],
+      };
+    });
+    const want = new Map<string, number>();
+    let got = new Map<string, number>();
+    source.reads.push(conns.map((k) => sample(k.l, k.dst, k.dst, [...k.c], k.id, k.proto)));
+    await reducer.tick(source);
+    for (let tick = 0; tick < 30; tick++) {
+      // Some ticks grow many connections, others few: series go idle, are dropped and come back.
+      const share = tick % 7 === 3 ? 1 : 20;
+      for (const k of conns) {
+        if (rnd(share) !== 0) continue;
+        const d = [rnd(1000) + 1, 1, rnd(1000), 1];
+        for (let j = 0; j < 4; j++) k.c[j]! += d[j]!;
+        const key = (src: string, peer: string) => `${src} ${peer} ${k.proto}`;
+        const add = (kk: string, v: number) => want.set(kk, (want.get(kk) ?? 0) + v);
+        add(key(k.l, k.dst), d[0]!);
+        if (local.includes(k.dst)) add(key(k.dst, k.l), d[2]!);
+      }
+      source.reads.push(conns.map((k) => sample(k.l, k.dst, k.dst, [...k.c], k.id, k.proto)));
+      for (const f of (await reducer.tick(source)).flows) {
+        const kk = `${f.src} ${f.dst} ${f.proto}`;
+        got.set(kk, (got.get(kk) ?? 0) + f.txBytes);
+      }
+    }
+    got = new Map([...got].filter(([, v]) => v !== 0));
+    expect(new Map([...want].filter(([, v]) => v !== 0))).toEqual(got);
+    expect(got.size).toBeGreaterThan(1000);
+  });
 });
 
 describe('isPublicIp', () => {
