@@ -182,6 +182,14 @@ describe.each(Object.keys(VARIANTS))('chart rendered with %s', (variant) => {
     const expCfg = loadContainerConfig(exp);
     expect(colCfg.nodeName).toBe('node-a');
     expect(expCfg.namespace).toBe(NS);
+    // The collector's shutdown drain fits in the pod's grace period and, unless a value set overrides
+    // it, outlasts an export round (the exporter's last pull must come before the collector exits).
+    const grace = ds.spec.template.spec.terminationGracePeriodSeconds * 1000;
+    expect(colCfg.shutdownTimeout).toBeLessThanOrEqual(grace - 5000);
+    if (variant === 'defaults') {
+      expect(colCfg.shutdownTimeout).toBe(grace - 5000);
+      expect(colCfg.shutdownTimeout).toBeGreaterThanOrEqual(expCfg.exportInterval + expCfg.pullTimeout);
+    }
     // ${NAME} in header values is expanded from the container's environment: it must be there.
     for (const v of Object.values(expCfg.httpSinkHeaders)) {
       for (const [, name] of v.matchAll(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g))
