@@ -363,6 +363,56 @@ const plainLines = (stderr: string) =>
     .filter((l) => l.trim() !== '' && !l.startsWith('{'))
     .map((l) => l.trimEnd());
 
+/**
+ * Starts `podflow collector` (on 127.0.0.1:9470, with `collectorArgs`) and `podflow exporter` pulling
+ * it every second (127.0.0.1:9471) in `host`, with `home` as HOME and no kubeconfig, and waits until
+ * both are ready.
+ */
+async function startPair(host: Netns, home: string, collectorArgs: string[]) {
+  const env = { HOME: home, KUBECONFIG: join(home, 'none') };
+  let log = '';
+  const collect = (d: Buffer) => {
+    log += d;
+  };
+  const collector = host.spawn(
+    process.execPath,
+    [BIN, 'collector', '--listen', '127.0.0.1:9470', ...collectorArgs],
+    env,
+  );
+  collector.stderr?.on('data', collect);
+  const exporter = host.spawn(
+    process.execPath,
+    [
+      BIN,
+      'exporter',
+      '--listen',
+      '127.0.0.1:9471',
+      '--collectors',
+      'http://127.0.0.1:9470',
+      '--export-interval',
+      '1s',
+    ],
+    env,
+  );
+  exporter.stderr?.on('data', collect);
+  const ready = async (port: number) => {
+    const { stdout } = await host.exec('curl', [
+      '-s',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code}',
+      `http://127.0.0.1:${port}/readyz`,
+    ]);
+    return stdout === '200' ? true : undefined;
+  };
+  await waitFor('collector and exporter ready', async () => {
+    if (collector.exitCode !== null || exporter.exitCode !== null) throw new Error(`exited: ${log}`);
+    return (await ready(9470)) && (await ready(9471));
+  });
+  return { collector, exporter, output: () => log };
+}
+
 describe.skipIf(!root)('podflow collector end to end', () => {
   let dir: string;
   beforeAll(async () => {
@@ -468,47 +518,12 @@ describe.skipIf(!root)('podflow collector end to end', () => {
     const tcp = await startServer(peer, 'tcp', b6);
     const udp = await startServer(peer, 'udp', b4);
     await host.exec('conntrack', ['-F']).catch(() => undefined);
-    const env = { HOME: dir, KUBECONFIG: join(dir, 'none') };
-    let log = '';
-    const collect = (d: Buffer) => {
-      log += d;
-    };
-    const collector = host.spawn(
-      process.execPath,
-      [BIN, 'collector', '--listen', '127.0.0.1:9470', '--interval', '1s', '--node-name', 'e2e-node'],
-      env,
-    );
-    collector.stderr?.on('data', collect);
-    const exporter = host.spawn(
-      process.execPath,
-      [
-        BIN,
-        'exporter',
-        '--listen',
-        '127.0.0.1:9471',
-        '--collectors',
-        'http://127.0.0.1:9470',
-        '--export-interval',
-        '1s',
-      ],
-      env,
-    );
-    exporter.stderr?.on('data', collect);
-    const ready = async (port: number) => {
-      const { stdout } = await host.exec('curl', [
-        '-s',
-        '-o',
-        '/dev/null',
-        '-w',
-        '%{http_code}',
-        `http://127.0.0.1:${port}/readyz`,
-      ]);
-      return stdout === '200' ? true : undefined;
-    };
-    await waitFor('collector and exporter ready', async () => {
-      if (collector.exitCode !== null || exporter.exitCode !== null) throw new Error(`exited: ${log}`);
-      return (await ready(9470)) && (await ready(9471));
-    });
+    const { collector, exporter, output } = await startPair(host, dir, [
+      '--interval',
+      '1s',
+      '--node-name',
+      'e2e-node',
+    ]);
     const prom = await startPrometheus({ targets: ['127.0.0.1:9471'], ns: host });
     try {
       const results = await Promise.all([
@@ -531,7 +546,7 @@ describe.skipIf(!root)('podflow collector end to end', () => {
         return got.tx === expected.tx && got.rx === expected.rx ? true : undefined;
       }).catch((err: Error) => {
         throw new Error(
-          `${err.message}: got ${JSON.stringify(got)}, want ${JSON.stringify(expected)}; ${log.slice(-2000)}`,
+          `${err.message}: got ${JSON.stringify(got)}, want ${JSON.stringify(expected)}; ${output().slice(-2000)}`,
         );
       });
       expect(got).toEqual(expected);
@@ -558,49 +573,14 @@ describe.skipIf(!root)('podflow collector end to end', () => {
     const { a: host, b: peer, a4, a6, b4 } = await createPair(234);
     const tcp = await startServer(peer, 'tcp', b4);
     await host.exec('conntrack', ['-F']).catch(() => undefined);
-    const env = { HOME: dir, KUBECONFIG: join(dir, 'none') };
-    let log = '';
-    const collect = (d: Buffer) => {
-      log += d;
-    };
     // A 10-minute interval: after the first (baseline) read, only the read made at SIGTERM can see
     // the traffic below.
-    const collector = host.spawn(
-      process.execPath,
-      [BIN, 'collector', '--listen', '127.0.0.1:9470', '--interval', '10m', '--shutdown-timeout', '20s'],
-      env,
-    );
-    collector.stderr?.on('data', collect);
-    const exporter = host.spawn(
-      process.execPath,
-      [
-        BIN,
-        'exporter',
-        '--listen',
-        '127.0.0.1:9471',
-        '--collectors',
-        'http://127.0.0.1:9470',
-        '--export-interval',
-        '1s',
-      ],
-      env,
-    );
-    exporter.stderr?.on('data', collect);
-    const ready = async (port: number) => {
-      const { stdout } = await host.exec('curl', [
-        '-s',
-        '-o',
-        '/dev/null',
-        '-w',
-        '%{http_code}',
-        `http://127.0.0.1:${port}/readyz`,
-      ]);
-      return stdout === '200' ? true : undefined;
-    };
-    await waitFor('collector and exporter ready', async () => {
-      if (collector.exitCode !== null || exporter.exitCode !== null) throw new Error(`exited: ${log}`);
-      return (await ready(9470)) && (await ready(9471));
-    });
+    const { collector, exporter, output } = await startPair(host, dir, [
+      '--interval',
+      '10m',
+      '--shutdown-timeout',
+      '20s',
+    ]);
     try {
       const r = await runClient(host, 'tcp', b4, tcp.port, { send: 40_000, receive: 7_000, count: 2 });
       expect(r.failed).toBe(0);
@@ -610,7 +590,7 @@ describe.skipIf(!root)('podflow collector end to end', () => {
       collector.kill('SIGTERM');
       await exited;
       expect(collector.exitCode).toBe(0);
-      expect(log).toContain('backlog delivered');
+      expect(output()).toContain('backlog delivered');
       const { stdout } = await host.exec('curl', ['-s', 'http://127.0.0.1:9471/metrics']);
       const sum = (name: string) =>
         stdout
