@@ -22,6 +22,7 @@
 // The peer of a DNATed connection (ClusterIP → backend) is the reply tuple's source: the backend.
 import type { Flow } from '../shared/flow.js';
 import type { Logger } from '../shared/log.js';
+import { fmix32 } from './hash.js';
 import type { PodIndex } from './pod-index.js';
 import type { ConntrackSource } from './source.js';
 import { type TrackedConn, Tracker } from './tracker.js';
@@ -257,14 +258,8 @@ function hashString(h: number, s: string): number {
 
 /** FNV-1a over both addresses and the protocol, finished with a murmur3 mix. */
 function hashSeries(src: string, dst: string, proto: number): number {
-  let h = hashString(hashString(0x811c9dc5, src) ^ 0x20, dst);
-  h = Math.imul(h ^ proto, 0x01000193);
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
+  const h = hashString(hashString(0x811c9dc5, src) ^ 0x20, dst);
+  return fmix32(Math.imul(h ^ proto, 0x01000193));
 }
 
 class FlowReducer implements Reducer {

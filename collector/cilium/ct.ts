@@ -16,6 +16,8 @@
 // Flags: OUT 0 (opened by a local endpoint, the tuple's source), IN 1 (opened toward a local
 // endpoint, the tuple's destination), RELATED 2 (ICMP errors of another entry), SERVICE 4 (load
 // balancer state, a different value meaning). RELATED and SERVICE entries are skipped.
+
+import { fmix32 } from '../hash.js';
 import { formatAddr } from '../netfilter/parser.js';
 import type { ConnSample } from '../source.js';
 
@@ -190,14 +192,6 @@ function mix(h: number, k: number): number {
   h = (h << 13) | (h >>> 19);
   return (Math.imul(h, 5) + 0xe6546b64) | 0;
 }
-function fmix(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
 
 /** `a`: address length (4 or 16); the key holds two addresses, then ports, proto, flags. */
 function hashKey(s: CiliumSample, b: Buffer, o: number, a: number): void {
@@ -215,6 +209,6 @@ function hashKey(s: CiliumSample, b: Buffer, o: number, a: number): void {
   h1 = mix(mix(h1, meta), ports);
   h2 = mix(mix(h2, meta), ports);
   // Consumers may keep only the low 32 bits of `key` (from h2) beside `key2` (from h1): 64 bits.
-  s.key = (fmix(h1) >>> 11) * 4294967296 + fmix(h2);
-  s.key2 = fmix(h1 ^ 0x2545f491);
+  s.key = (fmix32(h1) >>> 11) * 4294967296 + fmix32(h2);
+  s.key2 = fmix32(h1 ^ 0x2545f491);
 }
