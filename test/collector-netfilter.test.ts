@@ -264,7 +264,11 @@ describe.skipIf(!root)('netfilter source on a real conntrack table', () => {
     });
     await runClient(pair.a, 'udp', pair.b4, udp.port, { send: 64, receive: 64, count: 100, concurrency: 10 });
     const before = await kernelTable(pair.a, ['-s', pair.a4]);
-    expect(before.length).toBeGreaterThanOrEqual(400);
+    // 300 TCP connections, each its own entry (connect() walks ports sequentially per destination).
+    // The 100 UDP clients take random ephemeral ports: two of them may share one and so one entry
+    // (its counters then hold both), so fewer than 100 UDP entries is the kernel being right.
+    expect(before.filter((e) => e.proto === 6).length).toBeGreaterThanOrEqual(300);
+    expect(before.filter((e) => e.proto === 17).length).toBeGreaterThanOrEqual(90);
     // End them all before the next read: the dump never sees the last 300.
     await pair.a.exec('conntrack', ['-D', '-s', pair.a4]).catch(() => undefined);
     expect((await kernelTable(pair.a, ['-s', pair.a4])).length).toBe(0);
