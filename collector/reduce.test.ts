@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Flow } from '../shared/flow.js';
-import { createReducer, isPublicIp } from './reduce.js';
+import { createReducer } from './reduce.js';
 import type { ConnSample, ConntrackSource, ReadStats } from './source.js';
 
 function sample(
@@ -250,30 +250,5 @@ describe('createReducer', () => {
     got = new Map([...got].filter(([, v]) => v !== 0));
     expect(new Map([...want].filter(([, v]) => v !== 0))).toEqual(got);
     expect(got.size).toBeGreaterThan(1000);
-  });
-});
-
-describe('isPublicIp', () => {
-  it.each([
-    ['8.8.8.8', true],
-    ['1.1.1.1', true],
-    ['10.0.0.1', false],
-    ['172.16.0.1', false],
-    ['172.32.0.1', true],
-    ['192.168.1.1', false],
-    ['100.64.0.1', false],
-    ['127.0.0.1', false],
-    ['169.254.1.1', false],
-    ['224.0.0.1', false],
-    ['192.0.2.1', false],
-    ['2a00:1450::1', true],
-    ['2001:db8::1', false],
-    ['fd00::1', false],
-    ['fe80::1', false],
-    ['::1', false],
-    ['::ffff:8.8.8.8', true],
-    ['ff02::1', false],
-  ])('%s → %s', (ip, pub) => {
-    expect(isPublicIp(ip)).toBe(pub);
   });
 });

@@ -21,6 +21,7 @@
 //   only from that end: 'src' = the orig source, 'dst' = the reply source.
 // The peer of a DNATed connection (ClusterIP → backend) is the reply tuple's source: the backend.
 import type { Flow } from '../shared/flow.js';
+import { isPrivateIp } from '../shared/ip.js';
 import type { Logger } from '../shared/log.js';
 import { fmix32 } from './hash.js';
 import type { PodIndex } from './pod-index.js';
@@ -378,40 +379,7 @@ class FlowReducer implements Reducer {
   };
 
   private peer(ip: string): string {
-    if (!this.config.groupPublicIps || !isPublicIp(ip)) return ip;
+    if (!this.config.groupPublicIps || isPrivateIp(ip)) return ip;
     return ip.includes(':') ? '::' : '0.0.0.0';
   }
-}
-
-/**
- * True for globally routable unicast addresses; false for private (RFC 1918, ULA), shared (CGNAT),
- * loopback, link-local, multicast, documentation and other special-purpose ranges.
- */
-export function isPublicIp(ip: string): boolean {
-  if (!ip.includes(':')) return isPublicV4(ip);
-  const lower = ip.toLowerCase();
-  if (lower.startsWith('::ffff:') && lower.includes('.')) return isPublicV4(lower.slice(7));
-  if (lower === '::' || lower === '::1') return false;
-  const first = Number.parseInt(lower.split(':')[0] || '0', 16);
-  // Global unicast is 2000::/3; inside it, 2001:db8::/32 is documentation.
-  if ((first & 0xe000) !== 0x2000) return false;
-  return !lower.startsWith('2001:db8:');
-}
-
-function isPublicV4(ip: string): boolean {
-  const p = ip.split('.');
-  if (p.length !== 4) return false;
-  const a = Number(p[0]);
-  const b = Number(p[1]);
-  const c = Number(p[2]);
-  if (a === 0 || a === 10 || a === 127 || a >= 224) return false;
-  if (a === 100 && b >= 64 && b <= 127) return false; // shared address space (CGNAT)
-  if (a === 169 && b === 254) return false;
-  if (a === 172 && b >= 16 && b <= 31) return false;
-  if (a === 192 && b === 168) return false;
-  if (a === 192 && b === 0 && (c === 0 || c === 2)) return false;
-  if (a === 198 && (b === 18 || b === 19)) return false; // benchmarking
-  if (a === 198 && b === 51 && c === 100) return false;
-  if (a === 203 && b === 0 && c === 113) return false;
-  return true;
 }
