@@ -31,6 +31,29 @@ describe('Backlog', () => {
     expect(b.stats()).toEqual({ batches: 0, flows: 0, merges: 0, droppedFlows: 0, droppedBytes: 0 });
   });
 
+  it('reports its pending pull boundaries (the last pull included) and the acknowledged seq', () => {
+    const b = new Backlog({ backlogMaxFlows: 1000 }, { bootId: 'boot-a' });
+    expect(b.pendingBoundaries()).toEqual([]);
+    expect(b.acked).toBe(0);
+    b.append(0, 5, [flow('10.0.0.1', '10.0.0.2', 1)]);
+    b.append(5, 10, [flow('10.0.0.1', '10.0.0.2', 2)]);
+    b.pull();
+    expect(b.pendingBoundaries()).toEqual([2]);
+    b.append(10, 15, [flow('10.0.0.1', '10.0.0.2', 4)]);
+    b.pull(1); // a smaller pull: its boundary goes below the first one
+    expect(b.pendingBoundaries()).toEqual([1, 2]);
+    b.pull();
+    expect(b.pendingBoundaries()).toEqual([1, 2, 3]);
+    const copy = b.pendingBoundaries();
+    copy.push(99);
+    expect(b.pendingBoundaries()).toEqual([1, 2, 3]);
+    b.ack('boot-a', 2);
+    expect(b.pendingBoundaries()).toEqual([3]);
+    expect(b.acked).toBe(2);
+    b.ack('boot-a', 1); // a late, lower ack does not move it back
+    expect(b.acked).toBe(2);
+  });
+
   it('refuses an ack with a foreign boot id or a seq never issued, and keeps the batches', () => {
     const b = new Backlog({ backlogMaxFlows: 1000 }, { bootId: 'boot-a' });
     b.append(0, 5, [flow('10.0.0.1', '10.0.0.2', 100)]);

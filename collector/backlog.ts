@@ -36,6 +36,8 @@ export class Backlog {
    * it, covers exactly what was delivered: no bytes lost, none counted twice.
    */
   private boundaries: number[] = [];
+  /** Highest seq acknowledged (0: none): the lower edge of the first pending pull. */
+  private ackedSeq = 0;
   /**
    * Index of merged batches that were never handed out, so folding the next batch in costs only
    * that batch. A batch that was handed out is never mutated again: merges make a new one.
@@ -102,7 +104,21 @@ export class Backlog {
     let k = 0;
     while (k < this.boundaries.length && this.boundaries[k]! <= seq) k++;
     if (k > 0) this.boundaries.splice(0, k);
+    if (seq > this.ackedSeq) this.ackedSeq = seq;
     return { ok: true, dropped: i };
+  }
+
+  /**
+   * The pending pull boundaries (see `boundaries`), ascending, a copy. Asked after `pull()`, it
+   * includes that pull's own boundary: the pull response reports it to the exporter.
+   */
+  pendingBoundaries(): number[] {
+    return this.boundaries.slice();
+  }
+
+  /** Highest seq acknowledged so far (0: none). */
+  get acked(): number {
+    return this.ackedSeq;
   }
 
   /**

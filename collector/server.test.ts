@@ -94,6 +94,8 @@ describe('collector server', () => {
         { seq: 1, from: 1000, to: 2000, flows: [flow('10.2.0.1', 100), flow('10.2.0.2', 5)] },
         { seq: 2, from: 2000, to: 3000, flows: [flow('10.2.0.1', 7)] },
       ],
+      boundaries: [2],
+      acked: 0,
     });
     // No ack (the exporter failed): the same batches come again.
     const again = unpack((await raw(port, 'GET', '/api/v1/flows')).body) as PullResponse;

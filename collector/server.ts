@@ -85,6 +85,9 @@ export function pullApiRouter(deps: PullApiDeps): Router {
       node: deps.node,
       source: typeof deps.source === 'string' ? deps.source : deps.source.name,
       batches: backlog.pull(maxFlows),
+      // After the pull: its own boundary is among them.
+      boundaries: backlog.pendingBoundaries(),
+      acked: backlog.acked,
     };
     const body = encodePullBody(response);
     metrics.pulls.inc();

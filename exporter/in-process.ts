@@ -7,6 +7,10 @@ import { type CollectorClient, PullError } from './pull.js';
 export interface LocalBacklog {
   readonly bootId: string;
   pull(maxFlows?: number): FlowBatch[];
+  /** Pending pull boundaries after the last pull (see PullResponse.boundaries); optional. */
+  pendingBoundaries?(): number[];
+  /** Highest seq acknowledged (0: none); sent with the boundaries. */
+  readonly acked?: number;
   ack(bootId: string, seq: number): { ok: true } | { ok: false; reason: string };
 }
 
@@ -21,13 +25,20 @@ export class InProcessCollectorClient implements CollectorClient {
   }
 
   async pull(_signal: AbortSignal): Promise<PullResponse> {
-    return {
+    const res: PullResponse = {
       version: 1,
       bootId: this.backlog.bootId,
       node: this.info.node,
       source: this.info.source,
       batches: this.backlog.pull(),
     };
+    // After the pull: its own boundary is among them.
+    const boundaries = this.backlog.pendingBoundaries?.();
+    if (boundaries !== undefined) {
+      res.boundaries = boundaries;
+      res.acked = this.backlog.acked ?? 0;
+    }
+    return res;
   }
 
   async ack(bootId: string, seq: number, _signal: AbortSignal): Promise<void> {

@@ -6,6 +6,11 @@
 // then its batches are offered again, and each sink is given only the batches it has not taken yet.
 // So a failing HTTP sink makes batches come back without the Prometheus counters counting them
 // twice, and a lost ack does not double anything either. A new boot id starts the collector over.
+//
+// A collector that reports its pending pull boundaries (PullResponse.boundaries) gets its batches
+// pushed one boundary stretch at a time, each keyed by the stretch's edges as the collector sees
+// them: a restarted exporter re-offers what its predecessor pushed but did not acknowledge under
+// the same key, so the HTTP receiver recognises it. Older collectors: one push per sink and round.
 import { createHash } from 'node:crypto';
 import type { Registry } from 'prom-client';
 import type { ClusterLookup } from '../shared/cluster.js';
@@ -74,6 +79,16 @@ interface Pulled {
   /** Their seqs, and their flows enriched, same order. */
   seqs: number[];
   enriched: EnrichedFlow[][];
+  /**
+   * The collector's pull-boundary stretches covering the batches it returned, oldest first: seqs in
+   * (start - 1, end]. Absent when the collector does not report boundaries.
+   */
+  segments?: Segment[];
+}
+
+interface Segment {
+  start: number;
+  end: number;
 }
 
 export interface RoundResult {
@@ -240,6 +255,15 @@ export class Pipeline {
     failed: Map<string, { collectors: number; flows: number; err: unknown }>,
   ): Promise<void> {
     const { state } = p;
+    if (p.segments !== undefined) {
+      // One stretch at a time, oldest first; a refused one stops the sink here, so that it comes
+      // again alone (same key) before anything newer.
+      for (const seg of p.segments) {
+        if (seg.end <= state.delivered[si]) continue;
+        if (!(await this.pushRange(sink, si, p, seg.end, failed, seg))) return;
+      }
+      return;
+    }
     const cut = state.offered[si];
     const end = p.seqs.length > 0 ? p.seqs[p.seqs.length - 1] : -1;
     if (cut > state.delivered[si] && cut < end) {
@@ -250,7 +274,8 @@ export class Pipeline {
 
   /**
    * Pushes the batches of `p` after the sink's delivered seq, up to seq `upTo`. True when the sink
-   * took them (or there were none).
+   * took them (or there were none). With `seg` (upTo is its end), the push is keyed by the
+   * stretch's edges and the sink counts as having everything up to its end.
    */
   private async pushRange(
     sink: Sink,
@@ -258,6 +283,7 @@ export class Pipeline {
     p: Pulled,
     upTo: number,
     failed: Map<string, { collectors: number; flows: number; err: unknown }>,
+    seg?: Segment,
   ): Promise<boolean> {
     const { state } = p;
     const delivered = state.delivered[si];
@@ -271,7 +297,12 @@ export class Pipeline {
       last = seq;
       n += p.enriched[i].length;
     }
-    if (last < 0) return true;
+    if (last < 0) {
+      // Nothing left in the stretch (its flows were dropped at the collector's bound): done with it.
+      if (seg !== undefined && state.delivered[si] < seg.end) state.delivered[si] = seg.end;
+      return true;
+    }
+    if (seg !== undefined) last = seg.end;
     let flows: EnrichedFlow[];
     if (n === p.enriched[first].length) {
       flows = p.enriched[first];
@@ -283,11 +314,13 @@ export class Pipeline {
         for (let j = 0; j < part.length; j++) flows[k++] = part[j];
       }
     }
-    // The id names the range by what the sink had before it and its last seq, both pull
-    // boundaries the collector never merges across: the same range offered again gets the same id
-    // (the HTTP sink's Idempotency-Key) even when batches inside it were merged meanwhile.
+    // The id names the range by its edges, both pull boundaries the collector never merges across:
+    // the same range offered again gets the same id (the HTTP sink's Idempotency-Key) even when
+    // batches inside it were merged meanwhile. A stretch's edges come from the collector's view
+    // alone, the same for every exporter process; without them, from what this process delivered.
+    const start = seg !== undefined ? seg.start : delivered + 1;
     const id = createHash('sha256')
-      .update(`${p.client.id} ${state.bootId} ${delivered + 1}-${last}`)
+      .update(`${p.client.id} ${state.bootId} ${start}-${last}`)
       .digest('hex')
       .slice(0, 32);
     try {
@@ -345,7 +378,15 @@ export class Pipeline {
       else duplicates++;
     }
     if (duplicates > 0) metrics?.duplicateBatches.inc({ collector: client.id }, duplicates);
-    return { client, state, node: res.node, batches, seqs: batches.map((b) => b.seq), enriched: [] };
+    return {
+      client,
+      state,
+      node: res.node,
+      batches,
+      seqs: batches.map((b) => b.seq),
+      enriched: [],
+      segments: segmentsOf(res),
+    };
   }
 
   /** Acknowledges up to the lowest seq every sink accepted. True when an ack was sent and taken. */
@@ -376,6 +417,30 @@ export class Pipeline {
   private forget(now: number): void {
     for (const [id, s] of this.states) if (now - s.seen > FORGET_AFTER_MS) this.states.delete(id);
   }
+}
+
+/**
+ * The collector's pull-boundary stretches over the batches of `res`, or undefined without
+ * boundaries. The first starts after the collector's acknowledged seq (or at its first batch when
+ * it does not say); batches above the last boundary (none normally: the pull's own boundary is
+ * last) form a final stretch.
+ */
+function segmentsOf(res: PullResponse): Segment[] | undefined {
+  if (res.boundaries === undefined) return undefined;
+  const out: Segment[] = [];
+  const n = res.batches.length;
+  if (n === 0) return out;
+  const top = res.batches[n - 1].seq;
+  let start = res.acked !== undefined ? res.acked + 1 : res.batches[0].seq;
+  if (start > res.batches[0].seq) start = res.batches[0].seq;
+  for (const b of res.boundaries) {
+    if (b < start) continue;
+    if (b >= top) break;
+    out.push({ start, end: b });
+    start = b + 1;
+  }
+  out.push({ start, end: top });
+  return out;
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {

@@ -58,6 +58,11 @@ describe('decodePullResponse', () => {
     expect(decodePullResponse(encodePullResponse(valid()))).toEqual(valid());
   });
 
+  it('round-trips pull boundaries and the acknowledged seq', () => {
+    const r: PullResponse = { ...valid(), boundaries: [1, 4, 9], acked: 0 };
+    expect(decodePullResponse(encodePullResponse(r))).toEqual(r);
+  });
+
   it('reads records-extension encodings too', () => {
     const packed = new Packr({ useRecords: true }).pack(valid());
     expect(decodePullResponse(packed)).toEqual(valid());
@@ -95,6 +100,14 @@ describe('decodePullResponse', () => {
     ['NaN packets', (r) => (r.batches[1].flows[0].rxPackets = Number.NaN)],
     ['packets a string', (r) => (r.batches[1].flows[0].txPackets = '3')],
     ['packets missing', (r) => delete r.batches[1].flows[0].txPackets],
+    ['boundaries a number', (r) => (r.boundaries = 3)],
+    ['boundary zero', (r) => (r.boundaries = [0, 2])],
+    ['boundary a string', (r) => (r.boundaries = ['2'])],
+    ['boundary fractional', (r) => (r.boundaries = [1.5])],
+    ['boundaries descending', (r) => (r.boundaries = [4, 2])],
+    ['boundaries repeated', (r) => (r.boundaries = [2, 2])],
+    ['acked negative', (r) => (r.acked = -1)],
+    ['acked a string', (r) => (r.acked = '0')],
   ];
   it.each(bad)('refuses: %s', (_name, mutate) => {
     expect(reasonOf(mutate)).toBe('invalid');

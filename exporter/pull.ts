@@ -108,6 +108,19 @@ export function validatePullResponse(v: unknown): PullResponse {
     const flows = b.flows;
     for (let j = 0; j < flows.length; j++) checkFlow(flows[j], `${where} flow ${j}`);
   }
+  if (r.boundaries !== undefined) {
+    if (!Array.isArray(r.boundaries)) invalid('response', 'boundaries must be an array');
+    let last = 0;
+    for (let i = 0; i < r.boundaries.length; i++) {
+      const s = r.boundaries[i] as number;
+      if (!Number.isSafeInteger(s) || s < 1) invalid(`boundary ${i}`, 'must be a positive integer');
+      if (s <= last) invalid(`boundary ${i}`, `${s} after ${last}: not increasing`);
+      last = s;
+    }
+  }
+  if (r.acked !== undefined && (!Number.isSafeInteger(r.acked) || (r.acked as number) < 0)) {
+    invalid('response', 'acked must be a non-negative integer');
+  }
   return r as unknown as PullResponse;
 }
 

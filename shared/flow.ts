@@ -46,6 +46,19 @@ export interface PullResponse {
   node: string;
   source: 'netfilter' | 'cilium';
   batches: FlowBatch[];
+  /**
+   * Optional (collectors before it omit it; same wire version): the last seq of every pull not yet
+   * covered by an ack, ascending, this pull's own last seq included. The collector never merges
+   * batches across one, so the stretches between them are the same for every exporter process: the
+   * exporter pushes and keys one stretch at a time (a restarted exporter re-offers a push its
+   * predecessor made under the same key).
+   */
+  boundaries?: number[];
+  /**
+   * Optional, sent with `boundaries`: the highest seq acknowledged so far (0: none), the lower edge
+   * of the first stretch. Batches inside a stretch may be merged, so the first pending seq is not.
+   */
+  acked?: number;
 }
 
 /** A flow with the Kubernetes context of both ends, as handed to sinks. */
