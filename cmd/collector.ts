@@ -46,7 +46,13 @@ export async function createCollectorGraph(
     { podIndex: local.index, log: log.child({ stage: 'reduce' }) },
   );
   const loop = new CollectorLoop(
-    { interval: config.interval },
+    {
+      interval: config.interval,
+      emptyTableHint: () =>
+        source.name === 'netfilter'
+          ? 'the conntrack table is empty: no netfilter rule in this network namespace needs connection tracking, or podflow is not in the host network namespace (hostNetwork), or pod traffic goes through Cilium (--source cilium)'
+          : 'the Cilium conntrack maps are empty: is the Cilium agent running on this node?',
+    },
     { tick: () => reducer.tick(source), backlog, metrics, log: log.child({ stage: 'loop' }) },
   );
   let started = false;

@@ -1,3 +1,4 @@
+import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import type { Flow } from '../shared/flow.js';
@@ -139,6 +140,30 @@ describe('CollectorLoop', () => {
     await clock.advance(0);
     await loop.close({ finalTick: true });
     expect(n).toBe(1);
+  });
+
+  it('warns once with the hint when the first good read finds an empty table', async () => {
+    const lines: string[] = [];
+    const log = pino({ level: 'info' }, { write: (l: string) => lines.push(l) });
+    const clock = new FakeClock();
+    const backlog = new Backlog({ backlogMaxFlows: 1000 });
+    const metrics = createCollectorMetrics(new Registry(), { backlog: () => backlog.stats() });
+    let n = 0;
+    const tick = async () => {
+      n++;
+      if (n === 1) throw new Error('EINTR');
+      return { flows: [], entries: 0, parseErrors: 0 };
+    };
+    const loop = new CollectorLoop(
+      { interval: 1000, emptyTableHint: () => 'table is empty: check hostNetwork' },
+      { tick, backlog, metrics, log },
+      clock,
+    );
+    loop.start();
+    await clock.advance(3000);
+    await loop.close();
+    expect(n).toBe(4);
+    expect(lines.filter((l) => l.includes('table is empty: check hostNetwork'))).toHaveLength(1);
   });
 
   it('logs a failed tick, goes on, and lets the next good batch cover the gap', async () => {

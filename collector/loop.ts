@@ -36,6 +36,12 @@ export const systemClock: Clock = {
 export interface LoopConfig {
   /** Milliseconds between the starts of two ticks (option `interval`). */
   interval: number;
+  /**
+   * Logged once (warn) when the first good read finds no entry at all: on a real host or node an
+   * empty table almost always means podflow looks at the wrong place, and says what to check. A
+   * function: the source (`--source auto`) is only chosen at start.
+   */
+  emptyTableHint?: () => string;
 }
 
 export interface LoopDeps {
@@ -126,6 +132,9 @@ export class CollectorLoop {
     metrics.ticks.inc({ result: 'ok' });
     this.deps.backlog.append(this.lastTo, end, result.flows);
     this.lastTo = end;
+    if (this.goodTicks === 0 && result.entries === 0 && this.config.emptyTableHint !== undefined) {
+      log.warn(this.config.emptyTableHint());
+    }
     this.goodTicks++;
     this.lastError = undefined;
     log.debug({ entries: result.entries, flows: result.flows.length, ms: end - start }, 'tick');
