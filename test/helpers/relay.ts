@@ -42,7 +42,8 @@ export async function relayIntoNetns(
   }
   return {
     async close() {
-      if (p.exitCode === null) {
+      // Killed by a signal (e.g. by cleanupAll), a process has no exit code but a signal code.
+      if (p.exitCode === null && p.signalCode === null) {
         const gone = new Promise((resolve) => p.once('exit', resolve));
         p.kill();
         await gone;
