@@ -8,10 +8,10 @@
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createConnection, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FLOW_LABELS } from '../shared/config.js';
 import { HttpReceiver } from './helpers/http-receiver.js';
 import {
   addRoute,
@@ -26,6 +26,8 @@ import {
   type TrafficServer,
 } from './helpers/netns.js';
 import { type Prometheus, startPrometheus } from './helpers/prometheus.js';
+import { type Relay, relayIntoNetns } from './helpers/relay.js';
+import { waitFor as waitUntil } from './helpers/wait.js';
 import { type Harness, startHarness } from './kube-api-server/harness.js';
 import { node, pod, replicaSet } from './kube-api-server/objects.js';
 
@@ -33,53 +35,8 @@ const ROOT = new URL('..', import.meta.url).pathname;
 const BIN = join(ROOT, 'bin/podflow.js');
 const root = requireRoot();
 
-/** Inside a namespace: listens on 127.0.0.1:<port> and pipes each connection to a Unix socket. */
-const FORWARD_JS = String.raw`
-const net = require('node:net');
-const [port, path] = process.argv.slice(1);
-net.createServer((s) => {
-  const c = net.connect(path);
-  s.pipe(c).pipe(s);
-  s.on('error', () => c.destroy());
-  c.on('error', () => s.destroy());
-}).listen(Number(port), '127.0.0.1', () => process.stdout.write('ready\n'));
-`;
-
-/** In the test process: a Unix socket (reachable from every namespace) piped to 127.0.0.1:<port>. */
-async function unixToLocal(path: string, port: number): Promise<Server> {
-  const srv = createServer((s) => {
-    const c = createConnection(port, '127.0.0.1');
-    s.pipe(c).pipe(s);
-    s.on('error', () => c.destroy());
-    c.on('error', () => s.destroy());
-  });
-  await new Promise<void>((r) => srv.listen(path, r));
-  return srv;
-}
-
-async function forwarder(ns: Netns, port: number, path: string): Promise<ChildProcess> {
-  const p = ns.spawn(process.execPath, ['-e', FORWARD_JS, String(port), path]);
-  await new Promise<void>((resolve, reject) => {
-    p.stdout!.once('data', () => resolve());
-    p.once('exit', () => reject(new Error('forwarder exited')));
-  });
-  return p;
-}
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`, { cause: last });
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
+const waitFor = <T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 20_000) =>
+  waitUntil(what, fn, timeoutMs);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -122,26 +79,10 @@ const COLLECTOR = { 'app.kubernetes.io/name': 'podflow', 'app.kubernetes.io/comp
 
 type Rec = Record<string, unknown>;
 
-const LABELS = [
-  'src_namespace',
-  'src_pod',
-  'src_workload',
-  'src_node',
-  'src_zone',
-  'dst_namespace',
-  'dst_pod',
-  'dst_workload',
-  'dst_node',
-  'dst_zone',
-  'dst_ip',
-  'dst_type',
-  'cross_zone',
-  'proto',
-];
 /** Prometheus stores an empty label as no label: put the contract's empty strings back. */
 const labelsOf = (metric: Record<string, string>): Record<string, string> => {
   const out: Record<string, string> = {};
-  for (const l of LABELS) out[l] = metric[l] ?? '';
+  for (const l of FLOW_LABELS) out[l] = metric[l] ?? '';
   return out;
 };
 
@@ -156,7 +97,7 @@ describe.skipIf(!root)('two-node cluster end to end: one-node pods, public peers
   let prom: Prometheus | undefined;
   let exporter: ChildProcess | undefined;
   let logs = '';
-  const unix: Server[] = [];
+  const relays: Relay[] = [];
   const procs: ChildProcess[] = [];
   const servers: TrafficServer[] = [];
   const srv: Record<string, TrafficServer> = {};
@@ -297,11 +238,9 @@ describe.skipIf(!root)('two-node cluster end to end: one-node pods, public peers
       );
     }
     // The control namespace reaches the API server and the receiver through Unix sockets.
-    unix.push(await unixToLocal(join(dir, 'api.sock'), Number(new URL(s.url).port)));
+    relays.push(await relayIntoNetns(ctl, 6443, Number(new URL(s.url).port), dir));
     rx = await HttpReceiver.start();
-    unix.push(await unixToLocal(join(dir, 'rx.sock'), Number(new URL(rx.url).port)));
-    procs.push(await forwarder(ctl, 6443, join(dir, 'api.sock')));
-    procs.push(await forwarder(ctl, 9600, join(dir, 'rx.sock')));
+    relays.push(await relayIntoNetns(ctl, 9600, Number(new URL(rx.url).port), dir));
     await writeFile(
       join(dir, 'kubeconfig'),
       s.kubeconfigYaml().replace(s.url, s.url.replace(/:\d+$/, ':6443')),
@@ -344,7 +283,7 @@ describe.skipIf(!root)('two-node cluster end to end: one-node pods, public peers
     for (const p of procs) await kill(p, 'SIGKILL').catch(() => undefined);
     await Promise.all(servers.map((t) => t.stop().catch(() => undefined)));
     await cleanupAll();
-    for (const u of unix) await new Promise<void>((r) => u.close(() => r()));
+    for (const r of relays) await r.close().catch(() => undefined);
     await rx?.close();
     await h?.close();
     if (dir) await rm(dir, { recursive: true, force: true });

@@ -7,7 +7,6 @@
 // conntrack counted, in Prometheus and in the HTTP records.
 import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createConnection, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -25,59 +24,16 @@ import {
   type TrafficServer,
 } from './helpers/netns.js';
 import { type Prometheus, startPrometheus } from './helpers/prometheus.js';
+import { type Relay, relayIntoNetns } from './helpers/relay.js';
+import { waitFor as waitUntil } from './helpers/wait.js';
 import { type Harness, startHarness } from './kube-api-server/harness.js';
 import { node, pod, replicaSet } from './kube-api-server/objects.js';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 const root = requireRoot();
 
-/** Inside a namespace: listens on 127.0.0.1:<port> and pipes each connection to a Unix socket. */
-const FORWARD_JS = String.raw`
-const net = require('node:net');
-const [port, path] = process.argv.slice(1);
-net.createServer((s) => {
-  const c = net.connect(path);
-  s.pipe(c).pipe(s);
-  s.on('error', () => c.destroy());
-  c.on('error', () => s.destroy());
-}).listen(Number(port), '127.0.0.1', () => process.stdout.write('ready\n'));
-`;
-
-/** In the test process: a Unix socket (reachable from every namespace) piped to 127.0.0.1:<port>. */
-async function unixToLocal(path: string, port: number): Promise<Server> {
-  const srv = createServer((s) => {
-    const c = createConnection(port, '127.0.0.1');
-    s.pipe(c).pipe(s);
-    s.on('error', () => c.destroy());
-    c.on('error', () => s.destroy());
-  });
-  await new Promise<void>((r) => srv.listen(path, r));
-  return srv;
-}
-
-async function forwarder(ns: Netns, port: number, path: string): Promise<ChildProcess> {
-  const p = ns.spawn(process.execPath, ['-e', FORWARD_JS, String(port), path]);
-  await new Promise<void>((resolve, reject) => {
-    p.stdout!.once('data', () => resolve());
-    p.once('exit', () => reject(new Error('forwarder exited')));
-  });
-  return p;
-}
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 45_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`, { cause: last });
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
+const waitFor = <T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 45_000) =>
+  waitUntil(what, fn, timeoutMs);
 
 interface Ct {
   origSrc: string;
@@ -117,7 +73,7 @@ describe.skipIf(!root)('two-node cluster end to end', () => {
   let h: Harness;
   let rx: HttpReceiver;
   let dir: string;
-  const unix: Server[] = [];
+  const relays: Relay[] = [];
   const procs: ChildProcess[] = [];
   const servers: TrafficServer[] = [];
   let prom: Prometheus | undefined;
@@ -187,11 +143,9 @@ describe.skipIf(!root)('two-node cluster end to end', () => {
       );
     }
     // The control namespace reaches the API server and the receiver through Unix sockets.
-    unix.push(await unixToLocal(join(dir, 'api.sock'), Number(new URL(s.url).port)));
+    relays.push(await relayIntoNetns(ctl, 6443, Number(new URL(s.url).port), dir));
     rx = await HttpReceiver.start();
-    unix.push(await unixToLocal(join(dir, 'rx.sock'), Number(new URL(rx.url).port)));
-    procs.push(await forwarder(ctl, 6443, join(dir, 'api.sock')));
-    procs.push(await forwarder(ctl, 9600, join(dir, 'rx.sock')));
+    relays.push(await relayIntoNetns(ctl, 9600, Number(new URL(rx.url).port), dir));
     await writeFile(
       join(dir, 'kubeconfig'),
       s.kubeconfigYaml().replace(s.url, s.url.replace(/:\d+$/, ':6443')),
@@ -203,7 +157,7 @@ describe.skipIf(!root)('two-node cluster end to end', () => {
     for (const p of procs) await kill(p).catch(() => undefined);
     await Promise.all(servers.map((t) => t.stop().catch(() => undefined)));
     await cleanupAll();
-    for (const u of unix) await new Promise<void>((r) => u.close(() => r()));
+    for (const r of relays) await r.close().catch(() => undefined);
     await rx?.close();
     await h?.close();
     if (dir) await rm(dir, { recursive: true, force: true });

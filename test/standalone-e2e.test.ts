@@ -26,6 +26,7 @@ import {
   type TrafficServer,
 } from './helpers/netns.js';
 import { type Prometheus, startPrometheus } from './helpers/prometheus.js';
+import { waitFor as waitUntil } from './helpers/wait.js';
 
 const execFileP = promisify(execFile);
 const ROOT = new URL('..', import.meta.url).pathname;
@@ -130,20 +131,8 @@ async function expectedFromConntrack(ns: Netns, localAddrs: string[]) {
   return { expected, counted };
 }
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`, { cause: last });
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
-}
+const waitFor = <T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000) =>
+  waitUntil(what, fn, timeoutMs);
 
 describe.skipIf(!root)('podflow standalone end to end', () => {
   let host: Netns;
