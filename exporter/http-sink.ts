@@ -65,6 +65,50 @@ export function toRecord(f: EnrichedFlow): string {
   });
 }
 
+/**
+ * The requests of one push, at most `max` records each. A push that fits is sent as it came. A
+ * larger one is first summed per flow (source, destination, protocol) over the whole push, sorted by
+ * that key and cut every `max` keys: request `n` then holds the same flows with the same totals
+ * however the collector merged the batches of that push between two offers (merging sums per flow,
+ * and keeps the flow set and the time span). So a request that a receiver took under key `id-n`
+ * before an outage or a restart means exactly the same bytes when offered again; cut by position, a
+ * merge would have moved flows from one request into another under the same keys. The summed
+ * records span the whole push (`ts` its end, `interval_seconds` its length).
+ */
+export function partsOf(flows: readonly EnrichedFlow[], max: number): (readonly EnrichedFlow[])[] {
+  if (flows.length <= max) return [flows];
+  const byKey = new Map<string, EnrichedFlow>();
+  let from = Number.POSITIVE_INFINITY;
+  let to = Number.NEGATIVE_INFINITY;
+  for (const f of flows) {
+    from = Math.min(from, f.ts - f.intervalSeconds * 1000);
+    to = Math.max(to, f.ts);
+    const k = `${f.srcIp}\u0000${f.dstIp}\u0000${f.proto}`;
+    const seen = byKey.get(k);
+    if (seen === undefined) {
+      byKey.set(k, { ...f });
+    } else {
+      seen.txBytes += f.txBytes;
+      seen.rxBytes += f.rxBytes;
+      seen.txPackets += f.txPackets;
+      seen.rxPackets += f.rxPackets;
+    }
+  }
+  const keys = [...byKey.keys()].sort();
+  const parts: EnrichedFlow[][] = [];
+  for (let i = 0; i < keys.length; i += max) {
+    parts.push(
+      keys.slice(i, i + max).map((k) => {
+        const f = byKey.get(k)!;
+        f.ts = to;
+        f.intervalSeconds = (to - from) / 1000;
+        return f;
+      }),
+    );
+  }
+  return parts;
+}
+
 /** Expands ${NAME} from `env`; an unset variable is a start-up error naming it. */
 export function expandHeaders(
   headers: Record<string, string>,
@@ -146,15 +190,13 @@ export class HttpSink implements Sink {
       );
     }
     const base = info?.id ?? randomUUID();
-    const max = this.config.httpSinkBatchMax;
+    const parts = partsOf(flows, this.config.httpSinkBatchMax);
     const chunks: Promise<void>[] = [];
-    for (let start = 0, part = 0; start < flows.length; start += max, part++) {
-      const records: string[] = [];
-      const end = Math.min(flows.length, start + max);
-      for (let i = start; i < end; i++) records.push(toRecord(flows[i]));
+    for (let part = 0; part < parts.length; part++) {
+      const records = parts[part].map(toRecord);
       chunks.push(
         new Promise<void>((resolve, reject) => {
-          this.jobs.push({ records, key: flows.length > max ? `${base}-${part}` : base, resolve, reject });
+          this.jobs.push({ records, key: parts.length > 1 ? `${base}-${part}` : base, resolve, reject });
         }),
       );
       this.queued += records.length;

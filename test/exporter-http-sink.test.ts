@@ -1,9 +1,14 @@
 // The HTTP log sink against a real HTTP receiver on loopback.
 import { Registry } from 'prom-client';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { Backlog } from '../collector/backlog.js';
+import { Enricher, emptyClusterLookup } from '../exporter/enrich.js';
 import { HttpSink, type HttpSinkConfig, parseRetryAfter } from '../exporter/http-sink.js';
+import { InProcessCollectorClient } from '../exporter/in-process.js';
 import { ExporterMetrics } from '../exporter/metrics.js';
-import type { EnrichedFlow } from '../shared/flow.js';
+import { Pipeline, staticDiscovery } from '../exporter/pipeline.js';
+import { PullError } from '../exporter/pull.js';
+import type { EnrichedFlow, Flow } from '../shared/flow.js';
 import { silentLogger } from '../shared/log.js';
 import { HttpReceiver } from './helpers/http-receiver.js';
 
@@ -148,6 +153,123 @@ describe('HTTP sink records', () => {
     expect(rx.requests.map((r) => r.body.toString().trimEnd().split('\n').length)).toEqual([10, 10, 10, 5]);
     expect(rx.requests.map((r) => r.headers['idempotency-key'])).toEqual(['k-0', 'k-0', 'k-1', 'k-2']);
     expect(rx.acceptedRecords()).toHaveLength(25);
+  });
+
+  it('a split push is summed per flow and cut by flow: each key holds the same bytes however it was batched', async () => {
+    const s = sink({ httpSinkBatchMax: 10 });
+    // Three intervals of the same 25 flows (75 records), then the same bytes as one merged interval.
+    const end = Date.UTC(2026, 0, 2, 3, 4, 5, 0);
+    const ticks = [0, 1, 2].flatMap((t) =>
+      Array.from({ length: 25 }, (_, i) =>
+        flow(i, { ts: end - (2 - t) * 5000, intervalSeconds: 5, txBytes: 100 * t + i, rxBytes: 7 * t }),
+      ),
+    );
+    const merged = Array.from({ length: 25 }, (_, i) =>
+      flow(i, {
+        ts: end,
+        intervalSeconds: 15,
+        txBytes: 300 + 3 * i,
+        rxBytes: 21,
+        txPackets: 30,
+        rxPackets: 60,
+      }),
+    );
+    await s.push(ticks, { id: 'k' });
+    await s.push(merged, { id: 'k' });
+    expect(rx.requests.map((r) => r.headers['idempotency-key'])).toEqual([
+      'k-0',
+      'k-1',
+      'k-2',
+      'k-0',
+      'k-1',
+      'k-2',
+    ]);
+    // Same key, byte-identical body: a receiver that took `k-1` the first time loses and doubles nothing.
+    for (let i = 0; i < 3; i++) expect(rx.requests[i + 3]!.body.equals(rx.requests[i]!.body)).toBe(true);
+    const recs = rx.acceptedRecords().slice(0, 25);
+    expect(recs.map((r) => r.dst_ip)).toEqual(Array.from({ length: 25 }, (_, i) => `8.8.8.${i}`).sort());
+    for (const r of recs) {
+      expect(r).toMatchObject({ ts: new Date(end).toISOString(), interval_seconds: 15, rx_bytes: 21 });
+      expect(r.tx_bytes).toBe(300 + 3 * Number(String(r.dst_ip).split('.')[3]));
+    }
+  });
+
+  it('a receiver that took part of a push before the exporter died: after the collector merged the batches, nothing is lost or doubled', async () => {
+    // The collector's backlog: 30 flows a tick, 100 at most, so that a fourth tick folds ticks 1 and 2
+    // (already offered together with tick 3) into one batch.
+    const backlog = new Backlog({ backlogMaxFlows: 100 });
+    const tick = (t: number): Flow[] =>
+      Array.from({ length: 30 }, (_, i) => ({
+        src: '10.0.1.5',
+        dst: `192.0.2.${i}`,
+        proto: 17,
+        txBytes: 1000 * t + i,
+        rxBytes: 10 * t + i,
+        txPackets: 1,
+        rxPackets: 2,
+      }));
+    let sent = 0;
+    for (const t of [1, 2, 3]) {
+      const flows = tick(t);
+      sent += flows.reduce((a, f) => a + f.txBytes, 0);
+      backlog.append(t * 5000, (t + 1) * 5000, flows);
+    }
+    const exporter = (ackFails: boolean) => {
+      const inner = new InProcessCollectorClient(backlog, { node: 'n1', source: 'netfilter' });
+      const client = {
+        id: inner.id,
+        pull: (sig: AbortSignal) => inner.pull(sig),
+        ack: ackFails
+          ? async () => {
+              throw new PullError('network', 'ack: the exporter died first');
+            }
+          : (boot: string, seq: number, sig: AbortSignal) => inner.ack(boot, seq, sig),
+      };
+      return new Pipeline(
+        { exportInterval: 1000, pullConcurrency: 1, pullTimeout: 1000 },
+        {
+          discovery: staticDiscovery([client]),
+          enricher: new Enricher(
+            { groupPublicIps: false },
+            { cluster: emptyClusterLookup, log: silentLogger },
+          ),
+          sinks: [sink({ httpSinkBatchMax: 10, httpSinkMaxRetries: 0 })],
+          log: silentLogger,
+        },
+      );
+    };
+    // The first exporter: the receiver takes the first request, then fails; nothing is acknowledged.
+    rx.respond({ status: 200 }).otherwise({ status: 503 });
+    expect((await exporter(true).runOnce()).failedSinks).toEqual(['http']);
+    await rx.waitFor(3);
+    expect(rx.requests.map((r) => r.answer)).toEqual([200, 503, 503]);
+    // More traffic while no exporter runs: the bound folds the offered ticks 1 and 2 together.
+    const t4 = tick(4);
+    sent += t4.reduce((a, f) => a + f.txBytes, 0);
+    backlog.append(20_000, 25_000, t4);
+    expect(backlog.stats().merges).toBe(1);
+    // The next exporter process, the receiver healthy again.
+    rx.otherwise({ status: 200 });
+    expect((await exporter(false).runOnce()).acked).toBe(1);
+    expect(backlog.stats().batches).toBe(0);
+    // A receiver honouring Idempotency-Key keeps the first accepted body of each key.
+    const byKey = new Map<string, Buffer>();
+    for (const r of rx.requests) {
+      const key = String(r.headers['idempotency-key']);
+      if (r.answer === 200 && !byKey.has(key)) byKey.set(key, r.body);
+    }
+    const first = String(rx.requests[0]!.headers['idempotency-key']);
+    expect(rx.requests.filter((r) => r.headers['idempotency-key'] === first).map((r) => r.answer)).toEqual([
+      200, 200,
+    ]);
+    const kept = [...byKey.values()].flatMap((b) =>
+      b
+        .toString()
+        .trimEnd()
+        .split('\n')
+        .map((l) => JSON.parse(l)),
+    );
+    expect(kept.reduce((a, r) => a + Number(r.tx_bytes), 0)).toBe(sent);
   });
 });
 
