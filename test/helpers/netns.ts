@@ -363,3 +363,48 @@ export async function createPair(
   await b.trackConnections();
   return { a, b, a4, b4, a6, b6 };
 }
+
+export interface PodLink {
+  /** Name of the node's end of the veth pair (the pod's end is `eth0`). */
+  hostDev: string;
+  /** The pod's addresses without prefix: IPv4 get /32, IPv6 /128 (dual-stack: one of each). */
+  ips: string[];
+}
+
+/**
+ * Attaches a pod namespace to its node the way Calico does: a veth pair and no bridge, so that all
+ * pod traffic, also between two pods of one node, is routed by the node (and passes its conntrack).
+ * - Pod: eth0 holds only the pod's /32 and /128; it reaches everything through the next hops
+ *   169.254.1.1 (`169.254.1.1 dev eth0 scope link` + `default via 169.254.1.1`) and `fe80::1`.
+ * - Node: one host route per pod address through the veth. Calico answers the pod's ARP for
+ *   169.254.1.1 with proxy_arp, which answers only for addresses the node routes elsewhere (a real
+ *   node has a default route; a test node has none), so here the node's end carries 169.254.1.1/32
+ *   itself (the same /32 on every pod veth, as a local address it is answered on any of them), and
+ *   the link-local fe80::1 for the pods' IPv6 default route.
+ * The node must forward (net.ipv4.ip_forward, net.ipv6.conf.all.forwarding).
+ */
+export async function attachPod(node: Netns, pod: Netns, link: PodLink): Promise<void> {
+  const v6 = link.ips.some((ip) => ip.includes(':'));
+  const v4 = link.ips.some((ip) => !ip.includes(':'));
+  await connect(
+    { ns: node, dev: link.hostDev, addrs: ['169.254.1.1/32', 'fe80::1/64'] },
+    { ns: pod, dev: 'eth0', addrs: link.ips.map((ip) => `${ip}/${ip.includes(':') ? 128 : 32}`) },
+  );
+  for (const ip of link.ips) {
+    await run('ip', [
+      '-n',
+      node.name,
+      ...(ip.includes(':') ? ['-6'] : []),
+      'route',
+      'add',
+      ip,
+      'dev',
+      link.hostDev,
+    ]);
+  }
+  if (v4) {
+    await run('ip', ['-n', pod.name, 'route', 'add', '169.254.1.1', 'dev', 'eth0', 'scope', 'link']);
+    await run('ip', ['-n', pod.name, 'route', 'add', 'default', 'via', '169.254.1.1', 'dev', 'eth0']);
+  }
+  if (v6) await run('ip', ['-n', pod.name, '-6', 'route', 'add', 'default', 'via', 'fe80::1', 'dev', 'eth0']);
+}
