@@ -78,35 +78,44 @@ export interface ClusterSpec {
   exporterArgs?: string[];
 }
 
-/** One `conntrack -L` entry: both tuples' addresses and the bytes each direction carried. */
+/** One `conntrack -L` entry: both tuples' addresses and what each direction carried. */
 export interface CtEntry {
   origSrc: string;
   origDst: string;
   replySrc: string;
   replyDst: string;
   origBytes: number;
+  origPackets: number;
   replyBytes: number;
+  replyPackets: number;
+  /** The line as printed, for failure messages. */
+  line: string;
 }
 
 /** Every entry of a namespace's conntrack table (both families), from the conntrack tool. */
 export async function conntrackEntries(ns: Netns): Promise<CtEntry[]> {
   const { stdout } = await ns.exec('conntrack', ['-L', '-o', 'extended']);
-  const re = /src=(\S+) dst=(\S+) .*?packets=\d+ bytes=(\d+) src=(\S+) dst=(\S+) .*?packets=\d+ bytes=(\d+)/;
-  const out: CtEntry[] = [];
-  for (const line of stdout.split('\n')) {
-    if (line.trim() === '') continue;
-    const m = re.exec(line);
-    if (!m) throw new Error(`conntrack line without counters: ${line}`);
-    out.push({
-      origSrc: m[1]!,
-      origDst: m[2]!,
-      origBytes: Number(m[3]),
-      replySrc: m[4]!,
-      replyDst: m[5]!,
-      replyBytes: Number(m[6]),
+  const re =
+    /src=(\S+) dst=(\S+) .*?packets=(\d+) bytes=(\d+) src=(\S+) dst=(\S+) .*?packets=(\d+) bytes=(\d+)/;
+  return stdout
+    .split('\n')
+    .filter((line) => line.trim() !== '')
+    .map((line) => {
+      const m = re.exec(line);
+      if (!m) throw new Error(`conntrack line without counters: ${line}`);
+      const [, origSrc, origDst, origPackets, origBytes, replySrc, replyDst, replyPackets, replyBytes] = m;
+      return {
+        origSrc: origSrc!,
+        origDst: origDst!,
+        origBytes: Number(origBytes),
+        origPackets: Number(origPackets),
+        replySrc: replySrc!,
+        replyDst: replyDst!,
+        replyBytes: Number(replyBytes),
+        replyPackets: Number(replyPackets),
+        line,
+      };
     });
-  }
-  return out;
 }
 
 /**
