@@ -234,6 +234,10 @@ describe.skipIf(!root)('two-node cluster end to end: one-node pods, public peers
     expect(await c.q('count(podflow_transmit_bytes_total{dst_type="private",dst_ip=~"fd00:244:.*"})')).toBe(
       0,
     );
+    // Both nodes routed the IPv6 connections; each collector reported only its own pod's side.
+    expect(await c.sentBy('node-b', V6_A, V6_B)).toBe(want.v6ab);
+    expect(await c.q('sum(podflow_transmit_bytes_total{src_namespace="edge"})')).toBe(want.v6ab + want.v6ba);
+    expect(await c.q('sum(podflow_received_bytes_total{src_namespace="edge"})')).toBe(want.v6ab + want.v6ba);
 
     // The HTTP records: the same bytes, with the public address and JSON booleans.
     await waitHttpExact('HTTP records to match conntrack');
