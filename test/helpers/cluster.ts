@@ -291,6 +291,7 @@ export class Cluster {
           node: n.name,
           ips: [n.ip],
           labels: COLLECTOR_LABELS,
+          owner: { kind: 'DaemonSet', name: 'podflow-collector' },
           hostNetwork: true,
         }),
       );
