@@ -5,7 +5,8 @@
 // expectation is what the nodes' conntrack counted, byte for byte.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FLOW_LABELS } from '../shared/config.js';
-import { Cluster, conntrackEntries, txOf } from './helpers/cluster.js';
+import { Cluster, txOf } from './helpers/cluster.js';
+import { conntrackEntries } from './helpers/conntrack-table.js';
 import { kill, requireRoot, runClient, startServer, type TrafficServer } from './helpers/netns.js';
 
 const root = requireRoot();

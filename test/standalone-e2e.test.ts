@@ -14,6 +14,7 @@ import { gunzipSync } from 'node:zlib';
 import { pack, unpack } from 'msgpackr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PullResponse } from '../shared/flow.js';
+import { conntrackEntries } from './helpers/conntrack-table.js';
 import {
   cleanupAll,
   createNetns,
@@ -70,38 +71,6 @@ function build(): Promise<void> {
     },
   );
   return built;
-}
-
-interface CtEntry {
-  origSrc: string;
-  replySrc: string;
-  origBytes: number;
-  origPackets: number;
-  replyBytes: number;
-  replyPackets: number;
-  line: string;
-}
-
-/** Every entry of `conntrack -L -o extended` (both families) in the namespace. */
-async function conntrackEntries(ns: Netns): Promise<CtEntry[]> {
-  const { stdout } = await ns.exec('conntrack', ['-L', '-o', 'extended']);
-  const re = /src=(\S+) dst=\S+ .*?packets=(\d+) bytes=(\d+) src=(\S+) dst=\S+ .*?packets=(\d+) bytes=(\d+)/;
-  const out: CtEntry[] = [];
-  for (const line of stdout.split('\n')) {
-    if (line.trim() === '') continue;
-    const m = re.exec(line);
-    if (!m) throw new Error(`conntrack line without counters: ${line}`);
-    out.push({
-      origSrc: m[1]!,
-      origPackets: Number(m[2]),
-      origBytes: Number(m[3]),
-      replySrc: m[4]!,
-      replyPackets: Number(m[5]),
-      replyBytes: Number(m[6]),
-      line,
-    });
-  }
-  return out;
 }
 
 /**
