@@ -1,10 +1,11 @@
-// A two-node cluster end to end (test/helpers/cluster.ts): nodes are network namespaces running real
+// A three-node cluster end to end (test/helpers/cluster.ts): nodes are network namespaces running real
 // `podflow collector`s that take their pods from the test API server, pods are namespaces of their
 // own routed through their node, and the control namespace runs `podflow exporter`, a real Prometheus
 // and the HTTP sink's way to a real receiver. Pod-to-pod traffic of known sizes across nodes and
 // zones must show up with pod, workload, node and zone labels, byte for byte what the nodes' conntrack
 // counted, in Prometheus and in the HTTP records, and once: both nodes route (and track) the
-// connection, each collector reports only its own pod's side.
+// connection, each collector reports only its own pod's side. A third node shares node-a's zone:
+// traffic between those two nodes is cross-node but not cross-zone.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Cluster, txOf } from './helpers/cluster.js';
 import { requireRoot, runClient, startServer } from './helpers/netns.js';
@@ -13,8 +14,9 @@ const root = requireRoot();
 
 const WEB = '10.244.1.5';
 const DB = '10.244.2.7';
+const QUEUE = '10.244.3.9';
 
-describe.skipIf(!root)('two-node cluster end to end', () => {
+describe.skipIf(!root)('three-node cluster end to end', () => {
   const c = new Cluster({
     nodes: [
       {
@@ -30,6 +32,13 @@ describe.skipIf(!root)('two-node cluster end to end', () => {
         ip: '10.250.0.3',
         podCidrs: ['10.244.2.0/24'],
         pods: [{ name: 'db-0', namespace: 'shop', workload: 'StatefulSet/db', ips: [DB] }],
+      },
+      {
+        name: 'node-c',
+        zone: 'zone-a',
+        ip: '10.250.0.4',
+        podCidrs: ['10.244.3.0/24'],
+        pods: [{ name: 'queue-7d9f8-q2', namespace: 'jobs', workload: 'Deployment/queue', ips: [QUEUE] }],
       },
     ],
   });
@@ -92,7 +101,7 @@ describe.skipIf(!root)('two-node cluster end to end', () => {
       });
     }
     expect(await c.q('sum(podflow_exporter_pulls_total)')).toBeGreaterThan(0);
-    expect(await c.q('count(podflow_exporter_pulls_total)')).toBe(2);
+    expect(await c.q('count(podflow_exporter_pulls_total)')).toBe(3);
 
     // The HTTP log sink: the same bytes, once per Idempotency-Key, as records with the same labels.
     const http = () => {
@@ -121,4 +130,54 @@ describe.skipIf(!root)('two-node cluster end to end', () => {
       cross_zone: true,
     });
   }, 120_000);
+
+  it('pods on two nodes of one zone: cross-node, not cross-zone, counted once', async () => {
+    const queue = c.ns('queue-7d9f8-q2');
+    const tcp = await startServer(queue, 'tcp', QUEUE);
+    const r = await runClient(c.ns('web-5f7c9-x1'), 'tcp', QUEUE, tcp.port, {
+      send: 6_543,
+      receive: 2_100,
+      count: 3,
+    });
+    expect(r).toMatchObject({ failed: 0, connections: 3 });
+    await new Promise((res) => setTimeout(res, 1000));
+    const aSent = await c.sentBy('node-a', WEB, QUEUE);
+    const cSent = await c.sentBy('node-c', QUEUE, WEB);
+    expect(aSent).toBeGreaterThan(3 * 6_543);
+    expect(cSent).toBeGreaterThan(3 * 2_100);
+    expect(await c.sentBy('node-c', WEB, QUEUE)).toBe(aSent);
+
+    const pair = '{src_pod=~"web-5f7c9-x1|queue-7d9f8-q2",dst_pod=~"web-5f7c9-x1|queue-7d9f8-q2"}';
+    const now = async () =>
+      [
+        await c.q('sum(podflow_transmit_bytes_total{src_pod="web-5f7c9-x1",dst_pod="queue-7d9f8-q2"})'),
+        await c.q('sum(podflow_transmit_bytes_total{src_pod="queue-7d9f8-q2",dst_pod="web-5f7c9-x1"})'),
+        await c.q(`sum(podflow_transmit_bytes_total${pair})`),
+      ].join('/');
+    const want = `${aSent}/${cSent}/${aSent + cSent}`;
+    await c.waitFor(
+      'Prometheus to see the same-zone pair',
+      async () => ((await now()) === want ? true : undefined),
+      45_000,
+      async () => `${await now()}, want ${want}`,
+    );
+    const series = await c.prom.query(`podflow_transmit_bytes_total${pair}`);
+    expect(series.map((s) => `${s.metric.src_node}>${s.metric.dst_node}`).sort()).toEqual([
+      'node-a>node-c',
+      'node-c>node-a',
+    ]);
+    for (const s of series) {
+      expect(s.metric).toMatchObject({
+        src_zone: 'zone-a',
+        dst_zone: 'zone-a',
+        dst_type: 'pod',
+        cross_zone: 'false',
+      });
+    }
+    expect(series.find((s) => s.metric.src_pod === 'queue-7d9f8-q2')!.metric).toMatchObject({
+      src_namespace: 'jobs',
+      src_workload: 'Deployment/queue',
+      dst_workload: 'Deployment/web',
+    });
+  }, 60_000);
 });
