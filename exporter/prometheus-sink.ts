@@ -1,6 +1,7 @@
 // Prometheus sink: the four flow counters of CONTRACT.md, served with the explicit prom-client
 // Registry of the process (/metrics); series idle for `metrics-ttl` are removed.
 import type { Registry } from 'prom-client';
+import { fmix32 } from '../collector/hash.js';
 import { FLOW_LABELS, type FlowLabel } from '../shared/config.js';
 import type { EnrichedFlow } from '../shared/flow.js';
 import type { Logger } from '../shared/log.js';
@@ -154,8 +155,13 @@ export class PrometheusSink implements Sink {
   private readonly families: Family[];
   /** Number of labels. */
   private readonly n: number;
-  /** Slot of the newest series of each hash; the others with that hash are chained through `next`. */
-  private heads = new Map<number, number>();
+  /**
+   * Open-addressing index over the slots: slot + 1 at the first free position from `hash & mask`
+   * (linear probing), 0 where free. At most half full. A Map from hash to slot cost a boxed
+   * number per lookup for hashes beyond the small-integer range, and more cache misses.
+   */
+  private table = new Int32Array(2);
+  private mask = 1;
   /** Live series: slots 0 … count-1. */
   private count = 0;
   private capacity = 0;
@@ -165,8 +171,6 @@ export class PrometheusSink implements Sink {
   private counts = new Float64Array(0);
   /** Last push that touched the slot (clock ms). */
   private last = new Float64Array(0);
-  /** Next slot with the same hash, or -1. */
-  private next = new Int32Array(0);
   private hashes = new Int32Array(0);
   /** Per label: value → id, and id → value. Rebuilt from the live series when expired values pile up. */
   private interns: Map<string, number>[];
@@ -289,7 +293,9 @@ export class PrometheusSink implements Sink {
     const scratch = this.scratch;
     const n = this.n;
     let ids = this.ids;
-    let next = this.next;
+    let table = this.table;
+    let mask = this.mask;
+    let hashes = this.hashes;
     let counts = this.counts;
     let last = this.last;
     for (let i = 0; i < flows.length; i++) {
@@ -302,13 +308,19 @@ export class PrometheusSink implements Sink {
         scratch[j] = id;
         h = Math.imul(h ^ id, FNV_PRIME);
       }
-      let s = this.heads.get(h) ?? -1;
+      // The index probes from the low bits: mix every id bit into them.
+      h = fmix32(h) | 0;
+      let p = h & mask;
+      let s = table[p] - 1;
       while (s >= 0) {
-        const base = s * n;
-        let j = 0;
-        while (j < n && ids[base + j] === scratch[j]) j++;
-        if (j === n) break;
-        s = next[s];
+        if (hashes[s] === h) {
+          const base = s * n;
+          let j = 0;
+          while (j < n && ids[base + j] === scratch[j]) j++;
+          if (j === n) break;
+        }
+        p = (p + 1) & mask;
+        s = table[p] - 1;
       }
       if (s < 0) {
         if (this.count >= this.maxSeries) {
@@ -317,7 +329,9 @@ export class PrometheusSink implements Sink {
         }
         s = this.create(h);
         ids = this.ids;
-        next = this.next;
+        table = this.table;
+        mask = this.mask;
+        hashes = this.hashes;
         counts = this.counts;
         last = this.last;
       }
@@ -369,8 +383,7 @@ export class PrometheusSink implements Sink {
     this.ids.set(this.scratch, s * this.n);
     this.counts.fill(0, s * 4, s * 4 + 4);
     this.hashes[s] = h;
-    this.next[s] = this.heads.get(h) ?? -1;
-    this.heads.set(h, s);
+    this.index(s);
     return s;
   }
 
@@ -383,9 +396,9 @@ export class PrometheusSink implements Sink {
     this.ids = grow(this.ids, this.n, (l) => new Int32Array(l));
     this.counts = grow(this.counts, 4, (l) => new Float64Array(l));
     this.last = grow(this.last, 1, (l) => new Float64Array(l));
-    this.next = grow(this.next, 1, (l) => new Int32Array(l));
     this.hashes = grow(this.hashes, 1, (l) => new Int32Array(l));
     this.capacity = capacity;
+    this.rechain();
   }
 
   /** Removes series not updated within `metrics-ttl` (Prometheus then marks them stale). */
@@ -419,13 +432,22 @@ export class PrometheusSink implements Sink {
     else this.rechain();
   }
 
-  /** Rebuilds the hash chains from `hashes` (after slots moved). */
+  /** Rebuilds the index from `hashes` (after slots moved or the capacity changed). */
   private rechain(): void {
-    this.heads = new Map();
-    for (let s = 0; s < this.count; s++) {
-      this.next[s] = this.heads.get(this.hashes[s]) ?? -1;
-      this.heads.set(this.hashes[s], s);
-    }
+    let size = 2;
+    while (size < 2 * this.capacity) size *= 2;
+    if (this.table.length === size) this.table.fill(0);
+    else this.table = new Int32Array(size);
+    this.mask = size - 1;
+    for (let s = 0; s < this.count; s++) this.index(s);
+  }
+
+  /** Enters slot `s` (its hash in `hashes`) into the index. */
+  private index(s: number): void {
+    const { table, mask } = this;
+    let p = this.hashes[s] & mask;
+    while (table[p] !== 0) p = (p + 1) & mask;
+    table[p] = s + 1;
   }
 
   private reintern(): void {
@@ -448,7 +470,7 @@ export class PrometheusSink implements Sink {
         ids[s * n + j] = id;
         h = Math.imul(h ^ id, FNV_PRIME);
       }
-      this.hashes[s] = h;
+      this.hashes[s] = fmix32(h) | 0;
     }
     this.rechain();
   }
