@@ -3,7 +3,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { unpack } from 'msgpackr';
@@ -22,32 +21,14 @@ import {
   putEntries,
 } from './helpers/bpf.js';
 import { requireRoot } from './helpers/netns.js';
+import { freePort } from './helpers/ports.js';
+import { waitFor as waitUntil } from './helpers/wait.js';
+
+const until = <T>(what: string, f: () => Promise<T | undefined>, timeoutMs = 20_000) =>
+  waitUntil(what, f, timeoutMs);
 
 const root = requireRoot();
 const ROOT = join(import.meta.dirname, '..');
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  s.listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as { port: number }).port;
-  s.close();
-  return port;
-}
-
-async function until<T>(what: string, f: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const v = await f();
-      if (v !== undefined) return v;
-    } catch {
-      // not up yet
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /** This host's first non-loopback IPv4 address: a local endpoint of a collector without Kubernetes. */
 function hostIpv4(): string {

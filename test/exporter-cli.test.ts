@@ -2,15 +2,15 @@
 // posting to a real receiver, /metrics, /healthz, /readyz, start-up errors and SIGTERM.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createServer } from 'node:net';
-import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Backlog } from '../collector/backlog.js';
-import { createCollectorMetrics } from '../collector/metrics.js';
-import { createCollectorServer } from '../collector/server.js';
 import type { Flow } from '../shared/flow.js';
-import { silentLogger } from '../shared/log.js';
 import { HttpReceiver } from './helpers/http-receiver.js';
+import { freePort } from './helpers/ports.js';
+import { startTestCollector } from './helpers/test-collector.js';
+import { waitFor as waitUntil } from './helpers/wait.js';
+
+const until = <T>(what: string, f: () => Promise<T | undefined>, timeoutMs = 20_000) =>
+  waitUntil(what, f, timeoutMs);
 
 const ROOT = new URL('..', import.meta.url).pathname;
 const cleanup: (() => Promise<void>)[] = [];
@@ -18,32 +18,10 @@ afterEach(async () => {
   for (const f of cleanup.splice(0).reverse()) await f();
 });
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
-
-async function collector(node: string) {
-  const backlog = new Backlog({ backlogMaxFlows: 100_000 });
-  const registry = new Registry();
-  const server = createCollectorServer(
-    { listen: { host: '127.0.0.1', port: 0 } },
-    {
-      backlog,
-      node,
-      source: 'netfilter' as const,
-      metrics: createCollectorMetrics(registry, { backlog: () => backlog.stats() }),
-      log: silentLogger,
-      registry,
-      notReady: () => undefined,
-    },
-  );
-  const { port } = await server.start();
-  cleanup.push(() => server.close());
-  return { backlog, url: `http://127.0.0.1:${port}` };
+async function collector(node: string, bootId?: string) {
+  const c = await startTestCollector(node, { bootId });
+  cleanup.push(() => c.close());
+  return c;
 }
 
 function podflow(args: string[], env: Record<string, string> = {}) {
@@ -65,20 +43,6 @@ function podflow(args: string[], env: Record<string, string> = {}) {
     }
   });
   return { child, exited, stderr: () => stderr };
-}
-
-async function until<T>(what: string, f: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const v = await f();
-      if (v !== undefined) return v;
-    } catch {
-      // not up yet
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 /** Sum of a metric's samples in Prometheus text, optionally only those whose labels contain `match`. */

@@ -4,7 +4,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
@@ -15,37 +14,20 @@ import { createCollectorServer } from '../collector/server.js';
 import type { Flow } from '../shared/flow.js';
 import { silentLogger } from '../shared/log.js';
 import { HttpReceiver } from './helpers/http-receiver.js';
+import { freePort } from './helpers/ports.js';
 import { startPrometheus } from './helpers/prometheus.js';
+import { waitFor as waitUntil } from './helpers/wait.js';
 import { startHarness } from './kube-api-server/harness.js';
 import { node, pod, replicaSet } from './kube-api-server/objects.js';
+
+const until = <T>(what: string, f: () => Promise<T | undefined>, timeoutMs = 30_000) =>
+  waitUntil(what, f, timeoutMs);
 
 const ROOT = new URL('..', import.meta.url).pathname;
 const cleanup: (() => Promise<void>)[] = [];
 afterEach(async () => {
   for (const f of cleanup.splice(0).reverse()) await f().catch(() => {});
 });
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
-
-async function until<T>(what: string, f: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const v = await f();
-      if (v !== undefined) return v;
-    } catch {
-      // not there yet
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 const flow = (src: string, dst: string, tx: number, proto = 6): Flow => ({
   src,

@@ -6,9 +6,6 @@ import type { AddressInfo, Socket } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Backlog } from '../collector/backlog.js';
-import { createCollectorMetrics } from '../collector/metrics.js';
-import { createCollectorServer } from '../collector/server.js';
 import { Enricher, emptyClusterLookup } from '../exporter/enrich.js';
 import { ExporterMetrics } from '../exporter/metrics.js';
 import { Pipeline, staticDiscovery } from '../exporter/pipeline.js';
@@ -16,8 +13,8 @@ import { PrometheusSink } from '../exporter/prometheus-sink.js';
 import { encodePullResponse, HttpCollectorClient, PullError } from '../exporter/pull.js';
 import { FLOW_LABELS } from '../shared/config.js';
 import type { Flow, PullResponse } from '../shared/flow.js';
-import type { HttpServer } from '../shared/http.js';
 import { silentLogger } from '../shared/log.js';
+import { startTestCollector } from './helpers/test-collector.js';
 
 const flow = (dst: string, tx: number): Flow => ({
   src: '10.1.0.1',
@@ -35,23 +32,9 @@ afterEach(async () => {
 });
 
 async function collector(node: string, bootId?: string) {
-  const backlog = new Backlog({ backlogMaxFlows: 1_000_000 }, { bootId });
-  const registry = new Registry();
-  const server: HttpServer = createCollectorServer(
-    { listen: { host: '127.0.0.1', port: 0 } },
-    {
-      backlog,
-      node,
-      source: 'netfilter' as const,
-      metrics: createCollectorMetrics(registry, { backlog: () => backlog.stats() }),
-      log: silentLogger,
-      registry,
-      notReady: () => undefined,
-    },
-  );
-  const { port } = await server.start();
-  cleanup.push(() => server.close());
-  return { backlog, url: `http://127.0.0.1:${port}` };
+  const c = await startTestCollector(node, { bootId });
+  cleanup.push(() => c.close());
+  return c;
 }
 
 /** A raw server whose every request is answered by `handle`; tracks sockets to close them all. */

@@ -4,10 +4,10 @@
 import type { ChildProcess } from 'node:child_process';
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kill, type Netns } from './netns.js';
+import { freePort } from './ports.js';
 
 export interface PrometheusOptions {
   /** Scrape targets, `host:port`. */
@@ -37,17 +37,6 @@ export interface Prometheus {
 }
 
 /** A port nobody listens on right now (loopback of the root namespace). */
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
 export async function startPrometheus(opts: PrometheusOptions): Promise<Prometheus> {
   const dir = await mkdtemp(join(tmpdir(), 'podflow-prom-'));
   // In a fresh namespace every port is free; in the root namespace, ask the kernel for one.
