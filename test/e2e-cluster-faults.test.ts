@@ -1,7 +1,8 @@
 // A two-node cluster end to end (test/helpers/cluster.ts), the cases test/e2e-cluster.test.ts leaves
 // out: two pods on one node (both ends local to one collector, routed through the node), a pod talking
 // to a public host through its node's masquerade, IPv6 pods across nodes, and faults: the exporter
-// killed with SIGKILL and restarted, and the HTTP sink refusing (503) for a few rounds. Every
+// killed with SIGKILL and restarted, the HTTP sink refusing (503) for a few rounds, and a collector
+// restarted as a rolling update does (SIGTERM, then a new process with a new boot id). Every
 // expectation is what the nodes' conntrack counted, byte for byte.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FLOW_LABELS } from '../shared/config.js';
@@ -253,7 +254,7 @@ describe.skipIf(!root)('two-node cluster end to end: one-node pods, public peers
   }, 60_000);
 
   // What the first exporter process had counted when it was killed (its Prometheus counters).
-  const before = { webCache: 0, v6ab: 0 };
+  const before = { webCache: 0, cacheWeb: 0, v6ab: 0, v6ba: 0 };
 
   it('exporter killed (SIGKILL) and restarted: the collectors kept the backlog, totals stay exact', async () => {
     // Everything so far was delivered (previous test). One more round makes sure it was also
@@ -262,7 +263,9 @@ describe.skipIf(!root)('two-node cluster end to end: one-node pods, public peers
     await sleep(1_500);
     before.webCache = await c.q(`sum(${M.webCache})`);
     before.v6ab = await c.q(`sum(${M.v6ab})`);
-    expect(before).toEqual({ webCache: want.webCache, v6ab: want.v6ab });
+    before.cacheWeb = await c.q(`sum(${M.cacheWeb})`);
+    before.v6ba = await c.q(`sum(${M.v6ba})`);
+    expect(before).toEqual(want);
     const exporter = c.exporter!;
     await kill(exporter, 'SIGKILL');
     expect(exporter.signalCode).toBe('SIGKILL');
@@ -331,4 +334,32 @@ describe.skipIf(!root)('two-node cluster end to end: one-node pods, public peers
     expect(await c.q(`sum(${M.webCache})`)).toBe(want.webCache - before.webCache);
     expect(await c.q(`sum(${M.v6ab})`)).toBe(want.v6ab - before.v6ab);
   }, 40_000);
+
+  it('a collector restarted (rolling update): its last read is exported, the new boot counts from its first read', async () => {
+    // Connections that end just before the SIGTERM: only the stopping collector's last read has them.
+    await podTraffic(2_222, 1_111);
+    const { exitCode } = await c.restartCollector('node-a');
+    // It exits 0 only once an exporter took everything it had (else at its shutdown timeout, 1).
+    expect(exitCode).toBe(0);
+    // The new process (a new boot id) finds every earlier connection still in node-a's table: they are
+    // history to it, not new traffic. Only what comes after its first read is its to report.
+    await podTraffic(3_333, 777);
+    await sleep(600);
+    await readWant();
+    await waitHttpExact('HTTP records after the collector restart');
+    await waitProm(
+      'Prometheus after the collector restart',
+      [M.webCache, M.cacheWeb, M.v6ab, M.v6ba],
+      [
+        want.webCache - before.webCache,
+        want.cacheWeb - before.cacheWeb,
+        want.v6ab - before.v6ab,
+        want.v6ba - before.v6ba,
+      ],
+    );
+    // And it stays so.
+    await sleep(2_500);
+    expect(httpTotals()).toEqual(want);
+    expect(await c.q(`sum(${M.webCache})`)).toBe(want.webCache - before.webCache);
+  }, 60_000);
 });

@@ -16,6 +16,7 @@
 // sockets), so nothing is added to the root namespace. close() removes everything, also after a
 // failed start.
 import type { ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -99,6 +100,7 @@ export class Cluster {
   exporter: ChildProcess | undefined;
   private readonly namespaces = new Map<string, Netns>();
   private readonly procs: ChildProcess[] = [];
+  private readonly collectors = new Map<string, ChildProcess>();
   private readonly relays: Relay[] = [];
   private api: Harness | undefined;
   private promStarted: Prometheus | undefined;
@@ -122,34 +124,59 @@ export class Cluster {
     await this.startApiServer();
     this.rx = await HttpReceiver.start();
     this.relays.push(await relayIntoNetns(this.ctl, SINK_PORT, Number(new URL(this.rx.url).port), this.dir));
-    for (const n of this.spec.nodes) {
-      this.podflow(n.name, this.ns(n.name), [
-        'collector',
-        '--node-name',
-        n.name,
-        '--kubeconfig',
-        this.kubeconfig,
-        '--listen',
-        '0.0.0.0:9470',
-        '--interval',
-        '500ms',
-      ]);
-    }
+    for (const n of this.spec.nodes) this.spawnCollector(n);
     await this.startExporter();
-    // A collector counts from its first read on: traffic before that is history, not reported. Ready
-    // also means it has listed the pods of its node.
-    for (const n of this.spec.nodes) {
-      await this.waitFor(`collector of ${n.name} ready`, async () =>
-        (await this.curl(`http://${n.ip}:9470/readyz`)) === 200 ? true : undefined,
-      );
-      // Its local endpoints are the pods the API server puts on its node, not its own addresses.
-      const started = this.logs
-        .split('\n')
-        .find((l) => l.startsWith(`[${n.name}] `) && l.includes('"collecting"'));
-      expect(started, `collector of ${n.name} started`).toContain('"index":"kubernetes"');
-    }
+    for (const n of this.spec.nodes) await this.collectorReady(n);
     this.prom = await startPrometheus({ targets: [EXPORTER], ns: this.ctl });
     this.promStarted = this.prom;
+  }
+
+  private spawnCollector(n: NodeDef): void {
+    const p = this.podflow(n.name, this.ns(n.name), [
+      'collector',
+      '--node-name',
+      n.name,
+      '--kubeconfig',
+      this.kubeconfig,
+      '--listen',
+      '0.0.0.0:9470',
+      '--interval',
+      '500ms',
+    ]);
+    this.collectors.set(n.name, p);
+  }
+
+  /**
+   * Waits until the collector of `n` answers ready. A collector counts from its first read on: traffic
+   * before that is history, not reported. Ready also means it has listed the pods of its node.
+   */
+  private async collectorReady(n: NodeDef, logsFrom = 0): Promise<void> {
+    await this.waitFor(`collector of ${n.name} ready`, async () =>
+      (await this.curl(`http://${n.ip}:9470/readyz`)) === 200 ? true : undefined,
+    );
+    // Its local endpoints are the pods the API server puts on its node, not its own addresses.
+    const started = this.logs
+      .slice(logsFrom)
+      .split('\n')
+      .find((l) => l.startsWith(`[${n.name}] `) && l.includes('"collecting"'));
+    expect(started, `collector of ${n.name} started`).toContain('"index":"kubernetes"');
+  }
+
+  /**
+   * A rolling update of one node's collector: SIGTERM (it reads once more and waits until an exporter
+   * took its backlog), then a new process (a new boot id) on the same address, ready.
+   */
+  async restartCollector(nodeName: string): Promise<{ exitCode: number | null }> {
+    const n = this.spec.nodes.find((x) => x.name === nodeName);
+    const old = this.collectors.get(nodeName);
+    if (!n || !old) throw new Error(`no collector on ${nodeName}`);
+    const exited = once(old, 'exit');
+    old.kill('SIGTERM');
+    const [exitCode] = (await exited) as [number | null];
+    const from = this.logs.length;
+    this.spawnCollector(n);
+    await this.collectorReady(n, from);
+    return { exitCode };
   }
 
   private get kubeconfig(): string {
