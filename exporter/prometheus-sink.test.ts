@@ -1,8 +1,12 @@
+import { execFile } from 'node:child_process';
+import { request } from 'node:http';
 import { Counter, Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { FLOW_LABELS, type FlowLabel } from '../shared/config.js';
 import type { EnrichedFlow } from '../shared/flow.js';
-import { PrometheusSink, type PrometheusSinkConfig } from './prometheus-sink.js';
+import { HttpServer } from '../shared/http.js';
+import { silentLogger } from '../shared/log.js';
+import { OVERFLOW, PrometheusSink, type PrometheusSinkConfig } from './prometheus-sink.js';
 
 const base: EnrichedFlow = {
   ts: 0,
@@ -338,5 +342,113 @@ describe('PrometheusSink series limit', () => {
     expect(await registry.getSingleMetricAsString('podflow_exporter_flow_series_overflow_total')).toContain(
       'podflow_exporter_flow_series_overflow_total 2',
     );
+  });
+});
+
+/** All chunks of a response joined, made through two reused buffers of `size` bytes. */
+function chunked(sink: PrometheusSink, head: string, size: number, into = true): Buffer {
+  const text = sink.chunks(head, size);
+  const bufs = [Buffer.alloc(size), Buffer.alloc(size)];
+  const parts: Buffer[] = [];
+  for (let i = 0; ; i++) {
+    const c = text.next(into ? bufs[i & 1] : undefined);
+    if (c === undefined) return Buffer.concat(parts);
+    expect(c.length).toBeGreaterThan(0);
+    // Whole lines only, so that a chunk never ends inside a UTF-8 character.
+    expect(c[c.length - 1]).toBe(10);
+    parts.push(Buffer.from(c));
+  }
+}
+
+/** Series with escaped, non-ASCII and long label values, and the overflow series. */
+async function awkwardSink(registry = new Registry()) {
+  const sink = new PrometheusSink(config({ maxSeries: 2_000 }), { registry }, () => 1000);
+  const flows: EnrichedFlow[] = [];
+  for (let i = 0; i < 2_500; i++) {
+    flows.push({
+      ...base,
+      srcPod: i % 7 === 0 ? `pod-ü-"${i}"\\x\n` : `web-${i}`,
+      dstNamespace: i === 5 ? 'n'.repeat(3000) : 'ns-€',
+      txBytes: i * 1e9,
+      rxBytes: i === 7 ? 2 ** 60 : i,
+    });
+  }
+  await sink.push(flows);
+  return sink;
+}
+
+describe('PrometheusSink text in chunks', () => {
+  it('chunks of any size join to the rendered text; a line longer than a chunk comes whole', async () => {
+    const sink = await awkwardSink();
+    const text = sink.render('# HELP x_total x\n# TYPE x_total counter\nx_total 1');
+    expect(text).toContain(`src_pod="pod-ü-\\"7\\"\\\\x\\n"`);
+    expect(text).toContain(`{${FLOW_LABELS.map((l) => `${l}="${OVERFLOW}"`).join(',')}} `);
+    expect(text).toContain(` ${2 ** 60}\n`);
+    expect(text).toContain(` ${7e9}\n`);
+    for (const size of [64, 1000, 4096, 256 << 10]) {
+      expect(chunked(sink, '# HELP x_total x\n# TYPE x_total counter\nx_total 1', size).toString()).toBe(
+        text,
+      );
+    }
+    expect(chunked(sink, '', 4096, false).toString()).toBe(sink.render());
+  });
+
+  it('a response in progress keeps the series as they were when it started', async () => {
+    let now = 0;
+    const sink = new PrometheusSink(
+      config({ metricsLabels: ['src_pod'], metricsTtl: 60_000 }),
+      { registry: new Registry() },
+      () => now,
+    );
+    const pods = (from: number, to: number, tx: number) =>
+      Array.from({ length: to - from }, (_, i) => ({ ...base, srcPod: `p${from + i}`, txBytes: tx }));
+    await sink.push(pods(0, 5_000, 1));
+    const before = sink.render();
+    const text = sink.chunks('', 4096);
+    const first = Buffer.from(text.next() as Buffer);
+    // A round meanwhile: half the series expire (slots move), the rest count on, new values come.
+    now = 30_000;
+    await sink.push(pods(2_500, 5_000, 5));
+    now = 61_000;
+    await sink.push(pods(5_000, 9_000, 7));
+    expect(sink.seriesCount).toBe(6_500);
+    const parts = [first];
+    for (let c = text.next(); c !== undefined; c = text.next()) parts.push(Buffer.from(c));
+    expect(Buffer.concat(parts).toString()).toBe(before);
+    expect(sink.render()).not.toBe(before);
+  });
+
+  it('/metrics serves the same text, self-metrics first, valid for promtool', async () => {
+    const registry = new Registry();
+    new Counter({ name: 'podflow_exporter_x_total', help: 'x', registers: [registry] }).inc(2);
+    await awkwardSink(registry);
+    const server = new HttpServer(
+      { listen: { host: '127.0.0.1', port: 0 } },
+      { registry, notReady: () => undefined, log: silentLogger },
+    );
+    const { port } = await server.start();
+    try {
+      const body = await new Promise<Buffer>((resolve, reject) => {
+        request({ host: '127.0.0.1', port, path: '/metrics', agent: false }, (res) => {
+          const parts: Buffer[] = [];
+          res.on('data', (d: Buffer) => parts.push(d));
+          res.on('end', () => resolve(Buffer.concat(parts)));
+        })
+          .on('error', reject)
+          .end();
+      });
+      const text = await registry.metrics();
+      expect(body.toString()).toBe(text);
+      expect(text.startsWith('# HELP podflow_exporter_x_total x\n')).toBe(true);
+      const check = await new Promise<{ code: number; out: string }>((resolve) => {
+        const p = execFile('promtool', ['check', 'metrics'], (err, stdout, stderr) =>
+          resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, out: stdout + stderr }),
+        );
+        p.stdin?.end(body);
+      });
+      expect(check).toEqual({ code: 0, out: '' });
+    } finally {
+      await server.close();
+    }
   });
 });

@@ -1,8 +1,9 @@
 import { request } from 'node:http';
+import { gunzipSync } from 'node:zlib';
 import Router from '@koa/router';
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { createRegistry, HttpServer } from './http.js';
+import { type ChunkedRegistry, createRegistry, HttpServer } from './http.js';
 import { silentLogger } from './log.js';
 
 function get(port: number, path: string): Promise<{ status: number; body: string }> {
@@ -98,5 +99,150 @@ describe('HttpServer', () => {
     );
     await expect(b.start()).rejects.toMatchObject({ code: 'EADDRINUSE' });
     await a.close();
+  });
+});
+
+/**
+ * A registry whose /metrics comes in chunks of whole lines (as the exporter's flow sink does):
+ * `lines` sample lines after its own text; counts the chunks made so far.
+ */
+function chunkedRegistry(lines: number) {
+  const registry: ChunkedRegistry = new Registry();
+  const line = (i: number) => `flow_total{i="${i}",pad="${'x'.repeat(40)}"} ${i}\n`;
+  let made = 0;
+  registry.metricsChunks = async () => {
+    let i = 0;
+    return {
+      next(into?: Buffer) {
+        if (i >= lines) return undefined;
+        const buf = into ?? Buffer.allocUnsafe(256 << 10);
+        let o = 0;
+        while (i < lines && o + 100 <= buf.length) o += buf.write(line(i++), o);
+        made++;
+        return buf.subarray(0, o);
+      },
+    };
+  };
+  let text = '';
+  for (let i = 0; i < lines; i++) text += line(i);
+  return { registry, text, made: () => made };
+}
+
+/** GET /metrics, reading the body as bytes. */
+function scrape(port: number, headers: Record<string, string> = {}) {
+  return new Promise<{ body: Buffer; encoding: string | undefined }>((resolve, reject) => {
+    request({ host: '127.0.0.1', port, path: '/metrics', headers, agent: false }, (res) => {
+      const parts: Buffer[] = [];
+      res.on('data', (d: Buffer) => parts.push(d));
+      res.on('end', () => resolve({ body: Buffer.concat(parts), encoding: res.headers['content-encoding'] }));
+      res.on('error', reject);
+    })
+      .on('error', reject)
+      .end();
+  });
+}
+
+const waitFor = async (check: () => boolean, ms = 5000) => {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+};
+
+describe('HttpServer /metrics in chunks', () => {
+  it('writes the chunks as the body, gzip only when enabled and accepted', async () => {
+    const { registry, text } = chunkedRegistry(30_000);
+    const plain = new HttpServer(
+      { listen: { host: '127.0.0.1', port: 0 } },
+      { registry, notReady: () => undefined, log: silentLogger },
+    );
+    const zipping = new HttpServer(
+      { listen: { host: '127.0.0.1', port: 0 } },
+      { registry, notReady: () => undefined, log: silentLogger, gzipMetrics: true },
+    );
+    const a = await plain.start();
+    const b = await zipping.start();
+    try {
+      expect(Buffer.byteLength(text)).toBeGreaterThan(4 * (256 << 10));
+      const got = await scrape(a.port, { 'accept-encoding': 'gzip' });
+      expect(got.encoding).toBeUndefined();
+      expect(got.body.toString()).toBe(text);
+      const zipped = await scrape(b.port, { 'accept-encoding': 'gzip' });
+      expect(zipped.encoding).toBe('gzip');
+      expect(gunzipSync(zipped.body).toString()).toBe(text);
+      const unasked = await scrape(b.port);
+      expect(unasked.encoding).toBeUndefined();
+      expect(unasked.body.toString()).toBe(text);
+    } finally {
+      await plain.close();
+      await zipping.close();
+    }
+  });
+
+  it('makes chunks only as fast as a slow scraper reads them', async () => {
+    // About 44 MB: far more than the kernel's socket buffers hold.
+    const { registry, text, made } = chunkedRegistry(700_000);
+    const total = Math.ceil(Buffer.byteLength(text) / ((256 << 10) - 100));
+    const s = server(undefined, undefined, registry);
+    const { port } = await s.start();
+    try {
+      let received = 0;
+      let res!: import('node:http').IncomingMessage;
+      const done = new Promise<void>((resolve, reject) => {
+        request({ host: '127.0.0.1', port, path: '/metrics', agent: false }, (r) => {
+          res = r;
+          r.pause();
+          r.on('data', (d: Buffer) => {
+            received += d.length;
+          });
+          r.on('end', resolve);
+          r.on('error', reject);
+        })
+          .on('error', reject)
+          .end();
+      });
+      await waitFor(() => made() > 0);
+      // Paused: the server stops once the socket buffers are full.
+      await new Promise((r) => setTimeout(r, 300));
+      const whilePaused = made();
+      await new Promise((r) => setTimeout(r, 200));
+      expect(made()).toBe(whilePaused);
+      expect(whilePaused).toBeLessThan(total / 2);
+      res.resume();
+      await done;
+      expect(received).toBe(Buffer.byteLength(text));
+      expect(made()).toBe(total);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('stops making chunks when the scraper goes away, and serves the next scrape', async () => {
+    const { registry, text, made } = chunkedRegistry(700_000);
+    const s = server(undefined, undefined, registry);
+    const { port } = await s.start();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const req = request({ host: '127.0.0.1', port, path: '/metrics', agent: false }, (r) => {
+          r.once('data', () => {
+            req.destroy();
+            resolve();
+          });
+        });
+        req.on('error', (err) => (req.destroyed ? undefined : reject(err)));
+        req.end();
+      });
+      await new Promise((r) => setTimeout(r, 300));
+      const after = made();
+      await new Promise((r) => setTimeout(r, 200));
+      expect(made()).toBe(after);
+      expect(after).toBeLessThan(100);
+      expect(await get(port, '/healthz')).toEqual({ status: 200, body: 'ok\n' });
+      const again = await scrape(port);
+      expect(again.body.length).toBe(Buffer.byteLength(text));
+    } finally {
+      await s.close();
+    }
   });
 });

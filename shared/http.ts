@@ -2,8 +2,10 @@
 // whatever routes the process adds (the collector's pull API). Metrics come from an explicit
 // Registry handed in: nothing registers globally, so two halves can share one /metrics
 // (standalone) and tests can build as many servers as they like.
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Writable } from 'node:stream';
+import { createGzip } from 'node:zlib';
 import Router from '@koa/router';
 import Koa from 'koa';
 import { collectDefaultMetrics, Registry } from 'prom-client';
@@ -16,6 +18,27 @@ export function createRegistry(): Registry {
   return registry;
 }
 
+/**
+ * A /metrics body made a chunk at a time: the exporter's flow counters are hundreds of MB of text at
+ * large label sets, too much to hold as one string (and again as the Buffer the socket needs).
+ */
+export interface MetricsChunks {
+  /**
+   * The next chunk of whole lines, written into `into` when given and large enough (the caller
+   * reuses its buffers), else into a new Buffer; undefined at the end.
+   */
+  next(into?: Buffer): Buffer | undefined;
+}
+
+/**
+ * A Registry whose text can also come in chunks: the exporter's Prometheus sink installs
+ * `metricsChunks` (self-metrics first, then the flow counters; the same text as `metrics()`).
+ */
+export type ChunkedRegistry = Registry & { metricsChunks?: () => Promise<MetricsChunks> };
+
+/** Size of the two buffers a /metrics response is written through. */
+const METRICS_CHUNK_BYTES = 256 << 10;
+
 export interface HttpServerConfig {
   listen: { host: string; port: number };
 }
@@ -27,6 +50,11 @@ export interface HttpServerDeps {
   log: Logger;
   /** Extra routes (mounted before the built-in ones). */
   router?: Router;
+  /**
+   * gzip a chunked /metrics body when the scraper accepts it. Off: at hundreds of MB even level 1
+   * takes longer than writing the text over a cluster network. @default false
+   */
+  gzipMetrics?: boolean;
 }
 
 export class HttpServer {
@@ -50,7 +78,27 @@ export class HttpServer {
     });
     router.get('/metrics', async (ctx) => {
       ctx.type = deps.registry.contentType;
-      ctx.body = await deps.registry.metrics();
+      const chunked = (deps.registry as ChunkedRegistry).metricsChunks;
+      if (chunked === undefined) {
+        ctx.body = await deps.registry.metrics();
+        return;
+      }
+      const text = await chunked();
+      // Written here, not through Koa's body handling: a buffer is filled again only once the
+      // socket took it (see writeChunks).
+      ctx.respond = false;
+      const res = ctx.res;
+      res.statusCode = 200;
+      const gzip = deps.gzipMetrics === true && ctx.acceptsEncodings('gzip', 'identity') === 'gzip';
+      res.setHeader('Vary', 'Accept-Encoding');
+      if (gzip) res.setHeader('Content-Encoding', 'gzip');
+      try {
+        await writeChunks(res, text, gzip);
+      } catch (err) {
+        // Headers are out: all that is left is to cut the connection, so the scraper sees a failure.
+        res.destroy();
+        deps.log.warn({ err }, 'writing /metrics failed');
+      }
     });
     this.app.silent = true;
     this.app.on('error', (err: Error) => deps.log.warn({ err }, 'http request failed'));
@@ -97,5 +145,61 @@ export class HttpServer {
     timer.unref();
     await closed;
     clearTimeout(timer);
+  }
+}
+
+/**
+ * Writes `text` to `res` (through gzip level 1 when `gzip`) with two buffers in turn: a buffer is
+ * filled again only after the stream called back for it (handed to the kernel, or taken by zlib),
+ * and a new chunk is made only while fewer than two are in flight. So a slow scraper holds the
+ * response at two chunks of memory, and nothing is allocated per chunk. Resolves when the body is
+ * complete or the client went away (nothing to report then); rejects when writing failed.
+ */
+export async function writeChunks(res: ServerResponse, text: MetricsChunks, gzip = false): Promise<void> {
+  let out: Writable = res;
+  if (gzip) {
+    const z = createGzip({ level: 1, chunkSize: 64 << 10 });
+    z.on('error', (err) => res.destroy(err));
+    z.pipe(res);
+    out = z;
+  }
+  const free: Buffer[] = [Buffer.allocUnsafe(METRICS_CHUNK_BYTES), Buffer.allocUnsafe(METRICS_CHUNK_BYTES)];
+  let wake: (() => void) | undefined;
+  let failure: Error | undefined;
+  let gone = false;
+  const onClose = () => {
+    if (!res.writableFinished) gone = true;
+    wake?.();
+  };
+  res.on('close', onClose);
+  const wait = () => new Promise<void>((resolve) => (wake = resolve));
+  try {
+    for (;;) {
+      while (free.length === 0 && !gone && failure === undefined) await wait();
+      if (gone) {
+        if (gzip) out.destroy();
+        return;
+      }
+      if (failure !== undefined) throw failure;
+      const buf = free.pop() as Buffer;
+      const chunk = text.next(buf);
+      if (chunk === undefined) break;
+      // A very long line comes in a Buffer of its own: `buf` is free again at once.
+      const own = chunk.buffer === buf.buffer;
+      if (!own) free.push(buf);
+      out.write(chunk, (err) => {
+        if (err) failure ??= err;
+        if (own) free.push(buf);
+        wake?.();
+      });
+    }
+    await new Promise<void>((resolve, reject) => {
+      res.once('finish', resolve);
+      res.once('close', resolve);
+      res.once('error', reject);
+      out.end();
+    });
+  } finally {
+    res.off('close', onClose);
   }
 }
