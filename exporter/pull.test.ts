@@ -1,7 +1,8 @@
+import { isIPv4 } from 'node:net';
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import type { PullResponse } from '../shared/flow.js';
-import { decodePullResponse, encodePullResponse, PullError } from './pull.js';
+import { decodePullResponse, encodePullResponse, isDottedQuad, PullError } from './pull.js';
 
 const valid = (): PullResponse => ({
   version: 1,
@@ -195,5 +196,58 @@ describe('decoder fuzz', () => {
     }
     expect(seen.error).toBeGreaterThan(0);
     expect(decodePullResponse(encodings[1])).toEqual(valid());
+  });
+});
+
+describe('isDottedQuad', () => {
+  it('agrees with net.isIPv4 on edge cases and on random strings of digits and dots', () => {
+    const cases = [
+      '0.0.0.0',
+      '255.255.255.255',
+      '256.1.1.1',
+      '1.2.3',
+      '1.2.3.4.',
+      '.1.2.3.4',
+      '01.2.3.4',
+      '1.2.3.04',
+      '1.2.3.4a',
+      '1..2.3',
+      '1.2.3.4\n',
+      ' 1.2.3.4',
+      '1.2.3.-4',
+      '1000.2.3.4',
+      '1.2.3.255',
+      '1.2.3.260',
+      '10.100.5.12',
+      '::1',
+      '',
+      '１.2.3.4',
+    ];
+    for (const c of cases) expect([c, isDottedQuad(c)]).toEqual([c, isIPv4(c)]);
+    let seed = 7;
+    const rand = () => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed / 2 ** 32;
+    };
+    const alphabet = '0123456789..........12255x:';
+    for (let n = 0; n < 200_000; n++) {
+      let v = '';
+      const len = Math.floor(rand() * 17);
+      for (let i = 0; i < len; i++) v += alphabet[Math.floor(rand() * alphabet.length)];
+      if (isDottedQuad(v) !== isIPv4(v)) expect([v, isDottedQuad(v)]).toEqual([v, isIPv4(v)]);
+    }
+    // Near-addresses: four octets of 0–299, some with a leading zero, some parts missing or extra.
+    let valid = 0;
+    for (let n = 0; n < 100_000; n++) {
+      const parts = 3 + Math.floor(rand() * 3);
+      const octets = Array.from({ length: parts }, () => {
+        const o = String(Math.floor(rand() * 300));
+        return rand() < 0.05 ? `0${o}` : o;
+      });
+      const v = octets.join('.');
+      if (isIPv4(v)) valid++;
+      if (isDottedQuad(v) !== isIPv4(v)) expect([v, isDottedQuad(v)]).toEqual([v, isIPv4(v)]);
+    }
+    expect(valid).toBeGreaterThan(10_000);
   });
 });
