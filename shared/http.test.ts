@@ -130,16 +130,24 @@ function chunkedRegistry(lines: number) {
 
 /** GET /metrics, reading the body as bytes. */
 function scrape(port: number, headers: Record<string, string> = {}) {
-  return new Promise<{ body: Buffer; encoding: string | undefined }>((resolve, reject) => {
-    request({ host: '127.0.0.1', port, path: '/metrics', headers, agent: false }, (res) => {
-      const parts: Buffer[] = [];
-      res.on('data', (d: Buffer) => parts.push(d));
-      res.on('end', () => resolve({ body: Buffer.concat(parts), encoding: res.headers['content-encoding'] }));
-      res.on('error', reject);
-    })
-      .on('error', reject)
-      .end();
-  });
+  return new Promise<{ body: Buffer; encoding: string | undefined; type: string | undefined }>(
+    (resolve, reject) => {
+      request({ host: '127.0.0.1', port, path: '/metrics', headers, agent: false }, (res) => {
+        const parts: Buffer[] = [];
+        res.on('data', (d: Buffer) => parts.push(d));
+        res.on('end', () =>
+          resolve({
+            body: Buffer.concat(parts),
+            encoding: res.headers['content-encoding'],
+            type: res.headers['content-type'],
+          }),
+        );
+        res.on('error', reject);
+      })
+        .on('error', reject)
+        .end();
+    },
+  );
 }
 
 const waitFor = async (check: () => boolean, ms = 5000) => {
@@ -152,7 +160,7 @@ const waitFor = async (check: () => boolean, ms = 5000) => {
 
 describe('HttpServer /metrics in chunks', () => {
   it('writes the chunks as the body, gzip only when enabled and accepted', async () => {
-    const { registry, text } = chunkedRegistry(30_000);
+    const { registry, text, made } = chunkedRegistry(30_000);
     const plain = new HttpServer(
       { listen: { host: '127.0.0.1', port: 0 } },
       { registry, notReady: () => undefined, log: silentLogger },
@@ -166,6 +174,7 @@ describe('HttpServer /metrics in chunks', () => {
     try {
       expect(Buffer.byteLength(text)).toBeGreaterThan(4 * (256 << 10));
       const got = await scrape(a.port, { 'accept-encoding': 'gzip' });
+      expect(got.type).toBe(registry.contentType);
       expect(got.encoding).toBeUndefined();
       expect(got.body.toString()).toBe(text);
       const zipped = await scrape(b.port, { 'accept-encoding': 'gzip' });
@@ -174,6 +183,21 @@ describe('HttpServer /metrics in chunks', () => {
       const unasked = await scrape(b.port);
       expect(unasked.encoding).toBeUndefined();
       expect(unasked.body.toString()).toBe(text);
+      // HEAD: the headers only, no chunk made.
+      const before = made();
+      const head = await new Promise<number | undefined>((resolve, reject) => {
+        request(
+          { host: '127.0.0.1', port: a.port, path: '/metrics', method: 'HEAD', agent: false },
+          (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode));
+          },
+        )
+          .on('error', reject)
+          .end();
+      });
+      expect(head).toBe(200);
+      expect(made()).toBe(before);
     } finally {
       await plain.close();
       await zipping.close();

@@ -83,12 +83,16 @@ export class HttpServer {
         ctx.body = await deps.registry.metrics();
         return;
       }
-      const text = await chunked();
       // Written here, not through Koa's body handling: a buffer is filled again only once the
       // socket took it (see writeChunks).
       ctx.respond = false;
       const res = ctx.res;
       res.statusCode = 200;
+      if (ctx.method === 'HEAD') {
+        res.end();
+        return;
+      }
+      const text = await chunked();
       const gzip = deps.gzipMetrics === true && ctx.acceptsEncodings('gzip', 'identity') === 'gzip';
       res.setHeader('Vary', 'Accept-Encoding');
       if (gzip) res.setHeader('Content-Encoding', 'gzip');
