@@ -391,6 +391,13 @@ describe('PrometheusSink text in chunks', () => {
       );
     }
     expect(chunked(sink, '', 4096, false).toString()).toBe(sink.render());
+    const egressd = new PrometheusSink(config({ metricsPrefix: 'egressd' }), { registry: new Registry() });
+    await egressd.push([base, web2, pub]);
+    const e = egressd.render();
+    expect(e).toContain(
+      'egressd_received_bytes_total{cross_zone="false",dst_ip="8.8.8.8",dst_ip_type="public",',
+    );
+    expect(chunked(egressd, '', 64).toString()).toBe(e);
   });
 
   it('a response in progress keeps the series as they were when it started', async () => {
