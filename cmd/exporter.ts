@@ -38,6 +38,7 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
     {
       registry,
       log: log.child({ stage: 'http' }),
+      gzipMetrics: config.metricsGzip,
       notReady: () => kube?.notReady() ?? (pipeline.ready ? undefined : 'first export round not done yet'),
     },
   );

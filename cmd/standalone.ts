@@ -37,6 +37,7 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
     {
       registry,
       log: log.child({ stage: 'http' }),
+      gzipMetrics: config.metricsGzip,
       notReady: () =>
         collector.notReady() ??
         kube?.notReady() ??

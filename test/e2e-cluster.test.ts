@@ -41,6 +41,8 @@ describe.skipIf(!root)('three-node cluster end to end', () => {
         pods: [{ name: 'queue-7d9f8-q2', namespace: 'jobs', workload: 'Deployment/queue', ips: [QUEUE] }],
       },
     ],
+    // Prometheus asks for gzip: every scrape below goes through the compressed /metrics.
+    exporterArgs: ['--metrics-gzip'],
   });
 
   beforeAll(() => c.start(), 60_000);
@@ -101,6 +103,17 @@ describe.skipIf(!root)('three-node cluster end to end', () => {
       });
     }
     expect(await c.q('sum(podflow_exporter_pulls_total)')).toBeGreaterThan(0);
+    const { stdout: head } = await c.ctl.exec('curl', [
+      '-s',
+      '-D',
+      '-',
+      '-o',
+      '/dev/null',
+      '-H',
+      'Accept-Encoding: gzip',
+      'http://127.0.0.1:9471/metrics',
+    ]);
+    expect(head.toLowerCase()).toContain('content-encoding: gzip');
     expect(await c.q('count(podflow_exporter_pulls_total)')).toBe(3);
 
     // The HTTP log sink: the same bytes, once per Idempotency-Key, as records with the same labels.
