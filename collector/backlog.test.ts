@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Flow, FlowBatch } from '../shared/flow.js';
 import { Backlog } from './backlog.js';
+import { FlowColumns } from './flow-columns.js';
 
 const flow = (src: string, dst: string, tx: number, rx = 0, proto = 6): Flow => ({
   src,
@@ -212,6 +213,46 @@ describe('Backlog', () => {
     ]);
     expect(bytes(second)).toBe(1 + 2 + 4 + 8);
     expect(b.stats()).toMatchObject({ merges: 2, droppedFlows: 0 });
+  });
+
+  it('keeps columns as they are and hands out fresh Flow objects at every pull', () => {
+    const b = new Backlog({ backlogMaxFlows: 1000 }, { bootId: 'boot-a' });
+    const first = [flow('a', 'x', 10, 1), flow('a', 'y', 20, 0, 17)];
+    expect(b.append(0, 5, FlowColumns.from(first))).toBe(1);
+    expect(b.append(5, 10, new FlowColumns(0))).toBe(0);
+    expect(b.stats()).toMatchObject({ batches: 1, flows: 2 });
+    const p1 = b.pull();
+    expect(p1).toEqual([{ seq: 1, from: 0, to: 5, flows: first }]);
+    // A consumer's change to what it was handed never reaches the next pull.
+    p1[0]!.flows[0]!.txBytes = 0;
+    expect(b.pull()[0]!.flows).toEqual(first);
+    expect(b.ack('boot-a', 1)).toEqual({ ok: true, dropped: 1 });
+    expect(b.stats()).toMatchObject({ batches: 0, flows: 0 });
+  });
+
+  it('merges and drops column batches like object batches, keeping every byte it does not count as dropped', () => {
+    const b = new Backlog({ backlogMaxFlows: 3 });
+    b.append(0, 1, FlowColumns.from([flow('a', 'x', 10, 1), flow('a', 'y', 20)]));
+    b.append(1, 2, FlowColumns.from([flow('a', 'x', 30, 2)]));
+    b.append(2, 3, [flow('a', 'z', 40)]);
+    // 4 flows > 3: the two column batches fold into one (x summed), objects from then on.
+    let pending = b.pull();
+    expect(pending.map((x) => [x.seq, x.from, x.to, x.flows.length])).toEqual([
+      [2, 0, 2, 2],
+      [3, 2, 3, 1],
+    ]);
+    expect(pending[0]!.flows.find((f) => f.dst === 'x')).toMatchObject({ txBytes: 40, rxBytes: 3 });
+    expect(bytes(pending)).toBe(10 + 1 + 20 + 30 + 2 + 40);
+    expect(b.ack(b.bootId, 3).ok).toBe(true);
+    // One column batch alone over the bound: its smallest flows are dropped and counted.
+    b.append(
+      3,
+      4,
+      FlowColumns.from([flow('a', 'p', 5), flow('a', 'q', 1), flow('a', 'r', 7), flow('a', 's', 9)]),
+    );
+    pending = b.pull();
+    expect(pending[0]!.flows.map((f) => f.dst).sort()).toEqual(['p', 'r', 's']);
+    expect(b.stats()).toMatchObject({ flows: 3, droppedFlows: 1, droppedBytes: 1 });
   });
 
   it('drained() resolves when everything is acknowledged, or false at the deadline', async () => {

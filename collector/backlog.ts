@@ -4,6 +4,7 @@
 // merge is left to make are the oldest flows dropped, and counted.
 import { randomBytes } from 'node:crypto';
 import type { Flow, FlowBatch } from '../shared/flow.js';
+import { FlowColumns } from './flow-columns.js';
 
 export interface BacklogConfig {
   /** Flows kept in all pending batches together (option `backlog-max-flows`). */
@@ -23,10 +24,27 @@ export type AckResult = { ok: true; dropped: number } | { ok: false; reason: str
 
 const key = (f: Flow) => `${f.src}|${f.dst}|${f.proto}`;
 
+/**
+ * A tick's flows as the reducer hands them over: columns (collector/flow-columns.ts), or objects
+ * (merged batches, tests). Columns stay columns while they wait; `Flow` objects are made when a pull
+ * takes the batch, and dropped with the pull's response.
+ */
+export type FlowList = readonly Flow[] | FlowColumns;
+
+interface Pending {
+  seq: number;
+  from: number;
+  to: number;
+  flows: FlowList;
+}
+
+/** The flows as objects: fresh ones for columns, the same array otherwise. */
+const objects = (l: FlowList): Flow[] => (l instanceof FlowColumns ? l.toFlows() : (l as Flow[]));
+
 export class Backlog {
   /** Random per process: a restarted collector starts its sequence numbers over under a new id. */
   readonly bootId: string;
-  private batches: FlowBatch[] = [];
+  private batches: Pending[] = [];
   private flowCount = 0;
   private lastSeq = 0;
   /**
@@ -42,7 +60,7 @@ export class Backlog {
    * Index of merged batches that were never handed out, so folding the next batch in costs only
    * that batch. A batch that was handed out is never mutated again: merges make a new one.
    */
-  private readonly mergeIndex = new WeakMap<FlowBatch, Map<string, Flow>>();
+  private readonly mergeIndex = new WeakMap<Pending, Map<string, Flow>>();
   private readonly totals = { merges: 0, droppedFlows: 0, droppedBytes: 0 };
 
   constructor(
@@ -53,7 +71,7 @@ export class Backlog {
   }
 
   /** Adds one tick's flows. Empty ticks add nothing. Returns the new batch's seq, or 0. */
-  append(from: number, to: number, flows: Flow[]): number {
+  append(from: number, to: number, flows: FlowList): number {
     if (flows.length === 0) return 0;
     const seq = ++this.lastSeq;
     this.batches.push({ seq, from, to, flows });
@@ -64,14 +82,15 @@ export class Backlog {
 
   /**
    * The pending batches, oldest first. With `maxFlows`, whole batches up to that many flows (always
-   * at least one). The returned batches are never mutated afterwards.
+   * at least one). The returned batches are never mutated afterwards. Batches kept as columns are
+   * made into `Flow` objects here, afresh at every pull (a pull not acknowledged is the rare case).
    */
   pull(maxFlows = Number.POSITIVE_INFINITY): FlowBatch[] {
     const out: FlowBatch[] = [];
     let n = 0;
     for (const b of this.batches) {
       if (out.length > 0 && n + b.flows.length > maxFlows) break;
-      out.push(b);
+      out.push({ seq: b.seq, from: b.from, to: b.to, flows: objects(b.flows) });
       n += b.flows.length;
       this.mergeIndex.delete(b);
     }
@@ -161,7 +180,9 @@ export class Backlog {
     let excess = this.flowCount - max;
     for (let j = 0; j < this.batches.length && excess > 0; j++) {
       const batch = this.batches[j]!;
-      const sorted = [...batch.flows].sort((x, y) => x.txBytes + x.rxBytes - (y.txBytes + y.rxBytes));
+      const sorted = (batch.flows instanceof FlowColumns ? batch.flows.toFlows() : [...batch.flows]).sort(
+        (x, y) => x.txBytes + x.rxBytes - (y.txBytes + y.rxBytes),
+      );
       const drop = Math.min(excess, sorted.length);
       for (let k = 0; k < drop; k++) {
         const f = sorted[k]!;
@@ -182,19 +203,19 @@ export class Backlog {
   }
 
   /** `b` folded into `a`: flows summed per (src, dst, proto), time range widened, `b`'s seq. */
-  private merge(a: FlowBatch, b: FlowBatch): FlowBatch {
+  private merge(a: Pending, b: Pending): Pending {
     let index = this.mergeIndex.get(a);
     let flows: Flow[];
     if (index) {
-      flows = a.flows;
+      flows = a.flows as Flow[];
       this.mergeIndex.delete(a);
     } else {
       index = new Map();
       flows = [];
-      for (const f of a.flows) add(index, flows, f);
+      for (const f of objects(a.flows)) add(index, flows, f);
     }
-    for (const f of b.flows) add(index, flows, f);
-    const merged: FlowBatch = { seq: b.seq, from: Math.min(a.from, b.from), to: Math.max(a.to, b.to), flows };
+    for (const f of objects(b.flows)) add(index, flows, f);
+    const merged: Pending = { seq: b.seq, from: Math.min(a.from, b.from), to: Math.max(a.to, b.to), flows };
     this.mergeIndex.set(merged, index);
     return merged;
   }

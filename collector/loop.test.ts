@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import type { Flow } from '../shared/flow.js';
 import { silentLogger } from '../shared/log.js';
 import { Backlog } from './backlog.js';
+import { FlowColumns } from './flow-columns.js';
 import { type Clock, CollectorLoop, type TickResult } from './loop.js';
 import { createCollectorMetrics } from './metrics.js';
 
@@ -69,6 +70,23 @@ function setup(tick: () => Promise<TickResult>) {
 }
 
 describe('CollectorLoop', () => {
+  it("appends the tick's columns when it has them, without asking for flow objects", async () => {
+    const { clock, backlog, loop, value } = setup(async () => ({
+      columns: FlowColumns.from([flow(5), flow(6)]),
+      get flows(): Flow[] {
+        throw new Error('flows must not be read when columns are given');
+      },
+      entries: 2,
+      parseErrors: 0,
+    }));
+    loop.start();
+    await clock.advance(0);
+    expect(backlog.pull().map((b) => b.flows.map((f) => f.txBytes))).toEqual([[5, 6]]);
+    expect(await value('podflow_collector_flows_total')).toBe(2);
+    expect(await value('podflow_collector_ticks_total', { result: 'ok' })).toBe(1);
+    await loop.close();
+  });
+
   it('ticks at once, then every interval, appending a batch that covers the time since the last', async () => {
     let n = 0;
     const { clock, backlog, loop, value } = setup(async () => {

@@ -3,10 +3,14 @@
 // is logged with its cause and the loop goes on, and the next good tick's batch covers the gap.
 import type { Flow } from '../shared/flow.js';
 import type { Logger } from '../shared/log.js';
+import type { FlowList } from './backlog.js';
+import type { FlowColumns } from './flow-columns.js';
 import type { CollectorMetrics } from './metrics.js';
 
 /** What one read + reduce produces (collector/reduce.ts). */
 export interface TickResult {
+  /** The flows as columns (collector/reduce.ts): appended instead of `flows`, which is then not read. */
+  columns?: FlowColumns;
   flows: Flow[];
   /** Entries seen by the read. */
   entries: number;
@@ -46,7 +50,7 @@ export interface LoopConfig {
 
 export interface LoopDeps {
   tick: () => Promise<TickResult>;
-  backlog: { append(from: number, to: number, flows: Flow[]): number };
+  backlog: { append(from: number, to: number, flows: FlowList): number };
   metrics: CollectorMetrics;
   log: Logger;
 }
@@ -128,15 +132,16 @@ export class CollectorLoop {
     if (result.noCounters !== undefined) metrics.entriesWithoutCounters.set(result.noCounters);
     if (result.tracked !== undefined) metrics.trackedConnections.set(result.tracked);
     if (result.parseErrors > 0) metrics.parseErrors.inc(result.parseErrors);
-    metrics.flowsReported.inc(result.flows.length);
+    const flows = result.columns ?? result.flows;
+    metrics.flowsReported.inc(flows.length);
     metrics.ticks.inc({ result: 'ok' });
-    this.deps.backlog.append(this.lastTo, end, result.flows);
+    this.deps.backlog.append(this.lastTo, end, flows);
     this.lastTo = end;
     if (this.goodTicks === 0 && result.entries === 0 && this.config.emptyTableHint !== undefined) {
       log.warn(this.config.emptyTableHint());
     }
     this.goodTicks++;
     this.lastError = undefined;
-    log.debug({ entries: result.entries, flows: result.flows.length, ms: end - start }, 'tick');
+    log.debug({ entries: result.entries, flows: flows.length, ms: end - start }, 'tick');
   }
 }

@@ -4,7 +4,7 @@
 // API for the collector loop:
 //
 //   const reducer = createReducer({ groupPublicIps }, { podIndex, log });
-//   every interval:  const r = await reducer.tick(source);   // r.flows: this interval's flows
+//   every interval:  const r = await reducer.tick(source);   // r.columns (r.flows as objects): this interval's flows
 //
 // `tick` calls `source.read` and then `source.drainEnded` and returns the flows of everything counted
 // since the previous successful tick. When `source.read` throws, `tick` rejects (wrapped as
@@ -23,6 +23,7 @@
 import type { Flow } from '../shared/flow.js';
 import { isPrivateIp } from '../shared/ip.js';
 import type { Logger } from '../shared/log.js';
+import { FlowColumns } from './flow-columns.js';
 import { fmix32 } from './hash.js';
 import type { PodIndex } from './pod-index.js';
 import type { ConntrackSource } from './source.js';
@@ -41,7 +42,10 @@ export interface ReducerDeps {
 }
 
 export interface TickResult {
-  flows: Flow[];
+  /** This interval's flows as columns: what the collector loop hands to the backlog. */
+  columns: FlowColumns;
+  /** The same flows as objects, made on first access (tests, tools). */
+  readonly flows: Flow[];
   /** Entries seen by this tick's read (for podflow_collector_conntrack_entries). */
   entries: number;
   parseErrors: number;
@@ -294,9 +298,14 @@ class FlowReducer implements Reducer {
       source.drainEnded(this.tracker.visitEnded);
       const interrupted = stats.interrupted ?? false;
       this.tracker.end(!interrupted);
-      const flows = this.collect();
+      const columns = this.collect();
+      let flows: Flow[] | undefined;
       return {
-        flows,
+        columns,
+        get flows() {
+          flows ??= columns.toFlows();
+          return flows;
+        },
         entries: stats.entries,
         parseErrors: stats.parseErrors,
         interrupted,
@@ -309,24 +318,19 @@ class FlowReducer implements Reducer {
     }
   }
 
-  /** This tick's flows (fresh objects: they leave the collector's hands), then housekeeping. */
-  private collect(): Flow[] {
+  /**
+   * This tick's flows (a copy: they leave the collector's hands), then housekeeping. Columns, not
+   * objects: see collector/flow-columns.ts.
+   */
+  private collect(): FlowColumns {
     const t = this.series;
     const n = t.nTouched;
-    const flows: Flow[] = new Array(n);
+    const flows = new FlowColumns(n);
     const c = t.cnt;
     for (let k = 0; k < n; k++) {
       const idx = t.touched[k]!;
       const i = idx * 4;
-      flows[k] = {
-        src: t.src[idx]!,
-        dst: t.dst[idx]!,
-        proto: t.proto[idx]!,
-        txBytes: c[i]!,
-        rxBytes: c[i + 2]!,
-        txPackets: c[i + 1]!,
-        rxPackets: c[i + 3]!,
-      };
+      flows.set(k, t.src[idx]!, t.dst[idx]!, t.proto[idx]!, c[i]!, c[i + 1]!, c[i + 2]!, c[i + 3]!);
       c[i] = c[i + 1] = c[i + 2] = c[i + 3] = 0;
       t.mark[idx] = 0;
     }

@@ -146,7 +146,7 @@ async function podflow(dir: string, total: number): Promise<object> {
   let entries = 0;
   const tick = async () => {
     const r = await reducer.tick(source);
-    flows = r.flows.length;
+    flows = r.columns.length;
     entries = r.entries;
   };
   // The source alone (read + parse into samples, no tracker): the part this source adds to the floor.
@@ -172,6 +172,13 @@ async function podflow(dir: string, total: number): Promise<object> {
     peakRssMb: peakRss(),
   };
 }
+
+/**
+ * Extra node flags for the measured podflow child, for profiling (e.g.
+ * `PF_BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'`). Figures taken so are not comparable.
+ */
+const nodeArgs = (mode: string): string[] =>
+  mode === 'podflow' ? (process.env.PF_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '') : [];
 
 async function main(): Promise<void> {
   const [mode, dir, totalArg] = process.argv.slice(2);
@@ -210,7 +217,7 @@ async function main(): Promise<void> {
     ]);
     const child = (m: string) =>
       JSON.parse(
-        execFileSync(process.execPath, ['--expose-gc', bundle, m, mnt.dir, String(total)], {
+        execFileSync(process.execPath, ['--expose-gc', ...nodeArgs(m), bundle, m, mnt.dir, String(total)], {
           encoding: 'utf8',
           maxBuffer: 1 << 24,
         }),

@@ -2,6 +2,7 @@
 //
 //   npm run bench:conntrack            (root; creates and deletes its own network namespaces)
 //   npm run bench:conntrack -- 10000   (only the given table sizes)
+//   PF_BENCH_SHAPE=few-flows-per-pair, PF_BENCH_NODE_ARGS='--cpu-prof …': one shape; profile podflow
 //
 // For each table size N and shape (few flows per peer pair / many flows per peer pair) it fills a
 // fresh namespace's conntrack table with N entries through ctnetlink NEW (a batch of messages per
@@ -261,7 +262,7 @@ async function podflow(loopSeconds: number) {
         `tick: rss ${mb(m.rss)} heapUsed ${mb(m.heapUsed)} heapTotal ${mb(m.heapTotal)} external ${mb(m.external)} arrayBuffers ${mb(m.arrayBuffers)} peak ${peakRssMb().toFixed(0)}`,
       );
     }
-    return { wallMs, cpuMs: (c.user + c.system) / 1000, entries: r.entries, flows: r.flows.length };
+    return { wallMs, cpuMs: (c.user + c.system) / 1000, entries: r.entries, flows: r.columns.length };
   };
   const peaks: Record<string, number> = {};
   resetPeak();
@@ -334,8 +335,16 @@ const root = join(dirname(self), '../..');
 const bundle = join(root, 'dist/bench/conntrack.bench.mjs');
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
+/**
+ * Extra node flags for the measured podflow process, for profiling (e.g.
+ * `PF_BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'`). Figures taken so are not comparable.
+ */
+const nodeArgs = (what: string | undefined): string[] =>
+  what === 'podflow' ? (process.env.PF_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '') : [];
+
 function inner(ns: string, args: string[]): unknown {
-  const out = execFileSync('ip', ['netns', 'exec', ns, process.execPath, bundle, 'inner', ...args], {
+  const node = [process.execPath, ...nodeArgs(args[0]), bundle, 'inner', ...args];
+  const out = execFileSync('ip', ['netns', 'exec', ns, ...node], {
     encoding: 'utf8',
     maxBuffer: 64 << 20,
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -355,7 +364,10 @@ async function outer(sizes: number[]) {
     `--outfile=${join(dirname(bundle), 'events-child.mjs')}`,
   ]);
   const rows: string[] = [];
-  const shapes: Shape[] = ['few-flows-per-pair', 'many-flows-per-pair'];
+  // PF_BENCH_SHAPE=few-flows-per-pair (or many-…) measures one shape only.
+  const shapes = (['few-flows-per-pair', 'many-flows-per-pair'] as Shape[]).filter(
+    (s) => (process.env.PF_BENCH_SHAPE ?? s) === s,
+  );
   const fmt = (x: number) => x.toFixed(0).padStart(6);
   const ratio = (a: number, b: number) => `${(a / b).toFixed(2)}×`;
   console.log(`node ${process.version}, ${new Date().toISOString()}`);
