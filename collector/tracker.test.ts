@@ -227,4 +227,66 @@ describe('Tracker against a reference model', () => {
     // New connections after the baseline are counted in full from 0, which the model did too.
     expect(counted).toBe(expected);
   });
+
+  it('never takes a freed slot for the connection the previous read visited next', () => {
+    let counted = 0;
+    const t = new Tracker((_c, ob) => {
+      counted += ob;
+    });
+    const a = (bytes: number) => ({ ...conn(1, 1000, [bytes, 0]), key: 11, key2: 1 });
+    const b = (bytes: number) => ({ ...conn(2, 1001, [bytes, 0]), key: 22, key2: 2 });
+    const read = (...xs: ConnSample[]) => {
+      t.begin();
+      for (const x of xs) t.visit(x);
+      t.end(true);
+    };
+    read(a(10), b(400)); // baseline: after A comes B
+    read(a(10));
+    read(a(10)); // B unseen by two complete reads: forgotten, its slot freed (key words stay)
+    expect(t.size).toBe(1);
+    // The same identity again, after A as before: a new connection, counted in full.
+    read(a(10), b(500));
+    expect(counted).toBe(500);
+    read(a(15), b(520));
+    expect(counted).toBe(525);
+  });
+
+  it('counts exactly what a Map model counts when the read order changes between reads', () => {
+    let seed = 777;
+    const rand = (n: number) => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed % n;
+    };
+    let counted = 0;
+    const t = new Tracker((_c, ob) => {
+      counted += ob;
+    });
+    const live = new Map<number, number>();
+    let nextId = 1;
+    let expected = 0;
+    for (let tick = 0; tick < 40; tick++) {
+      for (const id of [...live.keys()]) if (rand(6) === 0) live.delete(id);
+      for (let i = rand(200); i > 0; i--) live.set(nextId++, 0);
+      const ids = [...live.keys()];
+      // Mostly the same order as before, with swapped pairs; now and then reversed or shuffled.
+      const how = rand(4);
+      if (how === 0) ids.reverse();
+      for (let i = 0; i < ids.length; i++) {
+        if (how === 1 || rand(10) === 0) {
+          const j = rand(ids.length);
+          [ids[i], ids[j]] = [ids[j]!, ids[i]!];
+        }
+      }
+      t.begin();
+      for (const id of ids) {
+        const bytes = live.get(id)!;
+        const grown = rand(2) === 0 ? bytes + 1 + rand(100) : bytes;
+        if (tick > 0) expected += grown - bytes;
+        live.set(id, grown);
+        t.visit({ ...conn(id, id & 0xffff, [grown, 0]), key: id % 31, key2: id });
+      }
+      t.end(true);
+    }
+    expect(counted).toBe(expected);
+  });
 });

@@ -2,16 +2,18 @@
 //
 //   npm run bench:cilium            (root; mounts a private bpffs, creates and removes its own maps)
 //   npm run bench:cilium -- 50000   (another total entry count; default 250000)
+//   PF_BENCH_PROFILE_GREW=/tmp/grew.cpuprofile: CPU profile of the all-grown ticks only
 //
 // Fills Cilium's four conntrack maps (≤1.15 layout, OUT and IN entries, 200 local pods) with N
 // entries in all, then measures in separate processes:
 // - floor: the bulk read alone — every map read through the addon in the same chunks podflow uses
 //   (BPF_MAP_LOOKUP_BATCH), no parsing;
 // - podflow: reducer.tick() on the Cilium source: the baseline tick, steady ticks (no counter
-//   change), and a tick after every entry's counters grew (the maps rewritten between ticks).
+//   change), and ticks after every entry's counters grew (the maps rewritten between ticks; the
+//   median of three). The floor is measured before and after (on the grown maps); the better one.
 // Reported: wall time, CPU time, peak RSS (VmHWM), and ratios to the floor. Nothing is asserted.
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CiliumSource } from '../../collector/cilium/source.js';
@@ -27,6 +29,7 @@ import {
   mountBpffs,
   putEntries,
 } from '../helpers/bpf.js';
+import { profileIf } from './profile.js';
 
 const MAPS = [
   { name: 'cilium_ct4_global', share: 0.6, v6: false, proto: 6, max: 524288 },
@@ -84,6 +87,13 @@ async function fill(dir: string, total: number, grow: number): Promise<void> {
     const ks = m.v6 ? KEY6_SIZE : KEY4_SIZE;
     await putEntries(join(dir, m.name), ks, 56, records(m, Math.round(total * m.share), grow));
   }
+}
+
+/** Resets the peak RSS counter (VmHWM) so that a phase reports its own peak. */
+function resetPeak(): void {
+  try {
+    writeFileSync('/proc/self/clear_refs', '5');
+  } catch {}
 }
 
 const peakRss = () =>
@@ -155,8 +165,21 @@ async function podflow(dir: string, total: number): Promise<object> {
   const baseline = await timed(tick);
   const steady: { ms: number; cpu: number }[] = [];
   for (let i = 0; i < 5; i++) steady.push(await timed(tick));
-  await fill(dir, total, 1); // every counter grows (not timed)
-  const grown = await timed(tick);
+  const steadyPeakRssMb = peakRss();
+  // Every counter grows (the maps rewritten, not timed), three times: the median tick. The fill's
+  // buffers are this benchmark's, not podflow's: collected, and the peak counter reset, before each.
+  const grownRuns: { ms: number; cpu: number }[] = [];
+  let grownPeakRssMb = 0;
+  for (let g = 1; g <= 3; g++) {
+    await fill(dir, total, g);
+    (globalThis as { gc?: () => void }).gc?.();
+    resetPeak();
+    const stopProfile = await profileIf(process.env.PF_BENCH_PROFILE_GREW);
+    grownRuns.push(await timed(tick));
+    await stopProfile();
+    grownPeakRssMb = Math.max(grownPeakRssMb, peakRss());
+  }
+  const grown = { ms: median(grownRuns.map((r) => r.ms))!, cpu: median(grownRuns.map((r) => r.cpu))! };
   const grownFlows = flows;
   await source.close();
   return {
@@ -169,7 +192,9 @@ async function podflow(dir: string, total: number): Promise<object> {
     grownMs: grown.ms,
     grownCpu: grown.cpu,
     grownFlows,
-    peakRssMb: peakRss(),
+    peakRssMb: Math.max(steadyPeakRssMb, grownPeakRssMb),
+    steadyPeakRssMb,
+    grownPeakRssMb,
   };
 }
 
@@ -222,8 +247,12 @@ async function main(): Promise<void> {
           maxBuffer: 1 << 24,
         }),
       );
-    const f = child('floor');
+    const f0 = child('floor');
     const p = child('podflow');
+    // The machine may be shared, and the maps were rewritten by the growth phase: measure the floor
+    // again on the grown maps and keep the better one.
+    const f1 = child('floor');
+    const f = f1.cpu < f0.cpu ? { ...f1, peakRssMb: Math.max(f0.peakRssMb, f1.peakRssMb) } : f0;
     const r = (x: number) => (x / f.ms).toFixed(2);
     // CPU time too: on a busy machine wall time mostly measures waiting for a core.
     const rc = (x: number) => (x / f.cpu).toFixed(2);
@@ -242,7 +271,7 @@ async function main(): Promise<void> {
       `podflow all-grown tick: ${p.grownMs.toFixed(1)} ms wall (${r(p.grownMs)}× floor), ${p.grownCpu.toFixed(1)} ms CPU (${rc(p.grownCpu)}×), ${p.grownFlows} flows`,
     );
     console.log(
-      `podflow peak RSS: ${p.peakRssMb.toFixed(0)} MB (floor process ${f.peakRssMb.toFixed(0)} MB, ratio ${(p.peakRssMb / f.peakRssMb).toFixed(2)})`,
+      `podflow peak RSS: ${p.peakRssMb.toFixed(0)} MB (baseline + steady ${p.steadyPeakRssMb.toFixed(0)}, all grown ${p.grownPeakRssMb.toFixed(0)}; floor process ${f.peakRssMb.toFixed(0)} MB, ratio ${(p.peakRssMb / f.peakRssMb).toFixed(2)})`,
     );
   } finally {
     await mnt.cleanup();

@@ -3,6 +3,7 @@
 //   npm run bench:conntrack            (root; creates and deletes its own network namespaces)
 //   npm run bench:conntrack -- 10000   (only the given table sizes)
 //   PF_BENCH_SHAPE=few-flows-per-pair, PF_BENCH_NODE_ARGS='--cpu-prof …': one shape; profile podflow
+//   PF_BENCH_PROFILE_GREW=/tmp/grew.cpuprofile: CPU profile of the all-grew ticks only
 //
 // For each table size N and shape (few flows per peer pair / many flows per peer pair) it fills a
 // fresh namespace's conntrack table with N entries through ctnetlink NEW (a batch of messages per
@@ -37,6 +38,7 @@ import {
 import { createNetfilterSource } from '../../collector/netfilter/source.js';
 import { createReducer } from '../../collector/reduce.js';
 import type { ConnSample, ConntrackSource } from '../../collector/source.js';
+import { profileIf } from './profile.js';
 
 type Shape = 'few-flows-per-pair' | 'many-flows-per-pair';
 const LOCAL_PODS = 200;
@@ -282,10 +284,12 @@ async function podflow(loopSeconds: number) {
   resetPeak();
   const changed100: typeof changed10 = [];
   state.share = 1;
+  const stopProfile = await profileIf(process.env.PF_BENCH_PROFILE_GREW);
   for (let k = 0; k < 3; k++) {
     state.bump++;
     changed100.push(await tick());
   }
+  await stopProfile();
   peaks.changed100 = peakRssMb();
   if (process.env.PF_BENCH_MEM) {
     const { setFlagsFromString } = await import('node:v8');
