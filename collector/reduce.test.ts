@@ -204,6 +204,31 @@ describe('createReducer', () => {
     ]);
   });
 
+  it('follows a connection whose local end changes between ticks into the right series', async () => {
+    const local = new Set(['10.1.0.5']);
+    const source = new ScriptedSource();
+    const reducer = createReducer(
+      { groupPublicIps: false },
+      { podIndex: { isLocal: (ip) => local.has(ip) } },
+    );
+    const conn = (n: number) => sample('10.1.0.5', '10.1.0.9', '10.1.0.9', [10 * n, n, 100 * n, n], 1);
+    source.reads = [[conn(0)], [conn(1)], [conn(2)], [conn(3)], [conn(4)]];
+    const tick = async () =>
+      sortFlows((await reducer.tick(source)).flows).map((f) => [f.src, f.dst, f.txBytes, f.rxBytes]);
+    await tick(); // baseline
+    expect(await tick()).toEqual([['10.1.0.5', '10.1.0.9', 10, 100]]);
+    local.add('10.1.0.9'); // the peer turns out to be a pod of this node: counted from both ends
+    expect(await tick()).toEqual([
+      ['10.1.0.5', '10.1.0.9', 10, 100],
+      ['10.1.0.9', '10.1.0.5', 100, 10],
+    ]);
+    local.delete('10.1.0.5'); // the opener left: only the reply end is local
+    expect(await tick()).toEqual([['10.1.0.9', '10.1.0.5', 100, 10]]);
+    local.add('10.1.0.5');
+    local.delete('10.1.0.9'); // and back to the opener's end alone
+    expect(await tick()).toEqual([['10.1.0.5', '10.1.0.9', 10, 100]]);
+  });
+
   it('sums what a plain per-key model sums, through many series, drops and reuse', async () => {
     const local = ['10.1.0.1', '10.1.0.2', 'fd00::1'];
     const { source, reducer } = setup(local);

@@ -76,6 +76,16 @@ const IDLE_TICKS = 3;
  */
 const IDX_SPAN = 2 ** 24;
 const REUSE_MASK = 2 ** 28 - 1;
+/**
+ * A connection's tags: both ends local, tagA and tagB are the two series' tags; one end local,
+ * tagA is its series' tag and tagB says which end that is (tags are -1 until set).
+ */
+const ORIG_END_SERIES = -2;
+const REPLY_END_SERIES = -3;
+/** Numbers per series in SeriesTable.rec, and where its last tick and reuse count sit. */
+const REC = 6;
+const R_LAST = 4;
+const R_REUSE = 5;
 
 /**
  * The accumulated traffic of every (local, peer, proto) series, kept in columns (index = series):
@@ -88,12 +98,13 @@ class SeriesTable {
   src: (string | undefined)[] = [];
   dst: (string | undefined)[] = [];
   proto = new Uint8Array(1024);
-  /** tx bytes, tx packets, rx bytes, rx packets: 4 per series. */
-  cnt = new Float64Array(1024 * 4);
-  /** Tick that last added to the series; equal to the current tick = listed in `touched`. */
-  last = new Uint32Array(1024);
-  /** Bumped when the index is freed (see IDX_SPAN). */
-  reuse = new Uint32Array(1024);
+  /**
+   * What a delta reads and writes, side by side (REC numbers per series, one or two cache lines
+   * instead of one per column: when every connection grew, the tick's time goes to cache misses):
+   * tx bytes, tx packets, rx bytes, rx packets; the tick that last added to it (equal to the current
+   * tick = listed in `touched`); the reuse count, bumped when the index is freed (see IDX_SPAN).
+   */
+  rec = new Float64Array(1024 * REC);
   hash = new Uint32Array(1024);
   /** 1 = in use. */
   live = new Uint8Array(1024);
@@ -127,8 +138,9 @@ class SeriesTable {
     this.proto[idx] = proto;
     this.hash[idx] = h;
     this.live[idx] = 1;
-    const c = this.cnt;
-    c[idx * 4] = c[idx * 4 + 1] = c[idx * 4 + 2] = c[idx * 4 + 3] = 0;
+    const r = this.rec;
+    const o = idx * REC;
+    r[o] = r[o + 1] = r[o + 2] = r[o + 3] = 0;
     if ((this.size + 1) * 2 > this.mask + 1) this.growTable();
     this.place(h, idx);
     this.size++;
@@ -136,28 +148,26 @@ class SeriesTable {
   }
 
   tagOf(idx: number): number {
-    return idx + this.reuse[idx]! * IDX_SPAN;
+    return idx + this.rec[idx * REC + R_REUSE]! * IDX_SPAN;
   }
 
-  /** The index a tag names, or -1 when that series was dropped meanwhile (or `src` differs). */
-  resolve(tag: number, src: string): number {
+  /** The index a tag names, or -1 when that series was dropped meanwhile. */
+  resolve(tag: number): number {
     if (tag < 0) return -1;
     const idx = tag % IDX_SPAN;
-    if (this.reuse[idx] !== (tag - idx) / IDX_SPAN || this.src[idx] !== src) return -1;
+    if (this.rec[idx * REC + R_REUSE] !== (tag - idx) / IDX_SPAN) return -1;
     return idx;
   }
 
   add(idx: number, tick: number, tb: number, tp: number, rb: number, rp: number): void {
-    const c = this.cnt;
-    const i = idx * 4;
-    c[i] += tb;
-    c[i + 1] += tp;
-    c[i + 2] += rb;
-    c[i + 3] += rp;
-    // One array for both "when last added" and "already listed this tick": a memory access fewer
-    // per delta (every connection's delta lands here when all of them grew).
-    if (this.last[idx] !== tick) {
-      this.last[idx] = tick;
+    const r = this.rec;
+    const o = idx * REC;
+    r[o] += tb;
+    r[o + 1] += tp;
+    r[o + 2] += rb;
+    r[o + 3] += rp;
+    if (r[o + R_LAST] !== tick) {
+      r[o + R_LAST] = tick;
       if (this.nTouched === this.touched.length) {
         const t = new Int32Array(this.touched.length * 2);
         t.set(this.touched);
@@ -170,7 +180,7 @@ class SeriesTable {
   /** Drops series idle since before `oldest`. */
   sweep(oldest: number): void {
     for (let idx = 0; idx < this.used; idx++) {
-      if (this.live[idx] === 1 && this.last[idx]! < oldest) this.drop(idx);
+      if (this.live[idx] === 1 && this.rec[idx * REC + R_LAST]! < oldest) this.drop(idx);
     }
   }
 
@@ -178,7 +188,8 @@ class SeriesTable {
     this.unplace(this.hash[idx]!, idx);
     this.size--;
     this.live[idx] = 0;
-    this.reuse[idx] = (this.reuse[idx]! + 1) & REUSE_MASK;
+    const o = idx * REC + R_REUSE;
+    this.rec[o] = (this.rec[o]! + 1) & REUSE_MASK;
     this.src[idx] = undefined;
     this.dst[idx] = undefined;
     this.free.push(idx);
@@ -199,9 +210,7 @@ class SeriesTable {
       return n;
     };
     this.proto = g(this.proto, new Uint8Array(cap));
-    this.cnt = g(this.cnt, new Float64Array(cap * 4));
-    this.last = g(this.last, new Uint32Array(cap));
-    this.reuse = g(this.reuse, new Uint32Array(cap));
+    this.rec = g(this.rec, new Float64Array(cap * REC));
     this.hash = g(this.hash, new Uint32Array(cap));
     this.live = g(this.live, new Uint8Array(cap));
     this.cap = cap;
@@ -323,12 +332,12 @@ class FlowReducer implements Reducer {
     const t = this.series;
     const n = t.nTouched;
     const flows = new FlowColumns(n);
-    const c = t.cnt;
+    const r = t.rec;
     for (let k = 0; k < n; k++) {
       const idx = t.touched[k]!;
-      const i = idx * 4;
-      flows.set(k, t.src[idx]!, t.dst[idx]!, t.proto[idx]!, c[i]!, c[i + 1]!, c[i + 2]!, c[i + 3]!);
-      c[i] = c[i + 1] = c[i + 2] = c[i + 3] = 0;
+      const o = idx * REC;
+      flows.set(k, t.src[idx]!, t.dst[idx]!, t.proto[idx]!, r[o]!, r[o + 1]!, r[o + 2]!, r[o + 3]!);
+      r[o] = r[o + 1] = r[o + 2] = r[o + 3] = 0;
     }
     t.nTouched = 0;
     const now = this.tickNo++;
@@ -350,13 +359,14 @@ class FlowReducer implements Reducer {
     const t = this.series;
     const tick = this.tickNo;
     if (srcLocal !== peerLocal) {
-      // One local end: tx is what that end sent.
-      const local = srcLocal ? origSrc : replySrc;
-      let idx = c.tagB < 0 ? t.resolve(c.tagA, local) : -1;
+      // One local end: tx is what that end sent. tagB says which end the cached series is for.
+      const which = srcLocal ? ORIG_END_SERIES : REPLY_END_SERIES;
+      let idx = c.tagB === which ? t.resolve(c.tagA) : -1;
       if (idx < 0) {
+        const local = srcLocal ? origSrc : replySrc;
         const tag = t.find(local, this.peer(srcLocal ? replySrc : origSrc), c.proto);
         c.tagA = tag;
-        c.tagB = -1;
+        c.tagB = which;
         idx = tag % IDX_SPAN;
       }
       if (srcLocal) t.add(idx, tick, ob, op, rb, rp);
@@ -364,8 +374,8 @@ class FlowReducer implements Reducer {
       return;
     }
     // Both ends local (pod to pod on this node): count it from each side.
-    let a = t.resolve(c.tagA, origSrc);
-    let b = a < 0 ? -1 : t.resolve(c.tagB, replySrc);
+    let a = t.resolve(c.tagA);
+    let b = a < 0 ? -1 : t.resolve(c.tagB);
     if (b < 0) {
       const ta = t.find(origSrc, this.peer(replySrc), c.proto);
       const tb = t.find(replySrc, this.peer(origSrc), c.proto);
