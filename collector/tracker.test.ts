@@ -2,6 +2,14 @@ import { describe, expect, it } from 'vitest';
 import type { ConnSample } from './source.js';
 import { type TrackedConn, Tracker } from './tracker.js';
 
+/** A small deterministic random source: `rand(n)` in [0, n). */
+function lcg(seed: number): (n: number) => number {
+  return (n) => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return seed % n;
+  };
+}
+
 function conn(
   id: number,
   sport: number,
@@ -188,11 +196,7 @@ describe('Tracker numeric key collisions', () => {
 describe('Tracker against a reference model', () => {
   it('counts exactly what a plain Map model counts, through growth, collisions and removals', () => {
     // Few distinct `key` values force long probe runs and backward-shift deletions.
-    let seed = 12345;
-    const rand = (n: number) => {
-      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-      return seed % n;
-    };
+    const rand = lcg(12345);
     let counted = 0;
     const t = new Tracker((_c, ob) => {
       counted += ob;
@@ -252,11 +256,7 @@ describe('Tracker against a reference model', () => {
   });
 
   it('counts exactly what a Map model counts when the read order changes between reads', () => {
-    let seed = 777;
-    const rand = (n: number) => {
-      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-      return seed % n;
-    };
+    const rand = lcg(777);
     let counted = 0;
     const t = new Tracker((_c, ob) => {
       counted += ob;
