@@ -22,10 +22,7 @@ import {
 } from './helpers/bpf.js';
 import { requireRoot } from './helpers/netns.js';
 import { freePort } from './helpers/ports.js';
-import { waitFor as waitUntil } from './helpers/wait.js';
-
-const until = <T>(what: string, f: () => Promise<T | undefined>, timeoutMs = 20_000) =>
-  waitUntil(what, f, timeoutMs);
+import { waitFor } from './helpers/wait.js';
 
 const root = requireRoot();
 const ROOT = join(import.meta.dirname, '..');
@@ -137,13 +134,13 @@ describe.skipIf(!root)('podflow collector --source cilium', () => {
       stderr += d.toString();
     });
     const base = `http://127.0.0.1:${port}`;
-    await until('readyz', async () => ((await fetch(`${base}/readyz`)).ok ? true : undefined));
+    await waitFor('readyz', async () => ((await fetch(`${base}/readyz`)).ok ? true : undefined));
     const metrics = await (await fetch(`${base}/metrics`)).text();
     expect(metrics).toMatch(/^podflow_collector_conntrack_entries 2$/m);
 
     // The first tick was the baseline (history before start is not counted): grow the counters.
     await write(2);
-    const flows = await until('flows', async () => {
+    const flows = await waitFor('flows', async () => {
       const body = unpack(
         Buffer.from(await (await fetch(`${base}${PULL_PATH}`)).arrayBuffer()),
       ) as PullResponse;
@@ -186,7 +183,7 @@ describe.skipIf(!root)('podflow collector --source cilium', () => {
       stderr += d.toString();
     });
     try {
-      await until('readyz', async () =>
+      await waitFor('readyz', async () =>
         (await fetch(`http://127.0.0.1:${port}/readyz`)).ok ? true : undefined,
       );
       const line = stderr.split('\n').find((l) => l.includes('--source auto'));

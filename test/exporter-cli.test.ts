@@ -7,10 +7,7 @@ import type { Flow } from '../shared/flow.js';
 import { HttpReceiver } from './helpers/http-receiver.js';
 import { freePort } from './helpers/ports.js';
 import { startTestCollector } from './helpers/test-collector.js';
-import { waitFor as waitUntil } from './helpers/wait.js';
-
-const until = <T>(what: string, f: () => Promise<T | undefined>, timeoutMs = 20_000) =>
-  waitUntil(what, f, timeoutMs);
+import { waitFor } from './helpers/wait.js';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 const cleanup: (() => Promise<void>)[] = [];
@@ -97,9 +94,9 @@ describe('podflow exporter', () => {
       { KEY: 'k-123' },
     );
     const base = `http://127.0.0.1:${port}`;
-    await until('healthz', async () => ((await fetch(`${base}/healthz`)).ok ? true : undefined));
-    await until('readyz', async () => ((await fetch(`${base}/readyz`)).status === 200 ? true : undefined));
-    await until('collectors acknowledged', async () =>
+    await waitFor('healthz', async () => ((await fetch(`${base}/healthz`)).ok ? true : undefined));
+    await waitFor('readyz', async () => ((await fetch(`${base}/readyz`)).status === 200 ? true : undefined));
+    await waitFor('collectors acknowledged', async () =>
       c1.backlog.stats().batches === 0 && c2.backlog.stats().batches === 0 ? true : undefined,
     );
     const text = await (await fetch(`${base}/metrics`)).text();
@@ -126,13 +123,13 @@ describe('podflow exporter', () => {
 
     // New traffic after the first rounds is counted once more, never twice.
     c1.backlog.append(5000, 10_000, [flow('10.0.0.1', '8.8.8.8', 5)]);
-    await until('second batch', async () => (c1.backlog.stats().batches === 0 ? true : undefined));
-    const after = await until('metrics updated', async () => {
+    await waitFor('second batch', async () => (c1.backlog.stats().batches === 0 ? true : undefined));
+    const after = await waitFor('metrics updated', async () => {
       const t = await (await fetch(`${base}/metrics`)).text();
       return sum(t, 'podflow_transmit_bytes_total') === 1115 ? t : undefined;
     });
     expect(sum(after, 'podflow_exporter_flows_total')).toBe(4);
-    await until('records posted', async () => (rx.acceptedRecords().length === 4 ? true : undefined));
+    await waitFor('records posted', async () => (rx.acceptedRecords().length === 4 ? true : undefined));
 
     p.child.kill('SIGTERM');
     const [code] = await p.exited;

@@ -16,12 +16,9 @@ import { silentLogger } from '../shared/log.js';
 import { HttpReceiver } from './helpers/http-receiver.js';
 import { freePort } from './helpers/ports.js';
 import { startPrometheus } from './helpers/prometheus.js';
-import { waitFor as waitUntil } from './helpers/wait.js';
+import { waitFor } from './helpers/wait.js';
 import { startHarness } from './kube-api-server/harness.js';
 import { node, pod, replicaSet } from './kube-api-server/objects.js';
-
-const until = <T>(what: string, f: () => Promise<T | undefined>, timeoutMs = 30_000) =>
-  waitUntil(what, f, timeoutMs);
 
 const ROOT = new URL('..', import.meta.url).pathname;
 const cleanup: (() => Promise<void>)[] = [];
@@ -143,10 +140,16 @@ describe('podflow exporter with Kubernetes', () => {
       }
     });
 
-    await until('exporter ready', async () =>
-      (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200 ? true : undefined,
+    await waitFor(
+      'exporter ready',
+      async () => ((await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200 ? true : undefined),
+      30_000,
     );
-    await until('collector acknowledged', async () => (backlog.stats().batches === 0 ? true : undefined));
+    await waitFor(
+      'collector acknowledged',
+      async () => (backlog.stats().batches === 0 ? true : undefined),
+      30_000,
+    );
 
     const prom = await startPrometheus({ targets: [`127.0.0.1:${port}`], scrapeInterval: '1s' });
     cleanup.push(() => prom.stop());
@@ -181,7 +184,11 @@ describe('podflow exporter with Kubernetes', () => {
       await prom.scalar(`podflow_exporter_pulls_total{collector="http://127.0.0.1:${collectorPort}"}`),
     ).toBeGreaterThan(0);
 
-    await until('records posted', async () => (rx.acceptedRecords().length === 3 ? true : undefined));
+    await waitFor(
+      'records posted',
+      async () => (rx.acceptedRecords().length === 3 ? true : undefined),
+      30_000,
+    );
     const rec = rx.acceptedRecords().find((r) => r.dst_pod === 'db-0')!;
     expect(rec).toMatchObject({
       src_workload: 'Deployment/web',

@@ -103,7 +103,6 @@ export class Cluster {
   private readonly collectors = new Map<string, ChildProcess>();
   private readonly relays: Relay[] = [];
   private api: Harness | undefined;
-  private promStarted: Prometheus | undefined;
   private dir = '';
   private logs = '';
 
@@ -128,7 +127,6 @@ export class Cluster {
     await this.startExporter();
     for (const n of this.spec.nodes) await this.collectorReady(n);
     this.prom = await startPrometheus({ targets: [EXPORTER], ns: this.ctl });
-    this.promStarted = this.prom;
   }
 
   private spawnCollector(n: NodeDef): void {
@@ -381,7 +379,8 @@ export class Cluster {
 
   /** Stops every process (also the traffic servers started in the namespaces) and removes everything. */
   async close(): Promise<void> {
-    await this.promStarted?.stop().catch(() => undefined);
+    // Unset when start() failed before it: the same for rx below.
+    await this.prom?.stop().catch(() => undefined);
     for (const p of this.procs) await kill(p, 'SIGKILL').catch(() => undefined);
     await cleanupAll();
     for (const r of this.relays) await r.close().catch(() => undefined);
