@@ -74,9 +74,4 @@ export class FlowColumns {
   toJSON(): Flow[] {
     return this.toFlows();
   }
-
-  /** Sum of tx and rx bytes of flow `k`. */
-  bytes(k: number): number {
-    return this.cnt[k * 4]! + this.cnt[k * 4 + 2]!;
-  }
 }
