@@ -8,6 +8,7 @@ import type { Config } from '../shared/config.js';
 import { StartupError } from '../shared/errors.js';
 import { createRegistry, HttpServer } from '../shared/http.js';
 import type { Logger } from '../shared/log.js';
+import { startServer } from './collector.js';
 
 export async function run(config: Config, log: Logger, signal: AbortSignal): Promise<void> {
   const registry = createRegistry();
@@ -42,13 +43,7 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
       notReady: () => kube?.notReady() ?? (pipeline.ready ? undefined : 'first export round not done yet'),
     },
   );
-  try {
-    await server.start();
-  } catch (err) {
-    throw new StartupError(
-      `--listen ${config.listen.host}:${config.listen.port}: cannot listen (${(err as Error).message})`,
-    );
-  }
+  await startServer(server, config.listen);
   if (kube === undefined) {
     pipeline.start();
   } else {

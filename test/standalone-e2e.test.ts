@@ -645,6 +645,19 @@ describe('podflow executable start-up errors', () => {
       const [code] = (await once(second, 'exit')) as [number | null];
       expect(code).toBe(1);
       expect(plainLines(stderr)).toEqual(['podflow: --listen 127.0.0.1:9470: address already in use']);
+      // The exporter says it in the same words.
+      const exporter = ns.spawn(
+        process.execPath,
+        [BIN, 'exporter', '--listen', '127.0.0.1:9470', '--collectors', 'http://127.0.0.1:9470'],
+        NO_KUBE,
+      );
+      let exporterErr = '';
+      exporter.stderr?.on('data', (d) => {
+        exporterErr += d;
+      });
+      const [exporterCode] = (await once(exporter, 'exit')) as [number | null];
+      expect(exporterCode).toBe(1);
+      expect(plainLines(exporterErr)).toEqual(['podflow: --listen 127.0.0.1:9470: address already in use']);
       await kill(first);
     } finally {
       await cleanupAll();
