@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Flow } from '../shared/flow.js';
+import { seededInt } from '../test/helpers/random.js';
 import { createReducer } from './reduce.js';
 import type { ConnSample, ConntrackSource, ReadStats } from './source.js';
 
@@ -232,11 +233,7 @@ describe('createReducer', () => {
   it('sums what a plain per-key model sums, through many series, drops and reuse', async () => {
     const local = ['10.1.0.1', '10.1.0.2', 'fd00::1'];
     const { source, reducer } = setup(local);
-    let seed = 7;
-    const rnd = (n: number) => {
-      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-      return (seed >>> 8) % n;
-    };
+    const rnd = seededInt(7);
     const conns = Array.from({ length: 3000 }, (_, i) => {
       const l = local[i % 3]!;
       const peer = l.includes(':') ? `fd00:9::${(rnd(400) + 1).toString(16)}` : `10.9.${rnd(4)}.${rnd(250)}`;

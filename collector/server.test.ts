@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Flow, PullResponse } from '../shared/flow.js';
 import { createRegistry, type HttpServer } from '../shared/http.js';
 import { silentLogger } from '../shared/log.js';
+import { seededInt } from '../test/helpers/random.js';
 import { Backlog } from './backlog.js';
 import { createCollectorMetrics } from './metrics.js';
 import { createCollectorServer } from './server.js';
@@ -159,12 +160,8 @@ describe('collector server', () => {
   it('survives random ack bodies and query strings: always a 2xx/4xx, never a lost batch', async () => {
     backlog.append(0, 1, [flow('10.2.0.1', 1)]);
     backlog.append(1, 2, [flow('10.2.0.2', 1)]);
-    // A small deterministic generator: failures reproduce.
-    let seed = 12345;
-    const rnd = (n: number) => {
-      seed = (seed * 1103515245 + 12345) >>> 0;
-      return seed % n;
-    };
+    // Seeded: failures reproduce.
+    const rnd = seededInt(12345);
     const values: unknown[] = [
       null,
       true,

@@ -1,14 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { seededInt } from '../test/helpers/random.js';
 import type { ConnSample } from './source.js';
 import { type TrackedConn, Tracker } from './tracker.js';
-
-/** A small deterministic random source: `rand(n)` in [0, n). */
-function lcg(seed: number): (n: number) => number {
-  return (n) => {
-    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-    return seed % n;
-  };
-}
 
 function conn(
   id: number,
@@ -196,7 +189,7 @@ describe('Tracker numeric key collisions', () => {
 describe('Tracker against a reference model', () => {
   it('counts exactly what a plain Map model counts, through growth, collisions and removals', () => {
     // Few distinct `key` values force long probe runs and backward-shift deletions.
-    const rand = lcg(12345);
+    const rand = seededInt(12345);
     let counted = 0;
     const t = new Tracker((_c, ob) => {
       counted += ob;
@@ -256,7 +249,7 @@ describe('Tracker against a reference model', () => {
   });
 
   it('counts exactly what a Map model counts when the read order changes between reads', () => {
-    const rand = lcg(777);
+    const rand = seededInt(777);
     let counted = 0;
     const t = new Tracker((_c, ob) => {
       counted += ob;

@@ -2,6 +2,7 @@ import { isIPv4 } from 'node:net';
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import type { PullResponse } from '../shared/flow.js';
+import { seeded } from '../test/helpers/random.js';
 import { decodePullResponse, encodePullResponse, isDottedQuad, PullError } from './pull.js';
 
 const valid = (): PullResponse => ({
@@ -134,18 +135,6 @@ describe('decodePullResponse', () => {
   });
 });
 
-/** Deterministic PRNG so that a failing fuzz case can be replayed. */
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Decoding either yields a response that satisfies every invariant, or a PullError: nothing else. */
 function decodeOrPullError(body: Uint8Array): 'ok' | 'error' {
   try {
@@ -170,7 +159,7 @@ function decodeOrPullError(body: Uint8Array): 'ok' | 'error' {
 
 describe('decoder fuzz', () => {
   it('random bytes never crash the decoder', () => {
-    const rand = rng(1);
+    const rand = seeded(1);
     for (let i = 0; i < 3000; i++) {
       const body = Buffer.alloc(Math.floor(rand() * 200));
       for (let j = 0; j < body.length; j++) body[j] = Math.floor(rand() * 256);
@@ -181,7 +170,7 @@ describe('decoder fuzz', () => {
   });
 
   it('mutated valid bodies are refused or sound, and never poison later decodes', () => {
-    const rand = rng(2);
+    const rand = seeded(2);
     const encodings = [
       new Packr({ useRecords: false }).pack(valid()),
       new Packr({ useRecords: true }).pack(valid()),
@@ -224,11 +213,7 @@ describe('isDottedQuad', () => {
       '１.2.3.4',
     ];
     for (const c of cases) expect([c, isDottedQuad(c)]).toEqual([c, isIPv4(c)]);
-    let seed = 7;
-    const rand = () => {
-      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
-      return seed / 2 ** 32;
-    };
+    const rand = seeded(7);
     const alphabet = '0123456789..........12255x:';
     for (let n = 0; n < 200_000; n++) {
       let v = '';

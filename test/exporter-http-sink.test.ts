@@ -11,6 +11,7 @@ import { PullError } from '../exporter/pull.js';
 import type { EnrichedFlow, Flow } from '../shared/flow.js';
 import { silentLogger } from '../shared/log.js';
 import { HttpReceiver } from './helpers/http-receiver.js';
+import { seededInt } from './helpers/random.js';
 
 const flow = (i: number, over: Partial<EnrichedFlow> = {}): EnrichedFlow => ({
   ts: Date.UTC(2026, 0, 2, 3, 4, 5, 0),
@@ -391,15 +392,6 @@ describe('parseRetryAfter', () => {
 
 const zero = { txBytes: 0, rxBytes: 0, txPackets: 0, rxPackets: 0 };
 
-/** A small deterministic generator, so that a failing case can be replayed from its seed. */
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return (n: number) => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s % n;
-  };
-}
-
 interface Batch {
   from: number;
   to: number;
@@ -438,7 +430,7 @@ describe('HTTP sink requests of a push (partsOf)', () => {
 
   it('random stretches merged at random: every part has the same records after any merges', () => {
     for (let seed = 1; seed <= 300; seed++) {
-      const r = rng(seed);
+      const r = seededInt(seed);
       const max = 1 + r(12);
       // The collector appends no batch for a tick without flows.
       const batches: Batch[] = [];

@@ -32,6 +32,7 @@ import { FLOW_LABELS, type FlowLabel } from '../../shared/config.js';
 import type { Flow, PullResponse } from '../../shared/flow.js';
 import { type ChunkedRegistry, HttpServer } from '../../shared/http.js';
 import { silentLogger } from '../../shared/log.js';
+import { seeded } from '../helpers/random.js';
 
 const arg = (name: string, def: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -44,18 +45,6 @@ const CONCURRENCY = Number(arg('concurrency', '16'));
 const ROUNDS = 3;
 const PODS_PER_NODE = 30;
 const ZONES = ['zone-a', 'zone-b', 'zone-c'];
-
-// Deterministic PRNG: every run pulls the same cluster.
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const podIp = (node: number, pod: number) => `10.${(node >> 8) + 100}.${node & 255}.${pod + 10}`;
 const nodeIp = (node: number) => `192.168.${node >> 8}.${node & 255}`;
@@ -70,7 +59,7 @@ const depsOf = (app: number) => Array.from({ length: 6 }, (_, k) => (app * 7 + k
  * private addresses outside the cluster and to a pool of public addresses.
  */
 function flowsOf(node: number): Flow[] {
-  const rand = rng(node * 1000 + 1);
+  const rand = seeded(node * 1000 + 1);
   const seen = new Set<string>();
   const flows: Flow[] = [];
   const pods = PODS_PER_NODE * COLLECTORS;
