@@ -385,6 +385,18 @@ export const OPTIONS = {
     help: 'Cilium conntrack lifetime clock',
     commands: COLLECTING,
   }),
+  'pull-token-file': opt({
+    schema: z.string().min(1, { message: 'expected a file path' }),
+    arg: 'file',
+    help: 'bearer token(s) of the pull API, one per line, re-read on change: collectors accept them, exporters send the first',
+    commands: ALL,
+  }),
+  'metrics-auth': opt({
+    schema: bool,
+    default: false,
+    help: 'require a token of --pull-token-file on /metrics and the built-in view too',
+    commands: ALL,
+  }),
   'shutdown-timeout': opt({
     schema: duration(0),
     default: '10s',
