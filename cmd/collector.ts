@@ -12,6 +12,7 @@ import type { Config } from '../shared/config.js';
 import { StartupError } from '../shared/errors.js';
 import { createRegistry, type HttpServer } from '../shared/http.js';
 import type { Logger } from '../shared/log.js';
+import { loadTokenFile } from '../shared/token.js';
 
 /** The collecting half, shared by `podflow collector` and `podflow standalone`. */
 export interface CollectorGraph {
@@ -96,6 +97,13 @@ export async function startServer(server: HttpServer, listen: { host: string; po
 }
 
 export async function run(config: Config, log: Logger, signal: AbortSignal): Promise<void> {
+  const tokens = loadTokenFile(config, log);
+  if (tokens === undefined) {
+    log.warn(
+      { listen: config.listen },
+      'the pull API is open: anyone who reaches this address can read and acknowledge (erase) the flows; set --pull-token-file',
+    );
+  }
   const registry = createRegistry();
   const graph = await createCollectorGraph(config, log, registry);
   const server = createCollectorServer(
@@ -108,6 +116,8 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
       log: log.child({ stage: 'http' }),
       registry,
       notReady: graph.notReady,
+      tokens,
+      metricsAuth: config.metricsAuth,
     },
   );
   try {

@@ -3,21 +3,28 @@
 import { once } from 'node:events';
 import { createKubernetes, type Kubernetes } from '../exporter/kubernetes.js';
 import { type CollectorDiscovery, createExportGraph, staticDiscovery } from '../exporter/pipeline.js';
-import { HttpCollectorClient } from '../exporter/pull.js';
+import { httpCollectorClients } from '../exporter/pull.js';
 import type { Config } from '../shared/config.js';
 import { StartupError } from '../shared/errors.js';
 import { createRegistry, HttpServer } from '../shared/http.js';
 import type { Logger } from '../shared/log.js';
+import { loadTokenFile } from '../shared/token.js';
 import { startServer } from './collector.js';
 
 export async function run(config: Config, log: Logger, signal: AbortSignal): Promise<void> {
+  const tokens = loadTokenFile(config, log);
+  const clientFor = httpCollectorClients(config, { token: tokens });
   const registry = createRegistry();
-  const kube: Kubernetes | undefined = await createKubernetes(config, { log, registry, env: process.env });
+  const kube: Kubernetes | undefined = await createKubernetes(config, {
+    log,
+    registry,
+    env: process.env,
+    clientFor,
+  });
 
   let discovery: CollectorDiscovery;
   if (config.collectors !== undefined && config.collectors.length > 0) {
-    const opts = { timeoutMs: config.pullTimeout, maxBytes: config.pullMaxBytes };
-    discovery = staticDiscovery(config.collectors.map((url) => new HttpCollectorClient(url, opts)));
+    discovery = staticDiscovery(config.collectors.map(clientFor));
   } else if (kube?.discovery !== undefined) {
     discovery = kube.discovery;
   } else {
@@ -40,6 +47,7 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
       registry,
       log: log.child({ stage: 'http' }),
       gzipMetrics: config.metricsGzip,
+      auth: config.metricsAuth ? tokens : undefined,
       notReady: () => kube?.notReady() ?? (pipeline.ready ? undefined : 'first export round not done yet'),
     },
   );
@@ -57,6 +65,7 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
   log.info(
     {
       collectors: config.collectors ?? 'kubernetes',
+      name: config.podName,
       interval: config.exportInterval,
       httpSink: config.httpSinkUrl !== undefined,
     },
@@ -67,6 +76,17 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
   // Ordered shutdown: stop pulling, flush sinks (acknowledging what they took), close the socket.
   const deadline = Date.now() + config.shutdownTimeout;
   await pipeline.close(deadline);
+  // Let go of every collector's lease, so that the next exporter (a rollout) pulls at once.
+  const releasing = AbortSignal.timeout(Math.max(1, deadline - Date.now()));
+  await Promise.all(
+    discovery
+      .current()
+      .map((c) =>
+        c
+          .release?.(releasing)
+          .catch((err: unknown) => log.debug({ err, collector: c.id }, 'lease release failed')),
+      ),
+  );
   await kube?.close();
   await server.close(deadline);
   log.info('exporter stopped');

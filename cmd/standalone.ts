@@ -11,9 +11,12 @@ import type { Config } from '../shared/config.js';
 import { StartupError } from '../shared/errors.js';
 import { createRegistry, HttpServer } from '../shared/http.js';
 import type { Logger } from '../shared/log.js';
+import { loadTokenFile } from '../shared/token.js';
 import { createCollectorGraph, startServer } from './collector.js';
 
 export async function run(config: Config, log: Logger, signal: AbortSignal): Promise<void> {
+  // Standalone has no pull API: the token file only guards /metrics (with --metrics-auth).
+  const tokens = loadTokenFile(config, log);
   const registry = createRegistry();
   const collector = await createCollectorGraph(config, log.child({ half: 'collector' }), registry);
   const kube: Kubernetes | undefined = await createKubernetes(config, { log, registry });
@@ -38,6 +41,7 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
       registry,
       log: log.child({ stage: 'http' }),
       gzipMetrics: config.metricsGzip,
+      auth: config.metricsAuth ? tokens : undefined,
       notReady: () =>
         collector.notReady() ??
         kube?.notReady() ??

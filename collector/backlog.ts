@@ -62,6 +62,11 @@ export class Backlog {
    */
   private readonly mergeIndex = new WeakMap<Pending, Map<string, Flow>>();
   private readonly totals = { merges: 0, droppedFlows: 0, droppedBytes: 0 };
+  /**
+   * Changes whenever what a pull would return changes (a batch added, acknowledged, merged or cut,
+   * a boundary recorded): a pull body made for one version serves every pull of that version.
+   */
+  private changes = 0;
 
   constructor(
     private readonly config: BacklogConfig,
@@ -74,6 +79,7 @@ export class Backlog {
   append(from: number, to: number, flows: FlowList): number {
     if (flows.length === 0) return 0;
     const seq = ++this.lastSeq;
+    this.changes++;
     this.batches.push({ seq, from, to, flows });
     this.flowCount += flows.length;
     if (this.flowCount > this.config.backlogMaxFlows) this.enforceBound();
@@ -95,10 +101,13 @@ export class Backlog {
       this.mergeIndex.delete(b);
     }
     const last = out.length > 0 ? out[out.length - 1]!.seq : 0;
-    if (last > (this.boundaries[this.boundaries.length - 1] ?? 0)) this.boundaries.push(last);
-    else if (last > 0 && !this.boundaries.includes(last)) {
+    if (last > (this.boundaries[this.boundaries.length - 1] ?? 0)) {
+      this.boundaries.push(last);
+      this.changes++;
+    } else if (last > 0 && !this.boundaries.includes(last)) {
       this.boundaries.push(last);
       this.boundaries.sort((x, y) => x - y);
+      this.changes++;
     }
     return out;
   }
@@ -108,7 +117,8 @@ export class Backlog {
     if (bootId !== this.bootId) {
       return {
         ok: false,
-        reason: `boot id ${bootId} is not this collector's (${this.bootId}): it restarted`,
+        // Its own boot id is not disclosed: an ack must come from a pull, which says it.
+        reason: `boot id ${bootId} is not this collector's: it restarted`,
       };
     }
     if (seq > this.lastSeq) {
@@ -123,6 +133,7 @@ export class Backlog {
     let k = 0;
     while (k < this.boundaries.length && this.boundaries[k]! <= seq) k++;
     if (k > 0) this.boundaries.splice(0, k);
+    if (i > 0 || k > 0 || seq > this.ackedSeq) this.changes++;
     if (seq > this.ackedSeq) this.ackedSeq = seq;
     return { ok: true, dropped: i };
   }
@@ -133,6 +144,11 @@ export class Backlog {
    */
   pendingBoundaries(): number[] {
     return this.boundaries.slice();
+  }
+
+  /** Changes whenever a pull would return something else (see `changes`). */
+  get version(): number {
+    return this.changes;
   }
 
   /** Highest seq acknowledged so far (0: none). */
@@ -156,6 +172,7 @@ export class Backlog {
   }
 
   private enforceBound(): void {
+    this.changes++;
     const max = this.config.backlogMaxFlows;
     // Fold the oldest batches together, one at a time, until the total fits, never across a pull
     // boundary (see `boundaries`).

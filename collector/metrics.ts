@@ -24,6 +24,8 @@ export interface CollectorMetrics {
   flowsReported: Counter;
   pulls: Counter;
   acks: Counter<'result'>;
+  /** Pull-API requests turned away before any work: no token, another exporter's lease, too many at once. */
+  refused: Counter<'reason'>;
 }
 
 /** A counter whose value is a total kept elsewhere, read when Prometheus scrapes. */
@@ -130,9 +132,16 @@ export function createCollectorMetrics(registry: Registry, deps: CollectorMetric
       labelNames: ['result'],
       registers,
     }),
+    refused: new Counter({
+      name: 'podflow_collector_pull_refused_total',
+      help: 'Pull API requests refused, by reason (unauthorized, leased, busy)',
+      labelNames: ['reason'],
+      registers,
+    }),
   };
   // Series that exist from the start read 0 instead of being absent until the first event.
   for (const result of ['ok', 'error']) metrics.ticks.inc({ result }, 0);
   for (const result of ['ok', 'conflict', 'invalid']) metrics.acks.inc({ result }, 0);
+  for (const reason of ['unauthorized', 'leased', 'busy']) metrics.refused.inc({ reason }, 0);
   return metrics;
 }

@@ -43,6 +43,9 @@ function raw(
   });
 }
 
+/** What an exporter sends with every pull: its name (the lease holder). */
+const AS_EXPORTER = { 'podflow-exporter': 'exporter-1' };
+
 describe('collector server', () => {
   let backlog: Backlog;
   let server: HttpServer;
@@ -82,8 +85,9 @@ describe('collector server', () => {
   it('serves pending batches as msgpack, again until acknowledged, then no more', async () => {
     backlog.append(1000, 2000, [flow('10.2.0.1', 100), flow('10.2.0.2', 5)]);
     backlog.append(2000, 3000, [flow('10.2.0.1', 7)]);
-    const first = await raw(port, 'GET', '/api/v1/flows');
+    const first = await raw(port, 'GET', '/api/v1/flows', AS_EXPORTER);
     expect(first.status).toBe(200);
+    const lease = String(first.headers['podflow-lease']);
     expect(first.headers['content-type']).toBe('application/x-msgpack');
     const decoded = unpack(first.body) as PullResponse;
     expect(decoded).toEqual({
@@ -99,39 +103,43 @@ describe('collector server', () => {
       acked: 0,
     });
     // No ack (the exporter failed): the same batches come again.
-    const again = unpack((await raw(port, 'GET', '/api/v1/flows')).body) as PullResponse;
+    const again = unpack((await raw(port, 'GET', '/api/v1/flows', AS_EXPORTER)).body) as PullResponse;
     expect(again.batches.map((b) => b.seq)).toEqual([1, 2]);
     const ack = await raw(
       port,
       'POST',
       '/api/v1/ack',
       { 'content-type': 'application/x-msgpack' },
-      pack({ bootId: 'b00t', seq: 2 }),
+      pack({ bootId: 'b00t', seq: 2, lease }),
     );
     expect(ack.status).toBe(204);
-    const after = unpack((await raw(port, 'GET', '/api/v1/flows')).body) as PullResponse;
+    const after = unpack((await raw(port, 'GET', '/api/v1/flows', AS_EXPORTER)).body) as PullResponse;
     expect(after.batches).toEqual([]);
   });
 
   it('gzips when asked, and honours max_flows', async () => {
     backlog.append(0, 1, [flow('10.2.0.1', 1), flow('10.2.0.2', 2)]);
     backlog.append(1, 2, [flow('10.2.0.3', 3)]);
-    const res = await raw(port, 'GET', '/api/v1/flows?max_flows=2', { 'accept-encoding': 'gzip, deflate' });
+    const res = await raw(port, 'GET', '/api/v1/flows?max_flows=2', {
+      ...AS_EXPORTER,
+      'accept-encoding': 'gzip, deflate',
+    });
     expect(res.status).toBe(200);
     expect(res.headers['content-encoding']).toBe('gzip');
     expect(res.headers.vary).toMatch(/Accept-Encoding/i);
     const decoded = unpack(gunzipSync(res.body)) as PullResponse;
     expect(decoded.batches.map((b) => b.seq)).toEqual([1]);
-    const plain = await raw(port, 'GET', '/api/v1/flows?max_flows=1');
+    const plain = await raw(port, 'GET', '/api/v1/flows?max_flows=1', AS_EXPORTER);
     expect(plain.headers['content-encoding']).toBeUndefined();
     expect((unpack(plain.body) as PullResponse).batches.map((b) => b.seq)).toEqual([1]);
-    const bad = await raw(port, 'GET', '/api/v1/flows?max_flows=0');
+    const bad = await raw(port, 'GET', '/api/v1/flows?max_flows=0', AS_EXPORTER);
     expect(bad.status).toBe(400);
     expect(bad.body.toString()).toMatch(/max_flows must be a whole number/);
   });
 
   it('refuses malformed acks with 400 and a reason, and leaves the backlog as it was', async () => {
     backlog.append(0, 1, [flow('10.2.0.1', 1)]);
+    const lease = String((await raw(port, 'GET', '/api/v1/flows', AS_EXPORTER)).headers['podflow-lease']);
     const post = (body: Buffer, type = 'application/x-msgpack') =>
       raw(port, 'POST', '/api/v1/ack', { 'content-type': type }, body);
     const cases: [Buffer, number, RegExp][] = [
@@ -139,9 +147,10 @@ describe('collector server', () => {
       [Buffer.from([0xc1, 0xc1, 0xc1]), 400, /not msgpack/],
       [pack([1, 2]), 400, /expected a map/],
       [pack({ seq: 1 }), 400, /bootId must be a non-empty string/],
-      [pack({ bootId: 'b00t', seq: -1 }), 400, /seq must be a non-negative integer/],
-      [pack({ bootId: 'b00t', seq: 1.5 }), 400, /seq must be a non-negative integer/],
-      [pack({ bootId: 'b00t', seq: '1' }), 400, /seq must be a non-negative integer/],
+      [pack({ bootId: 'b00t', seq: -1, lease }), 400, /seq must be a non-negative integer/],
+      [pack({ bootId: 'b00t', seq: 1.5, lease }), 400, /seq must be a non-negative integer/],
+      [pack({ bootId: 'b00t', seq: '1', lease }), 400, /seq must be a non-negative integer/],
+      [pack({ bootId: 'b00t', seq: 1 }), 400, /lease must name the lease/],
       [Buffer.alloc(10_000, 1), 413, /exceeds 4096 bytes/],
     ];
     for (const [body, status, message] of cases) {
@@ -151,9 +160,14 @@ describe('collector server', () => {
     const json = await post(Buffer.from('{"bootId":"b00t","seq":1}'), 'application/json');
     expect(json.status).toBe(415);
     // Another collector's boot id (this one restarted): 409, nothing dropped.
-    const conflict = await post(pack({ bootId: 'other', seq: 1 }));
+    const conflict = await post(pack({ bootId: 'other', seq: 1, lease }));
     expect(conflict.status).toBe(409);
     expect(conflict.body.toString()).toMatch(/not this collector's/);
+    // ...without saying what this collector's boot id is.
+    expect(conflict.body.toString()).not.toContain('b00t');
+    // A lease that is not the current one: 409, nothing dropped.
+    const stale = await post(pack({ bootId: 'b00t', seq: 1, lease: 'not-the-lease' }));
+    expect([stale.status, stale.headers['podflow-conflict']]).toEqual([409, 'lease']);
     expect(backlog.stats().batches).toBe(1);
   });
 
@@ -201,7 +215,7 @@ describe('collector server', () => {
       if (res.status !== 204) expect(res.body.length).toBeGreaterThan(0);
     }
     for (const q of ['', 'x', '-1', '1e3', '0x10', '9'.repeat(20), '%00', '1&max_flows=2']) {
-      const res = await raw(port, 'GET', `/api/v1/flows?max_flows=${q}`);
+      const res = await raw(port, 'GET', `/api/v1/flows?max_flows=${q}`, AS_EXPORTER);
       expect([200, 400]).toContain(res.status);
     }
     expect(backlog.stats()).toMatchObject({ batches: 2, flows: 2 });
@@ -219,8 +233,9 @@ describe('collector server', () => {
 
   it('exposes the self-metrics of the contract on /metrics', async () => {
     backlog.append(0, 1, [flow('10.2.0.1', 1), flow('10.2.0.2', 1)]);
-    await raw(port, 'GET', '/api/v1/flows');
-    await raw(port, 'POST', '/api/v1/ack', {}, pack({ bootId: 'b00t', seq: 1 }));
+    const pulled = await raw(port, 'GET', '/api/v1/flows', AS_EXPORTER);
+    const lease = String(pulled.headers['podflow-lease']);
+    await raw(port, 'POST', '/api/v1/ack', {}, pack({ bootId: 'b00t', seq: 1, lease }));
     backlog.append(1, 2, [flow('10.2.0.3', 1)]);
     const res = await raw(port, 'GET', '/metrics');
     expect(res.status).toBe(200);

@@ -3,12 +3,26 @@
 // what is wrong, and leaves the backlog untouched.
 import type { IncomingMessage } from 'node:http';
 import Router from '@koa/router';
+import type Koa from 'koa';
 import { Unpackr } from 'msgpackr';
 import type { Registry } from 'prom-client';
-import { ACK_PATH, MSGPACK_TYPE, PULL_PATH, type PullResponse } from '../shared/flow.js';
+import {
+  ACK_PATH,
+  type AckRequest,
+  CONFLICT_HEADER,
+  EXPORTER_HEADER,
+  LEASE_HEADER,
+  LEASE_SECONDS_HEADER,
+  MSGPACK_TYPE,
+  PULL_PATH,
+  type PullResponse,
+  RELEASE_PATH,
+} from '../shared/flow.js';
 import { HttpServer } from '../shared/http.js';
 import type { Logger } from '../shared/log.js';
+import type { TokenFile } from '../shared/token.js';
 import type { Backlog } from './backlog.js';
+import { Lease } from './lease.js';
 import type { CollectorMetrics } from './metrics.js';
 import { encodePullBody, gzipPullBody } from './wire.js';
 
@@ -24,6 +38,10 @@ export interface PullApiDeps {
   source: 'netfilter' | 'cilium' | { readonly name: 'netfilter' | 'cilium' };
   metrics: CollectorMetrics;
   log: Logger;
+  /** `--pull-token-file`: every pull-API request must carry one of its tokens. None: open. */
+  tokens?: TokenFile;
+  /** One exporter at a time (tests inject a clock through it). */
+  lease?: Lease;
 }
 
 class BadRequest extends Error {
@@ -53,76 +71,152 @@ async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
 
 /** Checks a decoded ack body; returns what is wrong with it, or undefined. */
 function ackProblem(v: unknown): string | undefined {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) return 'expected a map {bootId, seq}';
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return 'expected a map {bootId, seq, lease}';
   const o = v as Record<string, unknown>;
   if (typeof o.bootId !== 'string' || o.bootId.length === 0) return 'bootId must be a non-empty string';
   if (typeof o.seq !== 'number' || !Number.isSafeInteger(o.seq) || o.seq < 0) {
     return 'seq must be a non-negative integer';
   }
+  if (typeof o.lease !== 'string' || o.lease.length === 0 || o.lease.length > 64) {
+    return 'lease must name the lease of the pull it acknowledges';
+  }
   return undefined;
 }
 
-/** The pull API routes: GET /api/v1/flows, POST /api/v1/ack. */
+/** Pull requests served at once; more get 429 (each one may hold a body of the whole backlog). */
+export const MAX_CONCURRENT_PULLS = 4;
+/** Lease asked for by an exporter that does not say, ms. */
+const DEFAULT_LEASE_MS = 60_000;
+
+/**
+ * The pull body of one backlog state, made once and shared by every pull of that state (and the
+ * gzip of it, made on first demand): a flood of pulls costs one encoding, not one per request.
+ */
+interface BodyCache {
+  version: number;
+  maxFlows: number;
+  raw: Buffer;
+  gzip?: Promise<Buffer>;
+}
+
+/** Why a pull-API request is turned away; the body says no more than the status to a client without the token. */
+function refuse(ctx: Koa.Context, status: number, body: string): void {
+  ctx.status = status;
+  ctx.type = 'text/plain';
+  ctx.body = `${body}\n`;
+}
+
+/** The pull API routes: GET /api/v1/flows, POST /api/v1/ack, POST /api/v1/release. */
 export function pullApiRouter(deps: PullApiDeps): Router {
   const { backlog, metrics } = deps;
+  const lease = deps.lease ?? new Lease();
   const router = new Router();
+  let inFlight = 0;
+  let cache: BodyCache | undefined;
+
+  // Authentication first: without a token nothing else is looked at, and nothing is disclosed.
+  router.use(async (ctx, next) => {
+    if (deps.tokens !== undefined && !deps.tokens.accepts(ctx.get('authorization') || undefined)) {
+      metrics.refused.inc({ reason: 'unauthorized' });
+      ctx.set('WWW-Authenticate', 'Bearer realm="podflow"');
+      return refuse(ctx, 401, 'unauthorized');
+    }
+    await next();
+  });
 
   router.get(PULL_PATH, async (ctx) => {
     let maxFlows = Number.POSITIVE_INFINITY;
     const q = ctx.query.max_flows;
     if (q !== undefined) {
       if (typeof q !== 'string' || !/^\d{1,15}$/.test(q) || Number(q) < 1) {
-        ctx.status = 400;
-        ctx.type = 'text/plain';
-        ctx.body = `max_flows must be a whole number ≥ 1, got ${JSON.stringify(q)}\n`;
-        return;
+        return refuse(ctx, 400, `max_flows must be a whole number ≥ 1, got ${JSON.stringify(q)}`);
       }
       maxFlows = Number(q);
     }
-    const response: PullResponse = {
-      version: 1,
-      bootId: backlog.bootId,
-      node: deps.node,
-      source: typeof deps.source === 'string' ? deps.source : deps.source.name,
-      batches: backlog.pull(maxFlows),
-      // After the pull: its own boundary is among them.
-      boundaries: backlog.pendingBoundaries(),
-      acked: backlog.acked,
-    };
-    const body = encodePullBody(response);
-    metrics.pulls.inc();
-    ctx.vary('Accept-Encoding');
-    ctx.type = MSGPACK_TYPE;
-    if (ctx.acceptsEncodings('gzip', 'identity') === 'gzip') {
-      ctx.body = await gzipPullBody(body);
-      ctx.set('Content-Encoding', 'gzip');
-    } else {
-      ctx.body = body;
+    const holder = ctx.get(EXPORTER_HEADER);
+    if (!isHolderName(holder)) {
+      return refuse(ctx, 400, `${EXPORTER_HEADER} must name the exporter (1 to 200 printable characters)`);
+    }
+    const askedRaw = ctx.get(LEASE_SECONDS_HEADER);
+    const asked = askedRaw === '' ? DEFAULT_LEASE_MS : Number(askedRaw) * 1000;
+    if (!Number.isFinite(asked) || asked <= 0) {
+      return refuse(ctx, 400, `${LEASE_SECONDS_HEADER} must be a positive number of seconds`);
+    }
+    if (inFlight >= MAX_CONCURRENT_PULLS) {
+      metrics.refused.inc({ reason: 'busy' });
+      ctx.set('Retry-After', '1');
+      return refuse(ctx, 429, `${MAX_CONCURRENT_PULLS} pulls in progress: try again later`);
+    }
+    const grant = lease.take(holder, asked);
+    if (!grant.ok) {
+      metrics.refused.inc({ reason: 'leased' });
+      const secs = Math.ceil(grant.lapsesInMs / 1000);
+      ctx.set('Retry-After', String(secs));
+      ctx.set(CONFLICT_HEADER, 'lease');
+      return refuse(
+        ctx,
+        409,
+        `leased by exporter ${grant.holder} for another ${secs}s (until it lapses or is released)`,
+      );
+    }
+    inFlight++;
+    try {
+      if (cache === undefined || cache.version !== backlog.version || cache.maxFlows !== maxFlows) {
+        const batches = backlog.pull(maxFlows);
+        const response: PullResponse = {
+          version: 1,
+          bootId: backlog.bootId,
+          node: deps.node,
+          source: typeof deps.source === 'string' ? deps.source : deps.source.name,
+          batches,
+          // After the pull: its own boundary is among them.
+          boundaries: backlog.pendingBoundaries(),
+          acked: backlog.acked,
+        };
+        // The version after the pull: recording this pull's boundary may have changed it.
+        cache = { version: backlog.version, maxFlows, raw: encodePullBody(response) };
+      }
+      const body = cache;
+      metrics.pulls.inc();
+      ctx.vary('Accept-Encoding');
+      ctx.type = MSGPACK_TYPE;
+      ctx.set(LEASE_HEADER, grant.id);
+      ctx.set(LEASE_SECONDS_HEADER, String(grant.ttlMs / 1000));
+      if (ctx.acceptsEncodings('gzip', 'identity') === 'gzip') {
+        body.gzip ??= gzipPullBody(body.raw);
+        ctx.body = await body.gzip;
+        ctx.set('Content-Encoding', 'gzip');
+      } else {
+        ctx.body = body.raw;
+      }
+    } finally {
+      inFlight--;
     }
   });
 
   router.post(ACK_PATH, async (ctx) => {
     ctx.type = 'text/plain';
     try {
-      const type = ctx.get('content-type');
-      if (type !== '' && !type.startsWith(MSGPACK_TYPE)) {
-        throw new BadRequest(415, `expected Content-Type ${MSGPACK_TYPE}, got ${type}`);
-      }
-      const raw = await readBody(ctx.req, MAX_ACK_BYTES);
-      if (raw.length === 0) throw new BadRequest(400, 'empty body: expected a msgpack map {bootId, seq}');
-      let decoded: unknown;
-      try {
-        decoded = unpackr.unpack(raw);
-      } catch (err) {
-        throw new BadRequest(400, `body is not msgpack: ${(err as Error).message}`);
-      }
+      const decoded = await readMsgpack(ctx);
       const problem = ackProblem(decoded);
       if (problem) throw new BadRequest(400, `invalid ack: ${problem}`);
-      const { bootId, seq } = decoded as { bootId: string; seq: number };
+      const { bootId, seq, lease: id } = decoded as AckRequest;
+      const held = lease.renew(id);
+      if (!held.ok) {
+        metrics.acks.inc({ result: 'conflict' });
+        ctx.status = 409;
+        ctx.set(CONFLICT_HEADER, 'lease');
+        ctx.body =
+          held.holder === ''
+            ? 'lease unknown: pull again\n'
+            : `lease ${id} is not current: exporter ${held.holder} holds this collector\n`;
+        return;
+      }
       const result = backlog.ack(bootId, seq);
       if (!result.ok) {
         metrics.acks.inc({ result: 'conflict' });
         ctx.status = 409;
+        ctx.set(CONFLICT_HEADER, 'boot');
         ctx.body = `${result.reason}\n`;
         return;
       }
@@ -137,8 +231,41 @@ export function pullApiRouter(deps: PullApiDeps): Router {
     }
   });
 
+  router.post(RELEASE_PATH, async (ctx) => {
+    ctx.type = 'text/plain';
+    try {
+      const decoded = (await readMsgpack(ctx)) as { lease?: unknown } | null;
+      const id = decoded !== null && typeof decoded === 'object' ? decoded.lease : undefined;
+      if (typeof id !== 'string' || id.length === 0)
+        throw new BadRequest(400, 'expected a msgpack map {lease}');
+      if (!lease.release(id)) return refuse(ctx, 409, `lease ${id} is not current`);
+      deps.log.info('lease released: the next exporter may pull at once');
+      ctx.status = 204;
+    } catch (err) {
+      if (!(err instanceof BadRequest)) throw err;
+      refuse(ctx, err.status, err.message);
+    }
+  });
+
   return router;
 }
+
+/** Reads and decodes a small msgpack request body; BadRequest says what is wrong with it. */
+async function readMsgpack(ctx: Koa.Context): Promise<unknown> {
+  const type = ctx.get('content-type');
+  if (type !== '' && !type.startsWith(MSGPACK_TYPE)) {
+    throw new BadRequest(415, `expected Content-Type ${MSGPACK_TYPE}, got ${type}`);
+  }
+  const raw = await readBody(ctx.req, MAX_ACK_BYTES);
+  if (raw.length === 0) throw new BadRequest(400, 'empty body: expected a msgpack map');
+  try {
+    return unpackr.unpack(raw);
+  } catch (err) {
+    throw new BadRequest(400, `body is not msgpack: ${(err as Error).message}`);
+  }
+}
+
+const isHolderName = (v: string): boolean => v.length > 0 && v.length <= 200 && /^[\x21-\x7e]+$/.test(v);
 
 export interface CollectorServerConfig {
   listen: { host: string; port: number };
@@ -147,6 +274,8 @@ export interface CollectorServerConfig {
 export interface CollectorServerDeps extends PullApiDeps {
   registry: Registry;
   notReady: () => string | undefined;
+  /** `--metrics-auth`: /metrics wants a token too. */
+  metricsAuth?: boolean;
 }
 
 /** The collector's HTTP server. No I/O until `start()`. */
@@ -156,5 +285,6 @@ export function createCollectorServer(config: CollectorServerConfig, deps: Colle
     notReady: deps.notReady,
     log: deps.log,
     router: pullApiRouter(deps),
+    auth: deps.metricsAuth ? deps.tokens : undefined,
   });
 }

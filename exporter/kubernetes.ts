@@ -10,7 +10,7 @@ import type { Logger } from '../shared/log.js';
 import { KubeCluster } from './kube-cluster.js';
 import { KubeDiscovery } from './kube-discovery.js';
 import type { CollectorDiscovery } from './pipeline.js';
-import { type CollectorClient, HttpCollectorClient } from './pull.js';
+import { type CollectorClient, httpCollectorClients } from './pull.js';
 
 export interface Kubernetes {
   cluster: ClusterLookup;
@@ -27,6 +27,8 @@ export interface KubernetesDeps {
   log: Logger;
   registry: Registry;
   env?: NodeJS.ProcessEnv;
+  /** Makes the client of a discovered collector (exporter: exporter/pull.ts httpCollectorClients). */
+  clientFor?: (url: string) => CollectorClient;
 }
 
 /**
@@ -59,13 +61,13 @@ export async function createKubernetes(
     );
     kd.start();
     found = kd;
-    const opts = { timeoutMs: config.pullTimeout, maxBytes: config.pullMaxBytes };
+    const clientFor = deps.clientFor ?? httpCollectorClients(config);
     // One client per URL for as long as the pod is up: its id names it in self-metrics.
     let clients = new Map<string, CollectorClient>();
     discovery = {
       current: () => {
         const next = new Map<string, CollectorClient>();
-        for (const url of kd.current()) next.set(url, clients.get(url) ?? new HttpCollectorClient(url, opts));
+        for (const url of kd.current()) next.set(url, clients.get(url) ?? clientFor(url));
         clients = next;
         return [...next.values()];
       },

@@ -348,7 +348,10 @@ export class Pipeline {
     } catch (err) {
       const reason = err instanceof PullError ? err.reason : 'network';
       metrics?.pullErrors.inc({ collector: client.id, reason });
-      log.warn({ err, collector: client.id, reason }, 'pull failed: collector skipped this round');
+      // Another exporter holding the collector is the normal state of a standby: not a warning.
+      if (reason === 'leased')
+        log.debug({ err, collector: client.id }, 'collector leased by another exporter');
+      else log.warn({ err, collector: client.id, reason }, 'pull failed: collector skipped this round');
       return undefined;
     }
     metrics?.pullDuration.observe((performance.now() - began) / 1000);

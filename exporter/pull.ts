@@ -9,23 +9,36 @@ import { promisify } from 'node:util';
 import { gunzip as gunzipCb } from 'node:zlib';
 import { Packr, Unpackr } from 'msgpackr';
 import { encodePullBody } from '../collector/wire.js';
+import type { Config } from '../shared/config.js';
 import {
   ACK_PATH,
   type AckRequest,
+  CONFLICT_HEADER,
+  EXPORTER_HEADER,
   type Flow,
   type FlowBatch,
+  LEASE_HEADER,
+  LEASE_SECONDS_HEADER,
   MSGPACK_TYPE,
   PULL_PATH,
   type PullResponse,
+  RELEASE_PATH,
 } from '../shared/flow.js';
+import type { TokenFile } from '../shared/token.js';
+import { ByteBudget } from './byte-budget.js';
 
 /** One collector as the pipeline sees it: an HTTP client in the exporter, an in-process one in standalone. */
 export interface CollectorClient {
   /** Stable name for logs and the `collector` label of self-metrics (the base URL, or the node). */
   readonly id: string;
   pull(signal: AbortSignal): Promise<PullResponse>;
-  /** Drops every batch with `seq <= seq` on the collector. Throws `PullError('boot')` on 409. */
+  /**
+   * Drops every batch with `seq <= seq` on the collector. Throws `PullError('boot')` when the
+   * collector restarted, `PullError('lease')` when another exporter took it over.
+   */
   ack(bootId: string, seq: number, signal: AbortSignal): Promise<void>;
+  /** Lets go of the collector's lease (shutdown), so that another exporter may pull at once. */
+  release?(signal: AbortSignal): Promise<void>;
 }
 
 export type PullErrorReason =
@@ -36,7 +49,10 @@ export type PullErrorReason =
   | 'decode'
   | 'invalid'
   | 'version'
-  | 'boot';
+  | 'boot'
+  | 'unauthorized'
+  | 'leased'
+  | 'busy';
 
 export class PullError extends Error {
   override name = 'PullError';
@@ -54,7 +70,12 @@ export class PullError extends Error {
 const unpackr = new Unpackr({ mapsAsObjects: true, int64AsType: 'number' });
 const packr = new Packr({ useRecords: false });
 
-const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0;
+/**
+ * Byte and packet counts are whole numbers below 2^53: anything else (1e300, 0.49, 2^60) would
+ * stick in a counter until restart, so the whole pull is refused instead.
+ */
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+const isTime = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0;
 const isIp = (v: unknown): v is string => typeof v === 'string' && (isDottedQuad(v) || isIPv6(v));
 
 /**
@@ -100,7 +121,7 @@ function checkFlow(f: unknown, where: string): Flow {
     invalid(where, `proto is not 0..255: ${JSON.stringify(proto)}`);
   }
   if (!isCount(o.txBytes) || !isCount(o.rxBytes) || !isCount(o.txPackets) || !isCount(o.rxPackets)) {
-    invalid(where, 'counts must be finite non-negative numbers');
+    invalid(where, 'counts must be whole numbers from 0 to 2^53-1');
   }
   return o as unknown as Flow;
 }
@@ -119,7 +140,8 @@ export function validatePullResponse(v: unknown): PullResponse {
   if (typeof r.bootId !== 'string' || r.bootId.length === 0 || r.bootId.length > 200) {
     invalid('response', 'bootId must be a non-empty string');
   }
-  if (typeof r.node !== 'string') invalid('response', 'node must be a string');
+  if (typeof r.node !== 'string' || r.node.length > 253)
+    invalid('response', 'node must be a name (a string of at most 253 characters)');
   if (r.source !== 'netfilter' && r.source !== 'cilium')
     invalid('response', 'source must be netfilter or cilium');
   if (!Array.isArray(r.batches)) invalid('response', 'batches must be an array');
@@ -131,7 +153,7 @@ export function validatePullResponse(v: unknown): PullResponse {
     if (!Number.isSafeInteger(b.seq) || b.seq < 0) invalid(where, 'seq must be a non-negative integer');
     if (b.seq <= prev) invalid(where, `seq ${b.seq} after ${prev}: not increasing`);
     prev = b.seq;
-    if (!isCount(b.from) || !isCount(b.to) || b.to < b.from)
+    if (!isTime(b.from) || !isTime(b.to) || b.to < b.from)
       invalid(where, 'from/to must be times, from <= to');
     if (!Array.isArray(b.flows)) invalid(where, 'flows must be an array');
     const flows = b.flows;
@@ -172,6 +194,18 @@ export interface HttpCollectorOptions {
   timeoutMs: number;
   /** Largest decompressed body accepted (`pull-max-bytes`). */
   maxBytes: number;
+  /**
+   * This exporter, as collectors name the holder of their lease (`--pod-name`). The pod name: a
+   * restarted container of the same pod takes its lease back at once, another pod (a rollout, a
+   * second replica) waits until it lapses. Kubernetes runs at most one pod of a name at a time.
+   */
+  identity: string;
+  /** Lease asked for at every pull, ms: how long another exporter waits after this one died. */
+  leaseMs: number;
+  /** `--pull-token-file`: the token sent (its first line, re-read on change). None: no header. */
+  token?: { first(): string };
+  /** Decompressed pull bytes held at once across every client. @default a budget of `maxBytes` per client */
+  budget?: ByteBudget;
 }
 
 /**
@@ -185,6 +219,10 @@ export class HttpCollectorClient implements CollectorClient {
   readonly id: string;
   private readonly pullUrl: URL;
   private readonly ackUrl: URL;
+  private readonly releaseUrl: URL;
+  private readonly budget: ByteBudget;
+  /** The lease of the last pull (acks name it), and when it lapses (performance.now() ms). */
+  private lease: { id: string; lapses: number } | undefined;
 
   constructor(
     baseUrl: string,
@@ -193,6 +231,13 @@ export class HttpCollectorClient implements CollectorClient {
     this.id = baseUrl.replace(/\/+$/, '');
     this.pullUrl = new URL(`${this.id}${PULL_PATH}`);
     this.ackUrl = new URL(`${this.id}${ACK_PATH}`);
+    this.releaseUrl = new URL(`${this.id}${RELEASE_PATH}`);
+    this.budget = opts.budget ?? new ByteBudget(opts.maxBytes);
+  }
+
+  private headers(extra: Record<string, string>): Record<string, string> {
+    const token = this.opts.token?.first();
+    return token === undefined ? extra : { ...extra, authorization: `Bearer ${token}` };
   }
 
   /**
@@ -207,59 +252,164 @@ export class HttpCollectorClient implements CollectorClient {
    * 17 MB live to 65–100 MB between full GCs. With concurrency 1 the promises are still young
    * when they resolve and nothing is kept. The remedy is on the consumer's side: drop `batches`
    * from the response once they are taken (promotion then falls to about 3 MB per round).
+   *
+   * The body's decompressed bytes are reserved from the shared budget before they are made (the
+   * gzip trailer says how many; a body that makes more is refused) and given back once decoded.
    */
   async pull(signal: AbortSignal): Promise<PullResponse> {
     const timeout = AbortSignal.timeout(this.opts.timeoutMs);
+    const both = AbortSignal.any([signal, timeout]);
+    const began = performance.now();
     const res = await exchange(
       this.pullUrl,
       'GET',
-      { accept: MSGPACK_TYPE, 'accept-encoding': 'gzip' },
+      this.headers({
+        accept: MSGPACK_TYPE,
+        'accept-encoding': 'gzip',
+        [EXPORTER_HEADER]: this.opts.identity,
+        [LEASE_SECONDS_HEADER]: String(this.opts.leaseMs / 1000),
+      }),
       undefined,
-      AbortSignal.any([signal, timeout]),
+      both,
       timeout,
       this.opts.maxBytes,
       'pull',
+      this.budget,
     );
-    if (res.status !== 200) throw new PullError('http', `pull: HTTP ${res.status}`);
-    let body = res.body;
-    if (res.encoding === 'gzip') {
-      try {
-        body = await gunzip(body, { maxOutputLength: this.opts.maxBytes });
-      } catch (cause) {
-        if ((cause as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') {
+    let release = res.release;
+    try {
+      if (res.status !== 200) throw refusal('pull', res);
+      let body = res.body;
+      if (res.encoding === 'gzip') {
+        // ISIZE, the gzip trailer: the decompressed length (mod 2^32; pull-max-bytes is below it).
+        const claimed = body.length >= 18 ? body.readUInt32LE(body.length - 4) : 0;
+        if (claimed > this.opts.maxBytes) {
           throw new PullError(
             'oversized',
-            `pull: body exceeds pull-max-bytes ${this.opts.maxBytes} once gunzipped`,
-            {
-              cause,
-            },
+            `pull: body of ${claimed} bytes once gunzipped exceeds pull-max-bytes ${this.opts.maxBytes}`,
           );
         }
-        throw new PullError('decode', `pull: broken gzip body (${(cause as Error).message})`, { cause });
+        // The compressed body's bytes go back first: a pull never holds one reservation while it
+        // waits for another, so pulls cannot wait for each other in a circle.
+        release();
+        release = await this.budget.reserve(claimed, both).catch((cause: unknown) => {
+          throw new PullError('timeout', 'pull: timed out waiting for memory to decompress', { cause });
+        });
+        try {
+          body = await gunzip(body, { maxOutputLength: Math.max(claimed, 1) });
+        } catch (cause) {
+          if ((cause as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') {
+            throw new PullError(
+              'invalid',
+              `pull: gzip body makes more than the ${claimed} bytes its trailer says`,
+              { cause },
+            );
+          }
+          throw new PullError('decode', `pull: broken gzip body (${(cause as Error).message})`, { cause });
+        }
+        if (body.length !== claimed) {
+          throw new PullError(
+            'invalid',
+            `pull: gzip body made ${body.length} bytes, its trailer says ${claimed}`,
+          );
+        }
+      } else if (res.encoding !== '' && res.encoding !== 'identity') {
+        throw new PullError('decode', `pull: unsupported Content-Encoding ${res.encoding}`);
       }
-    } else if (res.encoding !== '' && res.encoding !== 'identity') {
-      throw new PullError('decode', `pull: unsupported Content-Encoding ${res.encoding}`);
+      const decoded = decodePullResponse(body);
+      const leaseId = res.headers[LEASE_HEADER.toLowerCase()];
+      const leaseSecs = Number(res.headers[LEASE_SECONDS_HEADER.toLowerCase()]);
+      if (typeof leaseId !== 'string' || leaseId === '' || leaseId.length > 64 || !(leaseSecs > 0)) {
+        throw new PullError('invalid', `pull: the collector granted no lease (${LEASE_HEADER} missing)`);
+      }
+      this.lease = { id: leaseId, lapses: began + leaseSecs * 1000 };
+      // The lease must outlast the push and the ack that follow: a pull that took most of it
+      // is not used (the next one renews it).
+      const left = (this.lease.lapses - performance.now()) / 1000;
+      if (left < leaseSecs / 2) {
+        throw new PullError('leased', `pull: took so long that ${left.toFixed(1)}s of the lease are left`);
+      }
+      return decoded;
+    } finally {
+      release();
     }
-    return decodePullResponse(body);
   }
 
   async ack(bootId: string, seq: number, signal: AbortSignal): Promise<void> {
+    if (this.lease === undefined) throw new PullError('leased', 'ack: no lease (no pull succeeded yet)');
     const timeout = AbortSignal.timeout(this.opts.timeoutMs);
-    const req: AckRequest = { bootId, seq };
+    const req: AckRequest = { bootId, seq, lease: this.lease.id };
     const res = await exchange(
       this.ackUrl,
       'POST',
-      { 'content-type': MSGPACK_TYPE },
+      this.headers({ 'content-type': MSGPACK_TYPE }),
       packr.pack(req),
       AbortSignal.any([signal, timeout]),
       timeout,
       64 * 1024,
       'ack',
     );
-    if (res.status === 409) {
-      throw new PullError('boot', `ack: collector restarted (boot id ${bootId} unknown)`);
-    }
-    if (res.status < 200 || res.status > 299) throw new PullError('http', `ack: HTTP ${res.status}`);
+    res.release();
+    if (res.status < 200 || res.status > 299) throw refusal('ack', res, bootId);
+  }
+
+  async release(signal: AbortSignal): Promise<void> {
+    const lease = this.lease;
+    if (lease === undefined) return;
+    this.lease = undefined;
+    const timeout = AbortSignal.timeout(this.opts.timeoutMs);
+    const res = await exchange(
+      this.releaseUrl,
+      'POST',
+      this.headers({ 'content-type': MSGPACK_TYPE }),
+      packr.pack({ lease: lease.id }),
+      AbortSignal.any([signal, timeout]),
+      timeout,
+      64 * 1024,
+      'release',
+    );
+    res.release();
+    if (res.status !== 204) throw refusal('release', res);
+  }
+}
+
+/**
+ * Makes the HTTP clients of one exporter process from its configuration: one identity, one token
+ * file and one byte budget shared by all of them.
+ */
+export function httpCollectorClients(
+  config: Pick<Config, 'pullTimeout' | 'pullMaxBytes' | 'pullLease' | 'podName'>,
+  deps: { token?: TokenFile } = {},
+): (url: string) => HttpCollectorClient {
+  const opts: HttpCollectorOptions = {
+    timeoutMs: config.pullTimeout,
+    maxBytes: config.pullMaxBytes,
+    leaseMs: config.pullLease,
+    identity: config.podName,
+    token: deps.token,
+    budget: new ByteBudget(config.pullMaxBytes),
+  };
+  return (url) => new HttpCollectorClient(url, opts);
+}
+
+/** The PullError for a refusing answer, saying what the collector said (its body is short text). */
+function refusal(what: string, res: Exchange, bootId?: string): PullError {
+  const said = res.body.subarray(0, 300).toString('utf8').trim();
+  switch (res.status) {
+    case 401:
+      return new PullError(
+        'unauthorized',
+        `${what}: HTTP 401: the collector wants a token of --pull-token-file`,
+      );
+    case 429:
+      return new PullError('busy', `${what}: HTTP 429: ${said}`);
+    case 409:
+      if (res.headers[CONFLICT_HEADER.toLowerCase()] === 'boot') {
+        return new PullError('boot', `${what}: collector restarted (boot id ${bootId} unknown)`);
+      }
+      return new PullError('leased', `${what}: ${said}`);
+    default:
+      return new PullError('http', `${what}: HTTP ${res.status}${said ? `: ${said.split('\n')[0]}` : ''}`);
   }
 }
 
@@ -271,7 +421,10 @@ const httpsAgent = new HttpsAgent({ keepAlive: true });
 interface Exchange {
   status: number;
   encoding: string;
+  headers: Record<string, string | string[] | undefined>;
   body: Buffer;
+  /** Gives back the bytes the body holds in the budget (if one was given). */
+  release: () => void;
 }
 
 /**
@@ -287,6 +440,7 @@ function exchange(
   timeout: AbortSignal,
   max: number,
   what: string,
+  budget?: ByteBudget,
 ): Promise<Exchange> {
   return new Promise<Exchange>((resolve, reject) => {
     const https = url.protocol === 'https:';
@@ -325,27 +479,49 @@ function exchange(
         }
         const chunks: Buffer[] = [];
         let total = 0;
+        let release = () => {};
+        const failAndRelease = (cause: unknown) => {
+          release();
+          fail(cause);
+        };
         res.on('data', (c: Buffer) => {
           total += c.length;
           if (total > max) {
-            fail(new PullError('oversized', `${what}: body exceeds pull-max-bytes ${max}`));
+            failAndRelease(new PullError('oversized', `${what}: body exceeds pull-max-bytes ${max}`));
             res.destroy();
             return;
           }
           chunks.push(c);
         });
-        res.on('error', fail);
-        res.on('aborted', () => fail(new Error('connection closed')));
+        res.on('error', failAndRelease);
+        res.on('aborted', () => failAndRelease(new Error('connection closed')));
         res.on('end', () => {
-          if (!res.complete) return fail(new Error('connection closed'));
-          if (settled) return;
+          if (!res.complete) return failAndRelease(new Error('connection closed'));
+          if (settled) return release();
           settled = true;
           resolve({
             status: res.statusCode ?? 0,
             encoding: String(res.headers['content-encoding'] ?? '').toLowerCase(),
+            headers: res.headers,
             body: chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, total),
+            release,
           });
         });
+        if (budget !== undefined) {
+          // The body is counted while it arrives: what it says it is, or the most it may be.
+          res.pause();
+          budget.reserve(Number.isFinite(declared) ? declared : max, signal).then(
+            (give) => {
+              release = give;
+              if (settled) return release();
+              res.resume();
+            },
+            (cause: unknown) => {
+              res.destroy();
+              fail(cause);
+            },
+          );
+        }
       },
     );
     req.on('error', fail);

@@ -391,6 +391,20 @@ export const OPTIONS = {
     help: 'bearer token(s) of the pull API, one per line, re-read on change: collectors accept them, exporters send the first',
     commands: ALL,
   }),
+  'pull-lease': opt({
+    schema: duration(10_000),
+    default: '1m',
+    arg: 'duration',
+    help: 'exporter: how long a pull reserves a collector for this exporter; another exporter takes over after it lapses',
+    commands: ['exporter'],
+  }),
+  'pod-name': opt({
+    schema: z.string().regex(/^[\x21-\x7e]{1,200}$/, { message: 'expected a name without spaces' }),
+    default: (_cmd: Command, env: NodeJS.ProcessEnv) => nonEmpty(env.POD_NAME) ?? hostname(),
+    arg: 'name',
+    help: "exporter: its name as collectors' leases show it; the same name takes its lease back at once after a restart (env POD_NAME, else the hostname)",
+    commands: ['exporter'],
+  }),
   'metrics-auth': opt({
     schema: bool,
     default: false,

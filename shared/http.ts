@@ -55,6 +55,11 @@ export interface HttpServerDeps {
    * takes longer than writing the text over a cluster network. @default false
    */
   gzipMetrics?: boolean;
+  /**
+   * `--metrics-auth`: /metrics (and every other route but /healthz and /readyz) wants a bearer
+   * token of this file. Probes stay open: the kubelet sends no token.
+   */
+  auth?: { accepts(authorization: string | undefined): boolean };
 }
 
 export class HttpServer {
@@ -106,6 +111,22 @@ export class HttpServer {
     });
     this.app.silent = true;
     this.app.on('error', (err: Error) => deps.log.warn({ err }, 'http request failed'));
+    const auth = deps.auth;
+    if (auth !== undefined) {
+      this.app.use(async (ctx, next) => {
+        if (
+          ctx.path === '/healthz' ||
+          ctx.path === '/readyz' ||
+          auth.accepts(ctx.get('authorization') || undefined)
+        ) {
+          return next();
+        }
+        ctx.status = 401;
+        ctx.set('WWW-Authenticate', 'Bearer realm="podflow"');
+        ctx.type = 'text/plain';
+        ctx.body = 'unauthorized\n';
+      });
+    }
     if (deps.router) this.app.use(deps.router.routes()).use(deps.router.allowedMethods());
     this.app.use(router.routes()).use(router.allowedMethods());
   }

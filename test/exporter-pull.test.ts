@@ -54,7 +54,12 @@ async function standIn(handle: (req: IncomingMessage, res: ServerResponse) => vo
 }
 
 const client = (url: string, over: { timeoutMs?: number; maxBytes?: number } = {}) =>
-  new HttpCollectorClient(url, { timeoutMs: over.timeoutMs ?? 2000, maxBytes: over.maxBytes ?? 1 << 20 });
+  new HttpCollectorClient(url, {
+    timeoutMs: over.timeoutMs ?? 2000,
+    maxBytes: over.maxBytes ?? 1 << 20,
+    identity: 'test-exporter',
+    leaseMs: 60_000,
+  });
 
 async function reason(p: Promise<unknown>): Promise<string> {
   try {
@@ -96,7 +101,12 @@ describe('HttpCollectorClient against the collector server', () => {
     let seen = '';
     const url = await standIn((req, res) => {
       seen = String(req.headers['accept-encoding']);
-      res.writeHead(200, { 'content-type': 'application/x-msgpack', 'content-encoding': 'gzip' });
+      res.writeHead(200, {
+        'content-type': 'application/x-msgpack',
+        'content-encoding': 'gzip',
+        'podflow-lease': 'l1',
+        'podflow-lease-seconds': '60',
+      });
       res.end(
         gzipSync(encodePullResponse(response([{ seq: 1, from: 0, to: 1, flows: [flow('8.8.8.8', 1)] }]))),
       );

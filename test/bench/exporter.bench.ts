@@ -263,7 +263,15 @@ async function main(): Promise<void> {
       { metricsPrefix: 'podflow', metricsLabels: keep, metricsTtl: 600_000, metricsPodIps: false },
       { registry, metrics },
     );
-    const clients = urls.map((u) => new HttpCollectorClient(u, { timeoutMs: 30_000, maxBytes: 256 << 20 }));
+    const clients = urls.map(
+      (u) =>
+        new HttpCollectorClient(u, {
+          timeoutMs: 30_000,
+          maxBytes: 256 << 20,
+          identity: 'bench-exporter',
+          leaseMs: 600_000,
+        }),
+    );
     const pipeline = new Pipeline(
       { exportInterval: 15_000, pullConcurrency: CONCURRENCY, pullTimeout: 30_000 },
       {
