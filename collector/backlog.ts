@@ -92,11 +92,24 @@ export class Backlog {
    * made into `Flow` objects here, afresh at every pull (a pull not acknowledged is the rare case).
    */
   pull(maxFlows = Number.POSITIVE_INFINITY): FlowBatch[] {
+    return this.take(maxFlows, objects);
+  }
+
+  /**
+   * As `pull()`, for an encoder that writes the batches at once: flows kept as columns stay
+   * columns (msgpackr makes them objects one batch at a time through `toJSON`, so a pull of the
+   * whole backlog never holds every flow as an object at once). Encode before anything else runs.
+   */
+  pullForEncoding(maxFlows = Number.POSITIVE_INFINITY): FlowBatch[] {
+    return this.take(maxFlows, (l) => l as Flow[]);
+  }
+
+  private take(maxFlows: number, as: (l: FlowList) => Flow[]): FlowBatch[] {
     const out: FlowBatch[] = [];
     let n = 0;
     for (const b of this.batches) {
       if (out.length > 0 && n + b.flows.length > maxFlows) break;
-      out.push({ seq: b.seq, from: b.from, to: b.to, flows: objects(b.flows) });
+      out.push({ seq: b.seq, from: b.from, to: b.to, flows: as(b.flows) });
       n += b.flows.length;
       this.mergeIndex.delete(b);
     }

@@ -24,6 +24,8 @@ export interface CollectorMetrics {
   flowsReported: Counter;
   pulls: Counter;
   acks: Counter<'result'>;
+  /** Pull bodies encoded: one per backlog state, shared by every pull of that state. */
+  pullBodies: Counter;
   /** Pull-API requests turned away before any work: no token, another exporter's lease, too many at once. */
   refused: Counter<'reason'>;
 }
@@ -130,6 +132,11 @@ export function createCollectorMetrics(registry: Registry, deps: CollectorMetric
       name: 'podflow_collector_acks_total',
       help: 'Acknowledgements received, by result (ok, conflict, invalid)',
       labelNames: ['result'],
+      registers,
+    }),
+    pullBodies: new Counter({
+      name: 'podflow_collector_pull_bodies_total',
+      help: 'Pull bodies encoded: one per backlog state, shared by every pull of that state',
       registers,
     }),
     refused: new Counter({

@@ -162,7 +162,7 @@ export function pullApiRouter(deps: PullApiDeps): Router {
     inFlight++;
     try {
       if (cache === undefined || cache.version !== backlog.version || cache.maxFlows !== maxFlows) {
-        const batches = backlog.pull(maxFlows);
+        const batches = backlog.pullForEncoding(maxFlows);
         const response: PullResponse = {
           version: 1,
           bootId: backlog.bootId,
@@ -175,6 +175,7 @@ export function pullApiRouter(deps: PullApiDeps): Router {
         };
         // The version after the pull: recording this pull's boundary may have changed it.
         cache = { version: backlog.version, maxFlows, raw: encodePullBody(response) };
+        metrics.pullBodies.inc();
       }
       const body = cache;
       metrics.pulls.inc();

@@ -29,7 +29,7 @@ export class ExporterMetrics {
     });
     this.pullErrors = new Counter({
       name: 'podflow_exporter_pull_errors_total',
-      help: 'Failed pulls and acks by collector and reason (timeout, network, http, oversized, decode, invalid, version, boot)',
+      help: 'Failed pulls and acks by collector and reason (timeout, network, http, oversized, decode, invalid, version, boot, unauthorized, leased, busy)',
       labelNames: ['collector', 'reason'],
       registers,
     });

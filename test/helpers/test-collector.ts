@@ -3,9 +3,11 @@
 // collectors with known flows.
 import { Registry } from 'prom-client';
 import { Backlog } from '../../collector/backlog.js';
+import type { Lease } from '../../collector/lease.js';
 import { createCollectorMetrics } from '../../collector/metrics.js';
 import { createCollectorServer } from '../../collector/server.js';
 import { silentLogger } from '../../shared/log.js';
+import type { TokenFile } from '../../shared/token.js';
 
 export interface TestCollector {
   backlog: Backlog;
@@ -15,7 +17,15 @@ export interface TestCollector {
 
 export async function startTestCollector(
   node: string,
-  opts: { bootId?: string; backlogMaxFlows?: number } = {},
+  opts: {
+    bootId?: string;
+    backlogMaxFlows?: number;
+    /** `--pull-token-file` of the collector. */
+    tokens?: TokenFile;
+    /** `--metrics-auth`. */
+    metricsAuth?: boolean;
+    lease?: Lease;
+  } = {},
 ): Promise<TestCollector> {
   const backlog = new Backlog(
     { backlogMaxFlows: opts.backlogMaxFlows ?? 1_000_000 },
@@ -32,6 +42,9 @@ export async function startTestCollector(
       log: silentLogger,
       registry,
       notReady: () => undefined,
+      tokens: opts.tokens,
+      metricsAuth: opts.metricsAuth,
+      lease: opts.lease,
     },
   );
   const { port } = await server.start();
