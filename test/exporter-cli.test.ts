@@ -2,7 +2,12 @@
 // posting to a real receiver, /metrics, /healthz, /readyz, start-up errors and SIGTERM.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createGzip } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
+import { encodePullResponse } from '../exporter/pull.js';
 import type { Flow } from '../shared/flow.js';
 import { HttpReceiver } from './helpers/http-receiver.js';
 import { freePort } from './helpers/ports.js';
@@ -159,5 +164,117 @@ describe('podflow exporter', () => {
     const [code] = await p.exited;
     expect(code).not.toBe(0);
     expect(p.stderr()).toContain('MISSING_TOKEN is not set');
+  });
+});
+
+/** A stand-in collector on loopback answering every pull with `body` (and these headers). */
+async function standIn(body: Buffer, headers: Record<string, string>): Promise<string> {
+  const srv = createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/x-msgpack', ...headers });
+    res.end(body);
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  cleanup.push(async () => {
+    srv.closeAllConnections();
+    await new Promise<void>((r) => srv.close(() => r()));
+  });
+  return `http://127.0.0.1:${(srv.address() as AddressInfo).port}`;
+}
+
+/** gzip of `mib` MiB of zeros, made a MiB at a time. */
+async function zerosGzip(mib: number): Promise<Buffer> {
+  const z = createGzip({ level: 9 });
+  const out: Buffer[] = [];
+  z.on('data', (c: Buffer) => out.push(c));
+  const zero = Buffer.alloc(1 << 20);
+  for (let i = 0; i < mib; i++) if (!z.write(zero)) await once(z, 'drain');
+  z.end();
+  await once(z, 'end');
+  return Buffer.concat(out);
+}
+
+describe('podflow exporter against hostile collectors', () => {
+  it('refuses gzip bombs and impossible counts, counts the good collector exactly, and stays within its memory limit', async () => {
+    const good = await collector('node-good');
+    good.backlog.append(0, 5000, [flow('10.0.0.1', '8.8.8.8', 4321)]);
+    const lease = { 'podflow-lease': 'l1', 'podflow-lease-seconds': '60' };
+    const gz = { 'content-encoding': 'gzip', ...lease };
+    // 300 MiB of zeros: once with the gzip trailer telling the truth, once claiming 40 MiB.
+    const bomb = await zerosGzip(300);
+    const liar = Buffer.from(bomb);
+    liar.writeUInt32LE(40 << 20, liar.length - 4);
+    const bombs = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => standIn(i % 2 === 0 ? bomb : liar, gz)),
+    );
+    const counts = await Promise.all(
+      [1e300, 2 ** 60, 0.49, -1].map((n) =>
+        standIn(
+          encodePullResponse({
+            version: 1,
+            bootId: 'evil',
+            node: 'node-evil',
+            source: 'netfilter',
+            batches: [{ seq: 1, from: 0, to: 1, flows: [{ ...flow('10.0.0.2', '8.8.4.4', 1), txBytes: n }] }],
+          }),
+          lease,
+        ),
+      ),
+    );
+    const port = await freePort();
+    const p = podflow([
+      'exporter',
+      '--collectors',
+      [good.url, ...bombs, ...counts].join(','),
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--export-interval',
+      '500ms',
+      '--pull-max-bytes',
+      String(64 << 20),
+    ]);
+    const base = `http://127.0.0.1:${port}`;
+    const text = await waitFor('three rounds of refusals', async () => {
+      const t = await (await fetch(`${base}/metrics`)).text().catch(() => '');
+      return sum(t, 'podflow_exporter_pull_errors_total', 'reason="invalid"') >= 4 * 3 + 4 * 3
+        ? t
+        : undefined;
+    });
+    for (const u of bombs.filter((_, i) => i % 2 === 0)) {
+      expect(
+        sum(text, 'podflow_exporter_pull_errors_total', `collector="${u}",reason="oversized"`),
+      ).toBeGreaterThan(0);
+    }
+    for (const u of [...bombs.filter((_, i) => i % 2 === 1), ...counts]) {
+      expect(
+        sum(text, 'podflow_exporter_pull_errors_total', `collector="${u}",reason="invalid"`),
+      ).toBeGreaterThan(0);
+    }
+    // Only the good collector's bytes, exactly.
+    expect(sum(text, 'podflow_transmit_bytes_total')).toBe(4321);
+    expect(good.backlog.stats().batches).toBe(0);
+    const status = await readFile(`/proc/${p.child.pid}/status`, 'utf8');
+    const peak = Number(/^VmHWM:\s+(\d+) kB/m.exec(status)?.[1]) * 1024;
+    console.log(`exporter peak RSS with 8 gzip bombs every 500 ms: ${(peak / 2 ** 20).toFixed(0)} MiB`);
+    // The chart's exporter limit is 512Mi; eight bombs at once reached 2.33 GB before.
+    expect(peak).toBeLessThan(512 * 2 ** 20);
+  });
+
+  it('stops at start-up with one line when the token file cannot be used, or --metrics-auth has none', async () => {
+    const p1 = podflow([
+      'exporter',
+      '--collectors',
+      'http://127.0.0.1:1',
+      '--pull-token-file',
+      '/nonexistent/token',
+    ]);
+    const [c1] = await p1.exited;
+    expect(c1).not.toBe(0);
+    expect(p1.stderr().trim()).toBe('podflow: --pull-token-file /nonexistent/token: cannot read it (ENOENT)');
+    const p2 = podflow(['exporter', '--collectors', 'http://127.0.0.1:1', '--metrics-auth']);
+    const [c2] = await p2.exited;
+    expect(c2).not.toBe(0);
+    expect(p2.stderr().trim()).toBe(
+      'podflow: --metrics-auth: needs --pull-token-file (the tokens /metrics accepts)',
+    );
   });
 });
