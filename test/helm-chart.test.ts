@@ -3,7 +3,7 @@
 // Kubernetes API schemas, every container's arguments, environment and config file through
 // podflow's own loadConfig, and the wiring between the pieces (labels, ports, mounts, RBAC).
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -143,6 +143,10 @@ const VARIANTS: Record<string, Record<string, unknown>> = {
       podLabels: { team: 'net' },
       podAnnotations: { 'example.test/owner': 'net' },
       serviceAccount: { annotations: { 'example.test/role': 'collector' } },
+      podSecurityContext: { supplementalGroups: [4242] },
+      securityContext: { seLinuxOptions: { type: 'spc_t' } },
+      extraVolumes: [{ name: 'corp-ca', configMap: { name: 'corp-ca' } }],
+      extraVolumeMounts: [{ name: 'corp-ca', mountPath: '/etc/ssl/corp', readOnly: true }],
     },
     exporter: {
       port: 19471,
@@ -156,6 +160,10 @@ const VARIANTS: Record<string, Record<string, unknown>> = {
       extraArgs: ['--shutdown-timeout', '15s'],
       priorityClassName: 'high',
       service: { type: 'NodePort', annotations: { 'example.test/lb': 'no' } },
+      podSecurityContext: { runAsUser: 10001, runAsGroup: 10001 },
+      securityContext: { seccompProfile: { type: 'Localhost', localhostProfile: 'podflow.json' } },
+      extraVolumes: [{ name: 'corp-ca', configMap: { name: 'corp-ca' } }],
+      extraVolumeMounts: [{ name: 'corp-ca', mountPath: '/etc/ssl/corp', readOnly: true }],
     },
   },
   'external RBAC and service accounts': {
@@ -425,6 +433,31 @@ describe.each(Object.keys(VARIANTS))('chart rendered with %s', (variant) => {
     }
   });
 
+  it("adds the user's security settings, volumes and labels to the chart's own", () => {
+    const common = (values.commonLabels ?? {}) as Record<string, string>;
+    for (const o of objs()) expect(o.metadata.labels, `${o.kind}/${o.metadata.name}`).toMatchObject(common);
+    for (const [kind, role] of [
+      ['DaemonSet', 'collector'],
+      ['Deployment', 'exporter'],
+    ]) {
+      const v = ((values as Record<string, Record<string, unknown>>)[role] ?? {}) as Record<string, unknown>;
+      const pod = one(objs(), kind, role).spec.template;
+      const c = pod.spec.containers[0];
+      expect(pod.metadata.labels).toMatchObject(common);
+      expect(c.securityContext).toMatchObject(v.securityContext ?? {});
+      expect(pod.spec.securityContext ?? {}).toMatchObject(v.podSecurityContext ?? {});
+      // What the user did not override stays as the chart has it.
+      expect(c.securityContext.capabilities.drop).toEqual(['ALL']);
+      expect(c.securityContext.readOnlyRootFilesystem).toBe(true);
+      if (role === 'exporter') expect(pod.spec.securityContext.runAsNonRoot).toBe(true);
+      const extraVolumes = (v.extraVolumes ?? []) as unknown[];
+      const extraMounts = (v.extraVolumeMounts ?? []) as unknown[];
+      expect(pod.spec.volumes.slice(pod.spec.volumes.length - extraVolumes.length)).toEqual(extraVolumes);
+      expect(c.volumeMounts.slice(c.volumeMounts.length - extraMounts.length)).toEqual(extraMounts);
+      expect(pod.spec.volumes.map((x: { name: string }) => x.name)).toContain('pull-token');
+    }
+  });
+
   it('grants read-only RBAC, nothing more', () => {
     const roles = byKind(objs(), 'ClusterRole');
     const bindings = byKind(objs(), 'ClusterRoleBinding');
@@ -556,6 +589,21 @@ describe.each(Object.keys(VARIANTS))('chart rendered with %s', (variant) => {
     expect(notes).toContain(`http://localhost:${port}/metrics`);
     expect(notes).toContain(`http://${svc.metadata.name}.${NS}.svc:${port}/metrics`);
     expect(notes).not.toMatch(/<no value>|\{\{/);
+    // The flow metric names the exporter serves with this metrics-prefix.
+    const exp = loadContainerConfig(
+      containerInputs(objs(), one(objs(), 'Deployment', 'exporter'), 'exporter'),
+    );
+    expect(notes).toContain(`| grep ^${exp.metricsPrefix}_transmit_bytes_total`);
+    expect(notes).not.toContain(exp.metricsPrefix === 'podflow' ? 'egressd_' : 'podflow_transmit');
+    // With metricsAuth the command sends the token of the Secret the pods read.
+    const vol = one(objs(), 'Deployment', 'exporter').spec.template.spec.volumes.find(
+      (v: { name: string }) => v.name === 'pull-token',
+    );
+    const withToken = `secret ${vol.secret.secretName} -o jsonpath='{.data.${vol.secret.items[0].key}}'`;
+    if (values.metricsAuth) {
+      expect(notes).toContain(withToken);
+      expect(notes).toContain('curl -s -H "Authorization: Bearer $TOKEN" http://localhost:');
+    } else expect(notes).not.toContain('Authorization');
   });
 
   it('ships the Grafana dashboard for the sidecar when asked', () => {
@@ -669,6 +717,34 @@ describe('chart: values', () => {
   ])('refuses %j', (values, message) => {
     const errors = checkValues(values as Record<string, unknown>);
     expect(errors.join('\n')).toContain(message);
+  });
+
+  it('packages every file the chart reads, and no editor or VCS files', () => {
+    const patterns = readFileSync(join(CHART, '.helmignore'), 'utf8')
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l !== '' && !l.startsWith('#'));
+    // .helmignore's globs: * within one path element; a trailing / names a directory.
+    const regexps = patterns.map((p) => {
+      const body = p
+        .replace(/\/$/, '')
+        .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+        .replace(/\*/g, '[^/]*');
+      return new RegExp(`(^|/)${body}(/|$)`);
+    });
+    const ignored = (f: string) => regexps.some((r) => r.test(f));
+    const files = (readdirSync(CHART, { recursive: true }) as string[]).filter((f) =>
+      statSync(join(CHART, f)).isFile(),
+    );
+    expect(files).toContain('templates/pull-token-secret.yaml');
+    expect(files.filter(ignored)).toEqual([]);
+    for (const f of ['templates/x.yaml.swp', '.git/config', 'templates/a.yaml~', 'values.yaml.orig'])
+      expect(ignored(f), f).toBe(true);
+    const chart = parseYaml(readFileSync(join(CHART, 'Chart.yaml'), 'utf8'));
+    expect(chart.maintainers.length).toBeGreaterThan(0);
+    expect(chart.annotations['artifacthub.io/license']).toBe(
+      JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')).license,
+    );
   });
 
   it('tells why the exporter does not scale with replicas', () => {

@@ -152,3 +152,50 @@ group-public-ips: {{ .Values.groupPublicIps }}
 pod-retention: {{ .Values.podRetention | quote }}
 metrics-auth: {{ .Values.metricsAuth }}
 {{- end -}}
+
+{{/*
+The collector container's securityContext before collector.securityContext. Root without
+privileges: uid 0 so that the added capabilities are effective (Kubernetes grants added
+capabilities to root only) and the netfilter sysctl is writable. NET_ADMIN dumps conntrack over
+ctnetlink and writes net.netfilter.nf_conntrack_acct; in Cilium mode, bpf() opens the pinned
+conntrack maps (read-only) instead.
+*/}}
+{{- define "podflow.collector.securityContext" -}}
+runAsUser: 0
+runAsNonRoot: false
+privileged: false
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop:
+    - ALL
+  add:
+    {{- if eq .Values.collector.source "cilium" }}
+    {{- range .Values.collector.cilium.capabilities }}
+    - {{ . }}
+    {{- end }}
+    {{- else }}
+    - NET_ADMIN
+    {{- end }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* The exporter pod's securityContext before exporter.podSecurityContext: the image's user. */}}
+{{- define "podflow.exporter.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* The exporter container's securityContext before exporter.securityContext. */}}
+{{- define "podflow.exporter.securityContext" -}}
+privileged: false
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop:
+    - ALL
+{{- end -}}
