@@ -747,6 +747,35 @@ describe('chart: values', () => {
     );
   });
 
+  it("lets a securityContext key replace the chart's, false and whole maps included", async () => {
+    const values = {
+      collector: { securityContext: { capabilities: { drop: ['ALL'], add: ['NET_ADMIN', 'SYS_PTRACE'] } } },
+      exporter: {
+        podSecurityContext: { runAsNonRoot: false, runAsUser: 0 },
+        securityContext: { readOnlyRootFilesystem: false },
+      },
+    };
+    expect(checkValues(values)).toEqual([]);
+    const { objects } = await renderChart(bin, { values });
+    const col = one(objects, 'DaemonSet', 'collector').spec.template.spec;
+    const exp = one(objects, 'Deployment', 'exporter').spec.template.spec;
+    expect(col.containers[0].securityContext).toMatchObject({
+      capabilities: { drop: ['ALL'], add: ['NET_ADMIN', 'SYS_PTRACE'] },
+      runAsUser: 0,
+      readOnlyRootFilesystem: true,
+    });
+    expect(exp.securityContext).toEqual({
+      runAsNonRoot: false,
+      runAsUser: 0,
+      runAsGroup: 65532,
+      seccompProfile: { type: 'RuntimeDefault' },
+    });
+    expect(exp.containers[0].securityContext).toMatchObject({
+      readOnlyRootFilesystem: false,
+      allowPrivilegeEscalation: false,
+    });
+  });
+
   it('tells why the exporter does not scale with replicas', () => {
     const schema = JSON.parse(readFileSync(join(CHART, 'values.schema.json'), 'utf8'));
     expect(schema.properties.exporter.properties.replicas.description).toMatch(/shards/);
