@@ -3,7 +3,7 @@
 // Kubernetes API schemas, every container's arguments, environment and config file through
 // podflow's own loadConfig, and the wiring between the pieces (labels, ports, mounts, RBAC).
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -20,6 +20,7 @@ import {
   REPO,
   type Rendered,
   renderChart,
+  renderChartWith,
   renderNotes,
   selectorMatches,
   validateObject,
@@ -42,12 +43,41 @@ const VARIANTS: Record<string, Record<string, unknown>> = {
       prometheusRule: { enabled: true, alertLabels: { team: 'net' }, readDurationSeconds: 1.5 },
     },
   },
-  'network policy, disruption budget, two replicas': {
+  'network policy, disruption budget': {
     networkPolicy: {
       enabled: true,
       metricsFrom: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'prometheus' } } }],
     },
-    exporter: { replicas: 2, podDisruptionBudget: { enabled: true, minAvailable: 1 } },
+    exporter: { podDisruptionBudget: { enabled: true } },
+  },
+  'metrics auth, monitors behind a network policy': {
+    metricsAuth: true,
+    metrics: {
+      annotations: false,
+      serviceMonitor: {
+        enabled: true,
+        honorLabels: true,
+        metricRelabelings: [{ action: 'labeldrop', regex: 'dst_ip' }],
+      },
+      podMonitor: {
+        enabled: true,
+        relabelings: [{ sourceLabels: ['__meta_kubernetes_pod_node_name'], targetLabel: 'node' }],
+      },
+    },
+    networkPolicy: {
+      enabled: true,
+      metricsFrom: [{ podSelector: { matchLabels: { app: 'vmagent' } } }],
+      prometheus: {
+        namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'observability' } },
+        podSelector: { matchLabels: { 'app.kubernetes.io/name': 'prometheus', prometheus: 'k8s' } },
+      },
+    },
+  },
+  'own pull-token Secret, as a subchart': {
+    global: { imageRegistry: 'mirror.example.test', storageClass: 'fast', parent: { anything: [1, 2] } },
+    auth: { existingSecret: 'podflow-pull', existingSecretKey: 'pull-token' },
+    metricsAuth: true,
+    metrics: { serviceMonitor: { enabled: true }, podMonitor: { enabled: true } },
   },
   'http sink with a chart-made token Secret': {
     exporter: {
@@ -73,6 +103,7 @@ const VARIANTS: Record<string, Record<string, unknown>> = {
   },
   'everything tuned': {
     nameOverride: 'flows',
+    commonLabels: { 'example.test/cost-center': 'net-42' },
     image: {
       registry: 'registry.example.test',
       repository: 'net/podflow',
@@ -112,6 +143,10 @@ const VARIANTS: Record<string, Record<string, unknown>> = {
       podLabels: { team: 'net' },
       podAnnotations: { 'example.test/owner': 'net' },
       serviceAccount: { annotations: { 'example.test/role': 'collector' } },
+      podSecurityContext: { supplementalGroups: [4242] },
+      securityContext: { seLinuxOptions: { type: 'spc_t' } },
+      extraVolumes: [{ name: 'corp-ca', configMap: { name: 'corp-ca' } }],
+      extraVolumeMounts: [{ name: 'corp-ca', mountPath: '/etc/ssl/corp', readOnly: true }],
     },
     exporter: {
       port: 19471,
@@ -125,6 +160,10 @@ const VARIANTS: Record<string, Record<string, unknown>> = {
       extraArgs: ['--shutdown-timeout', '15s'],
       priorityClassName: 'high',
       service: { type: 'NodePort', annotations: { 'example.test/lb': 'no' } },
+      podSecurityContext: { runAsUser: 10001, runAsGroup: 10001 },
+      securityContext: { seccompProfile: { type: 'Localhost', localhostProfile: 'podflow.json' } },
+      extraVolumes: [{ name: 'corp-ca', configMap: { name: 'corp-ca' } }],
+      extraVolumeMounts: [{ name: 'corp-ca', mountPath: '/etc/ssl/corp', readOnly: true }],
     },
   },
   'external RBAC and service accounts': {
@@ -287,6 +326,138 @@ describe.each(Object.keys(VARIANTS))('chart rendered with %s', (variant) => {
     expect(c.securityContext.capabilities.add).toBeUndefined();
   });
 
+  it('guards the pull API with a token from one Secret, mounted as a directory on both roles', () => {
+    const auth = (values.auth ?? {}) as { existingSecret?: string; existingSecretKey?: string };
+    const fullname = one(objs(), 'Deployment', 'exporter').metadata.name.replace(/-exporter$/, '');
+    const secretName = auth.existingSecret ?? `${fullname}-pull-token`;
+    const key = auth.existingSecret ? (auth.existingSecretKey ?? 'token') : 'token';
+    const files = new Set<string>();
+    for (const [kind, component] of [
+      ['DaemonSet', 'collector'],
+      ['Deployment', 'exporter'],
+    ]) {
+      const w = one(objs(), kind, component);
+      const pod = w.spec.template.spec;
+      const c = pod.containers[0];
+      const cfg = loadContainerConfig(containerInputs(objs(), w, component));
+      const file = cfg.pullTokenFile;
+      expect(file, component).toBeDefined();
+      files.add(file!);
+      // A directory mount: the kubelet refreshes its files when the Secret changes (a subPath mount
+      // would keep the old token until the pod restarts), and podflow re-reads the file.
+      const mount = c.volumeMounts.find((m: { mountPath: string }) => file!.startsWith(`${m.mountPath}/`));
+      expect(mount, `${component}: no mount holds ${file}`).toBeDefined();
+      expect(mount.subPath).toBeUndefined();
+      expect(mount.readOnly).toBe(true);
+      const vol = pod.volumes.find((v: { name: string }) => v.name === mount.name);
+      expect(vol.secret.secretName).toBe(secretName);
+      expect(vol.secret.items).toEqual([{ key, path: file!.slice(mount.mountPath.length + 1) }]);
+      // Not inside another volume: a mount point cannot be made in a read-only ConfigMap volume.
+      for (const other of c.volumeMounts) {
+        if (other !== mount) expect(mount.mountPath.startsWith(`${other.mountPath}/`)).toBe(false);
+      }
+    }
+    expect(files.size).toBe(1);
+    const secrets = byKind(objs(), 'Secret').filter((o) => o.metadata.name === secretName);
+    if (auth.existingSecret) {
+      expect(secrets).toEqual([]);
+      return;
+    }
+    expect(secrets).toHaveLength(1);
+    // Created once and kept: Helm leaves it on uninstall; upgrades reuse it (below).
+    expect(secrets[0].metadata.annotations['helm.sh/resource-policy']).toBe('keep');
+    expect(Buffer.from(secrets[0].data.token, 'base64').toString()).toMatch(/^[A-Za-z0-9]{48}$/);
+  });
+
+  it('binds the collector to its node address, the exporter to every address', () => {
+    const ds = one(objs(), 'DaemonSet', 'collector');
+    const dep = one(objs(), 'Deployment', 'exporter');
+    const c = ds.spec.template.spec.containers[0];
+    const hostIp = c.env.find((e: { name: string }) => e.name === 'HOST_IP');
+    expect(hostIp.valueFrom.fieldRef.fieldPath).toBe('status.hostIP');
+    const port = c.ports[0].containerPort;
+    // The brackets hold either family: the same argument works on IPv4, IPv6 and dual-stack nodes.
+    for (const ip of ['10.0.0.1', 'fd00:10::7']) {
+      const cfg = loadContainerConfig(containerInputs(objs(), ds, 'collector', { 'status.hostIP': ip }));
+      expect(cfg.listen).toEqual({ host: ip, port });
+    }
+    const exp = containerInputs(objs(), dep, 'exporter');
+    expect(exp.flags.listen).toBe(`:${dep.spec.template.spec.containers[0].ports[0].containerPort}`);
+  });
+
+  it('asks for the token on /metrics only with metricsAuth, and monitors then send it', () => {
+    const on = values.metricsAuth === true;
+    const auth = (values.auth ?? {}) as { existingSecret?: string; existingSecretKey?: string };
+    for (const [kind, component] of [
+      ['DaemonSet', 'collector'],
+      ['Deployment', 'exporter'],
+    ]) {
+      const cfg = loadContainerConfig(containerInputs(objs(), one(objs(), kind, component), component));
+      expect(cfg.metricsAuth, component).toBe(on);
+    }
+    const endpoints = [
+      ...byKind(objs(), 'ServiceMonitor').flatMap((m) => m.spec.endpoints),
+      ...byKind(objs(), 'PodMonitor').flatMap((m) => m.spec.podMetricsEndpoints),
+    ];
+    for (const ep of endpoints) {
+      if (!on) {
+        expect(ep.authorization).toBeUndefined();
+        continue;
+      }
+      // The very Secret and key the pods read their token from.
+      const dep = one(objs(), 'Deployment', 'exporter');
+      const vol = dep.spec.template.spec.volumes.find((v: { secret?: unknown }) => v.secret);
+      expect(ep.authorization).toEqual({
+        type: 'Bearer',
+        credentials: { name: vol.secret.secretName, key: vol.secret.items[0].key },
+      });
+      expect(vol.secret.secretName).toBe(
+        auth.existingSecret ?? `${dep.metadata.name.replace(/-exporter$/, '')}-pull-token`,
+      );
+    }
+  });
+
+  it('pulls the image from the registry a parent chart sets, tag kept beside a digest', () => {
+    const image = (values.image ?? {}) as { registry?: string; repository?: string; digest?: string };
+    const global = (values.global ?? {}) as { imageRegistry?: string };
+    const registry = global.imageRegistry ?? image.registry;
+    const repo = `${registry ? `${registry}/` : ''}${image.repository ?? 'podflow'}`;
+    const digest = image.digest ? `@${image.digest}` : '';
+    for (const [kind, component] of [
+      ['DaemonSet', 'collector'],
+      ['Deployment', 'exporter'],
+    ]) {
+      expect(one(objs(), kind, component).spec.template.spec.containers[0].image).toBe(
+        `${repo}:0.1.0${digest}`,
+      );
+    }
+  });
+
+  it("adds the user's security settings, volumes and labels to the chart's own", () => {
+    const common = (values.commonLabels ?? {}) as Record<string, string>;
+    for (const o of objs()) expect(o.metadata.labels, `${o.kind}/${o.metadata.name}`).toMatchObject(common);
+    for (const [kind, role] of [
+      ['DaemonSet', 'collector'],
+      ['Deployment', 'exporter'],
+    ]) {
+      const v = ((values as Record<string, Record<string, unknown>>)[role] ?? {}) as Record<string, unknown>;
+      const pod = one(objs(), kind, role).spec.template;
+      const c = pod.spec.containers[0];
+      expect(pod.metadata.labels).toMatchObject(common);
+      expect(c.securityContext).toMatchObject(v.securityContext ?? {});
+      expect(pod.spec.securityContext ?? {}).toMatchObject(v.podSecurityContext ?? {});
+      // What the user did not override stays as the chart has it.
+      expect(c.securityContext.capabilities.drop).toEqual(['ALL']);
+      expect(c.securityContext.readOnlyRootFilesystem).toBe(true);
+      if (role === 'exporter') expect(pod.spec.securityContext.runAsNonRoot).toBe(true);
+      const extraVolumes = (v.extraVolumes ?? []) as unknown[];
+      const extraMounts = (v.extraVolumeMounts ?? []) as unknown[];
+      expect(pod.spec.volumes.slice(pod.spec.volumes.length - extraVolumes.length)).toEqual(extraVolumes);
+      expect(c.volumeMounts.slice(c.volumeMounts.length - extraMounts.length)).toEqual(extraMounts);
+      expect(pod.spec.volumes.map((x: { name: string }) => x.name)).toContain('pull-token');
+    }
+  });
+
   it('grants read-only RBAC, nothing more', () => {
     const roles = byKind(objs(), 'ClusterRole');
     const bindings = byKind(objs(), 'ClusterRoleBinding');
@@ -371,20 +542,43 @@ describe.each(Object.keys(VARIANTS))('chart rendered with %s', (variant) => {
     );
     const matches = (sel: Record<string, string>, labels: Record<string, string>) =>
       Object.entries(sel).every(([k, v]) => labels[k] === v);
-    for (const np of policies) {
-      const component = np.metadata.labels['app.kubernetes.io/component'];
+    const np = (values.networkPolicy ?? {}) as { metricsFrom?: unknown[]; prometheus?: unknown };
+    const metrics = (values.metrics ?? {}) as Record<string, { enabled?: boolean }> & {
+      annotations?: boolean;
+    };
+    const annotations = metrics.annotations !== false;
+    // The default selector: the pods the Prometheus Operator and the prometheus-community chart run.
+    const prometheus = np.prometheus ?? {
+      namespaceSelector: {},
+      podSelector: { matchLabels: { 'app.kubernetes.io/name': 'prometheus' } },
+    };
+    for (const policy of policies) {
+      const component = policy.metadata.labels['app.kubernetes.io/component'];
       const target = component === 'collector' ? ds : dep;
-      expect(matches(np.spec.podSelector.matchLabels, target.spec.template.metadata.labels)).toBe(true);
+      expect(matches(policy.spec.podSelector.matchLabels, target.spec.template.metadata.labels)).toBe(true);
       const port = target.spec.template.spec.containers[0].ports[0].containerPort;
-      expect(np.spec.ingress[0].ports).toEqual([{ port, protocol: 'TCP' }]);
+      expect(policy.spec.ingress).toHaveLength(1);
+      expect(policy.spec.ingress[0].ports).toEqual([{ port, protocol: 'TCP' }]);
+      const from: unknown[] | undefined = policy.spec.ingress[0].from;
       if (component === 'collector') {
-        const from = np.spec.ingress[0].from[0].podSelector.matchLabels;
-        expect(matches(from, dep.spec.template.metadata.labels)).toBe(true);
-        expect(matches(from, ds.spec.template.metadata.labels)).toBe(false);
-      }
+        const exporter = from![0] as { podSelector: { matchLabels: Record<string, string> } };
+        expect(matches(exporter.podSelector.matchLabels, dep.spec.template.metadata.labels)).toBe(true);
+        expect(matches(exporter.podSelector.matchLabels, ds.spec.template.metadata.labels)).toBe(false);
+        // Prometheus scrapes the collectors while a PodMonitor or the annotations ask it to.
+        const scraped = metrics.podMonitor?.enabled === true || annotations;
+        expect(from!.slice(1)).toEqual(scraped ? [prometheus] : []);
+      } else if (np.metricsFrom?.length) {
+        const scraped = metrics.serviceMonitor?.enabled === true || annotations;
+        expect(from).toEqual([...np.metricsFrom, ...(scraped ? [prometheus] : [])]);
+      } else expect(from).toBeUndefined(); // every source
     }
-    for (const pdb of pdbs)
+    for (const pdb of pdbs) {
       expect(matches(pdb.spec.selector.matchLabels, dep.spec.template.metadata.labels)).toBe(true);
+      // A budget never blocks a drain: with every exporter pod up, evicting one is allowed.
+      expect(pdb.spec.minAvailable).toBeUndefined();
+      expect(pdb.spec.maxUnavailable).toBeGreaterThanOrEqual(1);
+      expect(dep.spec.replicas).toBeLessThanOrEqual(1);
+    }
   });
 
   it('prints NOTES.txt telling how to reach the metrics', async () => {
@@ -395,6 +589,21 @@ describe.each(Object.keys(VARIANTS))('chart rendered with %s', (variant) => {
     expect(notes).toContain(`http://localhost:${port}/metrics`);
     expect(notes).toContain(`http://${svc.metadata.name}.${NS}.svc:${port}/metrics`);
     expect(notes).not.toMatch(/<no value>|\{\{/);
+    // The flow metric names the exporter serves with this metrics-prefix.
+    const exp = loadContainerConfig(
+      containerInputs(objs(), one(objs(), 'Deployment', 'exporter'), 'exporter'),
+    );
+    expect(notes).toContain(`| grep ^${exp.metricsPrefix}_transmit_bytes_total`);
+    expect(notes).not.toContain(exp.metricsPrefix === 'podflow' ? 'egressd_' : 'podflow_transmit');
+    // With metricsAuth the command sends the token of the Secret the pods read.
+    const vol = one(objs(), 'Deployment', 'exporter').spec.template.spec.volumes.find(
+      (v: { name: string }) => v.name === 'pull-token',
+    );
+    const withToken = `secret ${vol.secret.secretName} -o jsonpath='{.data.${vol.secret.items[0].key}}'`;
+    if (values.metricsAuth) {
+      expect(notes).toContain(withToken);
+      expect(notes).toContain('curl -s -H "Authorization: Bearer $TOKEN" http://localhost:');
+    } else expect(notes).not.toContain('Authorization');
   });
 
   it('ships the Grafana dashboard for the sidecar when asked', () => {
@@ -440,8 +649,24 @@ describe('chart: values', () => {
   it('lets *.config hold only podflow options of that role which the chart does not set itself', () => {
     const schema = JSON.parse(readFileSync(join(CHART, 'values.schema.json'), 'utf8'));
     const managed: Record<string, string[]> = {
-      collector: ['listen', 'source', 'node-name', 'proc-path', 'conntrack-acct'],
-      exporter: ['listen', 'node-name', 'namespace', 'collector-selector', 'collector-port'],
+      collector: [
+        'listen',
+        'source',
+        'node-name',
+        'proc-path',
+        'conntrack-acct',
+        'pull-token-file',
+        'metrics-auth',
+      ],
+      exporter: [
+        'listen',
+        'node-name',
+        'namespace',
+        'collector-selector',
+        'collector-port',
+        'pull-token-file',
+        'metrics-auth',
+      ],
     };
     for (const role of ['collector', 'exporter'] as const) {
       const allowed: string[] = schema.properties[role].properties.config.propertyNames.enum;
@@ -475,9 +700,108 @@ describe('chart: values', () => {
       { collector: { cilium: { capabilities: ['NET_RAW'] } } },
       '- collector.cilium.capabilities.0: must be one of',
     ],
+    // Two exporters would each pull every collector and acknowledge what they took.
+    [{ exporter: { replicas: 2 } }, '- exporter.replicas: must be <= 1'],
+    [
+      { exporter: { podDisruptionBudget: { maxUnavailable: 0 } } },
+      '- exporter.podDisruptionBudget.maxUnavailable',
+    ],
+    [
+      { exporter: { podDisruptionBudget: { minAvailable: 1 } } },
+      '- exporter.podDisruptionBudget: additional property "minAvailable" not allowed',
+    ],
+    [{ auth: { existingSecretKey: '' } }, '- auth.existingSecretKey: must NOT have fewer than 1 characters'],
+    [{ metricsAuth: 'yes' }, '- metricsAuth: must be boolean'],
+    [{ global: ['x'] }, '- global: must be object'],
+    [{ networkPolicy: { prometheus: { podSelecter: {} } } }, 'additional property "podSelecter" not allowed'],
   ])('refuses %j', (values, message) => {
     const errors = checkValues(values as Record<string, unknown>);
     expect(errors.join('\n')).toContain(message);
+  });
+
+  it('packages every file the chart reads, and no editor or VCS files', () => {
+    const patterns = readFileSync(join(CHART, '.helmignore'), 'utf8')
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l !== '' && !l.startsWith('#'));
+    // .helmignore's globs: * within one path element; a trailing / names a directory.
+    const regexps = patterns.map((p) => {
+      const body = p
+        .replace(/\/$/, '')
+        .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+        .replace(/\*/g, '[^/]*');
+      return new RegExp(`(^|/)${body}(/|$)`);
+    });
+    const ignored = (f: string) => regexps.some((r) => r.test(f));
+    const files = (readdirSync(CHART, { recursive: true }) as string[]).filter((f) =>
+      statSync(join(CHART, f)).isFile(),
+    );
+    expect(files).toContain('templates/pull-token-secret.yaml');
+    expect(files.filter(ignored)).toEqual([]);
+    for (const f of ['templates/x.yaml.swp', '.git/config', 'templates/a.yaml~', 'values.yaml.orig'])
+      expect(ignored(f), f).toBe(true);
+    const chart = parseYaml(readFileSync(join(CHART, 'Chart.yaml'), 'utf8'));
+    expect(chart.maintainers.length).toBeGreaterThan(0);
+    expect(chart.annotations['artifacthub.io/license']).toBe(
+      JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')).license,
+    );
+  });
+
+  it("lets a securityContext key replace the chart's, false and whole maps included", async () => {
+    const values = {
+      collector: { securityContext: { capabilities: { drop: ['ALL'], add: ['NET_ADMIN', 'SYS_PTRACE'] } } },
+      exporter: {
+        podSecurityContext: { runAsNonRoot: false, runAsUser: 0 },
+        securityContext: { readOnlyRootFilesystem: false },
+      },
+    };
+    expect(checkValues(values)).toEqual([]);
+    const { objects } = await renderChart(bin, { values });
+    const col = one(objects, 'DaemonSet', 'collector').spec.template.spec;
+    const exp = one(objects, 'Deployment', 'exporter').spec.template.spec;
+    expect(col.containers[0].securityContext).toMatchObject({
+      capabilities: { drop: ['ALL'], add: ['NET_ADMIN', 'SYS_PTRACE'] },
+      runAsUser: 0,
+      readOnlyRootFilesystem: true,
+    });
+    expect(exp.securityContext).toEqual({
+      runAsNonRoot: false,
+      runAsUser: 0,
+      runAsGroup: 65532,
+      seccompProfile: { type: 'RuntimeDefault' },
+    });
+    expect(exp.containers[0].securityContext).toMatchObject({
+      readOnlyRootFilesystem: false,
+      allowPrivilegeEscalation: false,
+    });
+  });
+
+  it('tells why the exporter does not scale with replicas', () => {
+    const schema = JSON.parse(readFileSync(join(CHART, 'values.schema.json'), 'utf8'));
+    expect(schema.properties.exporter.properties.replicas.description).toMatch(/shards/);
+    expect(checkValues({ exporter: { replicas: 0 } })).toEqual([]);
+  });
+
+  it('leaves the collector priority class to the cluster unless one is set', async () => {
+    // system-node-critical is admitted outside kube-system only where no quota limits it (not GKE).
+    const { objects } = await renderChart(bin);
+    expect(objects.find((o) => o.kind === 'DaemonSet')!.spec.template.spec.priorityClassName).toBeUndefined();
+    const set = await renderChart(bin, {
+      values: { collector: { priorityClassName: 'system-node-critical' } },
+    });
+    expect(set.objects.find((o) => o.kind === 'DaemonSet')!.spec.template.spec.priorityClassName).toBe(
+      'system-node-critical',
+    );
+  });
+
+  it('has an API check that catches a wrong monitor authorization', async () => {
+    const { objects } = await renderChart(bin, {
+      values: { metricsAuth: true, metrics: { serviceMonitor: { enabled: true } } },
+    });
+    const sm = structuredClone(objects.find((o) => o.kind === 'ServiceMonitor')!);
+    expect(await validateObject(sm)).toEqual([]);
+    sm.spec.endpoints[0].authorization.credentials = 'pf-podflow-pull-token';
+    expect((await validateObject(sm)).join('\n')).toContain('authorization/credentials must be object');
   });
 
   it('has an API check that catches wrong types and unknown fields', async () => {
@@ -505,6 +829,87 @@ describe('chart: values', () => {
     expect(() => loadContainerConfig(containerInputs(objects, ds, 'collector'))).toThrow(
       /unknown environment variable PODFLOW_INTERVALL/,
     );
+  });
+});
+
+describe('chart: upgrades', () => {
+  const SECRET = 'pf-podflow-pull-token';
+  /** A copy of the chart whose lookup finds `live` (what `helm upgrade` sees in the cluster). */
+  const withLive = (live: unknown) => ({
+    'templates/_zz_lookup.tpl': `{{- define "podflow.lookupSecret" -}}${JSON.stringify(live)}{{- end -}}\n`,
+  });
+  const tokenSecret = (r: Rendered) =>
+    r.objects.find((o) => o.kind === 'Secret' && o.metadata.name === SECRET);
+
+  it('keeps the pull token the cluster has, with every line added for a rotation', async () => {
+    const data = { token: Buffer.from('old-token\nnew-token\n').toString('base64') };
+    const live = { apiVersion: 'v1', kind: 'Secret', metadata: { name: SECRET, namespace: NS }, data };
+    const upgraded = await renderChartWith(bin, withLive(live), { name: 'pf', namespace: NS });
+    expect(tokenSecret(upgraded)?.data).toEqual(data);
+    // First install (nothing in the cluster): a fresh random token, different at every install.
+    const a = tokenSecret(await renderChartWith(bin, withLive({}), { name: 'pf', namespace: NS }));
+    const b = tokenSecret(await renderChart(bin, { name: 'pf', namespace: NS }));
+    expect(a?.data.token).not.toBe(b?.data.token);
+    // A Secret without the key (made by hand for something else) is not taken as the token.
+    const other = await renderChartWith(bin, withLive({ ...live, data: { password: 'eA==' } }), {
+      name: 'pf',
+      namespace: NS,
+    });
+    expect(Object.keys(tokenSecret(other)?.data)).toEqual(['token']);
+  });
+
+  it('restarts only the workload whose own config changed', async () => {
+    // Every pair of renders: a workload's checksum changes exactly when its ConfigMap's data does,
+    // and the pull token (rotated in place, re-read by podflow) restarts nothing.
+    const sets: Record<string, Record<string, unknown>> = {
+      defaults: {},
+      'exporter setting': { exporter: { exportInterval: '30s' } },
+      'exporter option': { exporter: { config: { 'http-sink-timeout': '30s' } } },
+      'collector setting': { collector: { interval: '2s' } },
+      'shared setting': { logLevel: 'debug' },
+      'metrics auth': { metricsAuth: true },
+      'own token Secret': { auth: { existingSecret: 'mine' } },
+    };
+    const seen: { set: string; role: string; data: string; checksum: string }[] = [];
+    for (const [set, values] of Object.entries(sets)) {
+      const { objects } = await renderChart(bin, { values, name: 'pf', namespace: NS });
+      for (const [kind, role] of [
+        ['DaemonSet', 'collector'],
+        ['Deployment', 'exporter'],
+      ]) {
+        const w = one(objects, kind, role);
+        const cmName = w.spec.template.spec.volumes.find((v: { name: string }) => v.name === 'config')
+          .configMap.name;
+        const cm = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === cmName)!;
+        expect(cm.metadata.labels['app.kubernetes.io/component']).toBe(role);
+        expect(Object.keys(cm.data)).toEqual([`${role}.yaml`]);
+        seen.push({
+          set,
+          role,
+          data: JSON.stringify(cm.data),
+          checksum: w.spec.template.metadata.annotations['checksum/config'],
+        });
+      }
+    }
+    const restarts = (set: string) =>
+      seen
+        .filter(
+          (x) =>
+            x.set === set &&
+            x.checksum !== seen.find((d) => d.set === 'defaults' && d.role === x.role)!.checksum,
+        )
+        .map((x) => x.role);
+    expect(restarts('exporter setting')).toEqual(['exporter']);
+    expect(restarts('exporter option')).toEqual(['exporter']);
+    expect(restarts('collector setting')).toEqual(['collector']);
+    expect(restarts('shared setting')).toEqual(['collector', 'exporter']);
+    expect(restarts('metrics auth')).toEqual(['collector', 'exporter']);
+    expect(restarts('own token Secret')).toEqual([]);
+    for (const x of seen) {
+      for (const y of seen.filter((o) => o.role === x.role)) {
+        expect(x.checksum === y.checksum, `${x.role}: ${x.set} / ${y.set}`).toBe(x.data === y.data);
+      }
+    }
   });
 });
 

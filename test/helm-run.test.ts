@@ -1,13 +1,14 @@
 // The chart's containers started for real: for each value set, the rendered collector and exporter
 // are run as the pod would run them — the real `podflow` executable with the rendered arguments,
-// environment (downward API and Secret values filled in), ConfigMap files, hostPath mounts (bind
-// mounts), read-only root filesystem, user and capabilities (setpriv) — inside a test network
+// environment (downward API and Secret values filled in, $(VAR) in args expanded), ConfigMap and
+// Secret files (the pull token), hostPath mounts (bind mounts), read-only root filesystem, user and capabilities (setpriv) — inside a test network
 // namespace standing in for the node. The collector must get
 // ready and turn on conntrack accounting through the mounted /proc/sys/net/netfilter; the exporter
 // must pass start-up validation and stop only where a cluster is needed (no API server here).
 // Then one release end to end: with the test API server standing in for the cluster (refusing
 // everything the component's ClusterRole does not grant), the collector lists only its node's pods
-// and the exporter finds the collector by the chart's labels, pulls it on the chart's port and posts
+// and the exporter finds the collector by the chart's labels, pulls it on the chart's port (on the
+// node address the collector binds, with the pull token both read from the chart's Secret) and posts
 // the node's flows to the HTTP sink with the token from the chart's Secret.
 import { type ChildProcess, execFile } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -36,6 +37,8 @@ import { KubeApiServer, RESOURCES } from './kube-api-server/server.js';
 const execFileP = promisify(execFile);
 const BIN = join(REPO, 'bin/podflow.js');
 const root = requireRoot();
+/** What the downward API gives a pod on the node this test stands in for. */
+const NODE_REFS = { 'status.hostIP': '127.0.0.1', 'status.podIP': '127.0.0.1' };
 
 /** A subset of the value sets of helm-chart.test.ts that changes what the containers receive. */
 const VARIANTS: Record<string, Record<string, unknown>> = {
@@ -109,7 +112,8 @@ describe.skipIf(!root)('chart containers started for real', () => {
     const dir = mkdtempSync(join(tmpdir(), 'pf-helm-run-'));
     dirs.push(dir);
     chmodSync(dir, 0o755); // readable by a non-root container user
-    const sb = containerSandbox(objects, workload, container, join(dir, 'root'));
+    // The node is this namespace: its address (the host-network collector's pod IP) is loopback.
+    const sb = containerSandbox(objects, workload, container, join(dir, 'root'), NODE_REFS);
     const env = {
       ...sb.env,
       PATH: process.env.PATH ?? '/usr/bin:/bin',
@@ -378,7 +382,8 @@ describe.skipIf(!root)('chart containers started for real', () => {
         await new Promise((resolve) => setTimeout(resolve, 500));
       }
       for (const r of receiver.requests) expect(r.headers.authorization).toBe(`Bearer ${TOKEN}`);
-      expect(objects.find((o) => o.kind === 'ConfigMap')!.data['exporter.yaml']).not.toContain(TOKEN);
+      const exporterConfig = objects.find((o) => o.kind === 'ConfigMap' && 'exporter.yaml' in o.data);
+      expect(exporterConfig!.data['exporter.yaml']).not.toContain(TOKEN);
       // Everything each asked its API server for, its ClusterRole allows.
       for (const { api } of [forCollector, forExporter]) {
         expect(api.requests.filter((r) => r.status === 403).map((r) => `${r.path}?${r.query}`)).toEqual([]);

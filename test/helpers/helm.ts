@@ -100,36 +100,50 @@ export async function renderChart(bin: string, opts: RenderOptions = {}): Promis
 }
 
 /**
- * NOTES.txt as `helm install` prints it. helm-render skips NOTES.txt, so a copy of the chart turns it
- * into a named template and renders it inside a ConfigMap (with --strict, like the rest).
+ * Renders a copy of the chart with `files` (paths in the chart, e.g. `templates/_x.tpl`) added. A
+ * template file defining a named template that the chart defines too replaces it (the later file in
+ * name order wins): how a test stands in for what only a cluster gives, such as `lookup`.
  */
-export async function renderNotes(bin: string, opts: RenderOptions = {}): Promise<string> {
-  const dir = mkdtempSync(join(tmpdir(), 'pf-helm-notes-'));
+export async function renderChartWith(
+  bin: string,
+  files: Record<string, string>,
+  opts: RenderOptions = {},
+): Promise<Rendered> {
+  const dir = mkdtempSync(join(tmpdir(), 'pf-helm-copy-'));
   try {
     const chart = join(dir, 'podflow');
     cpSync(CHART, chart, { recursive: true });
-    const notes = readFileSync(join(chart, 'templates/NOTES.txt'), 'utf8');
-    writeFileSync(
-      join(chart, 'templates/_notes.tpl'),
-      `{{- define "podflow.notes" -}}\n${notes}{{- end -}}\n`,
-    );
-    writeFileSync(
-      join(chart, 'templates/notes.yaml'),
-      'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: {{ include "podflow.notes" . | toJson }}\n',
-    );
+    for (const [path, text] of Object.entries(files)) writeFileSync(join(chart, path), text);
     const saved = CHART_OVERRIDE.dir;
     CHART_OVERRIDE.dir = chart;
     try {
-      const { objects } = await renderChart(bin, opts);
-      const cm = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'notes');
-      if (!cm) throw new Error('notes not rendered');
-      return cm.data.notes as string;
+      return await renderChart(bin, opts);
     } finally {
       CHART_OVERRIDE.dir = saved;
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * NOTES.txt as `helm install` prints it. helm-render skips NOTES.txt, so a copy of the chart turns it
+ * into a named template and renders it inside a ConfigMap (with --strict, like the rest).
+ */
+export async function renderNotes(bin: string, opts: RenderOptions = {}): Promise<string> {
+  const notes = readFileSync(join(CHART, 'templates/NOTES.txt'), 'utf8');
+  const { objects } = await renderChartWith(
+    bin,
+    {
+      'templates/_notes.tpl': `{{- define "podflow.notes" -}}\n${notes}{{- end -}}\n`,
+      'templates/notes.yaml':
+        'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: {{ include "podflow.notes" . | toJson }}\n',
+    },
+    opts,
+  );
+  const cm = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'notes');
+  if (!cm) throw new Error('notes not rendered');
+  return cm.data.notes as string;
 }
 
 /** Helm's values merge: maps merge deeply, everything else (lists too) replaces. */
@@ -243,26 +257,46 @@ export interface ContainerInputs {
   configText?: string;
 }
 
-/** Values the downward API would give, for a pod of the release in `namespace`. */
-const fieldRefs = (namespace: string): Record<string, string> => ({
+/** Values the downward API would give (by fieldPath), for a pod of the release in `namespace`. */
+export type FieldRefs = Record<string, string>;
+const fieldRefs = (namespace: string, overrides: FieldRefs = {}): FieldRefs => ({
   'spec.nodeName': 'node-a',
   'metadata.namespace': namespace,
   'metadata.name': 'pod-0',
   'status.podIP': '10.0.0.9',
   'status.hostIP': '10.0.0.1',
+  ...overrides,
 });
 
-/** Arguments, environment and config file of `container` in the pod template of `workload`. */
+/**
+ * The kubelet's expansion of `$(NAME)` in a container's args from the container's environment:
+ * `$$` stands for `$`, and a reference to an undefined name stays as written.
+ */
+export function expandArgs(args: string[], env: Record<string, string>): string[] {
+  return args.map((a) =>
+    a.replace(/\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)/g, (ref, name?: string) =>
+      name === undefined ? '$' : (env[name] ?? ref),
+    ),
+  );
+}
+
+/**
+ * Arguments, environment and config file of `container` in the pod template of `workload`;
+ * `refs` overrides what the downward API gives (e.g. the node's address where a test runs it).
+ */
 export function containerInputs(
   objects: K8sObject[],
   workload: K8sObject,
   container: string,
+  refs: FieldRefs = {},
 ): ContainerInputs {
   const pod = workload.spec.template.spec;
   const c = pod.containers.find((x: { name: string }) => x.name === container);
   if (!c) throw new Error(`${workload.kind}/${workload.metadata.name} has no container ${container}`);
   if (c.command !== undefined) throw new Error(`container ${container} overrides the image entrypoint`);
-  const [command, ...args] = c.args as string[];
+  const namespace = workload.metadata.namespace as string;
+  const env = containerEnv(objects, c, fieldRefs(namespace, refs));
+  const [command, ...args] = expandArgs(c.args as string[], env);
   if (!['collector', 'exporter', 'standalone'].includes(command)) {
     throw new Error(`container ${container}: first argument ${command} is not a podflow command`);
   }
@@ -279,12 +313,19 @@ export function containerInputs(
     else if (takesValue) flags[name] = args[++i];
     else flags[name] = true;
   }
-  const namespace = workload.metadata.namespace as string;
+  let configText: string | undefined;
+  if (typeof flags.config === 'string') configText = mountedFile(objects, pod, c, flags.config);
+  return { command: command as Command, flags, env, configText };
+}
+
+/** The container's environment as the kubelet builds it (downward API and Secret keys resolved). */
+// biome-ignore lint/suspicious/noExplicitAny: container spec from YAML
+function containerEnv(objects: K8sObject[], c: any, refs: FieldRefs): Record<string, string> {
   const env: Record<string, string> = {};
   for (const e of c.env ?? []) {
     if (e.value !== undefined) env[e.name] = e.value;
     else if (e.valueFrom?.fieldRef) {
-      const v = fieldRefs(namespace)[e.valueFrom.fieldRef.fieldPath];
+      const v = refs[e.valueFrom.fieldRef.fieldPath];
       if (v === undefined)
         throw new Error(`env ${e.name}: unexpected fieldRef ${e.valueFrom.fieldRef.fieldPath}`);
       env[e.name] = v;
@@ -298,9 +339,7 @@ export function containerInputs(
       env[e.name] = secret ? Buffer.from(secret.data[ref.key], 'base64').toString() : 'secret-from-cluster';
     } else throw new Error(`env ${e.name}: no value`);
   }
-  let configText: string | undefined;
-  if (typeof flags.config === 'string') configText = mountedFile(objects, pod, c, flags.config);
-  return { command: command as Command, flags, env, configText };
+  return env;
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: pod spec from YAML
@@ -358,17 +397,19 @@ export interface Sandbox {
 }
 
 /**
- * Lays out `container`'s volumes under `root` (ConfigMap items as files, emptyDirs as directories,
- * hostPaths as bind targets) and moves every absolute container path podflow receives (arguments
- * and config file values) under `root`, so that the real program can run as the pod would.
+ * Lays out `container`'s volumes under `root` (ConfigMap and Secret items as files, emptyDirs as
+ * directories, hostPaths as bind targets) and moves every absolute container path podflow receives
+ * (arguments and config file values) under `root`, so that the real program can run as the pod
+ * would. A Secret the chart does not render (the user's) gets `secret-from-cluster` in each item.
  */
 export function containerSandbox(
   objects: K8sObject[],
   workload: K8sObject,
   container: string,
   root: string,
+  refs: FieldRefs = {},
 ): Sandbox {
-  const inputs = containerInputs(objects, workload, container);
+  const inputs = containerInputs(objects, workload, container, refs);
   const pod = workload.spec.template.spec;
   const c = pod.containers.find((x: { name: string }) => x.name === container);
   const binds: Sandbox['binds'] = [];
@@ -391,8 +432,20 @@ export function containerSandbox(
         writeFileSync(join(inside(m.mountPath), item.path), JSON.stringify(doc));
       }
     }
+    if (vol.secret) {
+      const secret = objects.find((o) => o.kind === 'Secret' && o.metadata.name === vol.secret.secretName);
+      const data: Record<string, string> = secret?.data ?? {};
+      const items: { key: string; path: string }[] =
+        vol.secret.items ?? Object.keys(data).map((key) => ({ key, path: key }));
+      for (const item of items) {
+        if (secret && !(item.key in data))
+          throw new Error(`Secret ${vol.secret.secretName} has no key ${item.key}`);
+        const value = secret ? Buffer.from(data[item.key], 'base64') : 'secret-from-cluster\n';
+        writeFileSync(join(inside(m.mountPath), item.path), value, { mode: 0o644 });
+      }
+    }
   }
-  const args = (c.args as string[]).map((a) => {
+  const args = expandArgs(c.args as string[], inputs.env).map((a) => {
     const m = /^(--[a-z0-9-]+=)(\/.*)$/.exec(a);
     return m ? `${m[1]}${inside(m[2])}` : a;
   });
