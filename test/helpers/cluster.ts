@@ -78,6 +78,8 @@ export interface ClusterSpec {
   publicHost?: PublicHostDef;
   /** Added to the exporter's command line. */
   exporterArgs?: string[];
+  /** The pull API's token: collectors accept it, the exporter sends it (as the chart sets both). */
+  pullToken?: string;
 }
 
 export type LogRecord = Record<string, unknown>;
@@ -119,6 +121,9 @@ export class Cluster {
   async start(): Promise<void> {
     if (!existsSync(DIST)) throw new Error('run `npm run build` first (bin/podflow.js runs dist/)');
     this.dir = await mkdtemp(join(tmpdir(), 'pf-cluster-'));
+    if (this.spec.pullToken !== undefined) {
+      await writeFile(join(this.dir, 'pull-token'), `${this.spec.pullToken}\n`, { mode: 0o600 });
+    }
     await this.buildNetwork();
     await this.startApiServer();
     this.rx = await HttpReceiver.start();
@@ -140,6 +145,7 @@ export class Cluster {
       '0.0.0.0:9470',
       '--interval',
       '500ms',
+      ...this.tokenArgs,
     ]);
     this.collectors.set(n.name, p);
   }
@@ -179,6 +185,11 @@ export class Cluster {
 
   private get kubeconfig(): string {
     return join(this.dir, 'kubeconfig');
+  }
+
+  /** `--pull-token-file` when the spec has a token (written at start). */
+  private get tokenArgs(): string[] {
+    return this.spec.pullToken === undefined ? [] : ['--pull-token-file', join(this.dir, 'pull-token')];
   }
 
   private async buildNetwork(): Promise<void> {
@@ -316,6 +327,7 @@ export class Cluster {
       '1s',
       '--http-sink-url',
       `http://127.0.0.1:${SINK_PORT}/ingest`,
+      ...this.tokenArgs,
       ...(this.spec.exporterArgs ?? []),
     ]);
     await this.waitFor('exporter ready', async () =>
