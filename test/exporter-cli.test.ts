@@ -2,13 +2,17 @@
 // posting to a real receiver, /metrics, /healthz, /readyz, start-up errors and SIGTERM.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createGzip } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { encodePullResponse } from '../exporter/pull.js';
 import type { Flow } from '../shared/flow.js';
+import { silentLogger } from '../shared/log.js';
+import { TokenFile } from '../shared/token.js';
 import { HttpReceiver } from './helpers/http-receiver.js';
 import { freePort } from './helpers/ports.js';
 import { startTestCollector } from './helpers/test-collector.js';
@@ -275,6 +279,83 @@ describe('podflow exporter against hostile collectors', () => {
     expect(c2).not.toBe(0);
     expect(p2.stderr().trim()).toBe(
       'podflow: --metrics-auth: needs --pull-token-file (the tokens /metrics accepts)',
+    );
+  });
+});
+
+describe('two podflow exporters on one collector', () => {
+  it('one pulls, the other waits: every byte once, also with a slow sink; the other takes over when the first is killed', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'pf-two-'));
+    cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    const tokenPath = join(dir, 'token');
+    await writeFile(tokenPath, 'shared-secret-token\n');
+    const c = await startTestCollector('node-1', { tokens: new TokenFile(tokenPath, { log: silentLogger }) });
+    cleanup.push(() => c.close());
+    const rx = await HttpReceiver.start();
+    cleanup.push(() => rx.close());
+    // A slow receiver: each POST takes 400 ms, longer than an export interval.
+    rx.otherwise({ status: 200, delayMs: 400 });
+    const start = async (name: string) => {
+      const port = await freePort();
+      const p = podflow([
+        'exporter',
+        '--collectors',
+        c.url,
+        '--pull-token-file',
+        tokenPath,
+        '--pod-name',
+        name,
+        '--pull-lease',
+        '10s',
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--export-interval',
+        '300ms',
+        '--http-sink-url',
+        rx.url,
+      ]);
+      const base = `http://127.0.0.1:${port}`;
+      await waitFor(`${name} up`, async () =>
+        (await fetch(`${base}/healthz`).catch(() => undefined))?.ok ? true : undefined,
+      );
+      return { p, metrics: async () => (await fetch(`${base}/metrics`)).text() };
+    };
+    const [a, b] = await Promise.all([start('exporter-a'), start('exporter-b')]);
+    let total = 0;
+    for (let i = 0; i < 10; i++) {
+      c.backlog.append(i * 100, (i + 1) * 100, [flow('10.0.0.1', '8.8.8.8', 1000 + i)]);
+      total += 1000 + i;
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    await waitFor('all acknowledged', async () => (c.backlog.stats().batches === 0 ? true : undefined));
+    const sent = () => rx.acceptedRecords().reduce((s, r) => s + Number(r.tx_bytes), 0);
+    await waitFor('records posted', async () => (sent() === total ? true : undefined));
+    const [ma, mb] = await Promise.all([a.metrics(), b.metrics()]);
+    expect(sum(ma, 'podflow_transmit_bytes_total') + sum(mb, 'podflow_transmit_bytes_total')).toBe(total);
+    // One of them held the collector the whole time; the other was told so every round.
+    const [holder, standby, standbyMetrics] =
+      sum(ma, 'podflow_transmit_bytes_total') > 0 ? [a, b, mb] : [b, a, ma];
+    expect(sum(standbyMetrics, 'podflow_transmit_bytes_total')).toBe(0);
+    expect(sum(standbyMetrics, 'podflow_exporter_pull_errors_total', 'reason="leased"')).toBeGreaterThan(3);
+
+    // The holder dies without letting go: the standby takes over once the lease lapsed (≤ 10 s).
+    holder.p.child.kill('SIGKILL');
+    await holder.p.exited;
+    let later = 0;
+    for (let i = 0; i < 3; i++) {
+      c.backlog.append(2000 + i, 2001 + i, [flow('10.0.0.2', '1.1.1.1', 7 + i)]);
+      later += 7 + i;
+    }
+    const killedAt = Date.now();
+    await waitFor(
+      'standby took over',
+      async () => (sum(await standby.metrics(), 'podflow_transmit_bytes_total') === later ? true : undefined),
+      20_000,
+    );
+    expect(Date.now() - killedAt).toBeLessThan(15_000);
+    await waitFor('records posted', async () => (sent() === total + later ? true : undefined));
+    await waitFor('acknowledged by the standby', async () =>
+      c.backlog.stats().batches === 0 ? true : undefined,
     );
   });
 });
