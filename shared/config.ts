@@ -299,14 +299,14 @@ export const OPTIONS = {
     default: (cmd: Command) =>
       cmd === 'collector' ? ':9470' : cmd === 'exporter' ? ':9471' : '127.0.0.1:9471',
     arg: 'host:port',
-    help: 'HTTP address for /metrics, /healthz, /readyz (and the pull API on collectors)',
+    help: 'HTTP address for /metrics, /healthz, /readyz (and the pull API on collectors); :port is every address, IPv4 and IPv6',
     commands: ALL,
   }),
   interval: opt({
     schema: duration(100, HOUR),
     default: '5s',
     arg: 'duration',
-    help: 'conntrack read period',
+    help: 'conntrack read period (100ms to 1h)',
     commands: COLLECTING,
   }),
   source: opt({
@@ -332,13 +332,13 @@ export const OPTIONS = {
   collectors: opt({
     schema: collectorUrls,
     arg: 'urls',
-    help: 'comma-separated collector base URLs (static mode; default: discover through Kubernetes)',
+    help: 'comma-separated collector base URLs, http(s) without query or credentials (static mode; default: discover through Kubernetes)',
     commands: ['exporter'],
   }),
   'http-sink-url': opt({
     schema: url,
     arg: 'url',
-    help: 'POST enriched flow records (NDJSON) here',
+    help: 'POST enriched flow records (NDJSON) here (http or https; credentials go in --http-sink-headers)',
     commands: EXPORTING,
   }),
   'metrics-prefix': opt({
@@ -393,14 +393,14 @@ export const OPTIONS = {
     schema: int(1000, 10_000_000),
     default: 1_000_000,
     arg: 'n',
-    help: 'collector: flows kept for exporters before the oldest are merged, then dropped',
+    help: 'collector: flows kept for exporters before the oldest are merged, then dropped (at most 10000000)',
     commands: COLLECTING,
   }),
   'pod-retention': opt({
     schema: duration(0, 168 * HOUR),
     default: '2m',
     arg: 'duration',
-    help: 'how long an ended pod keeps its IPs for late flows',
+    help: 'how long an ended pod keeps its IPs for late flows (at most 168h)',
     commands: ALL,
   }),
   namespace: opt({
@@ -435,7 +435,7 @@ export const OPTIONS = {
     schema: duration(100, 10 * MINUTE),
     default: '10s',
     arg: 'duration',
-    help: 'exporter: time allowed for one pull',
+    help: 'exporter: time allowed for one pull (100ms to 10m)',
     commands: ['exporter'],
   }),
   'pull-max-bytes': opt({
@@ -444,28 +444,28 @@ export const OPTIONS = {
     schema: int(1024, 1024 * 1024 * 1024),
     default: 256 * 1024 * 1024,
     arg: 'bytes',
-    help: 'exporter: largest pull payload accepted',
+    help: 'exporter: largest pull payload accepted (at most 1073741824, 1 GiB)',
     commands: ['exporter'],
   }),
   'export-interval': opt({
     schema: duration(100, HOUR),
     default: '15s',
     arg: 'duration',
-    help: 'exporter: how often collectors are pulled and sinks fed',
+    help: 'exporter: how often collectors are pulled and sinks fed (100ms to 1h)',
     commands: EXPORTING,
   }),
   'metrics-labels': opt({
     schema: metricsLabels,
     default: [...FLOW_LABELS],
     arg: 'labels',
-    help: 'flow metric labels to keep (cuts cardinality)',
+    help: 'flow metric labels to keep (cuts cardinality), or all',
     commands: EXPORTING,
   }),
   'metrics-ttl': opt({
     schema: duration(0, 168 * HOUR),
     default: '10m',
     arg: 'duration',
-    help: 'flow series not updated for this long are removed (0 keeps them)',
+    help: 'flow series not updated for this long are removed (0 keeps them; at most 168h)',
     commands: EXPORTING,
   }),
   'metrics-pod-ips': opt({
@@ -479,7 +479,7 @@ export const OPTIONS = {
     schema: int(1, 2_000_000),
     default: 200_000,
     arg: 'n',
-    help: 'most flow series per counter; the rest is summed into one _overflow_ series',
+    help: 'most flow series per counter; the rest is summed into one _overflow_ series (at most 2000000)',
     commands: EXPORTING,
   }),
   'metrics-gzip': opt({
@@ -500,14 +500,14 @@ export const OPTIONS = {
     secret: true,
     arg: 'Name=value,...',
     // biome-ignore lint/suspicious/noTemplateCurlyInString: documents the ${ENV} syntax users write
-    help: 'extra request headers; ${ENV} in values is expanded (tokens)',
+    help: 'extra request headers; ${ENV} in values is expanded (tokens); not Host, Content-Length, Transfer-Encoding, Connection, Content-Encoding or Idempotency-Key',
     commands: EXPORTING,
   }),
   'http-sink-timeout': opt({
     schema: duration(100, 10 * MINUTE),
     default: '10s',
     arg: 'duration',
-    help: 'time allowed for one POST',
+    help: 'time allowed for one POST (100ms to 10m)',
     commands: EXPORTING,
   }),
   'http-sink-max-retries': opt({
@@ -522,7 +522,7 @@ export const OPTIONS = {
     schema: int(1, 1_000_000),
     default: 100_000,
     arg: 'records',
-    help: 'records waiting for the HTTP sink before new ones are dropped',
+    help: 'records waiting for the HTTP sink before new ones are dropped (at most 1000000)',
     commands: EXPORTING,
   }),
   'http-sink-batch-max': opt({
@@ -530,7 +530,7 @@ export const OPTIONS = {
     schema: int(1, 100_000),
     default: 10_000,
     arg: 'records',
-    help: 'records per POST',
+    help: 'records per POST (at most 100000)',
     commands: EXPORTING,
   }),
   'cilium-bpf-path': opt({
@@ -570,7 +570,7 @@ export const OPTIONS = {
     schema: duration(0, HOUR),
     default: '10s',
     arg: 'duration',
-    help: 'time allowed to flush sinks on SIGTERM',
+    help: 'time allowed to flush sinks on SIGTERM (at most 1h)',
     commands: ALL,
   }),
 } as const;
