@@ -456,7 +456,7 @@ export const OPTIONS = {
   }),
   'metrics-labels': opt({
     schema: metricsLabels,
-    default: [...FLOW_LABELS],
+    default: 'all',
     arg: 'labels',
     help: 'flow metric labels to keep (cuts cardinality), or all',
     commands: EXPORTING,
