@@ -8,7 +8,7 @@ import { createReducer } from '../collector/reduce.js';
 import { createLocalIndex, type LocalIndex } from '../collector/select-index.js';
 import { createSource, type SelectedSource } from '../collector/select-source.js';
 import { createCollectorServer } from '../collector/server.js';
-import type { Config } from '../shared/config.js';
+import type { Config, ListenAddress } from '../shared/config.js';
 import { StartupError } from '../shared/errors.js';
 import { createRegistry, type HttpServer } from '../shared/http.js';
 import type { Logger } from '../shared/log.js';
@@ -82,28 +82,30 @@ export async function createCollectorGraph(
   };
 }
 
-/** Starts the HTTP server, turning the usual bind failures into one clear start-up line. */
-export async function startServer(server: HttpServer, listen: { host: string; port: number }): Promise<void> {
+/**
+ * Starts the HTTP server, turning the usual bind failures into one clear start-up line. A bind
+ * failure is a configuration problem (exit 2, like a bad option): the commands bind before anything
+ * else starts, so nothing has been changed on the host when it happens.
+ */
+export async function startServer(server: HttpServer, listen: ListenAddress): Promise<void> {
   try {
     await server.start();
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     const where = `--listen ${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${listen.port}`;
-    if (code === 'EADDRINUSE') throw new StartupError(`${where}: address already in use`);
-    if (code === 'EACCES') throw new StartupError(`${where}: permission denied (ports below 1024 need root)`);
-    if (code === 'EADDRNOTAVAIL') throw new StartupError(`${where}: no such local address`);
-    throw new StartupError(`${where}: ${(err as Error).message}`, { cause: err });
+    const fail = (why: string) => new StartupError(`${where}: ${why}`, { cause: err, exitCode: 2 });
+    if (code === 'EADDRINUSE') throw fail('address already in use');
+    if (code === 'EACCES') throw fail('permission denied (ports below 1024 need root)');
+    if (code === 'EADDRNOTAVAIL') throw fail('no such local address');
+    if (code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EAI_NODATA' || code === 'EAI_FAIL') {
+      throw fail(`cannot resolve host "${listen.host}"`);
+    }
+    throw fail((err as Error).message);
   }
 }
 
 export async function run(config: Config, log: Logger, signal: AbortSignal): Promise<void> {
   const tokens = loadTokenFile(config, log);
-  if (tokens === undefined) {
-    log.warn(
-      { listen: config.listen },
-      'the pull API is open: anyone who reaches this address can read and acknowledge (erase) the flows; set --pull-token-file',
-    );
-  }
   const registry = createRegistry();
   const graph = await createCollectorGraph(config, log, registry);
   const server = createCollectorServer(
@@ -120,13 +122,21 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
       metricsAuth: config.metricsAuth,
     },
   );
+  // Bind first: a taken or wrong address stops start-up before the source touches the host
+  // (nf_conntrack_acct, event subscription).
   try {
-    await graph.start();
     await startServer(server, config.listen);
+    await graph.start();
   } catch (err) {
     await graph.close().catch(() => undefined);
     await server.close().catch(() => undefined);
     throw err;
+  }
+  if (tokens === undefined) {
+    log.warn(
+      { listen: config.listen },
+      'the pull API is open: anyone who reaches this address can read and acknowledge (erase) the flows; set --pull-token-file',
+    );
   }
   if (!signal.aborted) await once(signal, 'abort');
   // Ordered shutdown. Read conntrack one last time, then keep serving pulls until an exporter has

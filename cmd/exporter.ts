@@ -30,6 +30,7 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
   } else {
     throw new StartupError(
       '--collectors: no collector URLs given and no Kubernetes API server to discover them (give --collectors or --kubeconfig)',
+      { exitCode: 2 },
     );
   }
 
@@ -37,7 +38,8 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
   try {
     graph = createExportGraph(config, { discovery, cluster: kube?.cluster, registry, log, env: process.env });
   } catch (err) {
-    throw new StartupError((err as Error).message);
+    // The sinks' own checks of their options (a header's ${ENV} not set): configuration.
+    throw new StartupError((err as Error).message, { exitCode: 2 });
   }
   const { pipeline } = graph;
 

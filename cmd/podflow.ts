@@ -1,6 +1,6 @@
 // The `podflow` executable: parses the command line once, validates the configuration with the one
 // schema of shared/config.ts, and hands over to the wiring of the chosen command.
-import { Option, Command as Program } from 'commander';
+import { CommanderError, Option, Command as Program } from 'commander';
 import {
   type Command,
   type Config,
@@ -13,6 +13,7 @@ import {
 } from '../shared/config.js';
 import { StartupError } from '../shared/errors.js';
 import { createLogger } from '../shared/log.js';
+import { VERSION } from '../shared/version.js';
 
 const DESCRIPTIONS: Record<Command, string> = {
   collector: 'the per-node agent: reads conntrack, serves flows to exporters',
@@ -56,7 +57,7 @@ async function run(command: Command, flags: Record<string, unknown>): Promise<vo
       abort.signal,
     );
   } catch (err) {
-    if (err instanceof StartupError) die(err.message, 1);
+    if (err instanceof StartupError) die(err.message, err.exitCode);
     log.error({ err }, 'fatal');
     die(err instanceof Error ? err.message : String(err), 1);
   }
@@ -64,8 +65,18 @@ async function run(command: Command, flags: Record<string, unknown>): Promise<vo
 
 const program = new Program('podflow')
   .description('Kubernetes network-traffic monitor: who talks to whom, and what it costs')
-  .showHelpAfterError()
-  .configureOutput({ outputError: (str, write) => write(`podflow: ${str.replace(/^error: /, '')}`) });
+  .version(`podflow ${VERSION}`, '--version', 'print the version and exit')
+  // Command-line mistakes (unknown option, missing value) end like a bad value: one line, exit 2.
+  .exitOverride()
+  .configureOutput({
+    outputError: (str, write) =>
+      write(
+        `podflow: ${str
+          .replace(/^error: /, '')
+          .trim()
+          .replace(/\s*\n\s*/g, ' ')}\n`,
+      ),
+  });
 
 for (const command of Object.keys(DESCRIPTIONS) as Command[]) {
   const sub = program.command(command).description(DESCRIPTIONS[command]);
@@ -93,6 +104,11 @@ for (const command of Object.keys(DESCRIPTIONS) as Command[]) {
   });
 }
 
-program
-  .parseAsync(process.argv)
-  .catch((err: unknown) => die(err instanceof Error ? err.message : String(err), 1));
+program.parseAsync(process.argv).catch((err: unknown) => {
+  if (err instanceof CommanderError) {
+    // Help and --version exit 0; anything else commander has said already, in one line.
+    const done = ['commander.helpDisplayed', 'commander.help', 'commander.version'].includes(err.code);
+    process.exit(done ? err.exitCode : 2);
+  }
+  die(err instanceof Error ? err.message : String(err), 1);
+});

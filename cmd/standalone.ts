@@ -32,7 +32,8 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
       env: process.env,
     });
   } catch (err) {
-    throw new StartupError((err as Error).message);
+    // The sinks' own checks of their options (a header's ${ENV} not set): configuration.
+    throw new StartupError((err as Error).message, { exitCode: 2 });
   }
   const { pipeline } = graph;
   const server = new HttpServer(
@@ -48,13 +49,14 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
         (pipeline.ready ? undefined : 'first export round not done yet'),
     },
   );
+  // Bind first: a taken or wrong address stops start-up before the source touches the host.
   try {
+    await startServer(server, config.listen);
     await collector.start();
     client = new InProcessCollectorClient(collector.backlog, {
       node: config.nodeName,
       source: collector.source.name,
     });
-    await startServer(server, config.listen);
   } catch (err) {
     await collector.close().catch(() => undefined);
     await kube?.close().catch(() => undefined);

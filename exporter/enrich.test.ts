@@ -124,6 +124,29 @@ describe('Enricher', () => {
       true,
       { srcPod: 'web-2', dstType: 'public', dstIp: '::', proto: 'ICMPv6' },
     ],
+    // A collector with --group-public-ips sends the grouped peer itself: 0.0.0.0 and :: are "this
+    // network" by address, but here they stand for the internet.
+    [
+      'public peer grouped by the collector (IPv4)',
+      flow('10.0.1.5', '0.0.0.0'),
+      'node-a',
+      false,
+      { dstType: 'public', dstIp: '0.0.0.0', dstPod: '', dstNode: '' },
+    ],
+    [
+      'public peer grouped by the collector (IPv6)',
+      flow('fd00::1:5', '::', 17),
+      'node-a',
+      false,
+      { dstType: 'public', dstIp: '::', proto: 'UDP' },
+    ],
+    [
+      'public peer grouped by the collector, the exporter grouping too',
+      flow('10.0.1.5', '0.0.0.0'),
+      'node-a',
+      true,
+      { dstType: 'public', dstIp: '0.0.0.0' },
+    ],
     [
       'private peer outside the cluster is never grouped',
       flow('10.0.1.5', '172.16.4.4'),
@@ -207,6 +230,7 @@ describe('Enricher', () => {
       e.enrich(flow('10.0.0.1', '10.9.9.9'), 'n', tick, 5);
       e.enrich(flow('10.0.0.1', '10.9.9.8'), 'n', tick, 5);
       e.enrich(flow('10.0.0.1', '8.8.8.8'), 'n', tick, 5);
+      e.enrich(flow('10.0.0.1', '0.0.0.0'), 'n', tick, 5);
     }
     const unresolved = lines.filter((l) => l.includes('not known to the cluster'));
     expect(unresolved).toHaveLength(2);

@@ -73,7 +73,9 @@ export class Enricher {
       dstNode = dst.node || dst.name;
       dstZone = zoneOf(dst, cluster);
     } else {
-      const priv = isPrivateIp(f.dst);
+      // 0.0.0.0 and :: are the public peers a collector grouped (--group-public-ips): no real peer
+      // has those addresses, and the traffic behind them is internet traffic.
+      const priv = !isGroupedPublic(f.dst) && isPrivateIp(f.dst);
       dstType = priv ? 'private' : 'public';
       if (dst !== undefined) {
         // A ClusterIP that was not DNATed (no kube-proxy on the path, or seen before translation).
@@ -121,5 +123,7 @@ export class Enricher {
     }
   }
 }
+
+const isGroupedPublic = (ip: string): boolean => ip === '0.0.0.0' || ip === '::';
 
 const zoneOf = (e: Endpoint, cluster: ClusterLookup): string => e.zone || (cluster.nodeZone(e.node) ?? '');

@@ -6,6 +6,7 @@ import { FLOW_LABELS, type FlowLabel } from '../shared/config.js';
 import type { EnrichedFlow } from '../shared/flow.js';
 import { HttpServer } from '../shared/http.js';
 import { silentLogger } from '../shared/log.js';
+import { Enricher, emptyClusterLookup } from './enrich.js';
 import { OVERFLOW, PrometheusSink, type PrometheusSinkConfig } from './prometheus-sink.js';
 
 const base: EnrichedFlow = {
@@ -152,6 +153,40 @@ describe('PrometheusSink text', () => {
     await new PrometheusSink(config({ metricsPrefix: 'egressd' }), { registry }).push([base]);
     const names = (await registry.metrics()).match(/^# TYPE \S+/gm);
     expect(names).toEqual(['# TYPE egressd_transmit_bytes_total', '# TYPE egressd_received_bytes_total']);
+  });
+
+  // --group-public-ips on the collector: the peer arrives as 0.0.0.0 / ::, and is the internet.
+  it('labels grouped public peers public, in podflow and egressd mode', async () => {
+    const enricher = new Enricher(
+      { groupPublicIps: false },
+      { cluster: emptyClusterLookup, log: silentLogger },
+    );
+    const grouped = [
+      enricher.enrich(
+        { src: '10.0.1.5', dst: '0.0.0.0', proto: 6, txBytes: 10, rxBytes: 20, txPackets: 1, rxPackets: 1 },
+        'node-a',
+        0,
+        5,
+      ),
+      enricher.enrich(
+        { src: 'fd00::5', dst: '::', proto: 17, txBytes: 30, rxBytes: 40, txPackets: 1, rxPackets: 1 },
+        'node-a',
+        0,
+        5,
+      ),
+    ];
+    const egressd = await render(
+      config({ metricsPrefix: 'egressd' }),
+      [grouped],
+      'egressd_transmit_bytes_total',
+    );
+    expect(egressd).toContain('dst_ip="0.0.0.0",dst_ip_type="public",');
+    expect(egressd).toContain('dst_ip="::",dst_ip_type="public",');
+    expect(egressd).not.toContain('dst_ip_type="private"');
+    const podflow = await render(config(), [grouped], 'podflow_transmit_bytes_total');
+    expect(podflow).toContain('dst_ip="0.0.0.0",dst_type="public",');
+    expect(podflow).toContain('dst_ip="::",dst_type="public",');
+    expect(podflow).not.toContain('dst_type="private"');
   });
 
   it('summing transmit over all series gives the volume once', async () => {

@@ -64,7 +64,8 @@ function podflowLabels(config: PrometheusSinkConfig): LabelSpec[] {
 /**
  * castai/egressd's exporter: `egressd_transmit_bytes_total` and `egressd_received_bytes_total`, with
  * src_ip and dst_ip always filled and dst_ip_type private/public by address (egressd's
- * netaddr IsPrivate), the other labels as podflow's. egressd has no packet counters.
+ * netaddr IsPrivate) as the enrich stage classed it (so the grouped 0.0.0.0 / :: of
+ * --group-public-ips is public), the other labels as podflow's. egressd has no packet counters.
  */
 function egressdLabels(): LabelSpec[] {
   return [

@@ -1,8 +1,19 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, envName, loadConfig, OPTIONS, parseDuration } from './config.js';
+import {
+  type Command,
+  ConfigError,
+  type ConfigSources,
+  envName,
+  FLOW_LABELS,
+  loadConfig,
+  OPTIONS,
+  type OptionName,
+  parseDuration,
+} from './config.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'podflow-config-'));
 const yamlFile = (name: string, text: string) => {
@@ -19,6 +30,8 @@ describe('parseDuration', () => {
     ['1h30m', 5_400_000],
     ['1.5s', 1500],
     ['0s', 0],
+    // Go's time.ParseDuration takes a bare 0, and only that bare number.
+    ['0', 0],
   ])('%s = %d ms', (text, ms) => expect(parseDuration(text)).toBe(ms));
 
   it.each(['', '5', 's', '5x', '-1s', '5s ', 'abc'])('rejects %j', (text) => {
@@ -29,14 +42,18 @@ describe('parseDuration', () => {
 describe('loadConfig', () => {
   it('gives the contract defaults', () => {
     const c = loadConfig({ command: 'collector', flags: {}, env: { NODE_NAME: 'n1' } });
-    expect(c.listen).toEqual({ host: '0.0.0.0', port: 9470 });
+    // Collector and exporter: every address, IPv4 and IPv6. Standalone: this host only.
+    expect(c.listen).toEqual({ host: '', port: 9470 });
     expect(c.interval).toBe(5000);
     expect(c.source).toBe('auto');
     expect(c.nodeName).toBe('n1');
     expect(c.metricsPrefix).toBe('podflow');
     expect(c.kubeconfig).toBeUndefined();
-    expect(loadConfig({ command: 'exporter', flags: {}, env: {} }).listen.port).toBe(9471);
-    expect(loadConfig({ command: 'standalone', flags: {}, env: {} }).listen.port).toBe(9471);
+    expect(loadConfig({ command: 'exporter', flags: {}, env: {} }).listen).toEqual({ host: '', port: 9471 });
+    expect(loadConfig({ command: 'standalone', flags: {}, env: {} }).listen).toEqual({
+      host: '127.0.0.1',
+      port: 9471,
+    });
   });
 
   it('takes flags over env over file over defaults', () => {
@@ -50,7 +67,7 @@ describe('loadConfig', () => {
   });
 
   it('reads the config file from PODFLOW_CONFIG', () => {
-    const file = yamlFile('env.yaml', 'interval: 9\n');
+    const file = yamlFile('env.yaml', 'interval: 9s\n');
     expect(loadConfig({ command: 'collector', flags: {}, env: { PODFLOW_CONFIG: file } }).interval).toBe(
       9000,
     );
@@ -87,15 +104,22 @@ describe('loadConfig', () => {
   // Each bad input stops start-up with one line that names where the value came from.
   it.each([
     [{ flags: { interval: 'abc' }, env: {} }, 'invalid --interval: expected a duration like 5s, 500ms or 2m'],
-    [{ flags: {}, env: { PODFLOW_SOURCE: 'ebpf' } }, 'invalid PODFLOW_SOURCE: expected one of'],
+    [
+      { flags: {}, env: { PODFLOW_SOURCE: 'ebpf' } },
+      'invalid PODFLOW_SOURCE: expected auto, netfilter or cilium, got "ebpf"',
+    ],
     [{ flags: {}, env: { PODFLOW_INTERVL: '5s' } }, 'unknown environment variable PODFLOW_INTERVL'],
     [{ flags: { listen: '9470' }, env: {} }, 'invalid --listen: expected host:port'],
     [
       { flags: { 'backlog-max-flows': '12.5' }, env: {} },
       'invalid --backlog-max-flows: expected a whole number',
     ],
-    [{ flags: { 'backlog-max-flows': '10' }, env: {} }, 'expected a whole number ≥ 1000'],
-    [{ flags: { 'conntrack-acct': 'maybe' }, env: {} }, 'invalid --conntrack-acct'],
+    [{ flags: { 'backlog-max-flows': '10' }, env: {} }, 'expected a whole number from 1000 to 10000000'],
+    [
+      { flags: { 'conntrack-acct': 'maybe' }, env: {} },
+      'invalid --conntrack-acct: expected true or false, got "maybe"',
+    ],
+    [{ flags: { 'node-name': '' }, env: {} }, 'invalid --node-name: expected a non-empty name, got ""'],
   ])('rejects %j', (src, message) => {
     expect(() => loadConfig({ command: 'collector', ...src })).toThrow(ConfigError);
     expect(() => loadConfig({ command: 'collector', ...src })).toThrow(message);
@@ -138,5 +162,322 @@ describe('loadConfig', () => {
   it('names every option PODFLOW_<UPPER_SNAKE>', () => {
     expect(envName('http-sink-url')).toBe('PODFLOW_HTTP_SINK_URL');
     for (const name of Object.keys(OPTIONS)) expect(envName(name)).toMatch(/^PODFLOW_[A-Z0-9_]+$/);
+  });
+});
+
+/** The message loadConfig throws for these sources, or '' when it accepts them. */
+function failure(src: Partial<ConfigSources> & { command?: Command }): string {
+  try {
+    loadConfig({ command: 'standalone', flags: {}, env: {}, ...src });
+    return '';
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return (err as Error).message;
+  }
+}
+const flag = (name: string, value: unknown, command: Command = 'standalone') =>
+  failure({ command, flags: { [name]: value } });
+
+describe('durations', () => {
+  // Above Node's setTimeout limit (2^31-1 ms) a timer fires at once: `--interval 99999999h` read
+  // conntrack in a tight loop. Every duration has a maximum, said in the message.
+  it.each([
+    ['interval', '99999999h', 'standalone', '1h'],
+    ['interval', '61m', 'collector', '1h'],
+    ['export-interval', '600h', 'exporter', '1h'],
+    ['pull-timeout', '11m', 'exporter', '10m'],
+    ['http-sink-timeout', '10m1s', 'exporter', '10m'],
+    ['shutdown-timeout', '2h', 'collector', '1h'],
+    ['pod-retention', '169h', 'collector', '168h'],
+    ['metrics-ttl', '9999h', 'standalone', '168h'],
+  ] as const)('--%s %s is above its maximum', (name, value, command, max) => {
+    expect(flag(name, value, command)).toBe(
+      `invalid --${name}: expected a duration like 5s, 500ms or 2m (at most ${max}), got "${value}"`,
+    );
+  });
+
+  it.each([
+    ['interval', '1h'],
+    ['export-interval', '1h'],
+    ['http-sink-timeout', '10m'],
+    ['shutdown-timeout', '1h'],
+    ['pod-retention', '168h'],
+    ['metrics-ttl', '168h'],
+  ])('--%s takes its maximum %s', (name, value) => expect(flag(name, value)).toBe(''));
+
+  it('says both bounds when the text is no duration at all', () => {
+    expect(flag('interval', 'soon')).toBe(
+      'invalid --interval: expected a duration like 5s, 500ms or 2m (at least 100ms, at most 1h), got "soon"',
+    );
+    expect(flag('interval', '0')).toBe(
+      'invalid --interval: expected a duration like 5s, 500ms or 2m (at least 100ms), got "0"',
+    );
+  });
+
+  // "0 keeps them": a bare 0 is a duration wherever the minimum is 0, from a flag, env or YAML.
+  it('takes a bare 0 in flags, env and YAML', () => {
+    const ttl = (src: Partial<ConfigSources>) =>
+      loadConfig({ command: 'exporter', flags: {}, env: {}, ...src }).metricsTtl;
+    expect(ttl({ flags: { 'metrics-ttl': '0' } })).toBe(0);
+    expect(ttl({ env: { PODFLOW_METRICS_TTL: '0' } })).toBe(0);
+    expect(ttl({ flags: { config: yamlFile('ttl0.yaml', 'metrics-ttl: 0\n') } })).toBe(0);
+    expect(ttl({ flags: { config: yamlFile('ttl0s.yaml', 'metrics-ttl: "0"\n') } })).toBe(0);
+    for (const name of ['pod-retention', 'shutdown-timeout']) expect(flag(name, '0')).toBe('');
+  });
+
+  // A bare number has no unit: refused everywhere alike (YAML `interval: 5` used to mean 5 s).
+  it('refuses other bare numbers in flags, env and YAML alike', () => {
+    const msg = (got: string) =>
+      `expected a duration like 5s, 500ms or 2m (at least 100ms, at most 1h), got ${got}`;
+    expect(flag('interval', '5')).toBe(`invalid --interval: ${msg('"5"')}`);
+    expect(failure({ env: { PODFLOW_INTERVAL: '5' } })).toBe(`invalid PODFLOW_INTERVAL: ${msg('"5"')}`);
+    const file = yamlFile('bare.yaml', 'interval: 5\n');
+    expect(failure({ flags: { config: file } })).toBe(`invalid "interval" in ${file}: ${msg('5')}`);
+  });
+});
+
+describe('counts', () => {
+  it('bounds --pull-max-bytes at 1 GiB', () => {
+    expect(flag('pull-max-bytes', '10737418240', 'exporter')).toBe(
+      'invalid --pull-max-bytes: expected a whole number from 1024 to 1073741824, got "10737418240"',
+    );
+    expect(
+      loadConfig({ command: 'exporter', flags: { 'pull-max-bytes': '1073741824' }, env: {} }).pullMaxBytes,
+    ).toBe(1073741824);
+    expect(loadConfig({ command: 'exporter', flags: {}, env: {} }).pullMaxBytes).toBe(256 * 1024 * 1024);
+  });
+
+  it.each([
+    ['backlog-max-flows', 10_000_000],
+    ['http-sink-queue-max', 1_000_000],
+    ['http-sink-batch-max', 100_000],
+    ['metrics-max-series', 2_000_000],
+  ])('bounds --%s at %d', (name, max) => {
+    expect(flag(name, String(max))).toBe('');
+    expect(flag(name, String(max + 1))).toMatch(
+      new RegExp(`^invalid --${name}: expected a whole number from \\d+ to ${max}, got "${max + 1}"$`),
+    );
+  });
+
+  it('takes only decimal digits (no 1e9, hex or lists from YAML)', () => {
+    expect(flag('metrics-max-series', '1e5')).toContain('expected a whole number');
+    expect(flag('metrics-max-series', '0x10')).toContain('expected a whole number');
+    const file = yamlFile('list-count.yaml', 'metrics-max-series: [5]\n');
+    expect(failure({ flags: { config: file } })).toContain('expected a whole number from 1 to 2000000');
+  });
+});
+
+describe('--http-sink-headers', () => {
+  const headers = (value: unknown) => flag('http-sink-headers', value);
+
+  it.each(['Bad Name=x', 'X(y)=1', 'Ä=1', 'X:Y=1'])('refuses a name that is no HTTP token: %j', (value) => {
+    expect(headers(value)).toMatch(/^invalid --http-sink-headers: header name ".*" is not an HTTP token$/);
+  });
+
+  it.each([
+    'Host',
+    'content-length',
+    'Transfer-Encoding',
+    'CONNECTION',
+    'Idempotency-Key',
+    'Content-Encoding',
+  ])('refuses %s, which podflow sets itself (any case)', (name) => {
+    expect(headers(`${name}=x`)).toBe(`invalid --http-sink-headers: header ${name} is set by podflow itself`);
+  });
+
+  it('refuses a value with CR, LF or NUL without repeating it (it may be a token)', () => {
+    for (const bad of ['a\r\nX-Evil: 1', 'a\nb', 'a\u0000b']) {
+      const file = yamlFile('hdr.yaml', `http-sink-headers:\n  Authorization: ${JSON.stringify(bad)}\n`);
+      const msg = failure({ flags: { config: file } });
+      expect(msg).toBe(
+        `invalid "http-sink-headers" in ${file}: header Authorization: the value holds a line break or NUL`,
+      );
+    }
+    expect(headers('Authorization=Bearer s3cret,Bad Name=1')).not.toContain('s3cret');
+  });
+
+  it('refuses a header given twice', () => {
+    expect(headers('X-A=1,x-a=2')).toBe('invalid --http-sink-headers: header x-a is given twice');
+  });
+
+  it('allows Content-Type and keeps $ENV references for the sink to expand', () => {
+    const token = '$' + '{TOKEN}';
+    const c = loadConfig({
+      command: 'exporter',
+      flags: { 'http-sink-headers': `content-type=application/json,Authorization=Bearer ${token}` },
+      env: {},
+    });
+    expect(c.httpSinkHeaders).toEqual({
+      'content-type': 'application/json',
+      Authorization: `Bearer ${token}`,
+    });
+  });
+});
+
+describe('URLs', () => {
+  it.each([
+    ['ftp://10.0.0.1:9470', 'expected http:// or https:// base URLs like http://10.0.0.1:9470'],
+    ['http://10.0.0.1:9470/?x=1', 'without a query (?…)'],
+    ['http://10.0.0.1:9470/#top', 'without a fragment (#…)'],
+    ['http://user:pw@10.0.0.1:9470', 'without user:password@'],
+    ['http://10.0.0.1:9470,not a url', 'expected http:// or https:// base URLs'],
+  ])('--collectors refuses %s', (value, problem) => {
+    const msg = flag('collectors', value, 'exporter');
+    expect(msg).toMatch(/^invalid --collectors: expected /);
+    expect(msg).toContain(problem);
+    expect(msg).not.toContain(':pw@');
+  });
+
+  it.each([
+    ['ftp://sink/x', 'expected an http:// or https:// URL'],
+    ['https://u:secret@sink/x', 'without user:password@'],
+    ['https://sink/x#frag', 'without a fragment'],
+  ])('--http-sink-url refuses %s', (value, problem) => {
+    const msg = flag('http-sink-url', value, 'exporter');
+    expect(msg).toMatch(/^invalid --http-sink-url: expected /);
+    expect(msg).toContain(problem);
+    expect(msg).not.toContain('secret');
+  });
+
+  it('takes a sink URL with a query, and collector base URLs with a path', () => {
+    const c = loadConfig({
+      command: 'exporter',
+      flags: {
+        'http-sink-url': 'https://logs/ingest?source=podflow',
+        collectors: 'http://a:9470/x, https://[fd00::1]:9470',
+      },
+      env: {},
+    });
+    expect(c.httpSinkUrl).toBe('https://logs/ingest?source=podflow');
+    expect(c.collectors).toEqual(['http://a:9470/x', 'https://[fd00::1]:9470']);
+  });
+});
+
+describe('--config FILE', () => {
+  const load = (file: string) => failure({ flags: { config: file } });
+
+  it('refuses what is not a regular file before reading it', () => {
+    // /dev/zero never ends and a FIFO blocks until a writer comes: both hung start-up before.
+    expect(load('/dev/zero')).toBe('--config /dev/zero: not a regular file');
+    const fifo = join(tmp, 'fifo');
+    execFileSync('mkfifo', [fifo]);
+    expect(load(fifo)).toBe(`--config ${fifo}: not a regular file`);
+    const dir = join(tmp, 'dir');
+    mkdirSync(dir);
+    expect(load(dir)).toBe(`--config ${dir}: not a regular file`);
+  });
+
+  it('refuses a file larger than 1 MiB', () => {
+    const big = yamlFile('big.yaml', `# ${'x'.repeat(1024 * 1024)}\ninterval: 5s\n`);
+    expect(load(big)).toMatch(new RegExp(`^--config ${big}: larger than 1 MiB \\(\\d+ bytes\\)$`));
+    const fits = yamlFile('fits.yaml', `# ${'x'.repeat(1000 * 1024)}\ninterval: 5s\n`);
+    expect(load(fits)).toBe('');
+  });
+});
+
+describe('--metrics-labels', () => {
+  const labels = (value: unknown) =>
+    loadConfig({ command: 'exporter', flags: { 'metrics-labels': value }, env: {} }).metricsLabels;
+
+  it('takes all, the documented default, as every label', () => {
+    expect(labels('all')).toEqual([...FLOW_LABELS]);
+    expect(loadConfig({ command: 'exporter', flags: {}, env: {} }).metricsLabels).toEqual([...FLOW_LABELS]);
+    expect(labels('proto, dst_type')).toEqual(['proto', 'dst_type']);
+  });
+
+  it.each([
+    ['', 'expected at least one label: all, or a comma-separated list of: src_namespace'],
+    [' , ', 'expected at least one label'],
+    ['all,proto', 'unknown label "all"'],
+    ['proto,proto', 'label proto is given twice'],
+    ['pod', 'unknown label "pod": expected all, or a comma-separated list of:'],
+  ])('refuses %j', (value, message) => {
+    expect(flag('metrics-labels', value, 'exporter')).toContain(`invalid --metrics-labels: ${message}`);
+  });
+});
+
+describe('--listen', () => {
+  it.each([
+    [':9470', { host: '', port: 9470 }],
+    ['0.0.0.0:9470', { host: '0.0.0.0', port: 9470 }],
+    ['[::]:9470', { host: '::', port: 9470 }],
+    ['[::1]:0', { host: '::1', port: 0 }],
+    // The chart writes the pod's host IP between brackets, whatever its family.
+    ['[10.1.2.3]:9470', { host: '10.1.2.3', port: 9470 }],
+    ['localhost:9470', { host: 'localhost', port: 9470 }],
+  ])('takes %s', (value, listen) => {
+    expect(loadConfig({ command: 'exporter', flags: { listen: value }, env: {} }).listen).toEqual(listen);
+  });
+
+  it.each(['9470', ':99999', '[zz]:1', 'a b:1', '::1:9470', 'host:', '[::1]'])('refuses %j', (value) => {
+    expect(flag('listen', value)).toMatch(/^invalid --listen: expected .*host:port, \[v6\]:port or :port/);
+  });
+});
+
+// Every option, fed a bad value, says so in one plain line naming the flag: no zod wording.
+describe('every bad value gets one clean line', () => {
+  const BAD: Record<OptionName, unknown> = {
+    listen: 'nowhere',
+    interval: '5 seconds',
+    source: 'ebpf',
+    'node-name': '',
+    kubeconfig: ' ',
+    collectors: 'file:///etc/passwd',
+    'http-sink-url': 'localhost:8080',
+    'metrics-prefix': 'prom',
+    'log-level': 'verbose',
+    'proc-path': '',
+    'conntrack-acct': 'maybe',
+    'pull-lease': '5s',
+    'pod-name': 'two words',
+    'exclude-namespaces': { a: 1 },
+    'host-network': 'on',
+    'group-public-ips': '2',
+    'backlog-max-flows': '-1',
+    'pod-retention': '-5s',
+    namespace: '',
+    'collector-selector': '',
+    'collector-port': '70000',
+    'pull-concurrency': '0',
+    'pull-timeout': '1d',
+    'pull-max-bytes': '1k',
+    'export-interval': '15',
+    'metrics-labels': 'everything',
+    'metrics-ttl': 'never',
+    'metrics-pod-ips': 'maybe',
+    'metrics-max-series': 'lots',
+    'metrics-gzip': 'gzip',
+    'http-sink-gzip': 'y',
+    'http-sink-headers': 'NoEquals',
+    'http-sink-timeout': '10',
+    'http-sink-max-retries': '101',
+    'http-sink-queue-max': '0',
+    'http-sink-batch-max': '',
+    'cilium-bpf-path': '',
+    'cilium-layout': 'v2',
+    'cilium-clock': 'tsc',
+    'pull-token-file': '',
+    'metrics-auth': 'no way',
+    'shutdown-timeout': 'forever',
+  };
+  const JARGON =
+    /Invalid input|Invalid option|expected string, received|expected number|Too small|Too big|received|\n/;
+  const command = (name: OptionName): Command => OPTIONS[name].commands[0];
+
+  it.each(Object.keys(OPTIONS) as OptionName[])('--%s', (name) => {
+    expect(name in BAD, `no bad value for --${name} in this table`).toBe(true);
+    const msg = flag(name, BAD[name], command(name));
+    expect(msg).toMatch(new RegExp(`^invalid --${name}: expected|^invalid --${name}: `));
+    expect(msg).not.toMatch(JARGON);
+  });
+
+  // Any YAML type, not only strings: a mapping where a scalar belongs, a list where a number does.
+  it.each(Object.keys(OPTIONS) as OptionName[])('"%s" in YAML given a mapping or a list', (name) => {
+    for (const [i, value] of ['{ a: { b: 1 } }', '[[1]]'].entries()) {
+      const file = yamlFile(`type-${name}-${i}.yaml`, `${name}: ${value}\n`);
+      const msg = failure({ command: command(name), flags: { config: file } });
+      expect(msg).toMatch(new RegExp(`^invalid "${name}" in ${file}: `));
+      expect(msg).not.toMatch(JARGON);
+    }
   });
 });

@@ -2,7 +2,8 @@
 // variable (`PODFLOW_HTTP_SINK_URL`) and a key of the YAML file given by `--config` (`http-sink-url`).
 // Precedence: flag > env > file > default. Parsing happens once, at the edge (cmd/podflow.ts); the
 // rest of the program receives a typed, validated `Config`.
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
@@ -12,8 +13,9 @@ const ALL: readonly Command[] = ['collector', 'exporter', 'standalone'];
 const COLLECTING: readonly Command[] = ['collector', 'standalone'];
 const EXPORTING: readonly Command[] = ['exporter', 'standalone'];
 
-/** Go-style durations: 500ms, 5s, 2m, 1h30m. Returned in milliseconds. */
+/** Go-style durations: 500ms, 5s, 2m, 1h30m, and a bare 0 (as Go's time.ParseDuration). In milliseconds. */
 export function parseDuration(text: string): number | undefined {
+  if (text === '0') return 0;
   const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/y;
   let total = 0;
   let pos = 0;
@@ -29,71 +31,208 @@ export function parseDuration(text: string): number | undefined {
   return total;
 }
 
-const duration = (min = 0) =>
-  z.union([z.string(), z.number()]).transform((v, ctx) => {
-    // A bare number is taken as seconds (YAML `interval: 5`).
-    const ms = typeof v === 'number' ? v * 1000 : parseDuration(v.trim());
-    if (ms === undefined || !Number.isFinite(ms) || ms < min) {
-      ctx.addIssue({
-        code: 'custom',
-        message: `expected a duration like 5s, 500ms or 2m${min ? ` (at least ${min}ms)` : ''}`,
-      });
+/** A bound as a user writes it: 100ms, 10m, 1h, 168h. */
+export function formatDuration(ms: number): string {
+  if (ms === 0) return '0';
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  if (ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${ms}ms`;
+}
+
+/** What a rule returns for a bad value: the text after `invalid --flag: `. */
+class Problem {
+  constructor(readonly message: string) {}
+}
+const expected = (what: string) => new Problem(`expected ${what}`);
+
+/**
+ * A schema from a parse function. Every option is built from these, not from zod's own checks, so that
+ * every bad value (from a flag, an env var or any YAML type) gets one plain sentence, never zod's
+ * wording.
+ */
+const rule = <T>(parse: (v: unknown) => T | Problem) =>
+  z.unknown().transform((v, ctx): T => {
+    const r = parse(v);
+    if (r instanceof Problem) {
+      ctx.addIssue({ code: 'custom', message: r.message });
       return z.NEVER;
     }
+    return r;
+  });
+
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+const DURATION_HINT = 'a duration like 5s, 500ms or 2m';
+
+/**
+ * A duration from `min` to `max` ms. The maxima keep every timer below Node's setTimeout limit
+ * (2^31-1 ms, about 24.8 days): above it a timer fires at once, and a loop runs flat out. Bare numbers
+ * other than 0 are refused in flags, env and YAML alike (`interval: 5` is not 5 s).
+ */
+const duration = (min: number, max: number) =>
+  rule((v) => {
+    const ms = v === 0 ? 0 : typeof v === 'string' ? parseDuration(v.trim()) : undefined;
+    const atLeast = `at least ${formatDuration(min)}`;
+    const atMost = `at most ${formatDuration(max)}`;
+    if (ms === undefined) return expected(`${DURATION_HINT} (${min > 0 ? `${atLeast}, ` : ''}${atMost})`);
+    if (ms < min) return expected(`${DURATION_HINT} (${atLeast})`);
+    if (ms > max) return expected(`${DURATION_HINT} (${atMost})`);
     return ms;
   });
 
-const bool = z.union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no'])]).transform((v) => {
+const TRUE = new Set(['true', '1', 'yes']);
+const FALSE = new Set(['false', '0', 'no']);
+const bool = rule((v) => {
   if (typeof v === 'boolean') return v;
-  return v === 'true' || v === '1' || v === 'yes';
+  const s = typeof v === 'string' ? v.trim().toLowerCase() : undefined;
+  if (s !== undefined && TRUE.has(s)) return true;
+  if (s !== undefined && FALSE.has(s)) return false;
+  return expected('true or false');
 });
 
-const int = (min: number, max = Number.MAX_SAFE_INTEGER) =>
-  z.coerce
-    .number({ message: 'expected a whole number' })
-    .int({ message: 'expected a whole number' })
-    .min(min, { message: `expected a whole number ≥ ${min}` })
-    .max(max, { message: `expected a whole number ≤ ${max}` });
+/** A whole number from `min` to `max`, written in decimal digits. */
+const int = (min: number, max: number) =>
+  rule((v) => {
+    const n =
+      typeof v === 'number' ? v : typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : Number.NaN;
+    if (!Number.isSafeInteger(n) || n < min || n > max)
+      return expected(`a whole number from ${min} to ${max}`);
+    return n;
+  });
 
-const list = z
-  .union([z.string(), z.array(z.string())])
-  .transform((v) => (Array.isArray(v) ? v : v.split(',')).map((s) => s.trim()).filter((s) => s.length > 0));
+/** "a, b or c" */
+const either = (values: readonly string[]) =>
+  values.length === 1 ? values[0] : `${values.slice(0, -1).join(', ')} or ${values.at(-1)}`;
 
-/** `host:port`, `:port` or `[v6]:port`. */
-const listen = z.string().transform((v, ctx) => {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(v.trim());
-  const port = m ? Number(m[3]) : Number.NaN;
-  if (!m || port > 65535) {
-    ctx.addIssue({ code: 'custom', message: 'expected host:port, e.g. 0.0.0.0:9470 or [::]:9470' });
-    return z.NEVER;
+const oneOf = <const V extends readonly string[]>(values: V) =>
+  rule((v): V[number] | Problem =>
+    typeof v === 'string' && values.includes(v.trim()) ? (v.trim() as V[number]) : expected(either(values)),
+  );
+
+/** A non-empty string (a name, a path, a selector); `what` says which in the message. */
+const text = (what: string) =>
+  rule((v) => (typeof v === 'string' && v.trim() !== '' ? v.trim() : expected(what)));
+
+/** Comma-separated in flags and env, a string or a list in YAML. Empty items are dropped. */
+function splitList(v: unknown, what: string): string[] | Problem {
+  const items = typeof v === 'string' ? v.split(',') : Array.isArray(v) ? v : undefined;
+  if (items === undefined || !items.every((s) => typeof s === 'string')) return expected(what);
+  return items.map((s: string) => s.trim()).filter((s) => s.length > 0);
+}
+const list = (what: string) => rule((v) => splitList(v, what));
+
+/** `:port` (every address), `host:port`, `[v6]:port` or `[v4]:port`. */
+export interface ListenAddress {
+  /** An IP literal or a host name; '' = every address, IPv4 and IPv6 (`::` dual-stack). */
+  host: string;
+  port: number;
+}
+const LISTEN_HINT = 'host:port, [v6]:port or :port, e.g. :9470, 127.0.0.1:9470 or [::1]:9470';
+/** A DNS name (RFC 1123 labels): resolved when the server binds, before anything else starts. */
+const HOSTNAME =
+  /^(?=.{1,253}$)[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*\.?$/;
+const listen = rule((v): ListenAddress | Problem => {
+  const m = typeof v === 'string' ? /^(?:\[([^\]]*)\]|([^:[\]]*)):(\d{1,5})$/.exec(v.trim()) : null;
+  if (!m) return expected(LISTEN_HINT);
+  const port = Number(m[3]);
+  if (port > 65535) return expected(`a port from 0 to 65535 (${LISTEN_HINT})`);
+  if (m[1] !== undefined) {
+    if (isIP(m[1]) === 0) return expected(`an IP address between [ and ] (${LISTEN_HINT})`);
+    return { host: m[1], port };
   }
-  return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
+  const host = m[2];
+  if (host !== '' && isIP(host) !== 4 && !HOSTNAME.test(host)) {
+    return expected(`an IP address or a host name before :port (${LISTEN_HINT})`);
+  }
+  return { host, port };
 });
 
-const url = z.string().refine(
-  (v) => {
-    try {
-      const u = new URL(v);
-      return u.protocol === 'http:' || u.protocol === 'https:';
-    } catch {
-      return false;
-    }
-  },
-  { message: 'expected an http:// or https:// URL' },
-);
+/**
+ * An http(s) URL. `base` (collector base URLs): the pull API paths are appended, so no query. No
+ * fragment (never sent) and no user:password@ (fetch refuses such URLs: every request would fail).
+ */
+const httpUrl = (v: unknown, base: boolean): string | Problem => {
+  const what = base
+    ? 'http:// or https:// base URLs like http://10.0.0.1:9470'
+    : 'an http:// or https:// URL';
+  if (typeof v !== 'string') return expected(what);
+  let u: URL;
+  try {
+    u = new URL(v.trim());
+  } catch {
+    return expected(what);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') return expected(what);
+  if (u.username !== '' || u.password !== '') {
+    return expected(
+      `${what} without user:password@ (${base ? 'the pull API takes a bearer token: --pull-token-file' : 'send credentials with --http-sink-headers Authorization=…'})`,
+    );
+  }
+  if (base && u.search !== '') return expected(`${what} without a query (?…): the API paths are appended`);
+  if (u.hash !== '') return expected(`${what} without a fragment (#…)`);
+  return v.trim();
+};
+const url = rule((v) => httpUrl(v, false));
+const collectorUrls = rule((v) => {
+  const items = splitList(v, 'comma-separated http:// or https:// base URLs');
+  if (items instanceof Problem) return items;
+  for (const item of items) {
+    const r = httpUrl(item, true);
+    if (r instanceof Problem) return r;
+  }
+  return items;
+});
 
-/** `Name=value` pairs, comma-separated in flags/env, a mapping in YAML. Values may hold ${ENV}. */
-const headers = z.union([z.string(), z.record(z.string(), z.string())]).transform((v, ctx) => {
-  if (typeof v !== 'string') return v;
-  const out: Record<string, string> = {};
-  for (const part of v.split(',')) {
-    if (part.trim() === '') continue;
-    const eq = part.indexOf('=');
-    if (eq <= 0) {
-      ctx.addIssue({ code: 'custom', message: 'expected Name=value pairs separated by commas' });
-      return z.NEVER;
+/** RFC 9110 token characters: what a header name may hold. */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/**
+ * Headers podflow sets itself (framing, compression, retries). Content-Type is not among them: a user
+ * may need another media type for the same NDJSON body.
+ */
+const RESERVED_HEADERS = new Set([
+  'host',
+  'content-length',
+  'transfer-encoding',
+  'connection',
+  'idempotency-key',
+  'content-encoding',
+]);
+
+/**
+ * `Name=value` pairs, comma-separated in flags/env, a mapping in YAML. Values may hold ${ENV}, expanded
+ * by the HTTP sink (which checks the expanded value again). Messages never repeat a value: it may be
+ * a token.
+ */
+const headers = rule((v): Record<string, string> | Problem => {
+  let pairs: [string, unknown][];
+  if (typeof v === 'string') {
+    pairs = [];
+    for (const part of v.split(',')) {
+      if (part.trim() === '') continue;
+      const eq = part.indexOf('=');
+      if (eq <= 0) return expected('Name=value pairs separated by commas');
+      pairs.push([part.slice(0, eq).trim(), part.slice(eq + 1).trim()]);
     }
-    out[part.slice(0, eq).trim()] = part.slice(eq + 1).trim();
+  } else if (typeof v === 'object' && v !== null && !Array.isArray(v)) {
+    pairs = Object.entries(v);
+  } else {
+    return expected('Name=value pairs separated by commas, or a mapping of name: value');
+  }
+  const out: Record<string, string> = {};
+  const seen = new Set<string>();
+  for (const [name, raw] of pairs) {
+    if (!TOKEN.test(name)) return new Problem(`header name ${JSON.stringify(name)} is not an HTTP token`);
+    const lower = name.toLowerCase();
+    if (RESERVED_HEADERS.has(lower)) return new Problem(`header ${name} is set by podflow itself`);
+    if (seen.has(lower)) return new Problem(`header ${name} is given twice`);
+    seen.add(lower);
+    if (typeof raw !== 'string' && typeof raw !== 'number' && typeof raw !== 'boolean') {
+      return new Problem(`header ${name}: expected a text value`);
+    }
+    const value = String(raw);
+    if (/[\r\n\0]/.test(value)) return new Problem(`header ${name}: the value holds a line break or NUL`);
+    out[name] = value;
   }
   return out;
 });
@@ -116,6 +255,23 @@ export const FLOW_LABELS = [
 ] as const;
 export type FlowLabel = (typeof FLOW_LABELS)[number];
 
+/** `all` (alone), or some of FLOW_LABELS, each once. An empty list would sum everything into one series. */
+const metricsLabels = rule((v): FlowLabel[] | Problem => {
+  const hint = `all, or a comma-separated list of: ${FLOW_LABELS.join(', ')}`;
+  const items = splitList(v, hint);
+  if (items instanceof Problem) return items;
+  if (items.length === 1 && items[0] === 'all') return [...FLOW_LABELS];
+  if (items.length === 0) return expected(`at least one label: ${hint}`);
+  const seen = new Set<string>();
+  for (const item of items) {
+    if (!(FLOW_LABELS as readonly string[]).includes(item))
+      return new Problem(`unknown label "${item}": expected ${hint}`);
+    if (seen.has(item)) return new Problem(`label ${item} is given twice`);
+    seen.add(item);
+  }
+  return items as FlowLabel[];
+});
+
 export interface OptionSpec<S extends z.ZodType = z.ZodType> {
   schema: S;
   /** Default value as a user would write it; computed defaults are functions of the command. */
@@ -124,6 +280,8 @@ export interface OptionSpec<S extends z.ZodType = z.ZodType> {
   help: string;
   /** Placeholder in --help. Booleans have none. */
   arg?: string;
+  /** The value may hold a secret: error messages do not repeat it. */
+  secret?: boolean;
   commands: readonly Command[];
 }
 
@@ -136,66 +294,69 @@ const opt = <T extends OptionSpec>(spec: T): T => spec;
 export const OPTIONS = {
   listen: opt({
     schema: listen,
-    default: (cmd: Command) => (cmd === 'collector' ? '0.0.0.0:9470' : '0.0.0.0:9471'),
+    // Collector and exporter serve the cluster (every address, IPv4 and IPv6); standalone runs on a
+    // laptop or a single host, where the LAN must not see it unless asked.
+    default: (cmd: Command) =>
+      cmd === 'collector' ? ':9470' : cmd === 'exporter' ? ':9471' : '127.0.0.1:9471',
     arg: 'host:port',
-    help: 'HTTP address for /metrics, /healthz, /readyz (and the pull API on collectors)',
+    help: 'HTTP address for /metrics, /healthz, /readyz (and the pull API on collectors); :port is every address, IPv4 and IPv6',
     commands: ALL,
   }),
   interval: opt({
-    schema: duration(100),
+    schema: duration(100, HOUR),
     default: '5s',
     arg: 'duration',
-    help: 'conntrack read period',
+    help: 'conntrack read period (100ms to 1h)',
     commands: COLLECTING,
   }),
   source: opt({
-    schema: z.enum(['auto', 'netfilter', 'cilium']),
+    schema: oneOf(['auto', 'netfilter', 'cilium']),
     default: 'auto',
     arg: 'auto|netfilter|cilium',
     help: 'where connections are read: the netfilter table (ctnetlink) or Cilium BPF maps',
     commands: COLLECTING,
   }),
   'node-name': opt({
-    schema: z.string().min(1),
+    schema: text('a non-empty name'),
     default: (_cmd: Command, env: NodeJS.ProcessEnv) => nonEmpty(env.NODE_NAME) ?? hostname(),
     arg: 'name',
     help: 'this node (env NODE_NAME, else the hostname)',
     commands: ALL,
   }),
   kubeconfig: opt({
-    schema: z.string(),
+    schema: text('a file path'),
     arg: 'file',
     help: 'API server access: in-cluster, else $KUBECONFIG or ~/.kube/config if present, else none',
     commands: ALL,
   }),
   collectors: opt({
-    schema: list.pipe(z.array(url)),
+    schema: collectorUrls,
     arg: 'urls',
-    help: 'comma-separated collector base URLs (static mode; default: discover through Kubernetes)',
+    help: 'comma-separated collector base URLs, http(s) without query or credentials (static mode; default: discover through Kubernetes)',
     commands: ['exporter'],
   }),
   'http-sink-url': opt({
     schema: url,
     arg: 'url',
-    help: 'POST enriched flow records (NDJSON) here',
+    help: 'POST enriched flow records (NDJSON) here (http or https; credentials go in --http-sink-headers)',
     commands: EXPORTING,
   }),
   'metrics-prefix': opt({
-    schema: z.enum(['podflow', 'egressd']),
+    schema: oneOf(['podflow', 'egressd']),
     default: 'podflow',
     arg: 'podflow|egressd',
     help: 'flow metric names and labels; egressd gives egressd-compatible ones',
     commands: EXPORTING,
   }),
   'log-level': opt({
-    schema: z.enum(['debug', 'info', 'warn', 'error']),
+    schema: oneOf(['debug', 'info', 'warn', 'error']),
     default: 'info',
     arg: 'level',
     help: 'debug, info, warn or error',
     commands: ALL,
   }),
   'proc-path': opt({
-    schema: z.string().min(1),
+    schema: text('a directory'),
     default: '/proc',
     arg: 'dir',
     help: 'where the host /proc is mounted (to turn on nf_conntrack_acct)',
@@ -208,7 +369,7 @@ export const OPTIONS = {
     commands: COLLECTING,
   }),
   'exclude-namespaces': opt({
-    schema: list,
+    schema: list('a comma-separated list of namespaces'),
     default: [],
     arg: 'names',
     help: 'comma-separated Kubernetes namespaces whose pods are not reported',
@@ -227,28 +388,30 @@ export const OPTIONS = {
     commands: ALL,
   }),
   'backlog-max-flows': opt({
-    schema: int(1000),
+    // At most 10M: the collector holds them in memory, and a full backlog (33 to 85 bytes a flow on
+    // the wire) must still fit one pull under the largest --pull-max-bytes (1 GiB).
+    schema: int(1000, 10_000_000),
     default: 1_000_000,
     arg: 'n',
-    help: 'collector: flows kept for exporters before the oldest are merged, then dropped',
+    help: 'collector: flows kept for exporters before the oldest are merged, then dropped (at most 10000000)',
     commands: COLLECTING,
   }),
   'pod-retention': opt({
-    schema: duration(0),
+    schema: duration(0, 168 * HOUR),
     default: '2m',
     arg: 'duration',
-    help: 'how long an ended pod keeps its IPs for late flows',
+    help: 'how long an ended pod keeps its IPs for late flows (at most 168h)',
     commands: ALL,
   }),
   namespace: opt({
-    schema: z.string().min(1),
+    schema: text('a non-empty name'),
     default: (_cmd: Command, env: NodeJS.ProcessEnv) => nonEmpty(env.POD_NAMESPACE) ?? 'podflow',
     arg: 'name',
     help: 'exporter: the namespace where collectors run (env POD_NAMESPACE)',
     commands: ['exporter'],
   }),
   'collector-selector': opt({
-    schema: z.string().min(1),
+    schema: text('a label selector like app=podflow'),
     default: 'app.kubernetes.io/name=podflow,app.kubernetes.io/component=collector',
     arg: 'selector',
     help: 'exporter: label selector of collector pods',
@@ -269,38 +432,40 @@ export const OPTIONS = {
     commands: ['exporter'],
   }),
   'pull-timeout': opt({
-    schema: duration(100),
+    schema: duration(100, 10 * MINUTE),
     default: '10s',
     arg: 'duration',
-    help: 'exporter: time allowed for one pull',
+    help: 'exporter: time allowed for one pull (100ms to 10m)',
     commands: ['exporter'],
   }),
   'pull-max-bytes': opt({
-    schema: int(1024),
+    // 256 MiB holds a pull of a full default backlog (1M flows at 33 to 85 bytes each) with room to
+    // spare. At most 1 GiB: the body is held in memory whole, and gunzipped into a second buffer.
+    schema: int(1024, 1024 * 1024 * 1024),
     default: 256 * 1024 * 1024,
     arg: 'bytes',
-    help: 'exporter: largest pull payload accepted',
+    help: 'exporter: largest pull payload accepted (at most 1073741824, 1 GiB)',
     commands: ['exporter'],
   }),
   'export-interval': opt({
-    schema: duration(100),
+    schema: duration(100, HOUR),
     default: '15s',
     arg: 'duration',
-    help: 'exporter: how often collectors are pulled and sinks fed',
+    help: 'exporter: how often collectors are pulled and sinks fed (100ms to 1h)',
     commands: EXPORTING,
   }),
   'metrics-labels': opt({
-    schema: list.pipe(z.array(z.enum(FLOW_LABELS))),
-    default: [...FLOW_LABELS],
+    schema: metricsLabels,
+    default: 'all',
     arg: 'labels',
-    help: 'flow metric labels to keep (cuts cardinality)',
+    help: 'flow metric labels to keep (cuts cardinality), or all',
     commands: EXPORTING,
   }),
   'metrics-ttl': opt({
-    schema: duration(0),
+    schema: duration(0, 168 * HOUR),
     default: '10m',
     arg: 'duration',
-    help: 'flow series not updated for this long are removed (0 keeps them)',
+    help: 'flow series not updated for this long are removed (0 keeps them; at most 168h)',
     commands: EXPORTING,
   }),
   'metrics-pod-ips': opt({
@@ -310,10 +475,11 @@ export const OPTIONS = {
     commands: EXPORTING,
   }),
   'metrics-max-series': opt({
-    schema: int(1),
+    // At most 2M: each series costs memory per counter and a line of every scrape.
+    schema: int(1, 2_000_000),
     default: 200_000,
     arg: 'n',
-    help: 'most flow series per counter; the rest is summed into one _overflow_ series',
+    help: 'most flow series per counter; the rest is summed into one _overflow_ series (at most 2000000)',
     commands: EXPORTING,
   }),
   'metrics-gzip': opt({
@@ -331,16 +497,17 @@ export const OPTIONS = {
   'http-sink-headers': opt({
     schema: headers,
     default: {},
+    secret: true,
     arg: 'Name=value,...',
     // biome-ignore lint/suspicious/noTemplateCurlyInString: documents the ${ENV} syntax users write
-    help: 'extra request headers; ${ENV} in values is expanded (tokens)',
+    help: 'extra request headers; ${ENV} in values is expanded (tokens); not Host, Content-Length, Transfer-Encoding, Connection, Content-Encoding or Idempotency-Key',
     commands: EXPORTING,
   }),
   'http-sink-timeout': opt({
-    schema: duration(100),
+    schema: duration(100, 10 * MINUTE),
     default: '10s',
     arg: 'duration',
-    help: 'time allowed for one POST',
+    help: 'time allowed for one POST (100ms to 10m)',
     commands: EXPORTING,
   }),
   'http-sink-max-retries': opt({
@@ -351,35 +518,37 @@ export const OPTIONS = {
     commands: EXPORTING,
   }),
   'http-sink-queue-max': opt({
-    schema: int(1),
+    // At most 1M records (about 1 KiB each in memory) while the receiver is away.
+    schema: int(1, 1_000_000),
     default: 100_000,
     arg: 'records',
-    help: 'records waiting for the HTTP sink before new ones are dropped',
+    help: 'records waiting for the HTTP sink before new ones are dropped (at most 1000000)',
     commands: EXPORTING,
   }),
   'http-sink-batch-max': opt({
-    schema: int(1),
+    // At most 100k: one POST body is built in memory.
+    schema: int(1, 100_000),
     default: 10_000,
     arg: 'records',
-    help: 'records per POST',
+    help: 'records per POST (at most 100000)',
     commands: EXPORTING,
   }),
   'cilium-bpf-path': opt({
-    schema: z.string().min(1),
+    schema: text('a directory'),
     default: '/sys/fs/bpf/tc/globals',
     arg: 'dir',
     help: "where Cilium's conntrack maps are pinned",
     commands: COLLECTING,
   }),
   'cilium-layout': opt({
-    schema: z.enum(['auto', 'v1.15', 'v1.16']),
+    schema: oneOf(['auto', 'v1.15', 'v1.16']),
     default: 'auto',
     arg: 'auto|v1.15|v1.16',
     help: 'Cilium conntrack value layout: v1.15 (rx/tx counters) or v1.16 (one direction per entry)',
     commands: COLLECTING,
   }),
   'cilium-clock': opt({
-    schema: z.enum(['auto', 'ktime', 'jiffies']),
+    schema: oneOf(['auto', 'ktime', 'jiffies']),
     default: 'auto',
     arg: 'auto|ktime|jiffies',
     help: 'Cilium conntrack lifetime clock',
@@ -392,14 +561,18 @@ export const OPTIONS = {
     commands: ALL,
   }),
   'pull-lease': opt({
-    schema: duration(10_000),
+    schema: duration(10_000, 10 * MINUTE),
     default: '1m',
     arg: 'duration',
-    help: 'exporter: how long a pull reserves a collector for this exporter; another exporter takes over after it lapses',
+    help: 'exporter: how long a pull reserves a collector for this exporter; another exporter takes over after it lapses (10s to 10m)',
     commands: ['exporter'],
   }),
   'pod-name': opt({
-    schema: z.string().regex(/^[\x21-\x7e]{1,200}$/, { message: 'expected a name without spaces' }),
+    schema: rule((v) =>
+      typeof v === 'string' && /^[\x21-\x7e]{1,200}$/.test(v.trim())
+        ? v.trim()
+        : expected('a name without spaces'),
+    ),
     default: (_cmd: Command, env: NodeJS.ProcessEnv) => nonEmpty(env.POD_NAME) ?? hostname(),
     arg: 'name',
     help: "exporter: its name as collectors' leases show it; the same name takes its lease back at once after a restart (env POD_NAME, else the hostname)",
@@ -412,10 +585,10 @@ export const OPTIONS = {
     commands: ALL,
   }),
   'shutdown-timeout': opt({
-    schema: duration(0),
+    schema: duration(0, HOUR),
     default: '10s',
     arg: 'duration',
-    help: 'time allowed to flush sinks on SIGTERM',
+    help: 'time allowed to flush sinks on SIGTERM (at most 1h)',
     commands: ALL,
   }),
 } as const;
@@ -432,6 +605,24 @@ export type Config = { command: Command; configFile?: string } & {
 
 export const envName = (name: string) => `PODFLOW_${name.toUpperCase().replace(/-/g, '_')}`;
 const camel = (name: string) => name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+
+/** A config file is a page of options, not data: anything larger is a wrong path. */
+const CONFIG_FILE_MAX_BYTES = 1024 * 1024;
+
+/** A bad value as the error line shows it: JSON, on one line, with any URL password masked. */
+const quote = (raw: unknown): string =>
+  (JSON.stringify(raw) ?? String(raw)).replace(/(\/\/[^/?#@\s"]*?):[^/?#@\s"]*@/g, '$1:***@');
+
+/**
+ * An issue as one plain sentence. The rules above word their own; this covers a schema built from zod's
+ * checks (its type errors read "Invalid input: expected string, received object").
+ */
+function plain(issue: z.core.$ZodIssue | undefined): string {
+  if (issue === undefined) return 'invalid value';
+  if (issue.code === 'invalid_type')
+    return `expected ${issue.expected === 'string' ? 'text' : issue.expected}`;
+  return issue.message.replace(/^Invalid \w+: /, '');
+}
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -465,8 +656,16 @@ export function loadConfig(src: ConfigSources): Config {
   if (configFile !== undefined) {
     let text: string;
     try {
+      // Checked before reading: a device (/dev/zero) or a FIFO would never end, a directory fails
+      // with a less clear error, and a huge file is not a config file.
+      const st = statSync(configFile);
+      if (!st.isFile()) throw new ConfigError(`--config ${configFile}: not a regular file`);
+      if (st.size > CONFIG_FILE_MAX_BYTES) {
+        throw new ConfigError(`--config ${configFile}: larger than 1 MiB (${st.size} bytes)`);
+      }
       text = readFileSync(configFile, 'utf8');
     } catch (err) {
+      if (err instanceof ConfigError) throw err;
       throw new ConfigError(`--config ${configFile}: cannot read the file (${(err as Error).message})`);
     }
     let doc: unknown;
@@ -521,9 +720,8 @@ export function loadConfig(src: ConfigSources): Config {
     }
     const parsed = spec.schema.safeParse(raw);
     if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      const msg = (issue?.message ?? 'invalid value').replace(/^Invalid (option|input): /, '');
-      throw new ConfigError(`invalid ${where}: ${msg}, got ${JSON.stringify(raw)}`);
+      const msg = plain(parsed.error.issues[0]);
+      throw new ConfigError(`invalid ${where}: ${msg}${spec.secret ? '' : `, got ${quote(raw)}`}`);
     }
     out[camel(name)] = parsed.data;
   }

@@ -3,18 +3,28 @@
 // Registry handed in: nothing registers globally, so two halves can share one /metrics
 // (standalone) and tests can build as many servers as they like.
 import { createServer, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, ListenOptions } from 'node:net';
 import type { Writable } from 'node:stream';
 import { createGzip } from 'node:zlib';
 import Router from '@koa/router';
 import Koa from 'koa';
-import { collectDefaultMetrics, Registry } from 'prom-client';
+import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import type { Logger } from './log.js';
+import { VERSION } from './version.js';
 
-/** A registry with the process metrics (CPU, memory, event loop lag, GC) of prom-client. */
+/**
+ * A registry with the process metrics (CPU, memory, event loop lag, GC) of prom-client and
+ * `podflow_build_info{version,node_version} 1`, which tells the versions running in a rollout apart.
+ */
 export function createRegistry(): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  new Gauge({
+    name: 'podflow_build_info',
+    help: 'Always 1: the podflow version and the Node.js version of this process',
+    labelNames: ['version', 'node_version'],
+    registers: [registry],
+  }).set({ version: VERSION, node_version: process.versions.node }, 1);
   return registry;
 }
 
@@ -131,24 +141,44 @@ export class HttpServer {
     this.app.use(router.routes()).use(router.allowedMethods());
   }
 
-  /** Binds the address. Rejects with the reason (address in use, permission) when it cannot. */
+  /**
+   * Binds the address. Rejects with the reason (address in use, permission) when it cannot. Host ''
+   * is every address: `::` with IPv4 mapped in (dual-stack), or 0.0.0.0 where the host has no IPv6.
+   */
   async start(): Promise<AddressInfo> {
     const { host, port } = this.config.listen;
+    let srv: Server;
+    if (host !== '') {
+      srv = await this.bind({ host, port });
+    } else {
+      try {
+        srv = await this.bind({ host: '::', port, ipv6Only: false });
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code !== 'EAFNOSUPPORT' && code !== 'EADDRNOTAVAIL') throw err;
+        this.deps.log.debug({ code }, 'no IPv6 on this host: listening on 0.0.0.0 (IPv4) only');
+        srv = await this.bind({ host: '0.0.0.0', port });
+      }
+    }
+    this.server = srv;
+    const addr = srv.address() as AddressInfo;
+    this.deps.log.info({ address: addr.address, port: addr.port }, 'listening');
+    return addr;
+  }
+
+  private async bind(options: ListenOptions): Promise<Server> {
     const srv = createServer(this.app.callback());
     // Pull responses are built in memory and sent at once; a slow reader must not hold a socket.
     srv.requestTimeout = 60_000;
     srv.keepAliveTimeout = 65_000;
     await new Promise<void>((resolve, reject) => {
       srv.once('error', reject);
-      srv.listen({ host, port }, () => {
+      srv.listen(options, () => {
         srv.off('error', reject);
         resolve();
       });
     });
-    this.server = srv;
-    const addr = srv.address() as AddressInfo;
-    this.deps.log.info({ address: addr.address, port: addr.port }, 'listening');
-    return addr;
+    return srv;
   }
 
   /** The bound address (after start). */

@@ -149,7 +149,7 @@ describe('podflow exporter', () => {
   it('stops with one line naming the option when no collectors can be found', async () => {
     const p = podflow(['exporter', '--listen', '127.0.0.1:0']);
     const [code] = await p.exited;
-    expect(code).not.toBe(0);
+    expect(code).toBe(2);
     expect(p.stderr()).toMatch(/^podflow: --collectors: no collector URLs given/m);
   });
 
@@ -166,7 +166,7 @@ describe('podflow exporter', () => {
       `Authorization=Bearer ${env('MISSING_TOKEN')}`,
     ]);
     const [code] = await p.exited;
-    expect(code).not.toBe(0);
+    expect(code).toBe(2);
     expect(p.stderr()).toContain('MISSING_TOKEN is not set');
   });
 });

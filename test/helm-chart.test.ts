@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml, stringify } from 'yaml';
-import { OPTIONS, type OptionName } from '../shared/config.js';
+import { FLOW_LABELS, OPTIONS, type OptionName } from '../shared/config.js';
 import {
   CHART,
   checkValues,
@@ -678,7 +678,7 @@ describe('chart: values', () => {
       }
     }
     const flags = (schema.properties.exporter.properties.metricsLabels.items.enum as string[]).sort();
-    expect(flags).toEqual([...OPTIONS['metrics-labels'].default].sort());
+    expect(flags).toEqual([...FLOW_LABELS].sort());
   });
 
   // Helm checks values.schema.json before rendering; these are the messages a user would see.

@@ -580,7 +580,7 @@ describe('podflow executable start-up errors', () => {
     const r = await runPodflow(['collector', '--interval', 'abc']);
     expect(r.code).toBe(2);
     expect(plainLines(r.stderr)).toEqual([
-      'podflow: invalid --interval: expected a duration like 5s, 500ms or 2m (at least 100ms), got "abc"',
+      'podflow: invalid --interval: expected a duration like 5s, 500ms or 2m (at least 100ms, at most 1h), got "abc"',
     ]);
   });
 
@@ -621,7 +621,7 @@ describe('podflow executable start-up errors', () => {
     },
   );
 
-  it.skipIf(!root)('says in one line that the listen address is taken, and exits non-zero', async () => {
+  it.skipIf(!root)('says in one line that the listen address is taken, and exits 2', async () => {
     const ns = await createNetns('cli');
     try {
       const args = [BIN, 'collector', '--listen', '127.0.0.1:9470', '--interval', '1s'];
@@ -643,7 +643,7 @@ describe('podflow executable start-up errors', () => {
         stderr += d;
       });
       const [code] = (await once(second, 'exit')) as [number | null];
-      expect(code).toBe(1);
+      expect(code).toBe(2);
       expect(plainLines(stderr)).toEqual(['podflow: --listen 127.0.0.1:9470: address already in use']);
       // The exporter says it in the same words.
       const exporter = ns.spawn(
@@ -656,7 +656,7 @@ describe('podflow executable start-up errors', () => {
         exporterErr += d;
       });
       const [exporterCode] = (await once(exporter, 'exit')) as [number | null];
-      expect(exporterCode).toBe(1);
+      expect(exporterCode).toBe(2);
       expect(plainLines(exporterErr)).toEqual(['podflow: --listen 127.0.0.1:9470: address already in use']);
       await kill(first);
     } finally {
