@@ -57,10 +57,10 @@ class GatedSink extends RecordingSink {
   private release: () => void = () => {};
   constructor(name: string) {
     super(name);
-    this.close_();
+    this.hold();
   }
   /** Holds every push from now on. */
-  close_(): void {
+  hold(): void {
     this.gate = new Promise((r) => {
       this.release = r;
     });

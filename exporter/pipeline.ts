@@ -206,6 +206,20 @@ export class Pipeline {
     // until the deadline.
     await Promise.all([...this.pending]);
     clearTimeout(timer);
+    this.report();
+  }
+
+  /** Logs the refusals since the last report, one line per refusing sink; returns their names. */
+  private report(): string[] {
+    const failures = this.failures;
+    this.failures = new Map();
+    for (const [sink, f] of failures) {
+      this.deps.log.warn(
+        { err: f.err, sink, collectors: f.collectors, flows: f.flows },
+        'sink refused batches: they stay unacknowledged and come again',
+      );
+    }
+    return [...failures.keys()];
   }
 
   /** Resolves once every push in flight settled, or at `deadline` (ms since the epoch). */
@@ -301,15 +315,8 @@ export class Pipeline {
     });
     await Promise.race([Promise.all(settling), due]);
     clearTimeout(timer);
-    const failures = this.failures;
-    this.failures = new Map();
     // One line per refusing sink and round, not one per collector.
-    for (const [sink, f] of failures) {
-      this.deps.log.warn(
-        { err: f.err, sink, collectors: f.collectors, flows: f.flows },
-        'sink refused batches: they stay unacknowledged and come again',
-      );
-    }
+    const failedSinks = this.report();
     if (busy.size > 0) {
       this.deps.log.debug(
         { sinks: [...busy] },
@@ -324,7 +331,7 @@ export class Pipeline {
       collectors: clients.length,
       pulled,
       flows: flowCount,
-      failedSinks: [...failures.keys()],
+      failedSinks,
       busySinks: [...busy],
       acked,
     };
