@@ -1,10 +1,13 @@
 // HTTP log sink: POSTs enriched flows as NDJSON records (CONTRACT.md "HTTP log sink records").
 //
-// push() resolves only when every record of the push was POSTed and answered 2xx (or answered a
-// non-retryable 4xx: the receiver refused them for good; they are logged, counted and dropped, so
-// that one poisonous batch cannot stall acknowledgement forever). It rejects when retries are
-// exhausted, when the queue is full or on shutdown: the pipeline then does not acknowledge, and the
-// same collector batches come again next round under the same Idempotency-Key.
+// push() resolves only when every request of the push was answered 2xx, or answered as malformed
+// (400, 422, 413 for a lone record: dropped, counted and logged once per status, so that one
+// poisonous record cannot stall acknowledgement forever). Every other answer keeps the records:
+// 413 halves the request, 401/403/404/408/429/5xx and network errors are retried with backoff, and
+// when retries are exhausted push() rejects. It also rejects when the queue has no room and on
+// shutdown. A rejected push is not acknowledged to the collector: the same collector batches come
+// again in a later round under the same Idempotency-Key. push() settles only once no request of it
+// is queued or in flight, so the pipeline never has the same records in flight twice.
 import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
 import { gzip as gzipCb } from 'node:zlib';
@@ -139,24 +142,45 @@ export function parseRetryAfter(value: string | null, now: number): number | und
   return Math.max(0, at - now);
 }
 
-class PermanentError extends Error {
-  override name = 'PermanentError';
-}
+/** How a receiver's answer is handled (docs/exporter.md, "Answers"). */
+type Outcome =
+  | { kind: 'taken' }
+  /** 413 for more than one record: sent again as two halves. */
+  | { kind: 'halve' }
+  /** 400, 422, or 413 for a lone record: malformed for this receiver, dropped and counted. */
+  | { kind: 'malformed'; status: number; said: string };
 
-interface Job {
-  records: string[];
-  key: string;
+/** One push: settles once every request of it settled, so that nothing of it is still in flight. */
+interface Push {
+  open: number;
+  error?: Error;
   resolve: () => void;
   reject: (err: Error) => void;
+}
+
+/** One request: the flows are made into records only when it is sent. */
+interface Job {
+  flows: readonly EnrichedFlow[];
+  key: string;
+  push: Push;
 }
 
 export class HttpSink implements Sink {
   readonly name = 'http';
   private readonly headers: Record<string, string>;
+  /** Requests in the queue, in send order. */
   private readonly jobs: Job[] = [];
+  /**
+   * Requests of the one push that did not fit the room left: they join the queue as it drains, and
+   * while they wait no other push is taken, so that a stretch larger than the queue gets in.
+   */
+  private readonly waiting: Job[] = [];
+  /** Records in the queue (waiting to be sent or in flight). */
   private queued = 0;
   private running = false;
   private closing = false;
+  /** Statuses already logged as "malformed": a receiver refusing every batch logs once, not per batch. */
+  private readonly logged = new Set<number>();
   /** Aborts the POST or backoff in progress at the shutdown deadline. */
   private readonly stop = new AbortController();
   private idle: Promise<void> = Promise.resolve();
@@ -173,7 +197,7 @@ export class HttpSink implements Sink {
     if (config.httpSinkGzip) this.headers['content-encoding'] = 'gzip';
   }
 
-  /** Records waiting or in flight. */
+  /** Records in the queue (waiting or in flight). */
   get queueSize(): number {
     return this.queued;
   }
@@ -181,29 +205,31 @@ export class HttpSink implements Sink {
   push(flows: readonly EnrichedFlow[], info?: PushInfo): Promise<void> {
     if (flows.length === 0) return Promise.resolve();
     if (this.closing) return Promise.reject(new Error('http sink: shutting down'));
-    if (this.queued + flows.length > this.config.httpSinkQueueMax) {
+    const max = this.config.httpSinkQueueMax;
+    // Taken when its first request fits the room left, or the queue is empty whatever its size
+    // (the rest follows as the queue drains); refused otherwise, and offered again by the pipeline.
+    // Refusing a stretch larger than the queue even into an empty queue would refuse it forever.
+    const first = Math.min(flows.length, this.config.httpSinkBatchMax);
+    if (this.waiting.length > 0 || (this.queued > 0 && this.queued + first > max)) {
       this.deps.metrics?.droppedRecords.inc({ sink: this.name, reason: 'queue_full' }, flows.length);
+      const ahead = this.waiting.length > 0 ? ', a larger push is waiting for room' : '';
       return Promise.reject(
         new Error(
-          `http sink: queue full (${this.queued} + ${flows.length} records > http-sink-queue-max ${this.config.httpSinkQueueMax})`,
+          `http sink: queue full (${this.queued} + ${first} records > http-sink-queue-max ${max}${ahead})`,
         ),
       );
     }
     const base = info?.id ?? randomUUID();
     const parts = partsOf(flows, this.config.httpSinkBatchMax);
-    const chunks: Promise<void>[] = [];
-    for (let part = 0; part < parts.length; part++) {
-      const records = parts[part].map(toRecord);
-      chunks.push(
-        new Promise<void>((resolve, reject) => {
-          this.jobs.push({ records, key: parts.length > 1 ? `${base}-${part}` : base, resolve, reject });
-        }),
-      );
-      this.queued += records.length;
-    }
-    this.gauge();
-    this.kick();
-    return Promise.all(chunks).then(() => undefined);
+    return new Promise<void>((resolve, reject) => {
+      const push: Push = { open: parts.length, resolve, reject };
+      for (let part = 0; part < parts.length; part++) {
+        this.waiting.push({ flows: parts[part], key: parts.length > 1 ? `${base}-${part}` : base, push });
+      }
+      this.admit();
+      this.gauge();
+      this.kick();
+    });
   }
 
   async close(deadline: number): Promise<void> {
@@ -216,8 +242,9 @@ export class HttpSink implements Sink {
     });
     await Promise.race([this.idle, expired]);
     clearTimeout(timer);
-    if (this.jobs.length > 0 || this.running) {
-      this.deps.log.warn({ records: this.queued }, 'http sink: shutdown deadline reached, records not sent');
+    if (this.jobs.length > 0 || this.waiting.length > 0 || this.running) {
+      const records = this.queued + this.waiting.reduce((a, j) => a + j.flows.length, 0);
+      this.deps.log.warn({ records }, 'http sink: shutdown deadline reached, records not sent');
       this.stop.abort(new Error('http sink: shutdown deadline reached'));
       await this.idle;
     }
@@ -227,40 +254,75 @@ export class HttpSink implements Sink {
     this.deps.metrics?.queueRecords.set({ sink: this.name }, this.queued);
   }
 
-  private kick(): void {
-    if (this.running) return;
-    this.running = true;
-    this.idle = this.drain().finally(() => {
-      this.running = false;
-    });
-  }
-
-  /** One POST at a time, in push order: the receiver sees records in interval order. */
-  private async drain(): Promise<void> {
-    for (;;) {
-      const job = this.jobs.shift();
-      if (job === undefined) return;
-      try {
-        if (this.stop.signal.aborted) throw this.stop.signal.reason as Error;
-        await this.send(job);
-        job.resolve();
-      } catch (err) {
-        if (err instanceof PermanentError) {
-          this.deps.metrics?.droppedRecords.inc({ sink: this.name, reason: 'rejected' }, job.records.length);
-          this.deps.log.error({ err, records: job.records.length }, 'http sink: receiver refused records');
-          job.resolve();
-        } else {
-          job.reject(err as Error);
-        }
-      } finally {
-        this.queued -= job.records.length;
-        this.gauge();
-      }
+  /** Moves waiting requests into the queue while they fit (the first always, into an empty queue). */
+  private admit(): void {
+    const max = this.config.httpSinkQueueMax;
+    while (this.waiting.length > 0) {
+      const job = this.waiting[0];
+      if (this.queued > 0 && this.queued + job.flows.length > max) return;
+      this.waiting.shift();
+      this.jobs.push(job);
+      this.queued += job.flows.length;
     }
   }
 
-  private async send(job: Job): Promise<void> {
-    const text = `${job.records.join('\n')}\n`;
+  private kick(): void {
+    if (this.running) return;
+    this.running = true;
+    this.idle = this.drain();
+  }
+
+  /**
+   * One POST at a time, in push order: the receiver sees records in interval order. `running` is
+   * cleared in the same step that finds the queue empty: a push made as soon as the previous one
+   * resolved starts a new drain instead of joining one that is about to end.
+   */
+  private async drain(): Promise<void> {
+    for (;;) {
+      this.admit();
+      const job = this.jobs.shift();
+      if (job === undefined) {
+        this.running = false;
+        return;
+      }
+      let failure: Error | undefined;
+      try {
+        if (this.stop.signal.aborted) throw this.stop.signal.reason as Error;
+        const out = await this.send(job);
+        if (out.kind === 'halve') {
+          // Each half keeps a key of its own derived from the request's, and the halves are cut by
+          // partsOf (summed per flow, sorted): offered again, the same request halves the same way.
+          const halves = partsOf(job.flows, Math.ceil(job.flows.length / 2));
+          job.push.open += halves.length;
+          this.jobs.unshift(...halves.map((flows, i) => ({ flows, key: `${job.key}.${i}`, push: job.push })));
+          for (const h of halves) this.queued += h.length;
+        } else if (out.kind === 'malformed') {
+          this.drop(job, out.status, out.said);
+        }
+      } catch (err) {
+        failure = err as Error;
+      } finally {
+        this.queued -= job.flows.length;
+        this.gauge();
+      }
+      settle(job.push, failure);
+    }
+  }
+
+  /** A request the receiver calls malformed: dropped, counted, logged once per status. */
+  private drop(job: Job, status: number, said: string): void {
+    const reason = status === 413 ? 'too_large' : 'rejected';
+    this.deps.metrics?.droppedRecords.inc({ sink: this.name, reason }, job.flows.length);
+    if (this.logged.has(status)) return;
+    this.logged.add(status);
+    this.deps.log.error(
+      { status, records: job.flows.length, key: job.key, answer: said },
+      `http sink: receiver refused records as malformed (${status}): dropped, counted in podflow_exporter_dropped_records_total{reason="${reason}"}; further ${status} answers are not logged`,
+    );
+  }
+
+  private async send(job: Job): Promise<Outcome> {
+    const text = `${job.flows.map(toRecord).join('\n')}\n`;
     const body = this.config.httpSinkGzip ? await gzip(text) : Buffer.from(text);
     const headers = { ...this.headers, 'idempotency-key': job.key };
     const maxRetries = this.config.httpSinkMaxRetries;
@@ -277,15 +339,24 @@ export class HttpSink implements Sink {
           body,
           signal: AbortSignal.any([timeout, this.stop.signal]),
         });
-        await res.body?.cancel().catch(() => {});
         this.deps.metrics?.httpRequests.inc({ code: String(res.status) });
-        if (res.status >= 200 && res.status < 300) return;
-        const msg = `http sink: ${this.config.httpSinkUrl} answered ${res.status}`;
-        if (res.status !== 429 && res.status !== 408 && res.status < 500) throw new PermanentError(msg);
-        lastError = new Error(msg);
+        if (res.status >= 200 && res.status < 300) {
+          await res.body?.cancel().catch(() => {});
+          return { kind: 'taken' };
+        }
+        const said = await excerpt(res);
+        // Only what the receiver calls malformed is given up. Everything else keeps the records:
+        // 401/403 (a token being rotated), 404 (a receiver being redeployed), 408, 429, 5xx all
+        // end, and dropping would lose records that the collectors were told are delivered.
+        if (res.status === 400 || res.status === 422) return { kind: 'malformed', status: res.status, said };
+        if (res.status === 413) {
+          return job.flows.length > 1 ? { kind: 'halve' } : { kind: 'malformed', status: 413, said };
+        }
+        lastError = new Error(
+          `http sink: ${this.config.httpSinkUrl} answered ${res.status}${said === '' ? '' : `: ${said}`}`,
+        );
         wait = parseRetryAfter(res.headers.get('retry-after'), this.clock());
       } catch (err) {
-        if (err instanceof PermanentError) throw err;
         if (this.stop.signal.aborted) throw this.stop.signal.reason as Error;
         this.deps.metrics?.httpRequests.inc({ code: 'error' });
         const e = err as Error & { cause?: { code?: string } };
@@ -304,6 +375,36 @@ export class HttpSink implements Sink {
     }
     throw lastError;
   }
+}
+
+/** One request of a push settled (with `err` when it failed): the push settles with its last one. */
+function settle(push: Push, err: Error | undefined): void {
+  if (err !== undefined && push.error === undefined) push.error = err;
+  if (--push.open > 0) return;
+  if (push.error !== undefined) push.reject(push.error);
+  else push.resolve();
+}
+
+/** The start of a response body, on one line, for the log: what the receiver said it disliked. */
+async function excerpt(res: Response, max = 200): Promise<string> {
+  if (res.body === null) return '';
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let n = 0;
+  try {
+    while (n < max * 4) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      n += value.length;
+    }
+  } catch {
+    // A body cut short says less, not nothing: keep what arrived.
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
+  const text = Buffer.concat(chunks).toString('utf8').replace(/\s+/g, ' ').trim();
+  return text.length > max ? `${text.slice(0, max)}…` : text;
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {

@@ -81,7 +81,7 @@ export class ExporterMetrics {
     });
     this.droppedRecords = new Counter({
       name: 'podflow_exporter_dropped_records_total',
-      help: 'Records a sink gave up on: queue_full (refused, offered again), rejected (receiver answered 4xx: lost)',
+      help: 'Records a sink did not take: queue_full (refused for now, offered again), rejected (receiver answered 400 or 422: dropped), too_large (a lone record answered 413: dropped)',
       labelNames: ['sink', 'reason'],
       registers,
     });

@@ -50,6 +50,32 @@ const flow = (dst: string, txBytes: number): Flow => ({
   rxPackets: 1,
 });
 
+/** A sink whose pushes wait until the test opens the gate: a receiver that hangs. */
+class GatedSink extends RecordingSink {
+  pushes = 0;
+  private gate: Promise<void> = new Promise(() => {});
+  private release: () => void = () => {};
+  constructor(name: string) {
+    super(name);
+    this.hold();
+  }
+  /** Holds every push from now on. */
+  hold(): void {
+    this.gate = new Promise((r) => {
+      this.release = r;
+    });
+  }
+  open(): void {
+    this.release();
+    this.gate = Promise.resolve();
+  }
+  override async push(flows: readonly EnrichedFlow[], info?: PushInfo): Promise<void> {
+    this.pushes++;
+    await this.gate;
+    return super.push(flows, info);
+  }
+}
+
 function setup(collectors: CollectorClient[], sinkNames = ['a', 'b']) {
   const registry = new Registry();
   const metrics = new ExporterMetrics(registry);
@@ -131,6 +157,68 @@ describe('Pipeline', () => {
     r = await pipeline.runOnce();
     expect(r).toMatchObject({ flows: 0, acked: 0 });
     expect(await promTx()).toBe(1117);
+  });
+
+  it('a slow sink delays only itself: the others take every round, nothing is in flight twice, the ack waits for it', async () => {
+    const bl = new Backlog({ backlogMaxFlows: 10_000 });
+    const registry = new Registry();
+    const prometheus = new PrometheusSink(
+      { metricsPrefix: 'podflow', metricsLabels: [...FLOW_LABELS], metricsTtl: 0, metricsPodIps: false },
+      { registry },
+    );
+    const fast = new RecordingSink('fast');
+    const slow = new GatedSink('slow');
+    const pipeline = new Pipeline(
+      // A round waits for its pushes until the next one is due (300 ms), never longer.
+      { exportInterval: 300, pullConcurrency: 4, pullTimeout: 200 },
+      {
+        discovery: staticDiscovery([local(bl, 'n1')]),
+        enricher: new Enricher({ groupPublicIps: false }, { cluster: emptyClusterLookup, log: silentLogger }),
+        sinks: [prometheus, fast, slow],
+        log: silentLogger,
+        metrics: new ExporterMetrics(registry),
+      },
+    );
+    const promTx = async () => sumOf(await registry.metrics(), 'podflow_transmit_bytes_total');
+    let total = 0;
+    let t = 0;
+    const tick = () => {
+      total += 1 + t;
+      bl.append(t * 1000, (t + 1) * 1000, [flow('8.8.8.8', 1 + t)]);
+      t++;
+    };
+    // The first round hands the slow sink its push, which hangs; the round waits for it only until
+    // the next round is due.
+    tick();
+    const first = pipeline.runOnce();
+    const r0 = await Promise.race([first, new Promise((r) => setTimeout(() => r('stuck'), 5000))]);
+    expect(r0).toMatchObject({ failedSinks: [], busySinks: [], acked: 0 });
+    expect(await promTx()).toBe(total);
+    for (let round = 1; round < 4; round++) {
+      tick();
+      const began = Date.now();
+      const r = await pipeline.runOnce();
+      expect(Date.now() - began).toBeLessThan(2000);
+      expect(r).toMatchObject({ failedSinks: [], busySinks: ['slow'], acked: 0 });
+      // Prometheus and the fast sink took this round's batch, once.
+      expect(await promTx()).toBe(total);
+      expect(fast.txBytes).toBe(total);
+    }
+    expect(slow.pushes).toBe(1);
+    expect(bl.stats().batches).toBe(4);
+    // The slow sink takes its push: the collector is acknowledged up to it at once, not a round later.
+    slow.open();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(slow.txBytes).toBe(1);
+    expect(bl.stats().batches).toBe(3);
+    // The next round gives it what it lacks, each batch once; everybody else nothing again.
+    const r = await pipeline.runOnce();
+    expect(r).toMatchObject({ failedSinks: [], busySinks: [], acked: 1 });
+    expect(slow.txBytes).toBe(total);
+    expect(slow.accepted).toHaveLength(4);
+    expect(fast.accepted).toHaveLength(4);
+    expect(await promTx()).toBe(total);
+    expect(bl.stats().batches).toBe(0);
   });
 
   it('a sink failing for rounds while the backlog merges at its bound: the healthy sinks never count a batch twice', async () => {

@@ -11,6 +11,12 @@
 // pushed one boundary stretch at a time, each keyed by the stretch's edges as the collector sees
 // them: a restarted exporter re-offers what its predecessor pushed but did not acknowledge under
 // the same key, so the HTTP receiver recognises it. Older collectors: one push per sink and round.
+//
+// A slow sink delays only itself: the round hands each sink its pushes and waits for them at most
+// until the next round is due. A sink still busy with an earlier push of a collector (its in-flight
+// seq) takes nothing of that collector this round; the others take what is new to them. The
+// collector is acknowledged, whenever a push settles, up to what every sink took, so a slow sink
+// holds back the ack (the batches stay on the collector), never the other sinks' rounds.
 import { createHash } from 'node:crypto';
 import type { Registry } from 'prom-client';
 import type { ClusterLookup } from '../shared/cluster.js';
@@ -61,6 +67,12 @@ interface CollectorState {
   /** Highest seq each sink accepted, by sink index. */
   delivered: number[];
   /**
+   * Per sink: the highest seq handed to it in pushes that have not settled yet, -1 when none. A
+   * sink with pushes in flight is given nothing more of this collector until they settle, so the
+   * same batches are never in flight twice.
+   */
+  inFlight: number[];
+  /**
    * Per sink: the end of the last range it refused (-1: none). That range is offered again alone,
    * with the same id, before what arrived since: a receiver that took part of the refused push
    * (an HTTP sink splits pushes into requests) recognises that part by its Idempotency-Key.
@@ -76,7 +88,7 @@ interface Pulled {
   node: string;
   /** Batches with seq > the lowest delivered seq over sinks, oldest first (dropped once enriched). */
   batches: FlowBatch[];
-  /** Their seqs, and their flows enriched, same order. */
+  /** Seqs of the batches some sink of this round needs, and their flows enriched, same order. */
   seqs: number[];
   enriched: EnrichedFlow[][];
   /**
@@ -95,10 +107,16 @@ export interface RoundResult {
   collectors: number;
   pulled: number;
   flows: number;
-  /** Names of the sinks that refused this round's push. */
+  /** Names of the sinks that refused a push since the previous round's report. */
   failedSinks: string[];
+  /** Names of the sinks that were still busy with an earlier push of some collector. */
+  busySinks: string[];
+  /** Collectors acknowledged by the pushes of this round that settled within it. */
   acked: number;
 }
+
+/** Per refusing sink: how many pushes it refused, their flows, and the first reason. */
+type Failures = Map<string, { collectors: number; flows: number; err: unknown }>;
 
 /** A collector absent from discovery this long is forgotten. */
 const FORGET_AFTER_MS = 3_600_000;
@@ -113,6 +131,10 @@ export class Pipeline {
   private rounds = 0;
   /** close() with a final round: the loop schedules no further round. */
   private stopping = false;
+  /** Pushes (and the acks after them) not settled yet, whichever round started them. */
+  private readonly pending = new Set<Promise<unknown>>();
+  /** Refusals not reported yet: pushes that outlive their round are reported by the next one. */
+  private failures: Failures = new Map();
 
   constructor(
     private readonly config: PipelineConfig,
@@ -154,6 +176,9 @@ export class Pipeline {
       clearTimeout(this.timer);
       await this.current;
       clearTimeout(this.timer);
+      // Pushes of earlier rounds first: a sink still busy with one would take nothing of the final
+      // round.
+      await this.settled(deadline);
       const left = deadline - this.clock();
       if (left > 0) {
         const cut = setTimeout(() => this.abort.abort(new Error('shutdown deadline reached')), left);
@@ -177,17 +202,47 @@ export class Pipeline {
         .catch((err: unknown) => this.deps.log.warn({ err, sink: s.name }, 'sink close failed')),
     );
     await Promise.all([this.current, ...closing]);
+    // Pushes that outlived their round settle once the sinks flushed or gave up; their acks go out
+    // until the deadline.
+    await Promise.all([...this.pending]);
+    clearTimeout(timer);
+    this.report();
+  }
+
+  /** Logs the refusals since the last report, one line per refusing sink; returns their names. */
+  private report(): string[] {
+    const failures = this.failures;
+    this.failures = new Map();
+    for (const [sink, f] of failures) {
+      this.deps.log.warn(
+        { err: f.err, sink, collectors: f.collectors, flows: f.flows },
+        'sink refused batches: they stay unacknowledged and come again',
+      );
+    }
+    return [...failures.keys()];
+  }
+
+  /** Resolves once every push in flight settled, or at `deadline` (ms since the epoch). */
+  private async settled(deadline: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, Math.max(0, deadline - this.clock()));
+      timer.unref();
+    });
+    await Promise.race([Promise.all([...this.pending]), expired]);
     clearTimeout(timer);
   }
 
   /**
    * One round. Each collector goes through pull → enrich → push to every sink → ack on its own, at
    * most `pull-concurrency` at a time, so that only that many responses are in memory at once and
-   * one slow or dead collector holds one slot, nobody else. Never throws for a collector's or a
-   * sink's failure.
+   * one slow or dead collector holds one slot, nobody else. Pushes run outside the pull slots, and
+   * the round waits for them only until the next round is due: a slow sink keeps its pushes (and
+   * the ack behind them) in flight into later rounds, which meanwhile feed the other sinks. Never
+   * throws for a collector's or a sink's failure.
    */
   async runOnce(): Promise<RoundResult> {
-    const { metrics } = this.deps;
+    const { metrics, sinks } = this.deps;
     const began = performance.now();
     const now = this.clock();
     const clients = this.deps.discovery.current();
@@ -202,36 +257,70 @@ export class Pipeline {
     let pulled = 0;
     let flowCount = 0;
     let acked = 0;
-    /** Per refusing sink: how many collectors' batches it refused, and the first reason. */
-    const failedSinks = new Map<string, { collectors: number; flows: number; err: unknown }>();
-    // Pushes settle outside the pull slots: a sink that takes its time (HTTP retries) does not stop
-    // the next collectors from being pulled and counted.
+    const busy = new Set<string>();
     const settling: Promise<void>[] = [];
     await forEachLimited(clients, this.config.pullConcurrency, async (client) => {
       const p = await this.pullOne(client, now);
       if (p === undefined) return;
       pulled++;
+      const { state } = p;
+      // From here to the pushes' start nothing awaits: which sinks take part is decided on the
+      // same in-flight state the pushes then mark.
+      const takers: number[] = [];
+      for (let si = 0; si < sinks.length; si++) {
+        if (state.inFlight[si] < 0) takers.push(si);
+        else busy.add(sinks[si].name);
+      }
+      // Only what a taking sink lacks is enriched: a busy sink gets these batches in a later round.
+      let floor = sinks.length === 0 ? state.acked : Number.POSITIVE_INFINITY;
+      for (const si of takers) floor = Math.min(floor, state.delivered[si]);
       for (const b of p.batches) {
+        if (b.seq <= floor) continue;
         const out: EnrichedFlow[] = [];
         this.deps.enricher.enrichBatch(b, p.node, out);
+        p.seqs.push(b.seq);
         p.enriched.push(out);
         flowCount += out.length;
       }
-      const pushes = this.deps.sinks.map((sink, si) => this.pushOne(sink, si, p, failedSinks));
       p.batches = [];
+      // The end of what this pull covers: its last batch, or the last stretch (whose batches may all
+      // have been dropped at the collector's bound: a sink then just moves past it).
+      let top = p.seqs.length > 0 ? p.seqs[p.seqs.length - 1] : -1;
+      if (p.segments !== undefined && p.segments.length > 0) {
+        top = Math.max(top, p.segments[p.segments.length - 1].end);
+      }
+      const pushes = takers.map((si) => {
+        if (top <= state.delivered[si]) return Promise.resolve();
+        state.inFlight[si] = top;
+        return this.pushOne(sinks[si], si, p).finally(() => {
+          state.inFlight[si] = -1;
+        });
+      });
+      const settled = Promise.all(pushes).then(async () => {
+        p.enriched = [];
+        return this.ackOne(p);
+      });
+      this.track(settled);
       settling.push(
-        Promise.all(pushes).then(async () => {
-          p.enriched = [];
-          if (await this.ackOne(p)) acked++;
+        settled.then((ok) => {
+          if (ok) acked++;
         }),
       );
     });
-    await Promise.all(settling);
+    // Wait for this round's pushes until the next round is due; what is still running goes on.
+    let timer: NodeJS.Timeout | undefined;
+    const due = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, Math.max(0, this.config.exportInterval - (performance.now() - began)));
+      timer.unref();
+    });
+    await Promise.race([Promise.all(settling), due]);
+    clearTimeout(timer);
     // One line per refusing sink and round, not one per collector.
-    for (const [sink, f] of failedSinks) {
-      this.deps.log.warn(
-        { err: f.err, sink, collectors: f.collectors, flows: f.flows },
-        'sink refused batches: they stay unacknowledged and come again',
+    const failedSinks = this.report();
+    if (busy.size > 0) {
+      this.deps.log.debug(
+        { sinks: [...busy] },
+        'sink still busy with earlier pushes: its batches wait on the collectors',
       );
     }
     this.forget(now);
@@ -242,34 +331,35 @@ export class Pipeline {
       collectors: clients.length,
       pulled,
       flows: flowCount,
-      failedSinks: [...failedSinks.keys()],
+      failedSinks,
+      busySinks: [...busy],
       acked,
     };
   }
 
+  private track(p: Promise<unknown>): void {
+    const done = p.catch(() => {}).finally(() => this.pending.delete(done));
+    this.pending.add(done);
+  }
+
   /** Pushes to sink `si` the batches of `p` it has not taken yet; records how far it got. */
-  private async pushOne(
-    sink: Sink,
-    si: number,
-    p: Pulled,
-    failed: Map<string, { collectors: number; flows: number; err: unknown }>,
-  ): Promise<void> {
+  private async pushOne(sink: Sink, si: number, p: Pulled): Promise<void> {
     const { state } = p;
     if (p.segments !== undefined) {
       // One stretch at a time, oldest first; a refused one stops the sink here, so that it comes
       // again alone (same key) before anything newer.
       for (const seg of p.segments) {
         if (seg.end <= state.delivered[si]) continue;
-        if (!(await this.pushRange(sink, si, p, seg.end, failed, seg))) return;
+        if (!(await this.pushRange(sink, si, p, seg.end, seg))) return;
       }
       return;
     }
     const cut = state.offered[si];
     const end = p.seqs.length > 0 ? p.seqs[p.seqs.length - 1] : -1;
     if (cut > state.delivered[si] && cut < end) {
-      if (!(await this.pushRange(sink, si, p, cut, failed))) return;
+      if (!(await this.pushRange(sink, si, p, cut))) return;
     }
-    await this.pushRange(sink, si, p, end, failed);
+    await this.pushRange(sink, si, p, end);
   }
 
   /**
@@ -277,14 +367,7 @@ export class Pipeline {
    * took them (or there were none). With `seg` (upTo is its end), the push is keyed by the
    * stretch's edges and the sink counts as having everything up to its end.
    */
-  private async pushRange(
-    sink: Sink,
-    si: number,
-    p: Pulled,
-    upTo: number,
-    failed: Map<string, { collectors: number; flows: number; err: unknown }>,
-    seg?: Segment,
-  ): Promise<boolean> {
+  private async pushRange(sink: Sink, si: number, p: Pulled, upTo: number, seg?: Segment): Promise<boolean> {
     const { state } = p;
     const delivered = state.delivered[si];
     let first = -1;
@@ -330,10 +413,10 @@ export class Pipeline {
       return true;
     } catch (err) {
       if (state.offered[si] < last) state.offered[si] = last;
-      const f = failed.get(sink.name) ?? { collectors: 0, flows: 0, err };
+      const f = this.failures.get(sink.name) ?? { collectors: 0, flows: 0, err };
       f.collectors++;
       f.flows += flows.length;
-      failed.set(sink.name, f);
+      this.failures.set(sink.name, f);
       this.deps.metrics?.sinkFailures.inc({ sink: sink.name });
       return false;
     }
@@ -366,6 +449,7 @@ export class Pipeline {
         bootId: res.bootId,
         acked: -1,
         delivered: this.deps.sinks.map(() => -1),
+        inFlight: this.deps.sinks.map(() => -1),
         offered: this.deps.sinks.map(() => -1),
         seen: now,
       };
@@ -392,7 +476,7 @@ export class Pipeline {
       state,
       node: res.node,
       batches,
-      seqs: batches.map((b) => b.seq),
+      seqs: [],
       enriched: [],
       segments,
     };
@@ -407,7 +491,8 @@ export class Pipeline {
     if (target <= state.acked) return false;
     try {
       await p.client.ack(state.bootId, target, this.ackAbort.signal);
-      state.acked = target;
+      // Pushes of several rounds may ack one collector at once: the ack only moves forward.
+      if (state.acked < target) state.acked = target;
       metrics?.acks.inc({ result: 'ok' });
       return true;
     } catch (err) {
@@ -415,8 +500,9 @@ export class Pipeline {
       const reason = err instanceof PullError ? err.reason : 'network';
       metrics?.pullErrors.inc({ collector: p.client.id, reason });
       if (reason === 'boot') {
-        // The collector restarted between pull and ack: what it had is gone, its new boot starts over.
-        this.states.delete(p.client.id);
+        // The collector restarted between pull and ack: what it had is gone, its new boot starts over
+        // (unless a later pull already met the new boot: that state stays).
+        if (this.states.get(p.client.id) === state) this.states.delete(p.client.id);
       }
       log.warn({ err, collector: p.client.id }, 'ack failed: batches come again and are skipped');
       return false;

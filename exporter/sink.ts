@@ -16,7 +16,9 @@ export interface Sink {
    * Accepts flows of one or more collector batches. Resolves once the sink has taken responsibility
    * for them (Prometheus: counted; HTTP: POSTed and answered 2xx); rejects when it cannot, and then
    * the batches are not acknowledged to the collector and will be offered again (only to the sinks
-   * that did not take them).
+   * that did not take them). Settles only when nothing of the push is queued or in flight any more:
+   * the pipeline gives this sink nothing more of that collector until then. It may take rounds; the
+   * pipeline does not wait for it, the other sinks go on.
    */
   push(flows: readonly EnrichedFlow[], info?: PushInfo): Promise<void>;
   /** Flushes what is queued, giving up at `deadline` (ms since the epoch). */

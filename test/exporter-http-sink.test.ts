@@ -1,4 +1,8 @@
-// The HTTP log sink against a real HTTP receiver on loopback.
+// The HTTP log sink against a real HTTP receiver on loopback, alone, in the pipeline with the
+// Prometheus sink, and in a `podflow exporter` process.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Backlog } from '../collector/backlog.js';
@@ -7,11 +11,17 @@ import { HttpSink, type HttpSinkConfig, parseRetryAfter, partsOf, toRecord } fro
 import { InProcessCollectorClient } from '../exporter/in-process.js';
 import { ExporterMetrics } from '../exporter/metrics.js';
 import { Pipeline, staticDiscovery } from '../exporter/pipeline.js';
-import { PullError } from '../exporter/pull.js';
+import { PrometheusSink } from '../exporter/prometheus-sink.js';
+import { type CollectorClient, PullError } from '../exporter/pull.js';
+import { FLOW_LABELS } from '../shared/config.js';
 import type { EnrichedFlow, Flow } from '../shared/flow.js';
 import { silentLogger } from '../shared/log.js';
 import { HttpReceiver } from './helpers/http-receiver.js';
+import { freePort } from './helpers/ports.js';
 import { seededInt } from './helpers/random.js';
+import { startTestCollector } from './helpers/test-collector.js';
+import { waitFor } from './helpers/wait.js';
+import { captureLogger } from './kube-api-server/harness.js';
 
 const flow = (i: number, over: Partial<EnrichedFlow> = {}): EnrichedFlow => ({
   ts: Date.UTC(2026, 0, 2, 3, 4, 5, 0),
@@ -54,7 +64,11 @@ afterEach(async () => {
   await rx.close();
 });
 
-function sink(over: Partial<HttpSinkConfig> = {}, env: NodeJS.ProcessEnv = {}): HttpSink {
+function sink(
+  over: Partial<HttpSinkConfig> = {},
+  env: NodeJS.ProcessEnv = {},
+  log: Logger = silentLogger,
+): HttpSink {
   const s = new HttpSink(
     {
       httpSinkUrl: rx.url,
@@ -68,10 +82,65 @@ function sink(over: Partial<HttpSinkConfig> = {}, env: NodeJS.ProcessEnv = {}): 
       retryMaxMs: 5000,
       ...over,
     },
-    { log: silentLogger, metrics, env },
+    { log, metrics, env },
   );
   sinks.push(s);
   return s;
+}
+
+/** Sum of one metric's samples in Prometheus text (labelled or not). */
+const sumOf = (text: string, name: string) =>
+  text
+    .split('\n')
+    .filter((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `))
+    .reduce((a, l) => a + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
+
+const txOf = (records: Record<string, unknown>[]) => records.reduce((a, r) => a + Number(r.tx_bytes), 0);
+
+/**
+ * The export side as `podflow exporter` wires it (enrich → Prometheus sink and HTTP sink), over
+ * in-process collectors, with the HTTP sink posting to the test's receiver.
+ */
+function exportGraph(clients: CollectorClient[], over: Partial<HttpSinkConfig> = {}, exportInterval = 1000) {
+  const prometheus = new PrometheusSink(
+    { metricsPrefix: 'podflow', metricsLabels: [...FLOW_LABELS], metricsTtl: 0, metricsPodIps: false },
+    { registry },
+  );
+  const pipeline = new Pipeline(
+    { exportInterval, pullConcurrency: 4, pullTimeout: 1000 },
+    {
+      discovery: staticDiscovery(clients),
+      enricher: new Enricher({ groupPublicIps: false }, { cluster: emptyClusterLookup, log: silentLogger }),
+      sinks: [prometheus, sink(over)],
+      log: silentLogger,
+      metrics,
+    },
+  );
+  const promTx = async () => sumOf(await registry.metrics(), 'podflow_transmit_bytes_total');
+  return { pipeline, promTx };
+}
+
+/** A collector's backlog fed by hand, and `n` distinct flows per tick with known bytes. */
+function traffic(backlogMaxFlows = 1_000_000) {
+  const backlog = new Backlog({ backlogMaxFlows });
+  const client = new InProcessCollectorClient(backlog, { node: 'n1', source: 'netfilter' });
+  let t = 0;
+  const fed = { sent: 0 };
+  const tick = (n: number) => {
+    const flows: Flow[] = Array.from({ length: n }, (_, i) => ({
+      src: '10.0.1.5',
+      dst: `192.0.${t % 256}.${i}`,
+      proto: 6,
+      txBytes: 1000 * t + i + 1,
+      rxBytes: i,
+      txPackets: 1,
+      rxPackets: 1,
+    }));
+    for (const f of flows) fed.sent += f.txBytes;
+    backlog.append(t * 1000, (t + 1) * 1000, flows);
+    t++;
+  };
+  return { backlog, client, tick, fed };
 }
 
 // The ${NAME} syntax users write in --http-sink-headers, kept out of template-literal look-alikes.
@@ -313,13 +382,88 @@ describe('HTTP sink retries', () => {
     expect(rx.requests[1].at).toBeGreaterThanOrEqual(Date.parse(when) - 50);
   });
 
-  it('does not retry other 4xx: logged, counted as rejected, the push resolves', async () => {
+  it('does not retry a batch answered 400 (malformed): counted as rejected, the push resolves', async () => {
     rx.respond({ status: 400, body: 'bad record' });
     await sink().push([flow(1), flow(2)]);
     expect(rx.requests).toHaveLength(1);
     expect(await metric('podflow_exporter_dropped_records_total')).toContain(
       'podflow_exporter_dropped_records_total{sink="http",reason="rejected"} 2',
     );
+  });
+
+  it('keeps and retries what a receiver answers 401, 403, 404, 408, 429 or 5xx, under the same key', async () => {
+    rx.respond(...[401, 403, 404, 408, 429, 500, 503].map((status) => ({ status, body: 'not now' })));
+    await sink({ httpSinkMaxRetries: 7 }).push([flow(1), flow(2)], { id: 'k' });
+    expect(rx.requests.map((r) => r.answer)).toEqual([401, 403, 404, 408, 429, 500, 503, 200]);
+    expect(new Set(rx.requests.map((r) => r.headers['idempotency-key']))).toEqual(new Set(['k']));
+    expect(rx.acceptedRecords().map((r) => r.tx_bytes)).toEqual([1001, 1002]);
+    expect(await metric('podflow_exporter_dropped_records_total')).not.toContain('sink="http"');
+  });
+
+  it('a 401 that outlasts the retries fails the push with what the receiver said', async () => {
+    rx.otherwise({ status: 401, body: '{"error":"token expired"}' });
+    await expect(sink({ httpSinkMaxRetries: 1 }).push([flow(1)])).rejects.toThrow(
+      /answered 401: \{"error":"token expired"\}/,
+    );
+    expect(rx.requests).toHaveLength(2);
+    expect(await metric('podflow_exporter_dropped_records_total')).not.toContain('sink="http"');
+  });
+
+  it('a batch answered 400 or 422 is dropped and counted; each status is logged once, with the start of the answer', async () => {
+    const cap = captureLogger();
+    const s = sink({}, {}, cap.log);
+    const said = `{"error":"field dst_zone: unknown zone","detail":"${'x'.repeat(500)}"}`;
+    rx.respond(
+      { status: 400, body: said },
+      { status: 400, body: said },
+      { status: 422, body: 'unprocessable' },
+      { status: 422, body: 'unprocessable' },
+    );
+    for (let i = 0; i < 4; i++) await s.push([flow(i), flow(i + 10)]);
+    expect(rx.requests.map((r) => r.answer)).toEqual([400, 400, 422, 422]);
+    expect(await metric('podflow_exporter_dropped_records_total')).toContain(
+      'podflow_exporter_dropped_records_total{sink="http",reason="rejected"} 8',
+    );
+    const logged = cap.lines.filter((l) => String(l.msg).includes('malformed'));
+    expect(logged.map((l) => l.status)).toEqual([400, 422]);
+    const answer = String(logged[0]!.answer);
+    expect(answer.startsWith('{"error":"field dst_zone: unknown zone"')).toBe(true);
+    expect(answer.length).toBeLessThanOrEqual(201);
+    expect(logged[1]!.answer).toBe('unprocessable');
+  });
+
+  it('413 halves a request down to what the receiver takes; a lone record it still refuses is dropped, counted, logged once', async () => {
+    const cap = captureLogger();
+    const s = sink({ httpSinkBatchMax: 10 }, {}, cap.log);
+    // At most 3 records per request, and never the one for 8.8.8.13.
+    rx.otherwise(({ lines }) =>
+      lines.length > 3 || lines.some((l) => l.includes('"dst_ip":"8.8.8.13"'))
+        ? { status: 413, body: 'request entity too large: 3 records at most' }
+        : { status: 200 },
+    );
+    const flows = Array.from({ length: 25 }, (_, i) => flow(i));
+    await s.push(flows, { id: 'k' });
+    const taken = rx.requests.filter((r) => r.answer === 200);
+    expect(rx.acceptedRecords().map((r) => r.dst_ip)).toEqual(
+      expect.arrayContaining(flows.filter((f) => f.dstIp !== '8.8.8.13').map((f) => f.dstIp)),
+    );
+    expect(rx.acceptedRecords()).toHaveLength(24);
+    for (const r of taken) expect(r.body.toString().trimEnd().split('\n').length).toBeLessThanOrEqual(3);
+    // Each piece has a key of its own, derived from its request's (k-<part>.<half>...).
+    const keys = taken.map((r) => String(r.headers['idempotency-key']));
+    expect(new Set(keys).size).toBe(keys.length);
+    for (const k of keys) expect(k).toMatch(/^k-[0-2](\.[01])+$/);
+    expect(await metric('podflow_exporter_dropped_records_total')).toContain(
+      'podflow_exporter_dropped_records_total{sink="http",reason="too_large"} 1',
+    );
+    // The same push offered again is cut the same way: same keys, same bodies.
+    const before = rx.requests.length;
+    await s.push(flows, { id: 'k' });
+    const again = rx.requests.slice(before);
+    expect(again.map((r) => [r.headers['idempotency-key'], r.body.toString()])).toEqual(
+      rx.requests.slice(0, before).map((r) => [r.headers['idempotency-key'], r.body.toString()]),
+    );
+    expect(cap.lines.filter((l) => String(l.msg).includes('malformed'))).toHaveLength(1);
   });
 
   it('rejects once retries are exhausted', async () => {
@@ -352,6 +496,28 @@ describe('HTTP sink queue and shutdown', () => {
     expect(rx.acceptedRecords().map((r) => r.tx_bytes)).toEqual([1001, 1002, 1003, 1004, 1007]);
   });
 
+  it('a push larger than http-sink-queue-max is taken in pieces into an empty queue; others wait their turn', async () => {
+    const s = sink({ httpSinkQueueMax: 100, httpSinkBatchMax: 10 });
+    let most = 0;
+    rx.otherwise(() => {
+      most = Math.max(most, s.queueSize);
+      return { status: 200, delayMs: 2 };
+    });
+    const flows = Array.from({ length: 480 }, (_, i) => flow(i, { dstIp: `10.9.${i >> 8}.${i & 255}` }));
+    const big = s.push(flows, { id: 'big' });
+    // While its requests wait for room, nothing else is taken: it would hold the big one back.
+    await expect(s.push([flow(1)])).rejects.toThrow(/queue full.*waiting for room/);
+    await big;
+    expect(rx.requests).toHaveLength(48);
+    expect(rx.requests.map((r) => r.headers['idempotency-key'])).toEqual(
+      Array.from({ length: 48 }, (_, i) => `big-${i}`),
+    );
+    expect(most).toBeLessThanOrEqual(100);
+    expect(txOf(rx.acceptedRecords())).toBe(flows.reduce((a, f) => a + f.txBytes, 0));
+    await s.push([flow(1)]);
+    expect(rx.requests).toHaveLength(49);
+  });
+
   it('shutdown flushes what is queued when the deadline allows', async () => {
     const s = sink();
     rx.respond({ status: 200, delayMs: 200 }, { status: 200, delayMs: 200 });
@@ -373,6 +539,182 @@ describe('HTTP sink queue and shutdown', () => {
     expect(Date.now() - began).toBeLessThan(1500);
     await expect(p).rejects.toThrow(/deadline/);
     await expect(q).rejects.toThrow(/deadline/);
+  });
+});
+
+describe('HTTP sink in the pipeline: exactly once, whatever the receiver answers', () => {
+  it('a receiver refusing the token for a while (401): nothing is acknowledged or lost, every record arrives once', async () => {
+    const { backlog, client, tick, fed } = traffic();
+    const { pipeline, promTx } = exportGraph([client], { httpSinkMaxRetries: 2, httpSinkBatchMax: 10 });
+    rx.otherwise({ status: 401, body: '{"error":"token expired"}' });
+    for (let round = 0; round < 3; round++) {
+      tick(25);
+      const r = await pipeline.runOnce();
+      expect(r).toMatchObject({ failedSinks: ['http'], acked: 0 });
+      expect(await promTx()).toBe(fed.sent);
+    }
+    expect(backlog.stats().batches).toBe(3);
+    expect(rx.requests.every((r) => r.answer === 401)).toBe(true);
+    // The token is back.
+    rx.otherwise({ status: 200 });
+    tick(5);
+    const r = await pipeline.runOnce();
+    expect(r).toMatchObject({ failedSinks: [], acked: 1 });
+    expect(backlog.stats().batches).toBe(0);
+    expect(txOf(rx.dedupedRecords())).toBe(fed.sent);
+    expect(await promTx()).toBe(fed.sent);
+    expect(await metric('podflow_exporter_dropped_records_total')).not.toContain('sink="http"');
+  });
+
+  it('a stretch larger than the queue (an exporter that was away): taken in pieces, offered again under the same keys, nothing doubled', async () => {
+    const { backlog, client, tick, fed } = traffic();
+    // Away for 12 ticks: one stretch of 480 flows, the queue holds 100.
+    for (let t = 0; t < 12; t++) tick(40);
+    const { pipeline, promTx } = exportGraph([client], {
+      httpSinkQueueMax: 100,
+      httpSinkBatchMax: 10,
+      httpSinkMaxRetries: 0,
+    });
+    // A short outage in the middle of the first offer.
+    let n = 0;
+    rx.otherwise(() => (++n > 20 && n <= 25 ? { status: 503 } : { status: 200 }));
+    let r = await pipeline.runOnce();
+    expect(r).toMatchObject({ failedSinks: ['http'], acked: 0 });
+    expect(rx.requests).toHaveLength(48);
+    tick(3);
+    r = await pipeline.runOnce();
+    expect(r).toMatchObject({ failedSinks: [], acked: 1 });
+    expect(backlog.stats().batches).toBe(0);
+    // The second offer of the stretch: the same 48 keys with the same bodies, then the new stretch.
+    const byKey = new Map<string, string>();
+    for (const q of rx.requests.slice(0, 48))
+      byKey.set(String(q.headers['idempotency-key']), q.body.toString());
+    for (const q of rx.requests.slice(48, 96)) {
+      expect(q.body.toString()).toBe(byKey.get(String(q.headers['idempotency-key'])));
+    }
+    expect(rx.requests).toHaveLength(97);
+    expect(rx.dedupedRecords()).toHaveLength(483);
+    expect(txOf(rx.dedupedRecords())).toBe(fed.sent);
+    expect(await promTx()).toBe(fed.sent);
+  });
+
+  it('a receiver that hangs 30 s delays only the HTTP sink: Prometheus counts every round, the collector waits for its ack', async () => {
+    const { backlog, client, tick, fed } = traffic();
+    const { pipeline, promTx } = exportGraph([client], { httpSinkTimeout: 60_000 }, 300);
+    rx.respond({ status: 200, delayMs: 30_000 });
+    const took: number[] = [];
+    for (let round = 0; round < 6; round++) {
+      tick(5);
+      const began = performance.now();
+      const r = await pipeline.runOnce();
+      took.push(performance.now() - began);
+      expect(await promTx()).toBe(fed.sent);
+      expect(r.acked).toBe(0);
+      if (round > 0) expect(r.busySinks).toEqual(['http']);
+    }
+    // One request, hanging: nothing of the collector was pushed again while it was in flight.
+    expect(rx.requests).toHaveLength(1);
+    expect(Math.max(...took)).toBeLessThan(2000);
+    expect(backlog.stats().batches).toBe(6);
+    // The receiver comes back: the hung connection is cut, the retry is answered, the first stretch
+    // is acknowledged as soon as it is taken, without waiting for a round.
+    rx.cut();
+    await waitFor('first stretch acknowledged', async () =>
+      backlog.stats().batches === 5 ? true : undefined,
+    );
+    tick(5);
+    const r = await pipeline.runOnce();
+    expect(r).toMatchObject({ failedSinks: [], busySinks: [], acked: 1 });
+    expect(backlog.stats().batches).toBe(0);
+    expect(txOf(rx.dedupedRecords())).toBe(fed.sent);
+    expect(txOf(rx.acceptedRecords())).toBe(fed.sent);
+    expect(await promTx()).toBe(fed.sent);
+  });
+});
+
+describe('podflow exporter with a hung HTTP receiver', () => {
+  const ROOT = new URL('..', import.meta.url).pathname;
+  const cleanup: (() => Promise<void>)[] = [];
+  afterEach(async () => {
+    for (const f of cleanup.splice(0).reverse()) await f();
+  });
+
+  it('keeps counting every round for Prometheus; the collector keeps the batches until the receiver takes them', async () => {
+    const c = await startTestCollector('node-1');
+    cleanup.push(() => c.close());
+    rx.respond({ status: 200, delayMs: 30_000 });
+    const port = await freePort();
+    const child: ChildProcess = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        'cmd/podflow.ts',
+        'exporter',
+        '--collectors',
+        c.url,
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--export-interval',
+        '300ms',
+        '--http-sink-url',
+        rx.url,
+        '--http-sink-timeout',
+        '60s',
+      ],
+      // No HOME: a ~/.kube/config of the machine must not turn on Kubernetes discovery.
+      { cwd: ROOT, env: { PATH: process.env.PATH, HOME: '/nonexistent' }, stdio: 'ignore' },
+    );
+    const exited = once(child, 'exit') as Promise<[number | null, string | null]>;
+    cleanup.push(async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        await exited;
+      }
+    });
+    let sent = 0;
+    let t = 0;
+    const feed = () => {
+      const tx = 100 + t;
+      sent += tx;
+      c.backlog.append(t * 300, (t + 1) * 300, [
+        { src: '10.0.0.1', dst: '8.8.8.8', proto: 17, txBytes: tx, rxBytes: 1, txPackets: 1, rxPackets: 1 },
+      ]);
+      t++;
+    };
+    feed();
+    const traffic = setInterval(feed, 200);
+    cleanup.push(async () => clearInterval(traffic));
+    const base = `http://127.0.0.1:${port}`;
+    await waitFor('readyz', async () => ((await fetch(`${base}/readyz`)).status === 200 ? true : undefined));
+    await rx.waitFor(1);
+    const scrape = async () => {
+      const text = await (await fetch(`${base}/metrics`)).text();
+      return {
+        tx: sumOf(text, 'podflow_transmit_bytes_total'),
+        rounds: sumOf(text, 'podflow_exporter_cycle_duration_seconds_count'),
+      };
+    };
+    // While the receiver hangs: every 600 ms, rounds went on and counted the new traffic.
+    let last = await scrape();
+    for (let i = 0; i < 6; i++) {
+      await new Promise((r) => setTimeout(r, 600));
+      const now = await scrape();
+      expect(now.rounds).toBeGreaterThan(last.rounds);
+      expect(now.tx).toBeGreaterThan(last.tx);
+      last = now;
+    }
+    expect(rx.requests).toHaveLength(1);
+    expect(c.backlog.stats().batches).toBeGreaterThan(5);
+    clearInterval(traffic);
+    // The receiver comes back: everything is posted once, the collector acknowledged.
+    rx.cut();
+    await waitFor('collector acknowledged', async () => (c.backlog.stats().batches === 0 ? true : undefined));
+    expect(txOf(rx.dedupedRecords())).toBe(sent);
+    await waitFor('metrics caught up', async () => ((await scrape()).tx === sent ? true : undefined));
+    child.kill('SIGTERM');
+    const [code] = await exited;
+    expect(code).toBe(0);
   });
 });
 

@@ -1,6 +1,7 @@
 // A real HTTP receiver on loopback for sink tests: records every request (headers, raw and gunzipped
 // body, arrival time) and answers from a script of behaviours: a status (5xx, 429 with Retry-After,
-// 4xx), a cut socket, or a slow answer. Without a script it answers 200.
+// 4xx), a cut socket, or a slow answer. Without a script it answers 200, or what a function of the
+// request decides (a size limit, a record it refuses).
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { gunzipSync } from 'node:zlib';
@@ -9,6 +10,9 @@ export type Behaviour =
   | { status: number; headers?: Record<string, string>; body?: string; delayMs?: number }
   /** Destroys the socket once the request body has arrived: the client sees a network error. */
   | { close: true; delayMs?: number };
+
+/** Decides the answer from the request (its NDJSON lines, headers). */
+export type Decide = (req: { headers: IncomingHttpHeaders; lines: string[] }) => Behaviour;
 
 export interface ReceivedRequest {
   method: string;
@@ -27,8 +31,10 @@ export interface ReceivedRequest {
 export class HttpReceiver {
   readonly requests: ReceivedRequest[] = [];
   private readonly script: Behaviour[] = [];
-  private fallback: Behaviour = { status: 200 };
+  private fallback: Behaviour | Decide = { status: 200 };
   private readonly sockets = new Set<Socket>();
+  /** Answers held back by `delayMs`, so that cut() can drop them. */
+  private readonly delayed = new Map<NodeJS.Timeout, ReceivedRequest>();
   private waiters: (() => void)[] = [];
 
   private constructor(private readonly server: Server) {}
@@ -53,7 +59,12 @@ export class HttpReceiver {
             body = Buffer.from('<<bad gzip>>');
           }
         }
-        const b = rx.script.shift() ?? rx.fallback;
+        const lines = body
+          .toString('utf8')
+          .split('\n')
+          .filter((l) => l.length > 0);
+        const next = rx.script.shift() ?? rx.fallback;
+        const b = typeof next === 'function' ? next({ headers: req.headers, lines }) : next;
         const record: ReceivedRequest = {
           method: req.method ?? '',
           path: req.url ?? '',
@@ -75,8 +86,13 @@ export class HttpReceiver {
           rx.waiters = [];
           for (const f of w) f();
         };
-        if (b.delayMs) setTimeout(act, b.delayMs);
-        else act();
+        if (b.delayMs) {
+          const t = setTimeout(() => {
+            rx.delayed.delete(t);
+            act();
+          }, b.delayMs);
+          rx.delayed.set(t, record);
+        } else act();
       });
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -95,7 +111,7 @@ export class HttpReceiver {
   }
 
   /** The answer once the script is used up (200 unless changed). */
-  otherwise(b: Behaviour): this {
+  otherwise(b: Behaviour | Decide): this {
     this.fallback = b;
     return this;
   }
@@ -111,6 +127,35 @@ export class HttpReceiver {
           .filter((l) => l.length > 0)
           .map((l) => JSON.parse(l) as Record<string, unknown>),
       );
+  }
+
+  /**
+   * What a receiver that honours Idempotency-Key keeps: the records of the first 2xx request of each
+   * key, in arrival order.
+   */
+  dedupedRecords(): Record<string, unknown>[] {
+    const seen = new Set<string>();
+    const out: Record<string, unknown>[] = [];
+    for (const r of this.requests) {
+      if (typeof r.answer !== 'number' || r.answer < 200 || r.answer >= 300) continue;
+      const key = String(r.headers['idempotency-key']);
+      if (seen.has(key)) continue;
+      seen.add(key);
+      for (const l of r.body.toString('utf8').split('\n')) {
+        if (l.length > 0) out.push(JSON.parse(l) as Record<string, unknown>);
+      }
+    }
+    return out;
+  }
+
+  /** Cuts every open connection, and the answers still held back with them (a hung receiver ends). */
+  cut(): void {
+    for (const [t, r] of this.delayed) {
+      clearTimeout(t);
+      r.answer = 'closed';
+    }
+    this.delayed.clear();
+    for (const s of this.sockets) s.destroy();
   }
 
   /** Resolves once `n` requests were answered; rejects after `timeoutMs`. */
@@ -131,7 +176,7 @@ export class HttpReceiver {
   }
 
   async close(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
+    this.cut();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 }
