@@ -514,7 +514,7 @@ export const OPTIONS = {
     schema: int(0, 100),
     default: 5,
     arg: 'n',
-    help: 'retries of one batch on network errors, 5xx and 429',
+    help: 'retries of one request on network errors, timeouts, 401, 403, 404, 408, 429 and 5xx (then offered again next round)',
     commands: EXPORTING,
   }),
   'http-sink-queue-max': opt({
@@ -522,7 +522,7 @@ export const OPTIONS = {
     schema: int(1, 1_000_000),
     default: 100_000,
     arg: 'records',
-    help: 'records waiting for the HTTP sink before new ones are dropped (at most 1000000)',
+    help: 'records queued for the HTTP sink; a push that does not fit is offered again next round (into an empty queue it is taken in pieces; at most 1000000)',
     commands: EXPORTING,
   }),
   'http-sink-batch-max': opt({

@@ -968,6 +968,8 @@ describe('chart: alerts', () => {
         `podflow_exporter_dropped_records_total{${ns}, pod="e", sink="http", reason="rejected"}`,
         '0x20 5+5x20',
       ],
+      // A full queue loses nothing (the push is offered again): no alert for it.
+      [`podflow_exporter_dropped_records_total{${ns}, pod="e", sink="http", reason="queue_full"}`, '0+50x40'],
       [`podflow_collector_dropped_flows_total{${ns}, pod="node-a"}`, '0x40'],
       [`podflow_collector_lost_events_total{${ns}, pod="node-b"}`, '0+1x40'],
     ];
