@@ -244,7 +244,7 @@ describe('counts', () => {
     expect(
       loadConfig({ command: 'exporter', flags: { 'pull-max-bytes': '1073741824' }, env: {} }).pullMaxBytes,
     ).toBe(1073741824);
-    expect(loadConfig({ command: 'exporter', flags: {}, env: {} }).pullMaxBytes).toBe(256 * 1024 * 1024);
+    expect(loadConfig({ command: 'exporter', flags: {}, env: {} }).pullMaxBytes).toBe(128 * 1024 * 1024);
   });
 
   it.each([

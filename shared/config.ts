@@ -439,12 +439,14 @@ export const OPTIONS = {
     commands: ['exporter'],
   }),
   'pull-max-bytes': opt({
-    // 256 MiB holds a pull of a full default backlog (1M flows at 33 to 85 bytes each) with room to
-    // spare. At most 1 GiB: the body is held in memory whole, and gunzipped into a second buffer.
+    // 128 MiB holds a pull of a full default backlog (1M flows at 33 bytes each, about 80 with two
+    // IPv6 addresses). It is also the budget of pull bytes held at once across all pulls
+    // (exporter/byte-budget.ts), so it bounds the exporter's memory: keep it well below the
+    // exporter's memory limit. At most 1 GiB: the body is held in memory whole.
     schema: int(1024, 1024 * 1024 * 1024),
-    default: 256 * 1024 * 1024,
+    default: 128 * 1024 * 1024,
     arg: 'bytes',
-    help: 'exporter: largest pull payload accepted (at most 1073741824, 1 GiB)',
+    help: 'exporter: largest pull payload accepted, and the most pull bytes held at once over all pulls (at most 1073741824, 1 GiB)',
     commands: ['exporter'],
   }),
   'export-interval': opt({

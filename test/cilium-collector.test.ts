@@ -7,7 +7,7 @@ import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { unpack } from 'msgpackr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Flow, PULL_PATH, type PullResponse } from '../shared/flow.js';
+import { EXPORTER_HEADER, type Flow, PULL_PATH, type PullResponse } from '../shared/flow.js';
 import {
   type BpfMount,
   CT_IN,
@@ -142,7 +142,11 @@ describe.skipIf(!root)('podflow collector --source cilium', () => {
     await write(2);
     const flows = await waitFor('flows', async () => {
       const body = unpack(
-        Buffer.from(await (await fetch(`${base}${PULL_PATH}`)).arrayBuffer()),
+        Buffer.from(
+          await (
+            await fetch(`${base}${PULL_PATH}`, { headers: { [EXPORTER_HEADER]: 'test-exporter' } })
+          ).arrayBuffer(),
+        ),
       ) as PullResponse;
       expect(body.source).toBe('cilium');
       const all: Flow[] = body.batches.flatMap((b) => b.flows);

@@ -203,10 +203,11 @@ describe('podflow exporter against hostile collectors', () => {
     good.backlog.append(0, 5000, [flow('10.0.0.1', '8.8.8.8', 4321)]);
     const lease = { 'podflow-lease': 'l1', 'podflow-lease-seconds': '60' };
     const gz = { 'content-encoding': 'gzip', ...lease };
-    // 300 MiB of zeros: once with the gzip trailer telling the truth, once claiming 40 MiB.
+    // 300 MiB of zeros: once with the gzip trailer telling the truth, once claiming 120 MiB (just
+    // under the default --pull-max-bytes, 128 MiB).
     const bomb = await zerosGzip(300);
     const liar = Buffer.from(bomb);
-    liar.writeUInt32LE(40 << 20, liar.length - 4);
+    liar.writeUInt32LE(120 << 20, liar.length - 4);
     const bombs = await Promise.all(
       Array.from({ length: 8 }, (_, i) => standIn(i % 2 === 0 ? bomb : liar, gz)),
     );
@@ -233,8 +234,6 @@ describe('podflow exporter against hostile collectors', () => {
       `127.0.0.1:${port}`,
       '--export-interval',
       '500ms',
-      '--pull-max-bytes',
-      String(64 << 20),
     ]);
     const base = `http://127.0.0.1:${port}`;
     const text = await waitFor('three rounds of refusals', async () => {

@@ -388,9 +388,24 @@ describe.skipIf(!root)('podflow collector end to end', () => {
     const udp = await startServer(peer, 'udp', b6);
     await host.exec('conntrack', ['-F']).catch(() => undefined);
     const port = 9470;
+    const tokenFile = join(dir, 'pull-token');
+    await writeFile(tokenFile, 'e2e-pull-token\n');
+    // What an exporter sends: the token, and its name for the lease.
+    const auth = ['-H', 'Authorization: Bearer e2e-pull-token', '-H', 'Podflow-Exporter: e2e-exporter'];
     const proc = host.spawn(
       process.execPath,
-      [BIN, 'collector', '--listen', `127.0.0.1:${port}`, '--interval', '1s', '--node-name', 'e2e-node'],
+      [
+        BIN,
+        'collector',
+        '--listen',
+        `127.0.0.1:${port}`,
+        '--interval',
+        '1s',
+        '--node-name',
+        'e2e-node',
+        '--pull-token-file',
+        tokenFile,
+      ],
       { HOME: dir, KUBECONFIG: join(dir, 'none') },
     );
     let log = '';
@@ -420,7 +435,10 @@ describe.skipIf(!root)('podflow collector end to end', () => {
     const body = join(dir, 'pull.bin');
     const headers = join(dir, 'pull.headers');
     const pull = async (): Promise<PullResponse> => {
-      const code = await status(['-H', 'Accept-Encoding: gzip', '-D', headers, `${base}/api/v1/flows`], body);
+      const code = await status(
+        [...auth, '-H', 'Accept-Encoding: gzip', '-D', headers, `${base}/api/v1/flows`],
+        body,
+      );
       expect(code).toBe(200);
       expect((await readFile(headers, 'utf8')).toLowerCase()).toContain('content-encoding: gzip');
       return unpack(gunzipSync(await readFile(body))) as PullResponse;
@@ -456,14 +474,19 @@ describe.skipIf(!root)('podflow collector end to end', () => {
     const again = await pull();
     expect(again.batches.slice(0, last!.batches.length)).toEqual(last!.batches);
     const seq = again.batches[again.batches.length - 1]!.seq;
+    const lease = /^podflow-lease: (\S+)/im.exec(await readFile(headers, 'utf8'))?.[1];
+    expect(lease).toMatch(/^[0-9a-f]{24}$/);
     const ack = join(dir, 'ack.bin');
-    await writeFile(ack, pack({ bootId: again.bootId, seq }));
     const ackArgs = ['-X', 'POST', '-H', 'Content-Type: application/x-msgpack', '--data-binary', `@${ack}`];
-    expect(await status([...ackArgs, `${base}/api/v1/ack`])).toBe(204);
+    // Without the token: refused, nothing dropped.
+    await writeFile(ack, pack({ bootId: again.bootId, seq, lease }));
+    expect(await status([...ackArgs, `${base}/api/v1/ack`])).toBe(401);
+    expect((await pull()).batches.length).toBeGreaterThan(0);
+    expect(await status([...auth, ...ackArgs, `${base}/api/v1/ack`])).toBe(204);
     expect((await pull()).batches).toEqual([]);
     // A stale boot id is refused.
-    await writeFile(ack, pack({ bootId: 'not-this-one', seq }));
-    expect(await status([...ackArgs, `${base}/api/v1/ack`])).toBe(409);
+    await writeFile(ack, pack({ bootId: 'not-this-one', seq, lease }));
+    expect(await status([...auth, ...ackArgs, `${base}/api/v1/ack`])).toBe(409);
 
     await kill(proc);
     expect(proc.exitCode).toBe(0);
