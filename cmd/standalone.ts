@@ -50,10 +50,13 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
   );
   try {
     await collector.start();
-    client = new InProcessCollectorClient(collector.backlog, {
-      node: config.nodeName,
-      source: collector.source.name,
-    });
+    const { checkpoint } = collector;
+    client = new InProcessCollectorClient(
+      collector.backlog,
+      { node: config.nodeName, source: collector.source.name },
+      // With --state-dir: pull boundaries and acks on disk before the pipeline goes on.
+      checkpoint && (() => checkpoint.request()),
+    );
     await startServer(server, config.listen);
   } catch (err) {
     await collector.close().catch(() => undefined);

@@ -17,9 +17,14 @@ export interface LocalBacklog {
 export class InProcessCollectorClient implements CollectorClient {
   readonly id: string;
 
+  /**
+   * `durable` (the collector's `--state-dir`): awaited after a pull and after an ack, so that what
+   * the pipeline saw (pull boundaries, acknowledgements) is on disk before it acts on it.
+   */
   constructor(
     private readonly backlog: LocalBacklog,
     private readonly info: { node: string; source: 'netfilter' | 'cilium' },
+    private readonly durable?: () => Promise<void>,
   ) {
     this.id = `local:${info.node}`;
   }
@@ -38,11 +43,13 @@ export class InProcessCollectorClient implements CollectorClient {
       res.boundaries = boundaries;
       res.acked = this.backlog.acked ?? 0;
     }
+    await this.durable?.();
     return res;
   }
 
   async ack(bootId: string, seq: number, _signal: AbortSignal): Promise<void> {
     const r = this.backlog.ack(bootId, seq);
     if (!r.ok) throw new PullError('boot', `ack: ${r.reason}`);
+    await this.durable?.();
   }
 }

@@ -411,6 +411,12 @@ export const OPTIONS = {
     help: 'require a token of --pull-token-file on /metrics and the built-in view too',
     commands: ALL,
   }),
+  'state-dir': opt({
+    schema: z.string().min(1, { message: 'expected a directory path' }),
+    arg: 'dir',
+    help: 'collector: directory keeping per-connection counts and unacknowledged batches across its restarts (none: a restart loses the traffic between its last read and the new first read)',
+    commands: COLLECTING,
+  }),
   'shutdown-timeout': opt({
     schema: duration(0),
     default: '10s',
