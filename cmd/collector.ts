@@ -59,6 +59,7 @@ export async function createCollectorGraph(
           store,
           backlog,
           tracker: () => reducer.snapshot(),
+          trackerVersion: () => reducer.trackerVersion,
           owner: () => ({ node: config.nodeName, source: source.name }),
           log: log.child({ stage: 'state' }),
           metrics,

@@ -29,6 +29,8 @@ export interface CheckpointDeps {
   backlog: Backlog;
   /** The tracker's state; only called when no tick is running. */
   tracker: () => TrackerSnapshot;
+  /** Changes whenever `tracker()` would say something new (Tracker.version). */
+  trackerVersion: () => number;
   /** Node and source (the source is chosen at start with `--source auto`). */
   owner: () => StateOwner;
   log: Logger;
@@ -49,17 +51,36 @@ export class Checkpoint {
 
   constructor(private readonly deps: CheckpointDeps) {}
 
+  /** Tracker version of `trackerSection`, backlog version of the last write started. */
+  private markedTracker = -1;
+  private writtenBacklog = -1;
+
   /** Takes the tracker as it is now. Call only between ticks (at start, after a good tick). */
   mark(): void {
-    this.trackerSection = encodeTracker(this.deps.tracker());
-    this.trackerSeq = this.deps.backlog.last;
+    const { backlog, trackerVersion } = this.deps;
+    const v = trackerVersion();
+    // Unchanged (an idle node): the section made last time says the same.
+    if (this.trackerSection === undefined || v !== this.markedTracker || backlog.last !== this.trackerSeq) {
+      this.trackerSection = encodeTracker(this.deps.tracker());
+      this.markedTracker = v;
+    }
+    this.trackerSeq = backlog.last;
   }
 
-  /** After a good tick: writes tracker and backlog, then lets pulls take the tick's batch. */
+  /**
+   * After a good tick: writes tracker and backlog, then lets pulls take the tick's batch. Nothing
+   * written when neither changed since the last write.
+   */
   async afterTick(): Promise<void> {
+    const before = this.markedTracker;
     this.mark();
-    await this.request();
-    this.deps.backlog.publish(this.trackerSeq);
+    const { backlog } = this.deps;
+    const write = this.markedTracker !== before || backlog.version !== this.writtenBacklog;
+    if (write) await this.request();
+    backlog.publish(this.trackerSeq);
+    // Publishing changes no byte of the file just written.
+    if (write && this.running === undefined && this.queued === undefined)
+      this.writtenBacklog = backlog.version;
   }
 
   /** Resolves once the pull boundaries recorded so far are in a finished write. */
@@ -93,6 +114,7 @@ export class Checkpoint {
     if (this.trackerSection === undefined) this.mark();
     const started = performance.now();
     const boundaries = backlog.boundaryVersion;
+    this.writtenBacklog = backlog.version;
     const snap = backlog.snapshot(this.trackerSeq);
     try {
       const batches = snap.batches.map((b) => {

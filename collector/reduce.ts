@@ -64,6 +64,8 @@ export interface Reducer {
   tick(source: ConntrackSource): Promise<TickResult>;
   /** What the tracker remembers (for `--state-dir`); call between ticks only. */
   snapshot(): TrackerSnapshot;
+  /** The tracker's version (Tracker.version): unchanged, a new snapshot would say nothing new. */
+  readonly trackerVersion: number;
   /** Continues from what a previous process's tracker remembered (`--state-dir`); before the first tick. */
   restore(snap: TrackerSnapshot): void;
 }
@@ -295,6 +297,10 @@ class FlowReducer implements Reducer {
 
   restore(snap: TrackerSnapshot): void {
     this.tracker.restore(snap);
+  }
+
+  get trackerVersion(): number {
+    return this.tracker.version;
   }
 
   snapshot(): TrackerSnapshot {

@@ -329,6 +329,7 @@ describe('Checkpoint', () => {
       store,
       backlog: b,
       tracker: () => a.t.snapshot(),
+      trackerVersion: () => a.t.version,
       owner: () => owner,
       log: silentLogger,
     });

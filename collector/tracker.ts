@@ -159,6 +159,8 @@ export class Tracker {
   private readonly strings = new Map<string, string>();
 
   private gen = 0;
+  /** Bumped whenever what `snapshot` would return changes beyond read numbers (see `version`). */
+  private changes = 0;
   private baseline: boolean;
   private readonly view: TrackedConn;
   /** Entries without counters seen by the current read. */
@@ -175,6 +177,15 @@ export class Tracker {
   /** Connections currently remembered (live plus one-tick tombstones). */
   get size(): number {
     return this.count + this.byString.size;
+  }
+
+  /**
+   * Changes whenever a connection is added, forgotten, ends or shows other counters, or the
+   * baseline is taken: an unchanged version means a snapshot now would differ from the last one only
+   * in read numbers (`--state-dir` then need not write it again).
+   */
+  get version(): number {
+    return this.changes;
   }
 
   /** True until the first complete read has been taken as the baseline. */
@@ -237,6 +248,7 @@ export class Tracker {
     }
     this.gens[slot * 2] = this.gen;
     this.gens[slot * 2 + 1] = this.gen;
+    this.changes++;
     this.advance(slot, s);
   };
 
@@ -265,10 +277,14 @@ export class Tracker {
       // Ended: kept one more tick as a tombstone. Unseen: kept one more complete read (late DESTROY).
       if ((e !== 0 && e < gen) || (complete && g < gen - 1)) this.remove(slot);
     }
-    if (complete) this.baseline = false;
+    if (complete && this.baseline) {
+      this.baseline = false;
+      this.changes++;
+    }
   }
 
   private store(slot: number, s: ConnSample): void {
+    this.changes++;
     this.gens[slot * 2] = this.gen;
     this.gens[slot * 2 + 1] = 0;
     this.family[slot] = s.family;
@@ -311,6 +327,7 @@ export class Tracker {
     const nrb = s.replyBytes;
     const nrp = s.replyPackets;
     if (nob === pob && nop === pop && nrb === prb && nrp === prp) return;
+    this.changes++;
     c[i] = nob;
     c[i + 1] = nop;
     c[i + 2] = nrb;
@@ -367,6 +384,8 @@ export class Tracker {
       return i;
     };
     let r = 0;
+    let lastOrig: string | undefined;
+    let lastReply: string | undefined;
     for (let slot = 0; slot < this.slotsUsed; slot++) {
       if (this.gens[slot * 2] === 0) continue;
       snap.family[r] = this.family[slot]!;
@@ -380,9 +399,19 @@ export class Tracker {
       }
       snap.gens[r * 2] = this.gens[slot * 2]!;
       snap.gens[r * 2 + 1] = this.gens[slot * 2 + 1]!;
-      snap.cnt.set(this.cnt.subarray(slot * 4, slot * 4 + 4), r * 4);
-      snap.orig[r] = addr(this.origSrc[slot]!);
-      snap.reply[r] = addr(this.replySrc[slot]!);
+      const c = this.cnt;
+      const o = snap.cnt;
+      o[r * 4] = c[slot * 4]!;
+      o[r * 4 + 1] = c[slot * 4 + 1]!;
+      o[r * 4 + 2] = c[slot * 4 + 2]!;
+      o[r * 4 + 3] = c[slot * 4 + 3]!;
+      // Neighbouring connections often share an address (one pod's many connections): skip the map.
+      const os = this.origSrc[slot]!;
+      const rs = this.replySrc[slot]!;
+      snap.orig[r] = os === lastOrig ? snap.orig[r - 1]! : addr(os);
+      snap.reply[r] = rs === lastReply ? snap.reply[r - 1]! : addr(rs);
+      lastOrig = os;
+      lastReply = rs;
       r++;
     }
     return snap;
@@ -508,6 +537,7 @@ export class Tracker {
       this.unplace(this.slotKeyA[slot]!, slot);
       this.count--;
     }
+    this.changes++;
     this.gens[slot * 2] = 0;
     this.origSrc[slot] = undefined;
     this.replySrc[slot] = undefined;

@@ -5,6 +5,11 @@
 // Prometheus must equal what the nodes' conntrack counted, byte for byte: nothing lost (the
 // restarted process continues from the counts the old one saved, and counts connections it does
 // not know in full), nothing doubled (the same boot id and seqs: the exporter skips what it has).
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Cluster, type LogRecord } from './helpers/cluster.js';
 import { requireRoot, runClient, startServer, type TrafficServer } from './helpers/netns.js';
@@ -169,4 +174,45 @@ describe.skipIf(!root)('collector restarted with --state-dir while traffic flows
     expect(ids).toHaveLength(3);
     expect(new Set(ids).size).toBe(1);
   }, 90_000);
+});
+
+describe('--state-dir that cannot be used', () => {
+  it('stops start-up with one line naming the option', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'pf-state-cli-'));
+    try {
+      const file = join(dir, 'a-file');
+      await writeFile(file, 'x');
+      const child = spawn(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          'cmd/podflow.ts',
+          'collector',
+          '--listen',
+          '127.0.0.1:0',
+          '--state-dir',
+          join(file, 'state'),
+        ],
+        {
+          cwd: new URL('..', import.meta.url).pathname,
+          env: { PATH: process.env.PATH, HOME: '/nonexistent' },
+          stdio: ['ignore', 'ignore', 'pipe'],
+        },
+      );
+      let stderr = '';
+      child.stderr!.on('data', (d: Buffer) => {
+        stderr += d.toString();
+      });
+      const [code] = (await once(child, 'exit')) as [number | null];
+      expect(code).toBe(1);
+      const lines = stderr.trim().split('\n');
+      const state = join(file, 'state');
+      expect(lines.at(-1)).toMatch(
+        new RegExp(`^podflow: --state-dir ${state}: cannot create or write the directory \\(ENOTDIR: .*\\)$`),
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
 });
