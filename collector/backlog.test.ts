@@ -269,3 +269,27 @@ describe('Backlog', () => {
     expect(await b.drained(Date.now() + 5000, 10)).toBe(true);
   });
 });
+
+describe('Backlog holding new batches (--state-dir)', () => {
+  it('hands a batch out only once published, and never merges a held batch', () => {
+    const b = new Backlog({ backlogMaxFlows: 1000, holdNew: true }, { bootId: 'boot-h' });
+    const many = (n: number, tx: number) =>
+      Array.from({ length: n }, (_, i) => flow(`10.0.0.${i + 1}`, '10.9.0.1', tx));
+    expect(b.append(0, 5, many(400, 1))).toBe(1);
+    expect(b.pull()).toEqual([]);
+    expect(b.ack('boot-h', 1)).toEqual({ ok: false, reason: 'seq 1 was never issued (last is 0)' });
+    b.publish(1);
+    expect(b.pull().map((x) => x.seq)).toEqual([1]);
+    b.ack('boot-h', 1);
+    b.append(5, 10, many(400, 2));
+    b.publish(2);
+    // Over the bound with the new batch held: the published ones stay apart until it is published.
+    b.append(10, 15, many(400, 3));
+    b.append(15, 20, many(400, 4));
+    expect(b.stats()).toMatchObject({ batches: 3, merges: 0 });
+    expect(b.snapshot(2).batches.map((x) => x.seq)).toEqual([2]);
+    b.publish(4);
+    expect(b.stats()).toMatchObject({ flows: 800, merges: 1 });
+    expect(bytes(b.pull())).toBe(400 * (2 + 3 + 4));
+  });
+});
