@@ -12,7 +12,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Cluster, type LogRecord } from './helpers/cluster.js';
-import { requireRoot, runClient, startServer, type TrafficServer } from './helpers/netns.js';
+import { sentBy } from './helpers/conntrack-table.js';
+import { HttpReceiver } from './helpers/http-receiver.js';
+import {
+  cleanupAll,
+  createPair,
+  kill,
+  requireRoot,
+  runClient,
+  startServer,
+  type TrafficServer,
+} from './helpers/netns.js';
+import { relayIntoNetns } from './helpers/relay.js';
+import { waitFor } from './helpers/wait.js';
 
 const root = requireRoot();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -215,4 +227,109 @@ describe('--state-dir that cannot be used', () => {
       await rm(dir, { recursive: true, force: true });
     }
   }, 30_000);
+});
+
+describe.skipIf(!root)('podflow standalone restarted with --state-dir', () => {
+  it('SIGKILL in the middle of the traffic, 2 s down: the HTTP sink gets every byte conntrack counted, once', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'pf-standalone-state-'));
+    const rx = await HttpReceiver.start();
+    const { a: host, b: peer, a4, b4 } = await createPair(232);
+    try {
+      // Closed connections stay in the table: conntrack's totals are cumulative to the end.
+      for (const k of ['tcp_timeout_time_wait', 'tcp_timeout_close']) {
+        await host.sysctl(`net.netfilter.nf_conntrack_${k}`, 600);
+      }
+      const relay = await relayIntoNetns(host, 9601, Number(new URL(rx.url).port), dir);
+      const srv = await startServer(peer, 'tcp', b4);
+      const bin = new URL('../bin/podflow.js', import.meta.url).pathname;
+      let log = '';
+      const start = () => {
+        const p = host.spawn(
+          process.execPath,
+          [
+            bin,
+            'standalone',
+            '--listen',
+            '127.0.0.1:9471',
+            '--node-name',
+            'solo',
+            '--interval',
+            '500ms',
+            '--export-interval',
+            '1s',
+            '--http-sink-url',
+            'http://127.0.0.1:9601/ingest',
+            '--state-dir',
+            join(dir, 'state'),
+          ],
+          { HOME: dir, KUBECONFIG: join(dir, 'none') },
+        );
+        p.stderr?.on('data', (d) => {
+          log += d;
+        });
+        return p;
+      };
+      const ready = () =>
+        waitFor('standalone ready', async () => {
+          const { stdout } = await host.exec('curl', [
+            '-s',
+            '-o',
+            '/dev/null',
+            '-w',
+            '%{http_code}',
+            'http://127.0.0.1:9471/readyz',
+          ]);
+          return stdout === '200' ? true : undefined;
+        });
+      let proc = start();
+      await ready();
+      const traffic = Promise.all([
+        runClient(host, 'tcp', b4, srv.port, { send: 200_000, receive: 20_000, paceMs: 50, chunks: 100 }),
+        runClient(host, 'tcp', b4, srv.port, { send: 2_000, receive: 9_000, count: 60, holdMs: 60 }),
+      ]);
+      await sleep(1_500);
+      await kill(proc, 'SIGKILL');
+      await sleep(2_000);
+      proc = start();
+      await ready();
+      expect((await traffic).map((r) => r.failed)).toEqual([0, 0]);
+      await sleep(700);
+      const want = { tx: await sentBy(host, a4, b4), rx: await sentBy(host, b4, a4) };
+      expect(want.tx).toBeGreaterThan(200_000 + 60 * 2_000);
+      // Once per Idempotency-Key: a push the killed process made may come again under the same key.
+      const got = () => {
+        const byKey = new Map<string, Buffer>();
+        for (const r of rx.requests)
+          if (r.answer === 200) byKey.set(String(r.headers['idempotency-key']), r.body);
+        const t = { tx: 0, rx: 0 };
+        for (const body of byKey.values()) {
+          for (const line of body.toString().split('\n')) {
+            if (line === '') continue;
+            const rec = JSON.parse(line) as LogRecord;
+            if (rec.src_ip !== a4 || rec.dst_ip !== b4) continue;
+            t.tx += Number(rec.tx_bytes);
+            t.rx += Number(rec.rx_bytes);
+          }
+        }
+        return t;
+      };
+      await waitFor('the HTTP sink to get every byte once', async () =>
+        JSON.stringify(got()) === JSON.stringify(want) ? true : undefined,
+      ).catch((err: Error) => {
+        throw new Error(
+          `${err.message}: got ${JSON.stringify(got())}, want ${JSON.stringify(want)}; log: ${log.slice(-2000)}`,
+        );
+      });
+      await sleep(2_500);
+      expect(got()).toEqual(want);
+      expect(log).toContain('--state-dir: continuing where the previous process left off');
+      await kill(proc, 'SIGTERM');
+      await srv.stop();
+      await relay.close();
+    } finally {
+      await cleanupAll();
+      await rx.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 90_000);
 });
