@@ -2,12 +2,14 @@
 import { once } from 'node:events';
 import type { Registry } from 'prom-client';
 import { Backlog } from '../collector/backlog.js';
+import { Checkpoint } from '../collector/checkpoint.js';
 import { CollectorLoop } from '../collector/loop.js';
 import { type CollectorMetrics, createCollectorMetrics } from '../collector/metrics.js';
 import { createReducer } from '../collector/reduce.js';
 import { createLocalIndex, type LocalIndex } from '../collector/select-index.js';
 import { createSource, type SelectedSource } from '../collector/select-source.js';
 import { createCollectorServer } from '../collector/server.js';
+import { StateStore } from '../collector/state.js';
 import type { Config, ListenAddress } from '../shared/config.js';
 import { StartupError } from '../shared/errors.js';
 import { createRegistry, type HttpServer } from '../shared/http.js';
@@ -21,6 +23,8 @@ export interface CollectorGraph {
   backlog: Backlog;
   metrics: CollectorMetrics;
   loop: CollectorLoop;
+  /** `--state-dir`: writes the state (after ticks, for pulls, at shutdown). */
+  checkpoint: Checkpoint | undefined;
   /** Why the collecting half is not ready, or undefined. */
   notReady(): string | undefined;
   /** Opens the source (permission checks) and starts the index and the loop. */
@@ -37,7 +41,9 @@ export async function createCollectorGraph(
 ): Promise<CollectorGraph> {
   const source = createSource(config, log);
   const local = await createLocalIndex(config, { log });
-  const backlog = new Backlog({ backlogMaxFlows: config.backlogMaxFlows });
+  const store = config.stateDir === undefined ? undefined : new StateStore(config.stateDir);
+  // With a state dir a tick's batch is handed out only once the state holding it is on disk.
+  const backlog = new Backlog({ backlogMaxFlows: config.backlogMaxFlows, holdNew: store !== undefined });
   const metrics = createCollectorMetrics(registry, {
     backlog: () => backlog.stats(),
     source: () => ({ lostEvents: source.lostEvents }),
@@ -46,16 +52,65 @@ export async function createCollectorGraph(
     { groupPublicIps: config.groupPublicIps },
     { podIndex: local.index, log: log.child({ stage: 'reduce' }) },
   );
+  const checkpoint =
+    store === undefined
+      ? undefined
+      : new Checkpoint({
+          store,
+          backlog,
+          tracker: () => reducer.snapshot(),
+          trackerVersion: () => reducer.trackerVersion,
+          owner: () => ({ node: config.nodeName, source: source.name }),
+          log: log.child({ stage: 'state' }),
+          metrics,
+        });
+  let restored = false;
   const loop = new CollectorLoop(
     {
       interval: config.interval,
+      holdFirstTick: () => (restored ? local.notReady() : undefined),
       emptyTableHint: () =>
         source.name === 'netfilter'
           ? 'the conntrack table is empty: no netfilter rule in this network namespace needs connection tracking, or podflow is not in the host network namespace (hostNetwork), or pod traffic goes through Cilium (--source cilium)'
           : 'the Cilium conntrack maps are empty: is the Cilium agent running on this node?',
     },
-    { tick: () => reducer.tick(source), backlog, metrics, log: log.child({ stage: 'loop' }) },
+    {
+      tick: () => reducer.tick(source),
+      backlog,
+      commit: checkpoint && (() => checkpoint.afterTick()),
+      metrics,
+      log: log.child({ stage: 'loop' }),
+    },
   );
+  /** Opens the state dir (or says why not, naming the option) and continues from its state if usable. */
+  const restore = async (): Promise<void> => {
+    if (store === undefined || checkpoint === undefined) return;
+    const owner = { node: config.nodeName, source: source.name };
+    const got = await store.load(owner);
+    if (got.kind === 'refused') {
+      log.warn(
+        { file: store.file, reason: got.reason },
+        '--state-dir: state file not used: starting with a baseline (traffic since the previous process is not reported)',
+      );
+    } else if (got.kind === 'ok') {
+      const { tracker, backlog: b } = got.state;
+      backlog.restore(b);
+      reducer.restore(tracker);
+      restored = true;
+      log.info(
+        {
+          file: store.file,
+          bootId: b.bootId,
+          seq: b.lastSeq,
+          batches: b.batches.length,
+          connections: tracker.n,
+          ageMs: Date.now() - got.state.savedAt,
+        },
+        '--state-dir: continuing where the previous process left off',
+      );
+    }
+    checkpoint.mark();
+  };
   let started = false;
   return {
     source,
@@ -63,19 +118,39 @@ export async function createCollectorGraph(
     backlog,
     metrics,
     loop,
+    checkpoint,
     notReady: () => loop.notReady() ?? local.notReady(),
     async start() {
+      if (store !== undefined) {
+        try {
+          await store.open();
+        } catch (err) {
+          throw new StartupError(
+            `--state-dir ${store.dir}: cannot create or write the directory (${(err as Error).message})`,
+            { cause: err },
+          );
+        }
+      }
       await source.start();
       started = true;
+      await restore();
       await local.start();
       loop.start();
       log.info(
-        { source: source.name, interval: config.interval, index: local.kind, bootId: backlog.bootId },
+        {
+          source: source.name,
+          interval: config.interval,
+          index: local.kind,
+          bootId: backlog.bootId,
+          stateDir: config.stateDir,
+        },
         'collecting',
       );
     },
     async close() {
       await loop.close();
+      // Last: what the final read counted and what exporters acknowledged until now.
+      if (started) await checkpoint?.request();
       if (started) await source.close();
       await local.close();
     },
@@ -120,6 +195,7 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
       notReady: graph.notReady,
       tokens,
       metricsAuth: config.metricsAuth,
+      boundariesDurable: graph.checkpoint && (() => graph.checkpoint!.boundariesDurable()),
     },
   );
   // Bind first: a taken or wrong address stops start-up before the source touches the host
@@ -140,8 +216,10 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
   }
   if (!signal.aborted) await once(signal, 'abort');
   // Ordered shutdown. Read conntrack one last time, then keep serving pulls until an exporter has
-  // acknowledged everything (or the deadline): the backlog lives in memory, and what is not
-  // delivered before exit is lost.
+  // acknowledged everything (or the deadline): without --state-dir the backlog lives in memory, and
+  // what is not delivered before exit is lost; with it, the final read is on disk before the wait
+  // and the state is written once more last (graph.close), so the wait only saves the next process
+  // some work (and covers a collector that does not come back).
   const deadline = Date.now() + config.shutdownTimeout;
   await graph.loop.close({ finalTick: true });
   const pending = graph.backlog.stats();

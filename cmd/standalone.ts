@@ -53,10 +53,13 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
   try {
     await startServer(server, config.listen);
     await collector.start();
-    client = new InProcessCollectorClient(collector.backlog, {
-      node: config.nodeName,
-      source: collector.source.name,
-    });
+    const { checkpoint } = collector;
+    client = new InProcessCollectorClient(
+      collector.backlog,
+      { node: config.nodeName, source: collector.source.name },
+      // With --state-dir: pull boundaries and acks on disk before the pipeline goes on.
+      checkpoint && (() => checkpoint.request()),
+    );
   } catch (err) {
     await collector.close().catch(() => undefined);
     await kube?.close().catch(() => undefined);

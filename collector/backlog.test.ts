@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Flow, FlowBatch } from '../shared/flow.js';
-import { Backlog } from './backlog.js';
+import { Backlog, MAX_CURSORS } from './backlog.js';
 import { FlowColumns } from './flow-columns.js';
 
 const flow = (src: string, dst: string, tx: number, rx = 0, proto = 6): Flow => ({
@@ -267,5 +267,48 @@ describe('Backlog', () => {
     const [batch] = b.pull();
     setTimeout(() => b.ack(b.bootId, batch!.seq), 30);
     expect(await b.drained(Date.now() + 5000, 10)).toBe(true);
+  });
+});
+
+describe('Backlog holding new batches (--state-dir)', () => {
+  it('hands a batch out only once published, and never merges a held batch', () => {
+    const b = new Backlog({ backlogMaxFlows: 1000, holdNew: true }, { bootId: 'boot-h' });
+    const many = (n: number, tx: number) =>
+      Array.from({ length: n }, (_, i) => flow(`10.0.0.${i + 1}`, '10.9.0.1', tx));
+    expect(b.append(0, 5, many(400, 1))).toBe(1);
+    expect(b.pull()).toEqual([]);
+    expect(b.ack('boot-h', 1)).toEqual({ ok: false, reason: 'seq 1 was never issued (last is 0)' });
+    b.publish(1);
+    expect(b.pull().map((x) => x.seq)).toEqual([1]);
+    b.ack('boot-h', 1);
+    b.append(5, 10, many(400, 2));
+    b.publish(2);
+    // Over the bound with the new batch held: the published ones stay apart until it is published.
+    b.append(10, 15, many(400, 3));
+    b.append(15, 20, many(400, 4));
+    expect(b.stats()).toMatchObject({ batches: 3, merges: 0 });
+    expect(b.snapshot(2).batches.map((x) => x.seq)).toEqual([2]);
+    b.publish(4);
+    expect(b.stats()).toMatchObject({ flows: 800, merges: 1 });
+    expect(bytes(b.pull())).toBe(400 * (2 + 3 + 4));
+  });
+
+  it('keeps per-sink cursors beyond the ack, drops them once the ack passes, refuses seqs never issued', () => {
+    const b = new Backlog({ backlogMaxFlows: 1000 }, { bootId: 'b' });
+    for (let i = 0; i < 4; i++) b.append(i, i + 1, [flow('10.2.0.1', '8.8.8.8', 1)]);
+    expect(b.ack('b', 1, { prometheus: 3, http: 1 })).toMatchObject({ ok: true, dropped: 1 });
+    expect(b.sinkCursors()).toEqual({ prometheus: 3 });
+    // A cursor only moves forward.
+    expect(b.ack('b', 1, { prometheus: 2 })).toMatchObject({ ok: true });
+    expect(b.sinkCursors()).toEqual({ prometheus: 3 });
+    expect(b.ack('b', 1, { http: 9 })).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/never issued/),
+    });
+    expect(b.sinkCursors()).toEqual({ prometheus: 3 });
+    const many = Object.fromEntries(Array.from({ length: MAX_CURSORS + 1 }, (_, i) => [`s${i}`, 2]));
+    expect(b.ack('b', 1, many)).toMatchObject({ ok: false });
+    expect(b.ack('b', 3, { http: 3 })).toMatchObject({ ok: true, dropped: 2 });
+    expect(b.sinkCursors()).toEqual({});
   });
 });

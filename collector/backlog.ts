@@ -9,6 +9,29 @@ import { FlowColumns } from './flow-columns.js';
 export interface BacklogConfig {
   /** Flows kept in all pending batches together (option `backlog-max-flows`). */
   backlogMaxFlows: number;
+  /**
+   * New batches wait for `publish(seq)` before a pull may take them (`--state-dir`: a batch is
+   * handed out only once the state that holds it is on disk, so a restarted collector never issues
+   * a seq an exporter already saw with other flows). Default false: taken at once.
+   */
+  holdNew?: boolean;
+}
+
+/** The backlog as plain data (collector/state.ts writes it to `--state-dir`). */
+export interface BacklogSnapshot {
+  bootId: string;
+  lastSeq: number;
+  ackedSeq: number;
+  boundaries: number[];
+  /** Per sink name, how far it got beyond the ack (see `sinkCursors`). Absent: none. */
+  cursors?: Record<string, number>;
+  /** Oldest first. Never mutated by the backlog afterwards (a batch object may be cached by identity). */
+  batches: readonly {
+    readonly seq: number;
+    readonly from: number;
+    readonly to: number;
+    readonly flows: FlowList;
+  }[];
 }
 
 export interface BacklogStats {
@@ -45,8 +68,11 @@ interface Pending {
 const objects = (l: FlowList): Flow[] => (l instanceof FlowColumns ? l.toFlows() : (l as Flow[]));
 
 export class Backlog {
-  /** Random per process: a restarted collector starts its sequence numbers over under a new id. */
-  readonly bootId: string;
+  /**
+   * Random per process: a restarted collector starts its sequence numbers over under a new id
+   * (unless it restored the backlog of its previous process, `--state-dir`).
+   */
+  private boot: string;
   private batches: Pending[] = [];
   private flowCount = 0;
   private lastSeq = 0;
@@ -76,11 +102,42 @@ export class Backlog {
    */
   private changes = 0;
 
+  /** Batches with a higher seq wait for `publish` (see BacklogConfig.holdNew). */
+  private published = 0;
+  /** Counts boundaries recorded by pulls (see `boundaryVersion`). */
+  private boundaryChanges = 0;
+
   constructor(
     private readonly config: BacklogConfig,
     deps: { bootId?: string } = {},
   ) {
-    this.bootId = deps.bootId ?? randomBytes(8).toString('hex');
+    this.boot = deps.bootId ?? randomBytes(8).toString('hex');
+  }
+
+  get bootId(): string {
+    return this.boot;
+  }
+
+  /**
+   * Takes over the backlog a previous process of this collector left (`--state-dir`): the same
+   * boot id, seq numbering, pull boundaries and pending batches, so that an exporter continues
+   * where it was. Only on a backlog nothing was appended to yet.
+   */
+  restore(r: BacklogSnapshot): void {
+    if (this.lastSeq !== 0 || this.batches.length > 0) throw new Error('restore needs an empty backlog');
+    this.boot = r.bootId;
+    this.lastSeq = r.lastSeq;
+    this.published = r.lastSeq;
+    this.ackedSeq = r.ackedSeq;
+    this.boundaries = [...r.boundaries];
+    for (const [name, at] of Object.entries(r.cursors ?? {})) {
+      if (at > r.ackedSeq && at <= r.lastSeq) this.cursors.set(name, at);
+    }
+    for (const b of r.batches) {
+      this.batches.push({ seq: b.seq, from: b.from, to: b.to, flows: b.flows });
+      this.flowCount += b.flows.length;
+    }
+    this.changes++;
   }
 
   /** Adds one tick's flows. Empty ticks add nothing. Returns the new batch's seq, or 0. */
@@ -90,8 +147,40 @@ export class Backlog {
     this.changes++;
     this.batches.push({ seq, from, to, flows });
     this.flowCount += flows.length;
-    if (this.flowCount > this.config.backlogMaxFlows) this.enforceBound();
+    if (!this.config.holdNew) this.publish(seq);
     return seq;
+  }
+
+  /** Lets pulls take the batches up to `seq` (see BacklogConfig.holdNew). */
+  publish(seq: number): void {
+    const to = Math.min(seq, this.lastSeq);
+    if (to <= this.published) return;
+    this.published = to;
+    this.changes++;
+    if (this.flowCount > this.config.backlogMaxFlows) this.enforceBound();
+  }
+
+  /** The highest seq issued. */
+  get last(): number {
+    return this.lastSeq;
+  }
+
+  /**
+   * The backlog as data, up to seq `upTo` (batches above it, and a higher `lastSeq`, left out: the
+   * state written with the tracker as it was at `upTo`). Batch objects are the backlog's own and
+   * are never mutated afterwards: a writer may cache what it made of one by identity.
+   */
+  snapshot(upTo = this.lastSeq): BacklogSnapshot {
+    const batches: Pending[] = [];
+    for (const b of this.batches) if (b.seq <= upTo) batches.push(b);
+    return {
+      bootId: this.bootId,
+      lastSeq: Math.min(upTo, this.lastSeq),
+      ackedSeq: Math.min(this.ackedSeq, upTo),
+      boundaries: this.boundaries.filter((x) => x <= upTo),
+      cursors: Object.fromEntries([...this.cursors].filter(([, at]) => at <= upTo)),
+      batches,
+    };
   }
 
   /**
@@ -116,6 +205,7 @@ export class Backlog {
     const out: FlowBatch[] = [];
     let n = 0;
     for (const b of this.batches) {
+      if (b.seq > this.published) break;
       if (out.length > 0 && n + b.flows.length > maxFlows) break;
       out.push({ seq: b.seq, from: b.from, to: b.to, flows: as(b.flows) });
       n += b.flows.length;
@@ -125,10 +215,12 @@ export class Backlog {
     if (last > (this.boundaries[this.boundaries.length - 1] ?? 0)) {
       this.boundaries.push(last);
       this.changes++;
+      this.boundaryChanges++;
     } else if (last > 0 && !this.boundaries.includes(last)) {
       this.boundaries.push(last);
       this.boundaries.sort((x, y) => x - y);
       this.changes++;
+      this.boundaryChanges++;
     }
     return out;
   }
@@ -142,8 +234,8 @@ export class Backlog {
         reason: `boot id ${bootId} is not this collector's: it restarted`,
       };
     }
-    if (seq > this.lastSeq) {
-      return { ok: false, reason: `seq ${seq} was never issued (last is ${this.lastSeq})` };
+    if (seq > this.published) {
+      return { ok: false, reason: `seq ${seq} was never issued (last is ${this.published})` };
     }
     if (cursors !== undefined) {
       const names = Object.keys(cursors);
@@ -204,6 +296,11 @@ export class Backlog {
     return this.changes;
   }
 
+  /** Changes whenever a pull records a new pull boundary (`--state-dir` writes it before the pull is answered). */
+  get boundaryVersion(): number {
+    return this.boundaryChanges;
+  }
+
   /** Highest seq acknowledged so far (0: none). */
   get acked(): number {
     return this.ackedSeq;
@@ -229,9 +326,13 @@ export class Backlog {
     const max = this.config.backlogMaxFlows;
     // Fold the oldest batches together, one at a time, until the total fits, never across a pull
     // boundary (see `boundaries`).
+    // Only batches a pull may take: one still held is not in the state on disk yet, and folding a
+    // published one into it would take that one's flows out of the state written meanwhile.
+    let held = 0;
+    for (let k = this.batches.length - 1; k >= 0 && this.batches[k]!.seq > this.published; k--) held++;
     let i = 0;
     let bi = 0;
-    while (this.flowCount > max && i + 1 < this.batches.length) {
+    while (this.flowCount > max && i + 1 < this.batches.length - held) {
       const a = this.batches[i]!;
       const b = this.batches[i + 1]!;
       while (bi < this.boundaries.length && this.boundaries[bi]! < a.seq) bi++;
@@ -248,7 +349,7 @@ export class Backlog {
     // Still over: each stretch between two boundaries is down to one batch. Drop flows from the oldest batch, the smallest
     // first so that as few bytes as possible are lost.
     let excess = this.flowCount - max;
-    for (let j = 0; j < this.batches.length && excess > 0; j++) {
+    for (let j = 0; j < this.batches.length - held && excess > 0; j++) {
       const batch = this.batches[j]!;
       const sorted = (batch.flows instanceof FlowColumns ? batch.flows.toFlows() : [...batch.flows]).sort(
         (x, y) => x.txBytes + x.rxBytes - (y.txBytes + y.rxBytes),

@@ -265,3 +265,82 @@ describe('CollectorLoop', () => {
     expect(n).toBe(1);
   });
 });
+
+describe('CollectorLoop first tick after a restore', () => {
+  const result = (tx: number): TickResult => ({ flows: [flow(tx)], entries: 1, parseErrors: 0 });
+
+  it('waits while holdFirstTick says why, then reads; at most firstTickWaitMs', async () => {
+    for (const [listedAfter, firstAt] of [
+      [1_200, 1_200],
+      [60_000, 2_000],
+    ] as const) {
+      const clock = new FakeClock();
+      const start = clock.t;
+      const backlog = new Backlog({ backlogMaxFlows: 1000 });
+      const metrics = createCollectorMetrics(new Registry(), { backlog: () => backlog.stats() });
+      const ticks: number[] = [];
+      const loop = new CollectorLoop(
+        {
+          interval: 5000,
+          holdFirstTick: () => (clock.t - start < listedAfter ? 'pods not listed yet' : undefined),
+          firstTickWaitMs: 2_000,
+        },
+        {
+          tick: async () => {
+            ticks.push(clock.t - start);
+            return result(1);
+          },
+          backlog,
+          metrics,
+          log: silentLogger,
+        },
+        clock,
+      );
+      loop.start();
+      await clock.advance(10_000);
+      expect(ticks[0]).toBe(firstAt);
+      // Later ticks do not wait again.
+      expect(ticks[1]).toBe(firstAt + 5_000);
+      await loop.close();
+    }
+  });
+
+  it('awaits commit after each good tick before the next may start', async () => {
+    const clock = new FakeClock();
+    const backlog = new Backlog({ backlogMaxFlows: 1000, holdNew: true });
+    const metrics = createCollectorMetrics(new Registry(), { backlog: () => backlog.stats() });
+    let release: (() => void) | undefined;
+    let ticks = 0;
+    const loop = new CollectorLoop(
+      { interval: 1000 },
+      {
+        tick: async () => {
+          ticks++;
+          return result(5);
+        },
+        backlog,
+        commit: () =>
+          new Promise<void>((r) => {
+            release = () => {
+              backlog.publish(backlog.last);
+              r();
+            };
+          }),
+        metrics,
+        log: silentLogger,
+      },
+      clock,
+    );
+    loop.start();
+    await clock.advance(5_000);
+    expect(ticks).toBe(1);
+    expect(backlog.pull()).toEqual([]);
+    release!();
+    await clock.advance(0);
+    expect(backlog.pull().map((b) => b.seq)).toEqual([1]);
+    await clock.advance(1_000);
+    expect(ticks).toBe(2);
+    release!();
+    await loop.close();
+  });
+});

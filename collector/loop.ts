@@ -46,11 +46,25 @@ export interface LoopConfig {
    * function: the source (`--source auto`) is only chosen at start.
    */
   emptyTableHint?: () => string;
+  /**
+   * Postpones the first tick while this says why (polled every 100 ms), for at most
+   * `firstTickWaitMs`. After a restart with `--state-dir` the first read counts everything since the
+   * previous process's last one: it waits for the pods of the node to be listed, or those bytes
+   * would not be recognized as the pods' (counters only grow: reading later loses nothing).
+   */
+  holdFirstTick?: () => string | undefined;
+  /** Default 30 s. */
+  firstTickWaitMs?: number;
 }
 
 export interface LoopDeps {
   tick: () => Promise<TickResult>;
   backlog: { append(from: number, to: number, flows: FlowList): number };
+  /**
+   * Called after every good tick, once its batch is appended, and awaited before the next tick may
+   * start (`--state-dir`: writes the state, then lets pulls take the batch). Must not reject.
+   */
+  commit?: () => Promise<void>;
   metrics: CollectorMetrics;
   log: Logger;
 }
@@ -102,6 +116,10 @@ export class CollectorLoop {
     if (this.closed) return;
     this.cancel = this.clock.setTimeout(() => {
       this.cancel = undefined;
+      if (this.holding()) {
+        this.schedule(100);
+        return;
+      }
       const started = this.clock.now();
       this.running = this.runTick().finally(() => {
         this.running = undefined;
@@ -109,6 +127,25 @@ export class CollectorLoop {
         this.schedule(Math.max(0, started + this.config.interval - this.clock.now()));
       });
     }, delay);
+  }
+
+  private holdStarted: number | undefined;
+  private held = false;
+
+  /** True while the first tick is to wait (see LoopConfig.holdFirstTick). */
+  private holding(): boolean {
+    if (this.held || this.goodTicks > 0) return false;
+    const why = this.config.holdFirstTick?.();
+    if (why === undefined) return false;
+    const now = this.clock.now();
+    this.holdStarted ??= now;
+    if (now - this.holdStarted < (this.config.firstTickWaitMs ?? 30_000)) return true;
+    this.held = true;
+    this.deps.log.warn(
+      { reason: why },
+      'first read no longer waits: bytes of pods not listed yet are not reported',
+    );
+    return false;
   }
 
   private async runTick(): Promise<void> {
@@ -137,6 +174,7 @@ export class CollectorLoop {
     metrics.ticks.inc({ result: 'ok' });
     this.deps.backlog.append(this.lastTo, end, flows);
     this.lastTo = end;
+    await this.deps.commit?.();
     if (this.goodTicks === 0 && result.entries === 0 && this.config.emptyTableHint !== undefined) {
       log.warn(this.config.emptyTableHint());
     }

@@ -28,6 +28,11 @@ export interface CollectorMetrics {
   pullBodies: Counter;
   /** Pull-API requests turned away before any work: no token, another exporter's lease, too many at once. */
   refused: Counter<'reason'>;
+  /** `--state-dir` writes, by result (ok, error). */
+  stateWrites: Counter<'result'>;
+  stateWriteDuration: Histogram;
+  /** Size of the last state file written. */
+  stateBytes: Gauge;
 }
 
 /** A counter whose value is a total kept elsewhere, read when Prometheus scrapes. */
@@ -143,6 +148,23 @@ export function createCollectorMetrics(registry: Registry, deps: CollectorMetric
       name: 'podflow_collector_pull_refused_total',
       help: 'Pull API requests refused, by reason (unauthorized, leased, busy)',
       labelNames: ['reason'],
+      registers,
+    }),
+    stateWrites: new Counter({
+      name: 'podflow_collector_state_writes_total',
+      help: 'State files written to --state-dir, by result (ok, error)',
+      labelNames: ['result'],
+      registers,
+    }),
+    stateWriteDuration: new Histogram({
+      name: 'podflow_collector_state_write_duration_seconds',
+      help: 'Duration of one state write to --state-dir (encode, write, fsync, rename)',
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    }),
+    stateBytes: new Gauge({
+      name: 'podflow_collector_state_bytes',
+      help: 'Size of the last state file written to --state-dir',
       registers,
     }),
   };

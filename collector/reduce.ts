@@ -11,7 +11,8 @@
 // "reading conntrack") and nothing is lost: what was counted before the failure is returned by the
 // next successful tick. Ticks must not overlap (await each one). The first successful tick is the
 // baseline (connections that existed before start are not counted, see collector/tracker.ts), so it
-// normally returns no flows; `r.baseline` tells.
+// normally returns no flows; `r.baseline` tells. Not so after a restart with `--state-dir`
+// (`restore`): the tracker continues where the previous process left off.
 //
 // Direction rules (so that summing tx over every series of every collector counts each byte once):
 // - orig source local  → flow(local = orig source, peer = reply source): tx = orig, rx = reply
@@ -27,7 +28,7 @@ import { FlowColumns } from './flow-columns.js';
 import { fmix32 } from './hash.js';
 import type { PodIndex } from './pod-index.js';
 import type { ConntrackSource } from './source.js';
-import { type TrackedConn, Tracker } from './tracker.js';
+import { type TrackedConn, Tracker, type TrackerSnapshot } from './tracker.js';
 
 export interface ReducerConfig {
   /** Report public peers as 0.0.0.0 / :: (option `group-public-ips`). */
@@ -61,6 +62,12 @@ export interface TickResult {
 
 export interface Reducer {
   tick(source: ConntrackSource): Promise<TickResult>;
+  /** What the tracker remembers (for `--state-dir`); call between ticks only. */
+  snapshot(): TrackerSnapshot;
+  /** The tracker's version (Tracker.version): unchanged, a new snapshot would say nothing new. */
+  readonly trackerVersion: number;
+  /** Continues from what a previous process's tracker remembered (`--state-dir`); before the first tick. */
+  restore(snap: TrackerSnapshot): void;
 }
 
 export function createReducer(config: ReducerConfig, deps: ReducerDeps): Reducer {
@@ -286,6 +293,19 @@ class FlowReducer implements Reducer {
   ) {
     this.index = deps.podIndex;
     this.tracker = new Tracker(this.onDelta, { countExisting: config.countExisting ?? false });
+  }
+
+  restore(snap: TrackerSnapshot): void {
+    this.tracker.restore(snap);
+  }
+
+  get trackerVersion(): number {
+    return this.tracker.version;
+  }
+
+  snapshot(): TrackerSnapshot {
+    if (this.running) throw new Error('tracker snapshot taken during a tick');
+    return this.tracker.snapshot();
   }
 
   async tick(source: ConntrackSource): Promise<TickResult> {

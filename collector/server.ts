@@ -42,6 +42,11 @@ export interface PullApiDeps {
   tokens?: TokenFile;
   /** One exporter at a time (tests inject a clock through it). */
   lease?: Lease;
+  /**
+   * `--state-dir`: resolves once the pull boundaries recorded so far are on disk. A pull is answered
+   * only then: a restarted collector keeps every boundary an exporter has seen.
+   */
+  boundariesDurable?: () => Promise<void>;
 }
 
 class BadRequest extends Error {
@@ -192,6 +197,7 @@ export function pullApiRouter(deps: PullApiDeps): Router {
         metrics.pullBodies.inc();
       }
       const body = cache;
+      await deps.boundariesDurable?.();
       metrics.pulls.inc();
       ctx.vary('Accept-Encoding');
       ctx.type = MSGPACK_TYPE;

@@ -20,7 +20,10 @@
 //
 // The first complete read is a baseline: connections that existed before podflow started are
 // remembered but their history is not counted (a restarted collector would otherwise report those
-// bytes twice). Connections ending during the first tick are counted in full.
+// bytes twice). Connections ending during the first tick are counted in full. With `--state-dir`
+// a restarted collector restores what the previous process remembered (`snapshot`/`restore`): its
+// connections continue from their counted counters and every other connection is new since the
+// snapshot, so nothing needs a baseline and nothing between the two processes is lost.
 //
 // Layout, for a table of 250k entries read every few seconds: connections live in "slots" whose
 // fields are columns of typed arrays (no object per connection, nothing for the GC to trace but two
@@ -81,6 +84,36 @@ export interface TrackerOptions {
   countExisting?: boolean;
 }
 
+/**
+ * What the tracker remembers, as plain columns (collector/state.ts writes it to `--state-dir`): one
+ * row per remembered connection, its identity, what was already counted of it and the read
+ * numbers that decide when it is forgotten.
+ */
+export interface TrackerSnapshot {
+  /** Read number of the last read. */
+  gen: number;
+  /** No complete read yet: the next complete read is a baseline. */
+  baseline: boolean;
+  /** Rows. */
+  n: number;
+  family: Uint8Array;
+  proto: Uint8Array;
+  ends: Uint8Array;
+  /** The source's numeric identity words (0 for rows with a string key). */
+  keyA: Uint32Array;
+  keyB: Uint32Array;
+  /** Per row: the read that last saw it, the read in which it ended (0: live). */
+  gens: Uint32Array;
+  /** Per row: counted orig bytes, orig packets, reply bytes, reply packets. */
+  cnt: Float64Array;
+  /** Distinct addresses; `orig`/`reply` index into it. */
+  addrs: string[];
+  orig: Uint32Array;
+  reply: Uint32Array;
+  /** Rows identified by a string key (sources without numeric keys): [row, key]. */
+  stringKeys: [number, string][];
+}
+
 const EMPTY = 0;
 
 export class Tracker {
@@ -126,6 +159,8 @@ export class Tracker {
   private readonly strings = new Map<string, string>();
 
   private gen = 0;
+  /** Bumped whenever what `snapshot` would return changes beyond read numbers (see `version`). */
+  private changes = 0;
   private baseline: boolean;
   private readonly view: TrackedConn;
   /** Entries without counters seen by the current read. */
@@ -142,6 +177,15 @@ export class Tracker {
   /** Connections currently remembered (live plus one-tick tombstones). */
   get size(): number {
     return this.count + this.byString.size;
+  }
+
+  /**
+   * Changes whenever a connection is added, forgotten, ends or shows other counters, or the
+   * baseline is taken: an unchanged version means a snapshot now would differ from the last one only
+   * in read numbers (`--state-dir` then need not write it again).
+   */
+  get version(): number {
+    return this.changes;
   }
 
   /** True until the first complete read has been taken as the baseline. */
@@ -204,6 +248,7 @@ export class Tracker {
     }
     this.gens[slot * 2] = this.gen;
     this.gens[slot * 2 + 1] = this.gen;
+    this.changes++;
     this.advance(slot, s);
   };
 
@@ -232,10 +277,14 @@ export class Tracker {
       // Ended: kept one more tick as a tombstone. Unseen: kept one more complete read (late DESTROY).
       if ((e !== 0 && e < gen) || (complete && g < gen - 1)) this.remove(slot);
     }
-    if (complete) this.baseline = false;
+    if (complete && this.baseline) {
+      this.baseline = false;
+      this.changes++;
+    }
   }
 
   private store(slot: number, s: ConnSample): void {
+    this.changes++;
     this.gens[slot * 2] = this.gen;
     this.gens[slot * 2 + 1] = 0;
     this.family[slot] = s.family;
@@ -278,6 +327,7 @@ export class Tracker {
     const nrb = s.replyBytes;
     const nrp = s.replyPackets;
     if (nob === pob && nop === pop && nrb === prb && nrp === prp) return;
+    this.changes++;
     c[i] = nob;
     c[i + 1] = nop;
     c[i + 2] = nrb;
@@ -300,6 +350,112 @@ export class Tracker {
     if (ob === 0 && op === 0 && rb === 0 && rp === 0) return;
     this.view.slot = slot;
     this.onDelta(this.view, ob, op, rb, rp);
+  }
+
+  // --- state across restarts ---
+
+  /** Everything remembered, as columns (a copy). */
+  snapshot(): TrackerSnapshot {
+    const n = this.size;
+    const snap: TrackerSnapshot = {
+      gen: this.gen,
+      baseline: this.baseline,
+      n,
+      family: new Uint8Array(n),
+      proto: new Uint8Array(n),
+      ends: new Uint8Array(n),
+      keyA: new Uint32Array(n),
+      keyB: new Uint32Array(n),
+      gens: new Uint32Array(n * 2),
+      cnt: new Float64Array(n * 4),
+      addrs: [],
+      orig: new Uint32Array(n),
+      reply: new Uint32Array(n),
+      stringKeys: [],
+    };
+    const addrIndex = new Map<string, number>();
+    const addr = (ip: string): number => {
+      let i = addrIndex.get(ip);
+      if (i === undefined) {
+        i = snap.addrs.length;
+        addrIndex.set(ip, i);
+        snap.addrs.push(ip);
+      }
+      return i;
+    };
+    let r = 0;
+    let lastOrig: string | undefined;
+    let lastReply: string | undefined;
+    for (let slot = 0; slot < this.slotsUsed; slot++) {
+      if (this.gens[slot * 2] === 0) continue;
+      snap.family[r] = this.family[slot]!;
+      snap.proto[r] = this.proto[slot]!;
+      snap.ends[r] = this.ends[slot]!;
+      const k = this.slotString[slot];
+      if (k !== undefined) snap.stringKeys.push([r, k]);
+      else {
+        snap.keyA[r] = this.slotKeyA[slot]!;
+        snap.keyB[r] = this.slotKeyB[slot]!;
+      }
+      snap.gens[r * 2] = this.gens[slot * 2]!;
+      snap.gens[r * 2 + 1] = this.gens[slot * 2 + 1]!;
+      const c = this.cnt;
+      const o = snap.cnt;
+      o[r * 4] = c[slot * 4]!;
+      o[r * 4 + 1] = c[slot * 4 + 1]!;
+      o[r * 4 + 2] = c[slot * 4 + 2]!;
+      o[r * 4 + 3] = c[slot * 4 + 3]!;
+      // Neighbouring connections often share an address (one pod's many connections): skip the map.
+      const os = this.origSrc[slot]!;
+      const rs = this.replySrc[slot]!;
+      snap.orig[r] = os === lastOrig ? snap.orig[r - 1]! : addr(os);
+      snap.reply[r] = rs === lastReply ? snap.reply[r - 1]! : addr(rs);
+      lastOrig = os;
+      lastReply = rs;
+      r++;
+    }
+    return snap;
+  }
+
+  /**
+   * Continues from a snapshot (of this node and source, checked by the caller), on a tracker that
+   * has not read yet: the remembered connections continue from their counted counters, and a
+   * connection the snapshot does not know is new since it, counted in full (no baseline, unless
+   * the snapshot was taken before its first complete read). Rows repeating an identity are skipped.
+   */
+  restore(snap: TrackerSnapshot): void {
+    if (this.gen !== 0 || this.size !== 0) throw new Error('restore needs a tracker that has not read yet');
+    const byRow = new Map<number, string>(snap.stringKeys);
+    for (let r = 0; r < snap.n; r++) {
+      const k = byRow.get(r);
+      const a = snap.keyA[r]!;
+      const b = snap.keyB[r]!;
+      if (k !== undefined ? this.byString.has(k) : this.lookupKey(a, b) >= 0) continue;
+      const slot = this.allocSlot();
+      if (k !== undefined) {
+        this.byString.set(k, slot);
+        this.slotString[slot] = k;
+      } else {
+        this.slotKeyA[slot] = a;
+        this.slotKeyB[slot] = b;
+        this.slotString[slot] = undefined;
+        if ((this.count + 1) * 2 > this.mask + 1) this.growTable();
+        this.place(a, b, slot);
+        this.count++;
+      }
+      this.family[slot] = snap.family[r]!;
+      this.proto[slot] = snap.proto[r]!;
+      this.ends[slot] = snap.ends[r]!;
+      this.origSrc[slot] = this.intern(snap.addrs[snap.orig[r]!]!);
+      this.replySrc[slot] = this.intern(snap.addrs[snap.reply[r]!]!);
+      this.tags[slot * 2] = -1;
+      this.tags[slot * 2 + 1] = -1;
+      this.gens[slot * 2] = snap.gens[r * 2]!;
+      this.gens[slot * 2 + 1] = snap.gens[r * 2 + 1]!;
+      this.cnt.set(snap.cnt.subarray(r * 4, r * 4 + 4), slot * 4);
+    }
+    this.gen = snap.gen;
+    this.baseline = snap.baseline;
   }
 
   // --- identity ---
@@ -327,8 +483,10 @@ export class Tracker {
       const slot = this.byString.get(stringKey(s));
       return slot ?? -1;
     }
-    const ua = a >>> 0;
-    const ub = (s.key2 ?? 0) >>> 0;
+    return this.lookupKey(a >>> 0, (s.key2 ?? 0) >>> 0);
+  }
+
+  private lookupKey(ua: number, ub: number): number {
     const mask = this.mask;
     const ht = this.ht;
     let i = ua & mask;
@@ -379,6 +537,7 @@ export class Tracker {
       this.unplace(this.slotKeyA[slot]!, slot);
       this.count--;
     }
+    this.changes++;
     this.gens[slot * 2] = 0;
     this.origSrc[slot] = undefined;
     this.replySrc[slot] = undefined;

@@ -23,9 +23,14 @@ export interface LocalBacklog {
 export class InProcessCollectorClient implements CollectorClient {
   readonly id: string;
 
+  /**
+   * `durable` (the collector's `--state-dir`): awaited after a pull and after an ack, so that what
+   * the pipeline saw (pull boundaries, acknowledgements) is on disk before it acts on it.
+   */
   constructor(
     private readonly backlog: LocalBacklog,
     private readonly info: { node: string; source: 'netfilter' | 'cilium' },
+    private readonly durable?: () => Promise<void>,
   ) {
     this.id = `local:${info.node}`;
   }
@@ -46,6 +51,7 @@ export class InProcessCollectorClient implements CollectorClient {
     }
     const cursors = this.backlog.sinkCursors?.();
     if (cursors !== undefined) res.cursors = cursors;
+    await this.durable?.();
     return res;
   }
 
@@ -57,5 +63,6 @@ export class InProcessCollectorClient implements CollectorClient {
   ): Promise<void> {
     const r = this.backlog.ack(bootId, seq, cursors);
     if (!r.ok) throw new PullError('boot', `ack: ${r.reason}`);
+    await this.durable?.();
   }
 }

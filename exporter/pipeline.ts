@@ -540,7 +540,10 @@ export class Pipeline {
     const sent = state.durable.slice();
     for (let si = 0; si < sinks.length; si++) {
       if (sent[si] > state.reported[si]) moved = true;
-      if (sent[si] > seq) (cursors ??= {})[sinks[si].name] = sent[si];
+      if (sent[si] > seq) {
+        cursors ??= {};
+        cursors[sinks[si].name] = sent[si];
+      }
     }
     if (target <= state.acked && !moved) return false;
     try {

@@ -430,6 +430,7 @@ describe('every bad value gets one clean line', () => {
     'conntrack-acct': 'maybe',
     'pull-lease': '5s',
     'pod-name': 'two words',
+    'state-dir': ' ',
     'exclude-namespaces': { a: 1 },
     'host-network': 'on',
     'group-public-ips': '2',

@@ -557,7 +557,7 @@ export const OPTIONS = {
     commands: COLLECTING,
   }),
   'pull-token-file': opt({
-    schema: z.string().min(1, { message: 'expected a file path' }),
+    schema: text('a file path'),
     arg: 'file',
     help: 'bearer token(s) of the pull API, one per line, re-read on change: collectors accept them, exporters send the first',
     commands: ALL,
@@ -585,6 +585,12 @@ export const OPTIONS = {
     default: false,
     help: 'require a token of --pull-token-file on /metrics and the built-in view too',
     commands: ALL,
+  }),
+  'state-dir': opt({
+    schema: text('a directory path'),
+    arg: 'dir',
+    help: 'directory keeping per-connection counts and unacknowledged batches across restarts (none: a restart loses the traffic between its last read and the new first read)',
+    commands: COLLECTING,
   }),
   'shutdown-timeout': opt({
     schema: duration(0, HOUR),

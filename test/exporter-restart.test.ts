@@ -20,7 +20,7 @@ import { waitFor } from './helpers/wait.js';
 const ROOT = new URL('..', import.meta.url).pathname;
 
 /** A pass-through to the collector that can hold pulls, or acks that acknowledge new batches. */
-class Proxy {
+class HoldingProxy {
   holdPulls = false;
   holdAcks = false;
   readonly held: ServerResponse[] = [];
@@ -80,7 +80,7 @@ const flow = (tx: number): Flow => ({
 
 describe('exporter killed at every step of a round', () => {
   let c: TestCollector;
-  let proxy: Proxy;
+  let proxy: HoldingProxy;
   let proxyUrl = '';
   let rx: HttpReceiver;
   let port = 0;
@@ -93,7 +93,7 @@ describe('exporter killed at every step of a round', () => {
 
   beforeAll(async () => {
     c = await startTestCollector('node-1', { bootId: 'b00t' });
-    proxy = new Proxy(c);
+    proxy = new HoldingProxy(c);
     proxyUrl = await proxy.start();
     rx = await HttpReceiver.start();
     port = await freePort();

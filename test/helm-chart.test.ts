@@ -35,6 +35,8 @@ const VARIANTS: Record<string, Record<string, unknown>> = {
   cilium: { collector: { source: 'cilium', cilium: { layout: 'v1.16', clock: 'jiffies' } } },
   'cilium on an old kernel': { collector: { source: 'cilium', cilium: { capabilities: ['SYS_ADMIN'] } } },
   'netfilter, accounting already on': { collector: { source: 'netfilter', conntrackAcct: false } },
+  'no state dir': { collector: { stateDir: { enabled: false } } },
+  'state dir elsewhere': { collector: { stateDir: { hostPath: '/mnt/data/podflow/' } } },
   'prometheus operator': {
     metrics: {
       annotations: false,
@@ -281,8 +283,31 @@ describe.each(Object.keys(VARIANTS))('chart rendered with %s', (variant) => {
         '/proc/sys/net/netfilter',
       );
     } else expect(nf).toBeUndefined();
+    // --state-dir: a writable node directory of this release, on by default.
+    const stateValues = (
+      values.collector as { stateDir?: { enabled?: boolean; hostPath?: string } } | undefined
+    )?.stateDir;
+    const state = mounts.find((m) => m.name === 'state');
+    if (stateValues?.enabled === false) {
+      expect(cfg.stateDir).toBeUndefined();
+      expect(state).toBeUndefined();
+    } else {
+      expect(cfg.stateDir).toBe('/var/lib/podflow');
+      expect(state?.mountPath).toBe(cfg.stateDir);
+      expect(state?.readOnly).not.toBe(true);
+      const fullname = ds.metadata.name.replace(/-collector$/, '');
+      const base = (stateValues?.hostPath ?? '/var/lib/podflow').replace(/\/$/, '');
+      expect(pod.volumes.find((v: { name: string }) => v.name === 'state').hostPath).toEqual({
+        path: `${base}/${fullname}`,
+        type: 'DirectoryOrCreate',
+      });
+    }
     expect(hostPaths.map((v: { name: string }) => v.name).sort()).toEqual(
-      [...(cfg.conntrackAcct ? ['netfilter-sysctl'] : []), ...(cilium ? ['bpf'] : [])].sort(),
+      [
+        ...(cfg.conntrackAcct ? ['netfilter-sysctl'] : []),
+        ...(cilium ? ['bpf'] : []),
+        ...(stateValues?.enabled === false ? [] : ['state']),
+      ].sort(),
     );
     // Every node, tainted or not, unless the user narrowed it.
     if (!(values.collector as { tolerations?: unknown } | undefined)?.tolerations) {
@@ -657,6 +682,7 @@ describe('chart: values', () => {
         'conntrack-acct',
         'pull-token-file',
         'metrics-auth',
+        'state-dir',
       ],
       exporter: [
         'listen',
@@ -686,6 +712,11 @@ describe('chart: values', () => {
     [{ collector: { source: 'ebpf' } }, '- collector.source: must be one of "auto", "netfilter", "cilium"'],
     [{ collector: { interval: '5 seconds' } }, '- collector.interval: must match pattern'],
     [{ collector: { port: 70000 } }, '- collector.port: must be <= 65535'],
+    [
+      { collector: { stateDir: { hostPath: 'var/lib' } } },
+      '- collector.stateDir.hostPath: must match pattern',
+    ],
+    [{ collector: { stateDir: true } }, '- collector.stateDir: must be object'],
     [{ exporter: { port: 'metrics' } }, '- exporter.port: must be integer'],
     [
       { collector: { config: { listen: ':1' } } },

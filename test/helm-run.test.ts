@@ -137,7 +137,11 @@ describe.skipIf(!root)('chart containers started for real', () => {
     // Volumes in path order, as the kubelet mounts them (one may lie inside another).
     const volumes = [
       ...sb.emptyDirs.map((d) => ({ target: d, cmd: `mount -t tmpfs -o size=16m tmpfs '${d}'` })),
-      ...sb.binds.map((b) => ({ target: b.target, cmd: `mount --bind '${b.host}' '${b.target}'` })),
+      ...sb.binds.map((b) => ({
+        target: b.target,
+        // A bind takes the read-only flag of the root remounted above: the node's directory is not.
+        cmd: `mount --bind '${b.host}' '${b.target}'${b.writable ? ` && mount -o remount,bind,rw '${b.target}'` : ''}`,
+      })),
     ].sort((a, b) => a.target.length - b.target.length);
     const mounts = [
       ...(sc.readOnlyRootFilesystem ? ['mount --rbind / /', 'mount -o remount,bind,ro /'] : []),

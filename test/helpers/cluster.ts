@@ -80,6 +80,8 @@ export interface ClusterSpec {
   exporterArgs?: string[];
   /** The pull API's token: collectors accept it, the exporter sends it (as the chart sets both). */
   pullToken?: string;
+  /** Give every collector a `--state-dir` of its own (kept across `restartCollector`). */
+  stateDir?: boolean;
 }
 
 export type LogRecord = Record<string, unknown>;
@@ -146,8 +148,14 @@ export class Cluster {
       '--interval',
       '500ms',
       ...this.tokenArgs,
+      ...(this.spec.stateDir ? ['--state-dir', this.stateDirOf(n.name)] : []),
     ]);
     this.collectors.set(n.name, p);
+  }
+
+  /** The `--state-dir` of a node's collector (with `spec.stateDir`). */
+  stateDirOf(nodeName: string): string {
+    return join(this.dir, `state-${nodeName}`);
   }
 
   /**
@@ -168,19 +176,30 @@ export class Cluster {
 
   /**
    * A rolling update of one node's collector: SIGTERM (it reads once more and waits until an exporter
-   * took its backlog), then a new process (a new boot id) on the same address, ready.
+   * took its backlog), then a new process on the same address, ready: a new boot id, or with
+   * `spec.stateDir` the same one, continuing where the old process stopped. `signal: 'SIGKILL'` is a
+   * crash instead; `downMs` keeps the node without a collector that long before the new one starts.
    */
-  async restartCollector(nodeName: string): Promise<{ exitCode: number | null }> {
+  async restartCollector(
+    nodeName: string,
+    opts: { signal?: 'SIGTERM' | 'SIGKILL'; downMs?: number } = {},
+  ): Promise<{ exitCode: number | null; signal: string | null }> {
     const n = this.spec.nodes.find((x) => x.name === nodeName);
     const old = this.collectors.get(nodeName);
     if (!n || !old) throw new Error(`no collector on ${nodeName}`);
     const exited = once(old, 'exit');
-    old.kill('SIGTERM');
-    const [exitCode] = (await exited) as [number | null];
+    old.kill(opts.signal ?? 'SIGTERM');
+    const [exitCode, signal] = (await exited) as [number | null, string | null];
+    if (opts.downMs) await new Promise((r) => setTimeout(r, opts.downMs));
     const from = this.logs.length;
     this.spawnCollector(n);
     await this.collectorReady(n, from);
-    return { exitCode };
+    return { exitCode, signal };
+  }
+
+  /** The podflow processes' log lines so far (each prefixed with its role, e.g. `[node-a] `). */
+  get log(): string {
+    return this.logs;
   }
 
   private get kubeconfig(): string {

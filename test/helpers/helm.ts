@@ -390,8 +390,11 @@ export interface Sandbox {
   /** podflow's arguments, container paths moved under `root`. */
   args: string[];
   env: Record<string, string>;
-  /** Host directories to bind-mount (hostPath volumes), at their place under `root`. */
-  binds: { host: string; target: string }[];
+  /**
+   * Host directories to bind-mount (hostPath volumes), at their place under `root`; `writable`:
+   * writable inside the container even under a read-only root filesystem (a node directory of its own).
+   */
+  binds: { host: string; target: string; writable?: boolean }[];
   /** Places of emptyDir volumes under `root` (writable even with a read-only root filesystem). */
   emptyDirs: string[];
 }
@@ -418,7 +421,13 @@ export function containerSandbox(
   for (const m of c.volumeMounts ?? []) {
     const vol = pod.volumes.find((v: { name: string }) => v.name === m.name);
     mkdirSync(inside(m.mountPath), { recursive: true });
-    if (vol.hostPath) binds.push({ host: vol.hostPath.path, target: inside(m.mountPath) });
+    if (vol.hostPath?.type === 'DirectoryOrCreate') {
+      // A node directory the kubelet creates when missing (the collector's --state-dir): a fresh one
+      // beside the sandbox stands in for it, so that nothing is written to this machine's own path.
+      const host = join(root, '..', 'node', vol.hostPath.path);
+      mkdirSync(host, { recursive: true });
+      binds.push({ host, target: inside(m.mountPath), writable: m.readOnly !== true });
+    } else if (vol.hostPath) binds.push({ host: vol.hostPath.path, target: inside(m.mountPath) });
     if (vol.emptyDir) emptyDirs.push(inside(m.mountPath));
     if (vol.configMap) {
       const cm = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === vol.configMap.name);

@@ -248,7 +248,17 @@ if (mode === 'server') {
       const sock = net.connect({ host, port, localAddress: o.localAddress, localPort: o.localPort });
       let rx = 0;
       sock.on('connect', () => {
-        sock.end(payload());
+        const p = payload();
+        if (!o.paceMs) return sock.end(p);
+        // A long transfer: the payload in o.chunks pieces, one every o.paceMs.
+        const size = Math.ceil(p.length / o.chunks);
+        let off = 0;
+        const step = () => {
+          const part = p.subarray(off, off + size);
+          off += part.length;
+          if (off >= p.length) sock.end(part); else { sock.write(part); setTimeout(step, o.paceMs); }
+        };
+        step();
       });
       sock.on('data', (d) => { rx += d.length; });
       sock.on('close', (hadErr) => { if (hadErr || rx !== o.receive) failed++; else { sent += o.send; received += rx; } setTimeout(next, o.holdMs ?? 0); });
@@ -311,6 +321,9 @@ export interface ClientOptions {
   localPort?: number;
   /** Wait this long after each connection ends before the next starts. */
   holdMs?: number;
+  /** TCP: send the payload in `chunks` pieces, one every `paceMs` (a long transfer). */
+  paceMs?: number;
+  chunks?: number;
 }
 
 export interface ClientResult {

@@ -147,7 +147,8 @@ export async function startPrometheus(opts: PrometheusOptions): Promise<Promethe
       error?: string;
       data?: { resultType: string; result: { values: [number, string][] }[] };
     };
-    if (doc.status !== 'success' || !doc.data) throw new Error(`query ${selector} failed: ${doc.error ?? r.body}`);
+    if (doc.status !== 'success' || !doc.data)
+      throw new Error(`query ${selector} failed: ${doc.error ?? r.body}`);
     let total = 0;
     for (const series of doc.data.result) {
       let prev = 0;
