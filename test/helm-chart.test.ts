@@ -972,6 +972,19 @@ describe('chart: alerts', () => {
       [`podflow_exporter_dropped_records_total{${ns}, pod="e", sink="http", reason="queue_full"}`, '0+50x40'],
       [`podflow_collector_dropped_flows_total{${ns}, pod="node-a"}`, '0x40'],
       [`podflow_collector_lost_events_total{${ns}, pod="node-b"}`, '0+1x40'],
+      // kube-state-metrics: one collector pod of three cannot be scheduled; the exporter Deployment
+      // has no available replica and its pod never became a scrape target (only the old one above).
+      [`kube_daemonset_status_number_unavailable{${ns}, daemonset="pf-podflow-collector"}`, '1x40'],
+      [`kube_daemonset_status_number_unavailable{namespace="other", daemonset="pf-podflow-collector"}`, '2x40'],
+      [`kube_deployment_status_replicas_available{${ns}, deployment="pf-podflow-exporter"}`, '0x40'],
+      // node-a's table stays empty; node-b's entries were created with accounting off (most of
+      // them without counters); node-c has a few old connections left from before it was turned on.
+      [`podflow_collector_conntrack_entries{${ns}, pod="node-a"}`, '0x40'],
+      [`podflow_collector_conntrack_entries{${ns}, pod="node-b"}`, '900x40'],
+      [`podflow_collector_entries_without_counters{${ns}, pod="node-b"}`, '850x40'],
+      [`podflow_collector_conntrack_entries{${ns}, pod="node-c"}`, '5000x40'],
+      [`podflow_collector_entries_without_counters{${ns}, pod="node-c"}`, '40x40'],
+      [`podflow_collector_entries_without_counters{${ns}, pod="node-a"}`, '0x40'],
     ];
     const at = '30m';
     const base = { severity: 'warning', team: 'net' };
@@ -990,13 +1003,32 @@ describe('chart: alerts', () => {
           alert_rule_test: [
             expect1('PodflowCollectorDown', { namespace: NS, pod: collectorPod }),
             { eval_time: at, alertname: 'PodflowExporterDown', exp_alerts: [] },
+            { eval_time: at, alertname: 'PodflowExporterAbsent', exp_alerts: [] },
             expect1('PodflowConntrackReadSlow', { pod: 'node-b' }),
             expect1('PodflowPullErrors', { collector: 'http://10.0.0.2:9470', reason: 'timeout' }),
             expect1('PodflowRecordsDropped', { sink: 'http', reason: 'rejected' }),
             { eval_time: at, alertname: 'PodflowCollectorFlowsDropped', exp_alerts: [] },
             expect1('PodflowConntrackEventsLost', { pod: 'node-b', severity: 'info' }),
+            expect1('PodflowCollectorsUnavailable', {
+              namespace: NS,
+              daemonset: 'pf-podflow-collector',
+            }),
+            expect1('PodflowExporterUnavailable', { namespace: NS, deployment: 'pf-podflow-exporter' }),
+            expect1('PodflowConntrackEmpty', { pod: 'node-a' }),
+            expect1('PodflowConntrackAccountingOff', { pod: 'node-b' }),
+            // Empty for 10 minutes only: not yet.
+            { eval_time: '10m', alertname: 'PodflowConntrackEmpty', exp_alerts: [] },
             // Not yet: `for` has not elapsed 5 minutes after the collector went down.
             { eval_time: '5m', alertname: 'PodflowCollectorDown', exp_alerts: [] },
+          ],
+        },
+        {
+          // No exporter pod at all (up == 0 has no series to fire on): only absent() notices.
+          interval: '1m',
+          input_series: [{ series: `up{${ns}, pod="${collectorPod}"}`, values: '1x40' }],
+          alert_rule_test: [
+            expect1('PodflowExporterAbsent', { namespace: NS }),
+            { eval_time: at, alertname: 'PodflowExporterDown', exp_alerts: [] },
           ],
         },
       ],
