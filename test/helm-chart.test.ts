@@ -782,6 +782,29 @@ describe('chart: values', () => {
     expect(checkValues({ exporter: { replicas: 0 } })).toEqual([]);
   });
 
+  it('sets memory limits above the measured peaks, as the sizing docs say', async () => {
+    // Peaks measured with the benchmarks (README, Sizing): the collector ≈240 MB at 60k entries plus
+    // one pull of a large backlog, the exporter 553 MB after catching up on every collector's
+    // backlog. A limit needs a quarter on top (GC timing, allocator fragmentation).
+    const mib = (q: string) => {
+      const m = /^(\d+)(Mi|Gi)$/.exec(q);
+      if (!m) throw new Error(`unexpected quantity ${q}`);
+      return Number(m[1]) * (m[2] === 'Gi' ? 1024 : 1);
+    };
+    const { objects } = await renderChart(bin);
+    const limit = (kind: string) =>
+      objects.find((o) => o.kind === kind)!.spec.template.spec.containers[0].resources.limits.memory as string;
+    expect(mib(limit('DaemonSet')) * 2 ** 20).toBeGreaterThan(240e6 * 1.25);
+    expect(mib(limit('Deployment')) * 2 ** 20).toBeGreaterThan(553e6 * 1.25);
+    // The README's sizing paragraph and docs/install.md state the limits the chart sets.
+    const readme = readFileSync(join(REPO, 'README.md'), 'utf8');
+    const install = readFileSync(join(REPO, 'docs/install.md'), 'utf8');
+    for (const kind of ['DaemonSet', 'Deployment']) {
+      expect(readme).toContain(`${limit(kind)} limit`);
+      expect(install).toContain(`${limit(kind)} limit`);
+    }
+  });
+
   it('leaves the collector priority class to the cluster unless one is set', async () => {
     // system-node-critical is admitted outside kube-system only where no quota limits it (not GKE).
     const { objects } = await renderChart(bin);
