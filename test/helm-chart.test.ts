@@ -101,6 +101,10 @@ const VARIANTS: Record<string, Record<string, unknown>> = {
   'grafana dashboard': {
     grafanaDashboard: { enabled: true, namespace: 'grafana', annotations: { grafana_folder: 'Network' } },
   },
+  'grafana dashboard, egressd names': {
+    grafanaDashboard: { enabled: true },
+    exporter: { metricsPrefix: 'egressd' },
+  },
   'everything tuned': {
     nameOverride: 'flows',
     commonLabels: { 'example.test/cost-center': 'net-42' },
@@ -510,6 +514,12 @@ describe.each(Object.keys(VARIANTS))('chart rendered with %s', (variant) => {
       );
       for (const [k, v] of Object.entries(m.spec.selector.matchLabels))
         expect(ds.spec.template.metadata.labels[k]).toBe(v);
+      // The node label the dashboard's collector panels use, then the user's relabelings.
+      const own = (metrics.podMonitor as { relabelings?: unknown[] }).relabelings ?? [];
+      expect(m.spec.podMetricsEndpoints[0].relabelings).toEqual([
+        { sourceLabels: ['__meta_kubernetes_pod_node_name'], targetLabel: 'node' },
+        ...own,
+      ]);
     }
     for (const r of pr) await promtoolCheckRules(r.spec);
     // Classic annotations: on the pods (not the Service, which would scrape the exporter twice).
@@ -613,9 +623,10 @@ describe.each(Object.keys(VARIANTS))('chart rendered with %s', (variant) => {
     for (const cm of dash) {
       expect(cm.metadata.labels.grafana_dashboard).toBe('1');
       expect(cm.metadata.namespace).toBe(g?.namespace ?? NS);
-      expect(JSON.parse(cm.data['podflow.json'])).toEqual(
-        JSON.parse(readFileSync(join(REPO, 'deploy/grafana/podflow.json'), 'utf8')),
-      );
+      // The dashboard whose queries use the exporter's metric names.
+      const prefix = (values.exporter as { metricsPrefix?: string } | undefined)?.metricsPrefix;
+      const file = prefix === 'egressd' ? 'podflow-egressd.json' : 'podflow.json';
+      expect(cm.data['podflow.json']).toBe(readFileSync(join(REPO, 'deploy/grafana', file), 'utf8').trimEnd());
     }
   });
 });
