@@ -626,7 +626,9 @@ describe.each(Object.keys(VARIANTS))('chart rendered with %s', (variant) => {
       // The dashboard whose queries use the exporter's metric names.
       const prefix = (values.exporter as { metricsPrefix?: string } | undefined)?.metricsPrefix;
       const file = prefix === 'egressd' ? 'podflow-egressd.json' : 'podflow.json';
-      expect(cm.data['podflow.json']).toBe(readFileSync(join(REPO, 'deploy/grafana', file), 'utf8').trimEnd());
+      expect(cm.data['podflow.json']).toBe(
+        readFileSync(join(REPO, 'deploy/grafana', file), 'utf8').trimEnd(),
+      );
     }
   });
 });
@@ -804,7 +806,8 @@ describe('chart: values', () => {
     };
     const { objects } = await renderChart(bin);
     const limit = (kind: string) =>
-      objects.find((o) => o.kind === kind)!.spec.template.spec.containers[0].resources.limits.memory as string;
+      objects.find((o) => o.kind === kind)!.spec.template.spec.containers[0].resources.limits
+        .memory as string;
     expect(mib(limit('DaemonSet')) * 2 ** 20).toBeGreaterThan(240e6 * 1.25);
     expect(mib(limit('Deployment')) * 2 ** 20).toBeGreaterThan(553e6 * 1.25);
     // The README's sizing paragraph and docs/install.md state the limits the chart sets.
@@ -1009,7 +1012,10 @@ describe('chart: alerts', () => {
       // kube-state-metrics: one collector pod of three cannot be scheduled; the exporter Deployment
       // has no available replica and its pod never became a scrape target (only the old one above).
       [`kube_daemonset_status_number_unavailable{${ns}, daemonset="pf-podflow-collector"}`, '1x40'],
-      [`kube_daemonset_status_number_unavailable{namespace="other", daemonset="pf-podflow-collector"}`, '2x40'],
+      [
+        `kube_daemonset_status_number_unavailable{namespace="other", daemonset="pf-podflow-collector"}`,
+        '2x40',
+      ],
       [`kube_deployment_status_replicas_available{${ns}, deployment="pf-podflow-exporter"}`, '0x40'],
       // node-a's table stays empty; node-b's entries were created with accounting off (most of
       // them without counters); node-c has a few old connections left from before it was turned on.
