@@ -20,6 +20,9 @@ export interface BacklogStats {
   droppedBytes: number;
 }
 
+/** Sinks an exporter may report cursors for: names are bounded, so is this. */
+export const MAX_CURSORS = 64;
+
 export type AckResult = { ok: true; dropped: number } | { ok: false; reason: string };
 
 const key = (f: Flow) => `${f.src}|${f.dst}|${f.proto}`;
@@ -62,6 +65,11 @@ export class Backlog {
    */
   private readonly mergeIndex = new WeakMap<Pending, Map<string, Flow>>();
   private readonly totals = { merges: 0, droppedFlows: 0, droppedBytes: 0 };
+  /**
+   * Per sink name, the highest seq that sink took for good (reported with acks), above the ack.
+   * Always a pull boundary: exporters push one stretch at a time.
+   */
+  private readonly cursors = new Map<string, number>();
   /**
    * Changes whenever what a pull would return changes (a batch added, acknowledged, merged or cut,
    * a boundary recorded): a pull body made for one version serves every pull of that version.
@@ -126,7 +134,7 @@ export class Backlog {
   }
 
   /** Drops every batch with seq ≤ `seq`. A foreign boot id or a seq never issued is refused. */
-  ack(bootId: string, seq: number): AckResult {
+  ack(bootId: string, seq: number, cursors?: Readonly<Record<string, number>>): AckResult {
     if (bootId !== this.bootId) {
       return {
         ok: false,
@@ -136,6 +144,28 @@ export class Backlog {
     }
     if (seq > this.lastSeq) {
       return { ok: false, reason: `seq ${seq} was never issued (last is ${this.lastSeq})` };
+    }
+    if (cursors !== undefined) {
+      const names = Object.keys(cursors);
+      for (const name of names) {
+        if (cursors[name]! > this.lastSeq) {
+          return {
+            ok: false,
+            reason: `cursor ${name} at seq ${cursors[name]} was never issued (last is ${this.lastSeq})`,
+          };
+        }
+      }
+      const fresh = names.filter((n) => !this.cursors.has(n)).length;
+      if (this.cursors.size + fresh > MAX_CURSORS) {
+        return { ok: false, reason: `more than ${MAX_CURSORS} sink cursors` };
+      }
+      for (const name of names) {
+        const at = cursors[name]!;
+        if (at > (this.cursors.get(name) ?? 0)) {
+          this.cursors.set(name, at);
+          this.changes++;
+        }
+      }
     }
     let i = 0;
     while (i < this.batches.length && this.batches[i]!.seq <= seq) {
@@ -148,7 +178,17 @@ export class Backlog {
     if (k > 0) this.boundaries.splice(0, k);
     if (i > 0 || k > 0 || seq > this.ackedSeq) this.changes++;
     if (seq > this.ackedSeq) this.ackedSeq = seq;
+    // A cursor at or below the ack says nothing more: every sink has everything up to there.
+    for (const [name, at] of this.cursors) if (at <= this.ackedSeq) this.cursors.delete(name);
     return { ok: true, dropped: i };
+  }
+
+  /**
+   * How far each sink got, by sink name, where that is beyond the ack (a copy): an exporter that
+   * starts (a restart, a takeover) gives each sink only what it has not taken yet.
+   */
+  sinkCursors(): Record<string, number> {
+    return Object.fromEntries(this.cursors);
   }
 
   /**

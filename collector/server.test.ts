@@ -101,6 +101,7 @@ describe('collector server', () => {
       ],
       boundaries: [2],
       acked: 0,
+      cursors: {},
     });
     // No ack (the exporter failed): the same batches come again.
     const again = unpack((await raw(port, 'GET', '/api/v1/flows', AS_EXPORTER)).body) as PullResponse;

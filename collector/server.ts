@@ -21,7 +21,7 @@ import {
 import { HttpServer } from '../shared/http.js';
 import type { Logger } from '../shared/log.js';
 import type { TokenFile } from '../shared/token.js';
-import type { Backlog } from './backlog.js';
+import { type Backlog, MAX_CURSORS } from './backlog.js';
 import { Lease } from './lease.js';
 import type { CollectorMetrics } from './metrics.js';
 import { encodePullBody, gzipPullBody } from './wire.js';
@@ -79,6 +79,19 @@ function ackProblem(v: unknown): string | undefined {
   }
   if (typeof o.lease !== 'string' || o.lease.length === 0 || o.lease.length > 64) {
     return 'lease must name the lease of the pull it acknowledges';
+  }
+  if (o.cursors !== undefined) {
+    const c = o.cursors;
+    if (c === null || typeof c !== 'object' || Array.isArray(c))
+      return 'cursors must be a map of sink name to seq';
+    const entries = Object.entries(c);
+    if (entries.length > MAX_CURSORS) return `cursors: at most ${MAX_CURSORS} sinks`;
+    for (const [name, at] of entries) {
+      if (!/^[\x21-\x7e]{1,64}$/.test(name)) return 'cursors: a sink name is 1 to 64 printable characters';
+      if (typeof at !== 'number' || !Number.isSafeInteger(at) || at < 0) {
+        return `cursors: ${name} must be a non-negative integer`;
+      }
+    }
   }
   return undefined;
 }
@@ -172,6 +185,7 @@ export function pullApiRouter(deps: PullApiDeps): Router {
           // After the pull: its own boundary is among them.
           boundaries: backlog.pendingBoundaries(),
           acked: backlog.acked,
+          cursors: backlog.sinkCursors(),
         };
         // The version after the pull: recording this pull's boundary may have changed it.
         cache = { version: backlog.version, maxFlows, raw: encodePullBody(response) };
@@ -201,7 +215,7 @@ export function pullApiRouter(deps: PullApiDeps): Router {
       const decoded = await readMsgpack(ctx);
       const problem = ackProblem(decoded);
       if (problem) throw new BadRequest(400, `invalid ack: ${problem}`);
-      const { bootId, seq, lease: id } = decoded as AckRequest;
+      const { bootId, seq, lease: id, cursors } = decoded as AckRequest;
       const held = lease.renew(id);
       if (!held.ok) {
         metrics.acks.inc({ result: 'conflict' });
@@ -213,7 +227,7 @@ export function pullApiRouter(deps: PullApiDeps): Router {
             : `lease ${id} is not current: exporter ${held.holder} holds this collector\n`;
         return;
       }
-      const result = backlog.ack(bootId, seq);
+      const result = backlog.ack(bootId, seq, cursors);
       if (!result.ok) {
         metrics.acks.inc({ result: 'conflict' });
         ctx.status = 409;

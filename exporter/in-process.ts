@@ -11,7 +11,13 @@ export interface LocalBacklog {
   pendingBoundaries?(): number[];
   /** Highest seq acknowledged (0: none); sent with the boundaries. */
   readonly acked?: number;
-  ack(bootId: string, seq: number): { ok: true } | { ok: false; reason: string };
+  ack(
+    bootId: string,
+    seq: number,
+    cursors?: Readonly<Record<string, number>>,
+  ): { ok: true } | { ok: false; reason: string };
+  /** Per sink name, how far it got beyond the ack (see PullResponse.cursors); optional. */
+  sinkCursors?(): Record<string, number>;
 }
 
 export class InProcessCollectorClient implements CollectorClient {
@@ -38,11 +44,18 @@ export class InProcessCollectorClient implements CollectorClient {
       res.boundaries = boundaries;
       res.acked = this.backlog.acked ?? 0;
     }
+    const cursors = this.backlog.sinkCursors?.();
+    if (cursors !== undefined) res.cursors = cursors;
     return res;
   }
 
-  async ack(bootId: string, seq: number, _signal: AbortSignal): Promise<void> {
-    const r = this.backlog.ack(bootId, seq);
+  async ack(
+    bootId: string,
+    seq: number,
+    _signal: AbortSignal,
+    cursors?: Readonly<Record<string, number>>,
+  ): Promise<void> {
+    const r = this.backlog.ack(bootId, seq, cursors);
     if (!r.ok) throw new PullError('boot', `ack: ${r.reason}`);
   }
 }

@@ -67,6 +67,14 @@ interface CollectorState {
   /** Highest seq each sink accepted, by sink index. */
   delivered: number[];
   /**
+   * Highest seq each sink holds for good, by sink index: what survives this process's death. For
+   * most sinks the same as `delivered`; Prometheus holds a batch for good once a scrape served it
+   * (Sink.onDurable). Acks (and the cursors they report) follow this, not `delivered`.
+   */
+  durable: number[];
+  /** Highest `durable` of each sink the collector was told (ack cursors). */
+  reported: number[];
+  /**
    * Per sink: the highest seq handed to it in pushes that have not settled yet, -1 when none. A
    * sink with pushes in flight is given nothing more of this collector until they settle, so the
    * same batches are never in flight twice.
@@ -401,7 +409,10 @@ export class Pipeline {
     }
     if (last < 0) {
       // Nothing left in the stretch (its flows were dropped at the collector's bound): done with it.
-      if (seg !== undefined && state.delivered[si] < seg.end) state.delivered[si] = seg.end;
+      if (seg !== undefined && state.delivered[si] < seg.end) {
+        state.delivered[si] = seg.end;
+        if (state.durable[si] < seg.end) state.durable[si] = seg.end;
+      }
       return true;
     }
     if (seg !== undefined) last = seg.end;
@@ -430,6 +441,7 @@ export class Pipeline {
       this.deps.metrics?.sinkPushes.inc({ sink: sink.name });
       this.repeated.recovered(`sink ${sink.name}`, { sink: sink.name }, 'sink takes batches again');
       if (state.delivered[si] < last) state.delivered[si] = last;
+      this.whenDurable(sink, si, p, last);
       return true;
     } catch (err) {
       if (state.offered[si] < last) state.offered[si] = last;
@@ -440,6 +452,24 @@ export class Pipeline {
       this.deps.metrics?.sinkFailures.inc({ sink: sink.name });
       return false;
     }
+  }
+
+  /**
+   * Records that sink `si` holds everything of `p` up to `last` for good: at once for most sinks,
+   * at the sink's word for those that say (Prometheus: a scrape served it), and then the collector
+   * is told (an ack with the sink's cursor, and the ack itself when every sink has it).
+   */
+  private whenDurable(sink: Sink, si: number, p: Pulled, last: number): void {
+    const { state } = p;
+    let later = false;
+    const mark = () => {
+      if (state.durable[si] < last) state.durable[si] = last;
+      // Told now only when the pushes' own ack has gone by already.
+      if (later && this.states.get(p.client.id) === state) this.track(this.ackOne(p));
+    };
+    if (sink.onDurable === undefined) mark();
+    else sink.onDurable(mark);
+    later = true;
   }
 
   private async pullOne(client: CollectorClient, now: number): Promise<Pulled | undefined> {
@@ -477,6 +507,8 @@ export class Pipeline {
         bootId: res.bootId,
         acked: -1,
         delivered: this.deps.sinks.map(() => -1),
+        durable: this.deps.sinks.map(() => -1),
+        reported: this.deps.sinks.map(() => -1),
         inFlight: this.deps.sinks.map(() => -1),
         offered: this.deps.sinks.map(() => -1),
         seen: now,
@@ -484,6 +516,17 @@ export class Pipeline {
       this.states.set(client.id, state);
     }
     state.seen = now;
+    // What each sink took for good, as the collector keeps it: after a restart or a takeover this
+    // process knew nothing of it, and a sink must not be given again what it already counted.
+    if (res.cursors !== undefined) {
+      for (let si = 0; si < this.deps.sinks.length; si++) {
+        const at = res.cursors[this.deps.sinks[si].name];
+        if (at === undefined) continue;
+        if (state.delivered[si] < at) state.delivered[si] = at;
+        if (state.durable[si] < at) state.durable[si] = at;
+        if (state.reported[si] < at) state.reported[si] = at;
+      }
+    }
     const floor = this.deps.sinks.length === 0 ? state.acked : Math.min(...state.delivered);
     const batches: FlowBatch[] = [];
     let duplicates = 0;
@@ -510,19 +553,35 @@ export class Pipeline {
     };
   }
 
-  /** Acknowledges up to the lowest seq every sink accepted. True when an ack was sent and taken. */
+  /**
+   * Acknowledges up to the lowest seq every sink holds for good, and reports how far each sink got
+   * beyond that (cursors). True when batches were acknowledged.
+   */
   private async ackOne(p: Pulled): Promise<boolean> {
     const { metrics, sinks } = this.deps;
     const { state } = p;
-    let target = sinks.length === 0 ? -1 : Math.min(...state.delivered);
+    let target = sinks.length === 0 ? -1 : Math.min(...state.durable);
     if (sinks.length === 0) for (const seq of p.seqs) target = Math.max(target, seq);
-    if (target <= state.acked) return false;
+    const seq = Math.max(target, state.acked, 0);
+    let cursors: Record<string, number> | undefined;
+    let moved = false;
+    const sent = state.durable.slice();
+    for (let si = 0; si < sinks.length; si++) {
+      if (sent[si] > state.reported[si]) moved = true;
+      if (sent[si] > seq) (cursors ??= {})[sinks[si].name] = sent[si];
+    }
+    if (target <= state.acked && !moved) return false;
     try {
-      await p.client.ack(state.bootId, target, this.ackAbort.signal);
-      // Pushes of several rounds may ack one collector at once: the ack only moves forward.
-      if (state.acked < target) state.acked = target;
+      await p.client.ack(state.bootId, seq, this.ackAbort.signal, cursors);
+      for (let si = 0; si < sinks.length; si++) {
+        if (state.reported[si] < sent[si]) state.reported[si] = sent[si];
+      }
       metrics?.acks.inc({ result: 'ok' });
       this.repeated.recovered(`ack ${p.client.id}`, { collector: p.client.id }, 'ack works again');
+      // Pushes of several rounds may ack one collector at once: the ack only moves forward. An ack
+      // that only moved cursors acknowledged no batch.
+      if (state.acked >= target) return false;
+      state.acked = target;
       return true;
     } catch (err) {
       metrics?.acks.inc({ result: 'error' });

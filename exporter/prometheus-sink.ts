@@ -25,6 +25,13 @@ export interface PrometheusSinkConfig {
    * renderable. @default 200000
    */
   maxSeries?: number;
+  /**
+   * A batch counted here is safe from this process's death once a scrape served it (onDurable).
+   * Before the first scrape, or when nothing has scraped for this long (no Prometheus, a long
+   * outage), at once instead: the collectors must not keep batches for a scraper that does not
+   * come. @default 300000 (5 min)
+   */
+  scrapeGraceMs?: number;
 }
 
 /** Label value of the overflow series: not a valid pod, namespace, node name or address. */
@@ -368,6 +375,10 @@ export class PrometheusSink implements Sink {
   private readonly overflowText: string;
   /** Flows summed into the overflow series since the last push (for the self-metric). */
   private overflowed = 0;
+  /** onDurable callbacks of pushes no complete scrape has served yet, oldest first. */
+  private unscraped: (() => void)[] = [];
+  /** When a scrape last completed (clock ms); undefined until the first. */
+  private lastScrape: number | undefined;
 
   constructor(
     private readonly config: PrometheusSinkConfig,
@@ -416,8 +427,37 @@ export class PrometheusSink implements Sink {
     }
     const inner = registry.metrics.bind(registry);
     registry.metrics = async () => this.render((await inner()).trimEnd());
-    // /metrics (shared/http.ts) writes these chunks instead of the whole text as one string.
-    (registry as ChunkedRegistry).metricsChunks = async () => this.chunks((await inner()).trimEnd());
+    // /metrics (shared/http.ts) writes these chunks instead of the whole text as one string. The
+    // pushes counted before the scrape began are in its snapshot: once the scraper has the whole
+    // body, they are safe (a failed scrape leaves them waiting for the next).
+    (registry as ChunkedRegistry).metricsChunks = async () => {
+      const due = this.unscraped.splice(0);
+      const text = this.chunks((await inner()).trimEnd());
+      text.done = (complete) => {
+        if (!complete) {
+          this.unscraped.unshift(...due);
+          return;
+        }
+        this.lastScrape = this.clock();
+        for (const fn of due) fn();
+      };
+      return text;
+    };
+  }
+
+  /**
+   * Once a scraper has shown itself (a complete scrape), a push is safe when the next complete
+   * scrape served it. Before the first scrape, or when none came for `scrapeGraceMs`, at once:
+   * waiting would only make the collectors hold their batches for a scraper that does not come.
+   */
+  onDurable(fn: () => void): void {
+    const last = this.lastScrape;
+    if (last === undefined || this.clock() - last > (this.config.scrapeGraceMs ?? 300_000)) {
+      for (const f of this.unscraped.splice(0)) f();
+      fn();
+      return;
+    }
+    this.unscraped.push(fn);
   }
 
   /** Number of flow series currently exported (per counter). */

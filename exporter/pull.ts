@@ -36,7 +36,12 @@ export interface CollectorClient {
    * Drops every batch with `seq <= seq` on the collector. Throws `PullError('boot')` when the
    * collector restarted, `PullError('lease')` when another exporter took it over.
    */
-  ack(bootId: string, seq: number, signal: AbortSignal): Promise<void>;
+  ack(
+    bootId: string,
+    seq: number,
+    signal: AbortSignal,
+    cursors?: Readonly<Record<string, number>>,
+  ): Promise<void>;
   /** Lets go of the collector's lease (shutdown), so that another exporter may pull at once. */
   release?(signal: AbortSignal): Promise<void>;
 }
@@ -171,6 +176,16 @@ export function validatePullResponse(v: unknown): PullResponse {
   }
   if (r.acked !== undefined && (!Number.isSafeInteger(r.acked) || (r.acked as number) < 0)) {
     invalid('response', 'acked must be a non-negative integer');
+  }
+  if (r.cursors !== undefined) {
+    const c = r.cursors;
+    if (c === null || typeof c !== 'object' || Array.isArray(c)) invalid('response', 'cursors must be a map');
+    const entries = Object.entries(c as Record<string, unknown>);
+    if (entries.length > 64) invalid('response', 'cursors: at most 64 sinks');
+    for (const [name, at] of entries) {
+      if (!Number.isSafeInteger(at) || (at as number) < 0)
+        invalid(`cursor ${name}`, 'must be a non-negative integer');
+    }
   }
   return r as unknown as PullResponse;
 }
@@ -335,10 +350,16 @@ export class HttpCollectorClient implements CollectorClient {
     }
   }
 
-  async ack(bootId: string, seq: number, signal: AbortSignal): Promise<void> {
+  async ack(
+    bootId: string,
+    seq: number,
+    signal: AbortSignal,
+    cursors?: Readonly<Record<string, number>>,
+  ): Promise<void> {
     if (this.lease === undefined) throw new PullError('leased', 'ack: no lease (no pull succeeded yet)');
     const timeout = AbortSignal.timeout(this.opts.timeoutMs);
     const req: AckRequest = { bootId, seq, lease: this.lease.id };
+    if (cursors !== undefined) req.cursors = { ...cursors };
     const res = await exchange(
       this.ackUrl,
       'POST',

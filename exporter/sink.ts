@@ -21,6 +21,13 @@ export interface Sink {
    * pipeline does not wait for it, the other sinks go on.
    */
   push(flows: readonly EnrichedFlow[], info?: PushInfo): Promise<void>;
+  /**
+   * Optional: calls `fn` once everything the sink took so far is safe from this process's death.
+   * Without it, what push() took is safe once it resolved. The Prometheus sink says so when a
+   * scrape served it: counted but never scraped, it would die with the process, so the collector
+   * keeps those batches (and gives them to the next process) until then.
+   */
+  onDurable?(fn: () => void): void;
   /** Flushes what is queued, giving up at `deadline` (ms since the epoch). */
   close(deadline: number): Promise<void>;
 }

@@ -59,6 +59,13 @@ export interface PullResponse {
    * of the first stretch. Batches inside a stretch may be merged, so the first pending seq is not.
    */
   acked?: number;
+  /**
+   * Optional: per sink name, the highest seq that sink has taken for good (reported by acks),
+   * where beyond `acked`. An exporter that starts (restart, takeover) gives each sink only the
+   * batches above its cursor, so a batch one sink took before the exporter died is not counted
+   * by it again when the others take it.
+   */
+  cursors?: Record<string, number>;
 }
 
 /** A flow with the Kubernetes context of both ends, as handed to sinks. */
@@ -126,4 +133,9 @@ export interface AckRequest {
   seq: number;
   /** The id of the lease the acknowledged batches were pulled under. */
   lease: string;
+  /**
+   * Optional: per sink name, the highest seq that sink has taken for good (at most 64 names of
+   * 1–64 printable characters). `seq` is the lowest of them: what every sink has.
+   */
+  cursors?: Record<string, number>;
 }

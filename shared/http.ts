@@ -38,6 +38,11 @@ export interface MetricsChunks {
    * reuses its buffers), else into a new Buffer; undefined at the end.
    */
   next(into?: Buffer): Buffer | undefined;
+  /**
+   * Optional: told once the response ended, whether the scraper got all of it (true) or the
+   * request failed or went away first (false).
+   */
+  done?(complete: boolean): void;
 }
 
 /**
@@ -111,13 +116,15 @@ export class HttpServer {
       const gzip = deps.gzipMetrics === true && ctx.acceptsEncodings('gzip', 'identity') === 'gzip';
       res.setHeader('Vary', 'Accept-Encoding');
       if (gzip) res.setHeader('Content-Encoding', 'gzip');
+      let complete = false;
       try {
-        await writeChunks(res, text, gzip);
+        complete = await writeChunks(res, text, gzip);
       } catch (err) {
         // Headers are out: all that is left is to cut the connection, so the scraper sees a failure.
         res.destroy();
         deps.log.warn({ err }, 'writing /metrics failed');
       }
+      text.done?.(complete);
     });
     this.app.silent = true;
     this.app.on('error', (err: Error) => deps.log.warn({ err }, 'http request failed'));
@@ -208,9 +215,9 @@ export class HttpServer {
  * filled again only after the stream called back for it (handed to the kernel, or taken by zlib),
  * and a new chunk is made only while fewer than two are in flight. So a slow scraper holds the
  * response at two chunks of memory, and nothing is allocated per chunk. Resolves when the body is
- * complete or the client went away (nothing to report then); rejects when writing failed.
+ * complete (true) or the client went away (false); rejects when writing failed.
  */
-export async function writeChunks(res: ServerResponse, text: MetricsChunks, gzip = false): Promise<void> {
+export async function writeChunks(res: ServerResponse, text: MetricsChunks, gzip = false): Promise<boolean> {
   let out: Writable = res;
   if (gzip) {
     const z = createGzip({ level: 1, chunkSize: 64 << 10 });
@@ -233,7 +240,7 @@ export async function writeChunks(res: ServerResponse, text: MetricsChunks, gzip
       while (free.length === 0 && !gone && failure === undefined) await wait();
       if (gone) {
         if (gzip) out.destroy();
-        return;
+        return false;
       }
       if (failure !== undefined) throw failure;
       const buf = free.pop() as Buffer;
@@ -254,6 +261,7 @@ export async function writeChunks(res: ServerResponse, text: MetricsChunks, gzip
       res.once('error', reject);
       out.end();
     });
+    return res.writableFinished;
   } finally {
     res.off('close', onClose);
   }

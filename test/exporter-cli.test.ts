@@ -132,7 +132,11 @@ describe('podflow exporter', () => {
 
     // New traffic after the first rounds is counted once more, never twice.
     c1.backlog.append(5000, 10_000, [flow('10.0.0.1', '8.8.8.8', 5)]);
-    await waitFor('second batch', async () => (c1.backlog.stats().batches === 0 ? true : undefined));
+    // Acknowledged once a scrape served its counts (this test scraped before: a scraper exists).
+    await waitFor('second batch', async () => {
+      await (await fetch(`${base}/metrics`)).text();
+      return c1.backlog.stats().batches === 0 ? true : undefined;
+    });
     const after = await waitFor('metrics updated', async () => {
       const t = await (await fetch(`${base}/metrics`)).text();
       return sum(t, 'podflow_transmit_bytes_total') === 1115 ? t : undefined;

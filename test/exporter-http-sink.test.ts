@@ -707,9 +707,13 @@ describe('podflow exporter with a hung HTTP receiver', () => {
     expect(rx.requests).toHaveLength(1);
     expect(c.backlog.stats().batches).toBeGreaterThan(5);
     clearInterval(traffic);
-    // The receiver comes back: everything is posted once, the collector acknowledged.
+    // The receiver comes back: everything is posted once, the collector acknowledged (once a scrape
+    // served the last counts too, as Prometheus keeps scraping).
     rx.cut();
-    await waitFor('collector acknowledged', async () => (c.backlog.stats().batches === 0 ? true : undefined));
+    await waitFor('collector acknowledged', async () => {
+      await scrape();
+      return c.backlog.stats().batches === 0 ? true : undefined;
+    });
     expect(txOf(rx.dedupedRecords())).toBe(sent);
     await waitFor('metrics caught up', async () => ((await scrape()).tx === sent ? true : undefined));
     child.kill('SIGTERM');

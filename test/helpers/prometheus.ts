@@ -35,6 +35,12 @@ export interface Prometheus {
   query(promql: string): Promise<PromSample[]>;
   /** Sum of a query's samples, or undefined when the result is empty. */
   scalar(promql: string): Promise<number | undefined>;
+  /**
+   * What the counters matched by `selector` counted over the last `range`, summed over series, from
+   * the raw samples: the first sample plus every increase, a drop being a counter reset (a new
+   * process counting from 0, so its whole value is new). No extrapolation, unlike increase().
+   */
+  counted(selector: string, range?: string): Promise<number>;
   /** Waits until every target has been scraped successfully at least once after `since`. */
   waitScraped(since?: number, timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
@@ -146,9 +152,30 @@ export async function startPrometheus(opts: PrometheusOptions): Promise<Promethe
     }));
   };
 
+  const counted = async (selector: string, range = '1h'): Promise<number> => {
+    const r = await get('/api/v1/query', { query: `${selector}[${range}]` });
+    const doc = JSON.parse(r.body) as {
+      status: string;
+      error?: string;
+      data?: { resultType: string; result: { values: [number, string][] }[] };
+    };
+    if (doc.status !== 'success' || !doc.data) throw new Error(`query ${selector} failed: ${doc.error ?? r.body}`);
+    let total = 0;
+    for (const series of doc.data.result) {
+      let prev = 0;
+      for (const [, raw] of series.values) {
+        const v = Number(raw);
+        total += v >= prev ? v - prev : v;
+        prev = v;
+      }
+    }
+    return total;
+  };
+
   return {
     url,
     query,
+    counted,
     async scalar(promql) {
       const samples = await query(promql);
       return samples.length === 0 ? undefined : samples.reduce((n, s) => n + s.value, 0);
