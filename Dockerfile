@@ -1,5 +1,6 @@
 # podflow's container image: one image for both roles (the first argument picks collector, exporter
 # or standalone). Build:  docker build -t <registry>/podflow:<version> .
+# Both architectures at once (docs/install.md): docker buildx build --platform linux/amd64,linux/arm64 …
 # .ci/image-check repeats the build stage's steps in a temporary copy of the tree (CI has no Docker).
 ARG NODE_VERSION=20
 
@@ -26,6 +27,24 @@ RUN npm prune --omit=dev --no-audit --no-fund
 
 # ---- runtime ------------------------------------------------------------------------------------
 FROM node:${NODE_VERSION}-bookworm-slim
+# OCI image annotations (opencontainers image-spec, annotations.md), read by registries and
+# scanners. The release build passes what only it knows:
+#   --build-arg VERSION=0.1.0 --build-arg REVISION=$(git rev-parse HEAD) \
+#   --build-arg CREATED=$(date -u +%Y-%m-%dT%H:%M:%SZ) --build-arg SOURCE=<repository URL>
+# An ARG declared before the first FROM is visible inside a stage only when declared again.
+ARG NODE_VERSION
+ARG VERSION=0.1.0
+ARG REVISION=
+ARG CREATED=
+ARG SOURCE=
+LABEL org.opencontainers.image.title="podflow" \
+      org.opencontainers.image.description="Kubernetes network-traffic monitor: pod-to-pod, zone-to-zone and internet traffic from conntrack, as Prometheus metrics and HTTP logs" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.base.name="docker.io/library/node:${NODE_VERSION}-bookworm-slim"
 ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=build /src/package.json ./package.json

@@ -12,7 +12,7 @@ import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
 import { gzip as gzipCb } from 'node:zlib';
 import type { EnrichedFlow } from '../shared/flow.js';
-import type { Logger } from '../shared/log.js';
+import { causeOf, type Logger, OncePerCause } from '../shared/log.js';
 import type { ExporterMetrics } from './metrics.js';
 import type { PushInfo, Sink } from './sink.js';
 
@@ -181,6 +181,8 @@ export class HttpSink implements Sink {
   private closing = false;
   /** Statuses already logged as "malformed": a receiver refusing every batch logs once, not per batch. */
   private readonly logged = new Set<number>();
+  /** Retries for the same cause (a receiver down for an hour): one warning, then debug. */
+  private readonly retries: OncePerCause;
   /** Aborts the POST or backoff in progress at the shutdown deadline. */
   private readonly stop = new AbortController();
   private idle: Promise<void> = Promise.resolve();
@@ -195,6 +197,7 @@ export class HttpSink implements Sink {
       'content-type': 'application/x-ndjson',
     };
     if (config.httpSinkGzip) this.headers['content-encoding'] = 'gzip';
+    this.retries = new OncePerCause(deps.log);
   }
 
   /** Records in the queue (waiting or in flight). */
@@ -342,6 +345,11 @@ export class HttpSink implements Sink {
         this.deps.metrics?.httpRequests.inc({ code: String(res.status) });
         if (res.status >= 200 && res.status < 300) {
           await res.body?.cancel().catch(() => {});
+          this.retries.recovered(
+            'post',
+            { url: this.config.httpSinkUrl },
+            'http sink: receiver takes records again',
+          );
           return { kind: 'taken' };
         }
         const said = await excerpt(res);
@@ -367,9 +375,11 @@ export class HttpSink implements Sink {
       // Full jitter over an exponential ceiling, so that many exporters do not retry in step.
       const backoff = Math.min(cap, base * 2 ** attempt);
       const delay = Math.min(cap, wait ?? backoff / 2 + Math.random() * (backoff / 2));
-      this.deps.log.warn(
+      this.retries.failing(
+        'post',
+        causeOf(lastError),
         { err: lastError.message, attempt: attempt + 1, delayMs: Math.round(delay) },
-        'http sink: retrying',
+        'http sink: retrying (repeats of the same cause are logged at debug)',
       );
       await sleep(delay, this.stop.signal);
     }

@@ -22,7 +22,7 @@ import type { Registry } from 'prom-client';
 import type { ClusterLookup } from '../shared/cluster.js';
 import type { Config } from '../shared/config.js';
 import type { EnrichedFlow, FlowBatch, PullResponse } from '../shared/flow.js';
-import type { Logger } from '../shared/log.js';
+import { causeOf, type Logger, OncePerCause } from '../shared/log.js';
 import { Enricher, emptyClusterLookup } from './enrich.js';
 import { HttpSink } from './http-sink.js';
 import { ExporterMetrics } from './metrics.js';
@@ -143,12 +143,16 @@ export class Pipeline {
   private readonly pending = new Set<Promise<unknown>>();
   /** Refusals not reported yet: pushes that outlive their round are reported by the next one. */
   private failures: Failures = new Map();
+  /** Pull, ack and sink failures that repeat every round: logged once per cause. */
+  private readonly repeated: OncePerCause;
 
   constructor(
     private readonly config: PipelineConfig,
     private readonly deps: PipelineDeps,
     private readonly clock: () => number = Date.now,
-  ) {}
+  ) {
+    this.repeated = new OncePerCause(deps.log);
+  }
 
   /** True once a round completed (whatever its collectors answered). */
   get ready(): boolean {
@@ -161,6 +165,19 @@ export class Pipeline {
     const tick = () => {
       const began = this.clock();
       this.current = this.runOnce()
+        .then((r) =>
+          this.deps.log.debug(
+            {
+              collectors: r.collectors,
+              pulled: r.pulled,
+              flows: r.flows,
+              acked: r.acked,
+              failedSinks: r.failedSinks,
+              ms: this.clock() - began,
+            },
+            'export round',
+          ),
+        )
         .catch((err: unknown) => this.deps.log.error({ err }, 'export round failed'))
         .finally(() => {
           if (this.abort.signal.aborted || this.stopping) return;
@@ -222,7 +239,9 @@ export class Pipeline {
     const failures = this.failures;
     this.failures = new Map();
     for (const [sink, f] of failures) {
-      this.deps.log.warn(
+      this.repeated.failing(
+        `sink ${sink}`,
+        causeOf(f.err),
         { err: f.err, sink, collectors: f.collectors, flows: f.flows },
         'sink refused batches: they stay unacknowledged and come again',
       );
@@ -420,6 +439,7 @@ export class Pipeline {
     try {
       await sink.push(flows, { id });
       this.deps.metrics?.sinkPushes.inc({ sink: sink.name });
+      this.repeated.recovered(`sink ${sink.name}`, { sink: sink.name }, 'sink takes batches again');
       if (state.delivered[si] < last) state.delivered[si] = last;
       this.whenDurable(sink, si, p, last);
       return true;
@@ -464,9 +484,17 @@ export class Pipeline {
       // Another exporter holding the collector is the normal state of a standby: not a warning.
       if (reason === 'leased')
         log.debug({ err, collector: client.id }, 'collector leased by another exporter');
-      else log.warn({ err, collector: client.id, reason }, 'pull failed: collector skipped this round');
+      else {
+        this.repeated.failing(
+          `pull ${client.id}`,
+          causeOf(err),
+          { err, collector: client.id, reason },
+          'pull failed: collector skipped this round (repeats of the same cause are logged at debug)',
+        );
+      }
       return undefined;
     }
+    this.repeated.recovered(`pull ${client.id}`, { collector: client.id }, 'pull works again');
     metrics?.pullDuration.observe((performance.now() - began) / 1000);
     metrics?.pulls.inc({ collector: client.id });
 
@@ -530,7 +558,7 @@ export class Pipeline {
    * beyond that (cursors). True when batches were acknowledged.
    */
   private async ackOne(p: Pulled): Promise<boolean> {
-    const { log, metrics, sinks } = this.deps;
+    const { metrics, sinks } = this.deps;
     const { state } = p;
     let target = sinks.length === 0 ? -1 : Math.min(...state.durable);
     if (sinks.length === 0) for (const seq of p.seqs) target = Math.max(target, seq);
@@ -552,6 +580,7 @@ export class Pipeline {
         if (state.reported[si] < sent[si]) state.reported[si] = sent[si];
       }
       metrics?.acks.inc({ result: 'ok' });
+      this.repeated.recovered(`ack ${p.client.id}`, { collector: p.client.id }, 'ack works again');
       // Pushes of several rounds may ack one collector at once: the ack only moves forward. An ack
       // that only moved cursors acknowledged no batch.
       if (state.acked >= target) return false;
@@ -566,7 +595,12 @@ export class Pipeline {
         // (unless a later pull already met the new boot: that state stays).
         if (this.states.get(p.client.id) === state) this.states.delete(p.client.id);
       }
-      log.warn({ err, collector: p.client.id }, 'ack failed: batches come again and are skipped');
+      this.repeated.failing(
+        `ack ${p.client.id}`,
+        causeOf(err),
+        { err, collector: p.client.id },
+        'ack failed: batches come again and are skipped',
+      );
       return false;
     }
   }

@@ -103,6 +103,10 @@ const VARIANTS: Record<string, Record<string, unknown>> = {
   'grafana dashboard': {
     grafanaDashboard: { enabled: true, namespace: 'grafana', annotations: { grafana_folder: 'Network' } },
   },
+  'grafana dashboard, egressd names': {
+    grafanaDashboard: { enabled: true },
+    exporter: { metricsPrefix: 'egressd' },
+  },
   'everything tuned': {
     nameOverride: 'flows',
     commonLabels: { 'example.test/cost-center': 'net-42' },
@@ -535,6 +539,12 @@ describe.each(Object.keys(VARIANTS))('chart rendered with %s', (variant) => {
       );
       for (const [k, v] of Object.entries(m.spec.selector.matchLabels))
         expect(ds.spec.template.metadata.labels[k]).toBe(v);
+      // The node label the dashboard's collector panels use, then the user's relabelings.
+      const own = (metrics.podMonitor as { relabelings?: unknown[] }).relabelings ?? [];
+      expect(m.spec.podMetricsEndpoints[0].relabelings).toEqual([
+        { sourceLabels: ['__meta_kubernetes_pod_node_name'], targetLabel: 'node' },
+        ...own,
+      ]);
     }
     for (const r of pr) await promtoolCheckRules(r.spec);
     // Classic annotations: on the pods (not the Service, which would scrape the exporter twice).
@@ -638,8 +648,11 @@ describe.each(Object.keys(VARIANTS))('chart rendered with %s', (variant) => {
     for (const cm of dash) {
       expect(cm.metadata.labels.grafana_dashboard).toBe('1');
       expect(cm.metadata.namespace).toBe(g?.namespace ?? NS);
-      expect(JSON.parse(cm.data['podflow.json'])).toEqual(
-        JSON.parse(readFileSync(join(REPO, 'deploy/grafana/podflow.json'), 'utf8')),
+      // The dashboard whose queries use the exporter's metric names.
+      const prefix = (values.exporter as { metricsPrefix?: string } | undefined)?.metricsPrefix;
+      const file = prefix === 'egressd' ? 'podflow-egressd.json' : 'podflow.json';
+      expect(cm.data['podflow.json']).toBe(
+        readFileSync(join(REPO, 'deploy/grafana', file), 'utf8').trimEnd(),
       );
     }
   });
@@ -811,6 +824,30 @@ describe('chart: values', () => {
     const schema = JSON.parse(readFileSync(join(CHART, 'values.schema.json'), 'utf8'));
     expect(schema.properties.exporter.properties.replicas.description).toMatch(/shards/);
     expect(checkValues({ exporter: { replicas: 0 } })).toEqual([]);
+  });
+
+  it('sets memory limits above the measured peaks, as the sizing docs say', async () => {
+    // Peaks measured with the benchmarks (README, Sizing): the collector ≈240 MB at 60k entries plus
+    // one pull of a large backlog, the exporter 553 MB after catching up on every collector's
+    // backlog. A limit needs a quarter on top (GC timing, allocator fragmentation).
+    const mib = (q: string) => {
+      const m = /^(\d+)(Mi|Gi)$/.exec(q);
+      if (!m) throw new Error(`unexpected quantity ${q}`);
+      return Number(m[1]) * (m[2] === 'Gi' ? 1024 : 1);
+    };
+    const { objects } = await renderChart(bin);
+    const limit = (kind: string) =>
+      objects.find((o) => o.kind === kind)!.spec.template.spec.containers[0].resources.limits
+        .memory as string;
+    expect(mib(limit('DaemonSet')) * 2 ** 20).toBeGreaterThan(240e6 * 1.25);
+    expect(mib(limit('Deployment')) * 2 ** 20).toBeGreaterThan(553e6 * 1.25);
+    // The README's sizing paragraph and docs/install.md state the limits the chart sets.
+    const readme = readFileSync(join(REPO, 'README.md'), 'utf8');
+    const install = readFileSync(join(REPO, 'docs/install.md'), 'utf8');
+    for (const kind of ['DaemonSet', 'Deployment']) {
+      expect(readme).toContain(`${limit(kind)} limit`);
+      expect(install).toContain(`${limit(kind)} limit`);
+    }
   });
 
   it('leaves the collector priority class to the cluster unless one is set', async () => {
@@ -1003,6 +1040,22 @@ describe('chart: alerts', () => {
       [`podflow_exporter_dropped_records_total{${ns}, pod="e", sink="http", reason="queue_full"}`, '0+50x40'],
       [`podflow_collector_dropped_flows_total{${ns}, pod="node-a"}`, '0x40'],
       [`podflow_collector_lost_events_total{${ns}, pod="node-b"}`, '0+1x40'],
+      // kube-state-metrics: one collector pod of three cannot be scheduled; the exporter Deployment
+      // has no available replica and its pod never became a scrape target (only the old one above).
+      [`kube_daemonset_status_number_unavailable{${ns}, daemonset="pf-podflow-collector"}`, '1x40'],
+      [
+        `kube_daemonset_status_number_unavailable{namespace="other", daemonset="pf-podflow-collector"}`,
+        '2x40',
+      ],
+      [`kube_deployment_status_replicas_available{${ns}, deployment="pf-podflow-exporter"}`, '0x40'],
+      // node-a's table stays empty; node-b's entries were created with accounting off (most of
+      // them without counters); node-c has a few old connections left from before it was turned on.
+      [`podflow_collector_conntrack_entries{${ns}, pod="node-a"}`, '0x40'],
+      [`podflow_collector_conntrack_entries{${ns}, pod="node-b"}`, '900x40'],
+      [`podflow_collector_entries_without_counters{${ns}, pod="node-b"}`, '850x40'],
+      [`podflow_collector_conntrack_entries{${ns}, pod="node-c"}`, '5000x40'],
+      [`podflow_collector_entries_without_counters{${ns}, pod="node-c"}`, '40x40'],
+      [`podflow_collector_entries_without_counters{${ns}, pod="node-a"}`, '0x40'],
     ];
     const at = '30m';
     const base = { severity: 'warning', team: 'net' };
@@ -1021,13 +1074,32 @@ describe('chart: alerts', () => {
           alert_rule_test: [
             expect1('PodflowCollectorDown', { namespace: NS, pod: collectorPod }),
             { eval_time: at, alertname: 'PodflowExporterDown', exp_alerts: [] },
+            { eval_time: at, alertname: 'PodflowExporterAbsent', exp_alerts: [] },
             expect1('PodflowConntrackReadSlow', { pod: 'node-b' }),
             expect1('PodflowPullErrors', { collector: 'http://10.0.0.2:9470', reason: 'timeout' }),
             expect1('PodflowRecordsDropped', { sink: 'http', reason: 'rejected' }),
             { eval_time: at, alertname: 'PodflowCollectorFlowsDropped', exp_alerts: [] },
             expect1('PodflowConntrackEventsLost', { pod: 'node-b', severity: 'info' }),
+            expect1('PodflowCollectorsUnavailable', {
+              namespace: NS,
+              daemonset: 'pf-podflow-collector',
+            }),
+            expect1('PodflowExporterUnavailable', { namespace: NS, deployment: 'pf-podflow-exporter' }),
+            expect1('PodflowConntrackEmpty', { pod: 'node-a' }),
+            expect1('PodflowConntrackAccountingOff', { pod: 'node-b' }),
+            // Empty for 10 minutes only: not yet.
+            { eval_time: '10m', alertname: 'PodflowConntrackEmpty', exp_alerts: [] },
             // Not yet: `for` has not elapsed 5 minutes after the collector went down.
             { eval_time: '5m', alertname: 'PodflowCollectorDown', exp_alerts: [] },
+          ],
+        },
+        {
+          // No exporter pod at all (up == 0 has no series to fire on): only absent() notices.
+          interval: '1m',
+          input_series: [{ series: `up{${ns}, pod="${collectorPod}"}`, values: '1x40' }],
+          alert_rule_test: [
+            expect1('PodflowExporterAbsent', { namespace: NS }),
+            { eval_time: at, alertname: 'PodflowExporterDown', exp_alerts: [] },
           ],
         },
       ],

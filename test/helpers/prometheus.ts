@@ -18,6 +18,10 @@ export interface PrometheusOptions {
   ns?: Netns;
   /** @default 'prometheus' */
   bin?: string;
+  /** Target labels per target (`host:port` → labels), as a Kubernetes service discovery would add. */
+  targetLabels?: Record<string, Record<string, string>>;
+  /** Port inside `ns` (a second Prometheus in the same namespace needs another). @default 9090 */
+  port?: number;
 }
 
 export interface PromSample {
@@ -46,7 +50,7 @@ export interface Prometheus {
 export async function startPrometheus(opts: PrometheusOptions): Promise<Prometheus> {
   const dir = await mkdtemp(join(tmpdir(), 'podflow-prom-'));
   // In a fresh namespace every port is free; in the root namespace, ask the kernel for one.
-  const port = opts.ns ? 9090 : await freePort();
+  const port = opts.ns ? (opts.port ?? 9090) : await freePort();
   const interval = opts.scrapeInterval ?? '1s';
   await writeFile(
     join(dir, 'prometheus.yml'),
@@ -57,7 +61,15 @@ export async function startPrometheus(opts: PrometheusOptions): Promise<Promethe
       'scrape_configs:',
       '  - job_name: podflow',
       '    static_configs:',
-      `      - targets: [${opts.targets.map((t) => `'${t}'`).join(', ')}]`,
+      ...opts.targets.flatMap((t) => {
+        const labels = Object.entries(opts.targetLabels?.[t] ?? {});
+        return [
+          `      - targets: ['${t}']`,
+          ...(labels.length > 0
+            ? ['        labels:', ...labels.map(([k, v]) => `          ${k}: '${v}'`)]
+            : []),
+        ];
+      }),
       '',
     ].join('\n'),
   );
