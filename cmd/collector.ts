@@ -27,6 +27,8 @@ export interface CollectorGraph {
   checkpoint: Checkpoint | undefined;
   /** Why the collecting half is not ready, or undefined. */
   notReady(): string | undefined;
+  /** Whether the backlog is the one to serve (after a `--state-dir` restore): pulls wait until then. */
+  pullable(): boolean;
   /** Opens the source (permission checks) and starts the index and the loop. */
   start(): Promise<void>;
   /** Stops the loop, then closes the source and the index. */
@@ -112,6 +114,7 @@ export async function createCollectorGraph(
     checkpoint.mark();
   };
   let started = false;
+  let serving = false;
   return {
     source,
     local,
@@ -120,6 +123,7 @@ export async function createCollectorGraph(
     loop,
     checkpoint,
     notReady: () => loop.notReady() ?? local.notReady(),
+    pullable: () => serving,
     async start() {
       if (store !== undefined) {
         try {
@@ -134,6 +138,7 @@ export async function createCollectorGraph(
       await source.start();
       started = true;
       await restore();
+      serving = true;
       await local.start();
       loop.start();
       log.info(
@@ -196,6 +201,7 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
       tokens,
       metricsAuth: config.metricsAuth,
       boundariesDurable: graph.checkpoint && (() => graph.checkpoint!.boundariesDurable()),
+      pullable: graph.pullable,
     },
   );
   // Bind first: a taken or wrong address stops start-up before the source touches the host

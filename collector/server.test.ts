@@ -269,3 +269,40 @@ describe('collector server', () => {
     );
   });
 });
+
+describe('collector server while starting', () => {
+  it('answers the pull API 503 until its backlog is the one to serve (a --state-dir restore), then serves it', async () => {
+    const backlog = new Backlog({ backlogMaxFlows: 1000 }, { bootId: 'fresh' });
+    const registry = new Registry();
+    let ready = false;
+    const server = createCollectorServer(
+      { listen: { host: '127.0.0.1', port: 0 } },
+      {
+        backlog,
+        node: 'node-1',
+        source: 'netfilter',
+        metrics: createCollectorMetrics(registry, { backlog: () => backlog.stats() }),
+        log: silentLogger,
+        registry,
+        notReady: () => undefined,
+        pullable: () => ready,
+      },
+    );
+    const { port } = await server.start();
+    try {
+      const early = await raw(port, 'GET', '/api/v1/flows', AS_EXPORTER);
+      expect([early.status, early.headers['retry-after']]).toEqual([503, '1']);
+      // Nothing about the backlog it is not going to serve, its boot id least of all.
+      expect(early.body.toString()).not.toContain('fresh');
+      const ack = await raw(port, 'POST', '/api/v1/ack', {}, pack({ bootId: 'fresh', seq: 0, lease: 'x' }));
+      expect(ack.status).toBe(503);
+      expect((await raw(port, 'GET', '/healthz')).status).toBe(200);
+      ready = true;
+      const served = await raw(port, 'GET', '/api/v1/flows', AS_EXPORTER);
+      expect(served.status).toBe(200);
+      expect((unpack(served.body) as PullResponse).bootId).toBe('fresh');
+    } finally {
+      await server.close();
+    }
+  });
+});
