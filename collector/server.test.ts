@@ -1,4 +1,3 @@
-import { request } from 'node:http';
 import { gunzipSync } from 'node:zlib';
 import { pack, unpack } from 'msgpackr';
 import { Registry } from 'prom-client';
@@ -7,6 +6,7 @@ import type { Flow, PullResponse } from '../shared/flow.js';
 import { createRegistry, type HttpServer } from '../shared/http.js';
 import { silentLogger } from '../shared/log.js';
 import { seededInt } from '../test/helpers/random.js';
+import { rawHttp as raw } from '../test/helpers/raw-http.js';
 import { Backlog } from './backlog.js';
 import { createCollectorMetrics } from './metrics.js';
 import { createCollectorServer } from './server.js';
@@ -20,28 +20,6 @@ const flow = (dst: string, tx: number): Flow => ({
   txPackets: 1,
   rxPackets: 2,
 });
-
-/** A raw HTTP exchange: the bytes as sent, without fetch's transparent decompression. */
-function raw(
-  port: number,
-  method: string,
-  path: string,
-  headers: Record<string, string> = {},
-  body?: Buffer,
-): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, method, path, headers }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () =>
-        resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }),
-      );
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
 
 /** What an exporter sends with every pull: its name (the lease holder). */
 const AS_EXPORTER = { 'podflow-exporter': 'exporter-1' };
