@@ -35,13 +35,20 @@ export interface CollectorGraph {
   close(): Promise<void>;
 }
 
+/** What the wiring takes from outside besides the configuration. */
+export interface CollectorDeps {
+  /** The conntrack source (the benchmark wraps the real one). @default the one `--source` selects */
+  source?: SelectedSource;
+}
+
 /** Builds the collecting half. Only `createLocalIndex` may touch the outside (kubeconfig lookup). */
 export async function createCollectorGraph(
   config: Config,
   log: Logger,
   registry: Registry,
+  deps: CollectorDeps = {},
 ): Promise<CollectorGraph> {
-  const source = createSource(config, log);
+  const source = deps.source ?? createSource(config, log);
   const local = await createLocalIndex(config, { log });
   const store = config.stateDir === undefined ? undefined : new StateStore(config.stateDir);
   // With a state dir a tick's batch is handed out only once the state holding it is on disk.
@@ -184,10 +191,15 @@ export async function startServer(server: HttpServer, listen: ListenAddress): Pr
   }
 }
 
-export async function run(config: Config, log: Logger, signal: AbortSignal): Promise<void> {
+export async function run(
+  config: Config,
+  log: Logger,
+  signal: AbortSignal,
+  deps: CollectorDeps = {},
+): Promise<void> {
   const tokens = loadTokenFile(config, log);
   const registry = createRegistry();
-  const graph = await createCollectorGraph(config, log, registry);
+  const graph = await createCollectorGraph(config, log, registry, deps);
   const server = createCollectorServer(
     { listen: config.listen },
     {
