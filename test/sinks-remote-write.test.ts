@@ -57,6 +57,7 @@ describe('prom_remote_write into Prometheus and VictoriaMetrics', () => {
         '        env: test',
         '  vm:',
         '    prom_remote_write:',
+        // biome-ignore lint/suspicious/noTemplateCurlyInString: the ${ENV} syntax of the file
         '      url: "http://${VM_ADDR}/api/v1/write"',
         '      headers:',
         '        X-Scope-OrgID: team-a',
