@@ -9,12 +9,14 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Registry } from 'prom-client';
 import protobuf from 'protobufjs';
+import { uncompressSync } from 'snappy';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Backlog } from '../collector/backlog.js';
 import { InProcessCollectorClient } from '../exporter/in-process.js';
 import { createExportGraph, staticDiscovery } from '../exporter/pipeline.js';
+import { remoteWrite, TotalsSink } from '../exporter/totals-sink.js';
 import { loadConfig } from '../shared/config.js';
-import type { Flow } from '../shared/flow.js';
+import type { EnrichedFlow, Flow } from '../shared/flow.js';
 import { silentLogger } from '../shared/log.js';
 import { VERSION } from '../shared/version.js';
 import { HttpReceiver, type ReceivedRequest } from './helpers/http-receiver.js';
@@ -34,6 +36,31 @@ const decode = (type: protobuf.Type, body: Buffer) =>
     string,
     unknown
   >;
+const enriched: EnrichedFlow = {
+  ts: Date.UTC(2026, 0, 2, 3, 4, 5),
+  intervalSeconds: 15,
+  srcIp: '10.0.1.5',
+  srcPod: 'web-1',
+  srcNamespace: 'shop',
+  srcWorkload: 'Deployment/web',
+  srcNode: 'node-a',
+  srcZone: 'zone-a',
+  dstIp: '8.8.8.8',
+  dstPod: '',
+  dstNamespace: '',
+  dstWorkload: '',
+  dstNode: '',
+  dstZone: '',
+  dstDnsName: '',
+  dstType: 'public',
+  crossZone: false,
+  proto: 'TCP',
+  txBytes: 0,
+  rxBytes: 0,
+  txPackets: 1,
+  rxPackets: 1,
+};
+
 /** An OTLP KeyValue list as a plain object. */
 const attrs = (kvs: { key: string; value: Record<string, unknown> }[] = []) =>
   Object.fromEntries(kvs.map((kv) => [kv.key, Object.values(kv.value)[0]]));
@@ -257,6 +284,88 @@ describe('sinks of the sinks map, in the export graph', () => {
         proto: expect.any(String),
       });
       expect(p.startTimeUnixNano).toBeLessThanOrEqual(p.timeUnixNano);
+    }
+  });
+});
+
+describe('remote write with --metrics-prefix egressd', () => {
+  // The parts of Prometheus' prompb/types.proto and remote.proto a write uses.
+  const PROMPB = `syntax = "proto3"; package prometheus;
+    message WriteRequest { repeated TimeSeries timeseries = 1; repeated MetricMetadata metadata = 3; }
+    message MetricMetadata { int32 type = 1; string metric_family_name = 2; string help = 4; }
+    message TimeSeries { repeated Label labels = 1; repeated Sample samples = 2; }
+    message Label { string name = 1; string value = 2; }
+    message Sample { double value = 1; int64 timestamp = 2; }`;
+
+  it("writes egressd's names and labels, sorted, static labels merged, a 0 sample before a new series", async () => {
+    const rx = await HttpReceiver.start();
+    try {
+      const sink = new TotalsSink(
+        {
+          name: 'vm',
+          url: rx.url,
+          headers: { 'X-Scope-OrgID': 'org-1' },
+          timeout: 1000,
+          gzip: false,
+          batchMax: 1000,
+          series: { metricsPrefix: 'egressd', metricsLabels: [], metricsTtl: 0, metricsPodIps: false },
+        },
+        remoteWrite({ my_custom_label: 'v' }),
+        { log: silentLogger },
+        () => 1_700_000_000_000,
+      );
+      const flow = { ...enriched, txBytes: 5, rxBytes: 7 };
+      await sink.push([flow]);
+      await sink.push([flow]);
+      await sink.close(Date.now());
+      const WriteRequest = protobuf.parse(PROMPB).root.lookupType('prometheus.WriteRequest');
+      const writes = rx.requests.map((r) => {
+        expect(r.headers).toMatchObject({
+          'content-encoding': 'snappy',
+          'content-type': 'application/x-protobuf',
+          'x-prometheus-remote-write-version': '0.1.0',
+          'x-scope-orgid': 'org-1',
+        });
+        return decode(WriteRequest, uncompressSync(r.body) as Buffer) as {
+          timeseries: {
+            labels: { name: string; value: string }[];
+            samples: { value?: number; timestamp: number }[];
+          }[];
+          metadata: { metricFamilyName: string }[];
+        };
+      });
+      expect(writes).toHaveLength(2);
+      const [first, second] = writes;
+      expect(first.metadata.map((m) => m.metricFamilyName)).toEqual([
+        'egressd_transmit_bytes_total',
+        'egressd_received_bytes_total',
+      ]);
+      const tx = first.timeseries[0];
+      expect(tx.labels.map((l) => l.name)).toEqual([...tx.labels.map((l) => l.name)].sort());
+      expect(Object.fromEntries(tx.labels.map((l) => [l.name, l.value]))).toEqual({
+        __name__: 'egressd_transmit_bytes_total',
+        cross_zone: 'false',
+        dst_ip: '8.8.8.8',
+        dst_ip_type: 'public',
+        my_custom_label: 'v',
+        proto: 'TCP',
+        src_ip: '10.0.1.5',
+        src_namespace: 'shop',
+        src_node: 'node-a',
+        src_pod: 'web-1',
+        src_zone: 'zone-a',
+      });
+      // A new series: 0 one ms before its first total. The second write: the running total only.
+      expect(tx.samples.map((s) => [s.value ?? 0, s.timestamp])).toEqual([
+        [0, 1_700_000_000_000 - 1],
+        [5, 1_700_000_000_000],
+      ]);
+      expect(second.timeseries[0].samples.map((s) => [s.value, s.timestamp])).toEqual([
+        [10, 1_700_000_000_002],
+      ]);
+      expect(second.timeseries[1].samples.map((s) => s.value)).toEqual([14]);
+    } finally {
+      await rx.close();
     }
   });
 });
