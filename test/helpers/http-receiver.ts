@@ -39,7 +39,8 @@ export class HttpReceiver {
 
   private constructor(private readonly server: Server) {}
 
-  static async start(): Promise<HttpReceiver> {
+  /** Listens on `port` (a receiver coming back where a dead one was), else on any free port. */
+  static async start(port = 0): Promise<HttpReceiver> {
     const server = createServer();
     const rx = new HttpReceiver(server);
     server.on('connection', (s) => {
@@ -95,7 +96,7 @@ export class HttpReceiver {
         } else act();
       });
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
     return rx;
   }
 
