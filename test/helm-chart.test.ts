@@ -29,6 +29,9 @@ import {
 const execFileP = promisify(execFile);
 const NS = 'monitoring';
 
+/** `${NAME}` as podflow expands it from the environment (not a template literal's placeholder). */
+const ref = (name: string) => `\${${name}}`;
+
 /** Value sets: the defaults, then each optional feature on (several per set where they combine). */
 const VARIANTS: Record<string, Record<string, unknown>> = {
   defaults: {},
@@ -98,6 +101,35 @@ const VARIANTS: Record<string, Record<string, unknown>> = {
         token: { existingSecret: 'sink-credentials', key: 'api-key', header: 'X-Api-Key', scheme: '' },
       },
       config: { 'http-sink-timeout': '30s', 'http-sink-max-retries': 8 },
+    },
+  },
+  'sinks map, secrets from the environment': {
+    exporter: {
+      sinks: {
+        victoria: {
+          prom_remote_write: {
+            url: 'http://vmauth.monitoring.svc:8427/api/v1/write',
+            headers: { Authorization: `Bearer ${ref('VM_TOKEN')}` },
+            labels: { env: 'prod' },
+          },
+        },
+        loki: {
+          loki: { url: 'http://loki-gateway.logging.svc/loki/api/v1/push', labels: { job: 'podflow' } },
+        },
+        castai: {
+          http: {
+            url: `https://api.cast.ai/v1/kubernetes/clusters/${ref('CLUSTER_ID')}/egressd-metrics`,
+            encoding: 'protobuf',
+            compression: 'gzip',
+            headers: { 'X-API-Key': ref('CASTAI_KEY') },
+          },
+        },
+      },
+      sinkEnv: {
+        VM_TOKEN: { secretName: 'victoria-credentials', key: 'token' },
+        CASTAI_KEY: { secretName: 'castai', key: 'api-key' },
+        CLUSTER_ID: { secretName: 'castai', key: 'cluster-id' },
+      },
     },
   },
   'grafana dashboard': {
@@ -738,6 +770,15 @@ describe('chart: values', () => {
     [{ exporter: { config: { 'http-sink-urls': 'x' } } }, '"http-sink-urls" is not an option'],
     [{ exporter: { metricsLabels: ['src_ip'] } }, '- exporter.metricsLabels.0: must be one of'],
     [{ exporter: { httpSink: { url: 'ftp://x' } } }, '- exporter.httpSink.url: must match pattern'],
+    [{ exporter: { sinks: { logs: { kafka: { url: 'x' } } } } }, '- exporter.sinks.logs: "kafka" is not'],
+    [
+      { exporter: { sinks: { prometheus: { loki: { url: 'x' } } } } },
+      '- exporter.sinks: "prometheus" is not',
+    ],
+    [
+      { exporter: { sinkEnv: { PODFLOW_X: { secretName: 's', key: 'k' } } } },
+      '- exporter.sinkEnv: "PODFLOW_X" is not',
+    ],
     [{ colector: {} }, '- (root): additional property "colector" not allowed'],
     [{ exporter: { replica: 2 } }, '- exporter: additional property "replica" not allowed'],
     [
@@ -880,6 +921,46 @@ describe('chart: values', () => {
     const errors = (await validateObject(ds)).join('\n');
     expect(errors).toContain('containerPort must be integer');
     expect(errors).toContain('securityContext.capabilites: unknown field');
+  });
+
+  it('renders exporter.sinks into the config file as given, its secrets from Secrets through the environment', () => {
+    const objects = rendered.get('sinks map, secrets from the environment')!.objects;
+    const dep = one(objects, 'Deployment', 'exporter');
+    const exp = containerInputs(objects, dep, 'exporter');
+    // The ConfigMap holds the references, never the secrets.
+    expect(exp.configText).toContain(ref('VM_TOKEN'));
+    expect(exp.configText).not.toContain('secret-from-cluster');
+    const env = dep.spec.template.spec.containers[0].env;
+    expect(env.find((e: { name: string }) => e.name === 'CLUSTER_ID').valueFrom).toEqual({
+      secretKeyRef: { name: 'castai', key: 'cluster-id' },
+    });
+    const sinks = loadContainerConfig(exp).sinks;
+    expect(sinks.map((s) => `${s.name}:${s.kind}`).sort()).toEqual([
+      'castai:http',
+      'loki:loki',
+      'victoria:prom_remote_write',
+    ]);
+    const byName = Object.fromEntries(sinks.map((s) => [s.name, s]));
+    expect(byName.victoria.headers).toEqual({ Authorization: 'Bearer secret-from-cluster' });
+    expect(byName.castai).toMatchObject({
+      url: 'https://api.cast.ai/v1/kubernetes/clusters/secret-from-cluster/egressd-metrics',
+      encoding: 'protobuf',
+      gzip: true,
+      headers: { 'X-API-Key': 'secret-from-cluster' },
+    });
+  });
+
+  it('refuses a sinks entry named http next to exporter.httpSink.url', async () => {
+    const values = {
+      exporter: {
+        httpSink: { url: 'http://a.test/x' },
+        sinks: { http: { http: { url: 'http://b.test/y' } } },
+      },
+    };
+    expect(checkValues(values)).toEqual([]);
+    await expect(renderChart(bin, { values })).rejects.toThrow(
+      /exporter\.sinks\.http: the name http is the sink of/,
+    );
   });
 
   it('refuses a sink token without a sink URL, naming the values', async () => {

@@ -55,6 +55,14 @@ that the pod's grace period, less a margin to exit (export-interval must fit in 
 {{- fail "exporter.httpSink.token is set but exporter.httpSink.url is empty: set the URL the token is for" }}
 {{- end }}
 {{- end }}
+{{- with .Values.exporter.sinks }}
+{{- if and $.Values.exporter.httpSink.url (hasKey . "http") }}
+{{- fail "exporter.sinks.http: the name http is the sink of exporter.httpSink.url; give the entry another name" }}
+{{- end }}
+{{- /* As given: ${NAME} stays for podflow to expand from the environment (exporter.sinkEnv), so
+secrets never sit in this ConfigMap. */}}
+{{- $_ := set $exporter "sinks" (deepCopy .) }}
+{{- end }}
 {{- $exporter = mustMergeOverwrite (include "podflow.commonConfig" . | fromYaml) $exporter (deepCopy .Values.exporter.config) }}
 {{- toYaml $exporter }}
 {{- end -}}
