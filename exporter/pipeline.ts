@@ -128,6 +128,9 @@ export interface RoundResult {
 /** Per refusing sink: how many pushes it refused, their flows, and the first reason. */
 type Failures = Map<string, { collectors: number; flows: number; err: unknown }>;
 
+/** How long a sink done with a collector waits for the others before reporting its cursor alone. */
+const EARLY_CURSOR_MS = 100;
+
 /** A collector absent from discovery this long is forgotten. */
 const FORGET_AFTER_MS = 3_600_000;
 
@@ -318,11 +321,27 @@ export class Pipeline {
       if (p.segments !== undefined && p.segments.length > 0) {
         top = Math.max(top, p.segments[p.segments.length - 1].end);
       }
+      let open = 0;
+      let early: NodeJS.Timeout | undefined;
       const pushes = takers.map((si) => {
         if (top <= state.delivered[si]) return Promise.resolve();
         state.inFlight[si] = top;
+        open++;
         return this.pushOne(sinks[si], si, p).finally(() => {
           state.inFlight[si] = -1;
+          if (--open === 0) {
+            clearTimeout(early);
+            return;
+          }
+          // A sink that is done while another is still busy reports its cursor soon (the ack
+          // after all pushes carries it when they all settle within EARLY_CURSOR_MS): should this
+          // process die before the slow one settles, the next must not give this sink the
+          // batches again (a totals sink would count them twice).
+          early ??= setTimeout(() => {
+            early = undefined;
+            if (open > 0 && this.states.get(p.client.id) === state) this.track(this.ackOne(p, true));
+          }, EARLY_CURSOR_MS);
+          early.unref();
         });
       });
       const settled = Promise.all(pushes).then(async () => {
@@ -559,11 +578,14 @@ export class Pipeline {
    * Acknowledges up to the lowest seq every sink holds for good, and reports how far each sink got
    * beyond that (cursors). True when batches were acknowledged.
    */
-  private async ackOne(p: Pulled): Promise<boolean> {
+  private async ackOne(p: Pulled, cursorsOnly = false): Promise<boolean> {
     const { metrics, sinks } = this.deps;
     const { state } = p;
     let target = sinks.length === 0 ? -1 : Math.min(...state.durable);
     if (sinks.length === 0) for (const seq of p.seqs) target = Math.max(target, seq);
+    // Reporting one sink's progress while others are busy acknowledges nothing: that is for the
+    // ack after every push of the round settled.
+    if (cursorsOnly) target = Math.min(target, state.acked);
     const seq = Math.max(target, state.acked, 0);
     let cursors: Record<string, number> | undefined;
     let moved = false;
