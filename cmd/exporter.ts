@@ -1,6 +1,7 @@
 // Wiring of `podflow exporter`: collectors (static --collectors, or discovered through Kubernetes)
 // → pipeline (pull → enrich → Prometheus + HTTP sinks → ack) → /metrics, /healthz, /readyz.
 import { once } from 'node:events';
+import { loadDestinations } from '../exporter/destinations.js';
 import { createKubernetes, type Kubernetes } from '../exporter/kubernetes.js';
 import { type CollectorDiscovery, createExportGraph, staticDiscovery } from '../exporter/pipeline.js';
 import { httpCollectorClients } from '../exporter/pull.js';
@@ -36,9 +37,18 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
 
   let graph: ReturnType<typeof createExportGraph>;
   try {
-    graph = createExportGraph(config, { discovery, cluster: kube?.cluster, registry, log, env: process.env });
+    graph = createExportGraph(config, {
+      discovery,
+      cluster: kube?.cluster,
+      registry,
+      log,
+      env: process.env,
+      destinations:
+        config.destinationsFile === undefined ? undefined : loadDestinations(config.destinationsFile),
+    });
   } catch (err) {
-    // The sinks' own checks of their options (a header's ${ENV} not set): configuration.
+    // The sinks' own checks of their options (a header's ${ENV} not set) and the destinations
+    // file: configuration.
     throw new StartupError((err as Error).message, { exitCode: 2 });
   }
   const { pipeline } = graph;

@@ -4,6 +4,7 @@
 // self-metrics. Without Kubernetes the local endpoints are this host's addresses and src labels
 // describe the node itself.
 import { once } from 'node:events';
+import { loadDestinations } from '../exporter/destinations.js';
 import { InProcessCollectorClient } from '../exporter/in-process.js';
 import { createKubernetes, type Kubernetes } from '../exporter/kubernetes.js';
 import { createExportGraph } from '../exporter/pipeline.js';
@@ -30,9 +31,12 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
       registry,
       log: log.child({ half: 'exporter' }),
       env: process.env,
+      destinations:
+        config.destinationsFile === undefined ? undefined : loadDestinations(config.destinationsFile),
     });
   } catch (err) {
-    // The sinks' own checks of their options (a header's ${ENV} not set): configuration.
+    // The sinks' own checks of their options (a header's ${ENV} not set) and the destinations
+    // file: configuration.
     throw new StartupError((err as Error).message, { exitCode: 2 });
   }
   const { pipeline } = graph;

@@ -43,7 +43,11 @@ function cluster(): ClusterLookup {
     ['node-a', 'zone-a'],
     ['node-b', 'zone-b'],
   ]);
-  return { lookup: (ip) => ips.get(ip), nodeZone: (n) => zones.get(n) };
+  const regions = new Map([
+    ['node-a', 'region-1'],
+    ['node-b', 'region-1'],
+  ]);
+  return { lookup: (ip) => ips.get(ip), nodeZone: (n) => zones.get(n), nodeRegion: (n) => regions.get(n) };
 }
 
 const flow = (src: string, dst: string, proto = 6): Flow => ({
@@ -205,20 +209,24 @@ describe('Enricher', () => {
       srcWorkload: '',
       srcNode: 'laptop',
       srcZone: '',
+      srcRegion: '',
       dstIp: '10.1.1.1',
       dstPod: '',
       dstNamespace: '',
       dstWorkload: '',
       dstNode: '',
       dstZone: '',
+      dstRegion: '',
       dstDnsName: '',
       dstType: 'private',
       crossZone: false,
+      trafficClass: 'private',
       proto: 'TCP',
       txBytes: 100,
       rxBytes: 200,
       txPackets: 3,
       rxPackets: 4,
+      cost: 0,
     });
   });
 

@@ -51,20 +51,24 @@ export function toRecord(f: EnrichedFlow): string {
     src_workload: f.srcWorkload,
     src_node: f.srcNode,
     src_zone: f.srcZone,
+    src_region: f.srcRegion,
     dst_ip: f.dstIp,
     dst_pod: f.dstPod,
     dst_namespace: f.dstNamespace,
     dst_workload: f.dstWorkload,
     dst_node: f.dstNode,
     dst_zone: f.dstZone,
+    dst_region: f.dstRegion,
     dst_dns_name: f.dstDnsName,
     dst_type: f.dstType,
+    traffic_class: f.trafficClass,
     cross_zone: f.crossZone,
     proto: f.proto,
     tx_bytes: f.txBytes,
     rx_bytes: f.rxBytes,
     tx_packets: f.txPackets,
     rx_packets: f.rxPackets,
+    cost: f.cost,
   });
 }
 
@@ -95,6 +99,7 @@ export function partsOf(flows: readonly EnrichedFlow[], max: number): (readonly 
       seen.rxBytes += f.rxBytes;
       seen.txPackets += f.txPackets;
       seen.rxPackets += f.rxPackets;
+      seen.cost += f.cost;
     }
   }
   const keys = [...byKey.keys()].sort();

@@ -18,22 +18,33 @@ const base: EnrichedFlow = {
   srcWorkload: 'Deployment/web',
   srcNode: 'node-a',
   srcZone: 'zone-a',
+  srcRegion: 'region-1',
   dstIp: '10.0.2.7',
   dstPod: 'db-0',
   dstNamespace: 'shop',
   dstWorkload: 'StatefulSet/db',
   dstNode: 'node-b',
   dstZone: 'zone-b',
+  dstRegion: 'region-1',
   dstDnsName: '',
   dstType: 'pod',
   crossZone: true,
+  trafficClass: 'cross-zone',
   proto: 'TCP',
   txBytes: 100,
   rxBytes: 1000,
   txPackets: 2,
   rxPackets: 3,
+  cost: 0.25,
 };
-const web2: EnrichedFlow = { ...base, srcIp: '10.0.1.6', srcPod: 'web-2', txBytes: 50, rxBytes: 7 };
+const web2: EnrichedFlow = {
+  ...base,
+  srcIp: '10.0.1.6',
+  srcPod: 'web-2',
+  txBytes: 50,
+  rxBytes: 7,
+  cost: 0.125,
+};
 const pub: EnrichedFlow = {
   ...base,
   dstIp: '8.8.8.8',
@@ -42,13 +53,16 @@ const pub: EnrichedFlow = {
   dstWorkload: '',
   dstNode: '',
   dstZone: '',
+  dstRegion: '',
   dstType: 'public',
   crossZone: false,
+  trafficClass: 'internet',
   proto: 'UDP',
   txBytes: 60,
   rxBytes: 61,
   txPackets: 1,
   rxPackets: 1,
+  cost: 0.5,
 };
 
 const config = (over: Partial<PrometheusSinkConfig> = {}): PrometheusSinkConfig => ({
@@ -85,7 +99,7 @@ describe('PrometheusSink text', () => {
       config(),
       [[base]],
       'podflow_transmit_bytes_total',
-      `${HELP_TX}podflow_transmit_bytes_total{src_namespace="shop",src_pod="web-1",src_workload="Deployment/web",src_node="node-a",src_zone="zone-a",dst_namespace="shop",dst_pod="db-0",dst_workload="StatefulSet/db",dst_node="node-b",dst_zone="zone-b",dst_ip="",dst_type="pod",cross_zone="true",proto="TCP"} 100`,
+      `${HELP_TX}podflow_transmit_bytes_total{src_namespace="shop",src_pod="web-1",src_workload="Deployment/web",src_node="node-a",src_zone="zone-a",src_region="region-1",dst_namespace="shop",dst_pod="db-0",dst_workload="StatefulSet/db",dst_node="node-b",dst_zone="zone-b",dst_region="region-1",dst_ip="",dst_type="pod",traffic_class="cross-zone",cross_zone="true",proto="TCP"} 100`,
     ],
     [
       'metrics-pod-ips fills dst_ip for pods',
@@ -248,7 +262,7 @@ describe('PrometheusSink and the Registry', () => {
         '# HELP podflow_exporter_x_total x\n# TYPE podflow_exporter_x_total counter\npodflow_exporter_x_total 2\n\n# HELP podflow_transmit_bytes_total',
       ),
     ).toBe(true);
-    expect(text.endsWith('podflow_received_packets_total{proto="TCP"} 3\n')).toBe(true);
+    expect(text.endsWith('podflow_traffic_cost_total{proto="TCP"} 0.25\n')).toBe(true);
     expect(text).not.toContain('\n\n\n');
   });
 
