@@ -106,7 +106,7 @@ export function loadDestinations(path: string): Destinations {
       const services = filterOf(e.services, `${at}: services`);
       const regions = filterOf(e.regions, `${at}: regions`);
       const full = resolve(dirname(path), file.trim());
-      for (const r of providerRanges(p, full)) {
+      for (const r of providerRanges(p, full, at)) {
         if (services && !services.has(r.service.toLowerCase())) continue;
         if (regions && !regions.has(r.region.toLowerCase())) continue;
         const d: Destination = { name: r.name };
@@ -180,8 +180,8 @@ function parseFile<T>(path: string, where: string, parse: (text: string) => T): 
 /** Provider regions that are not regions. */
 const isGlobal = (region: string) => region === '' || region.toLowerCase() === 'global';
 
-function providerRanges(p: Provider, path: string): ProviderRange[] {
-  const where = `--destinations-file: ${p} ${path}`;
+function providerRanges(p: Provider, path: string, at: string): ProviderRange[] {
+  const where = `${at}: ${p} ${path}`;
   const doc = parseFile(path, where, (text) => JSON.parse(text) as unknown) as Record<string, unknown> | null;
   const fail = (what: string): never => {
     throw new Error(`${where}: ${what}`);

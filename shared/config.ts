@@ -316,9 +316,7 @@ const prices = rule((v): Prices | Problem => {
     }
     const n = /^\d+(\.\d+)?(e-?\d+)?$/i.test(text) ? Number(text) : Number.NaN;
     if (!Number.isFinite(n)) {
-      return new Problem(
-        `${key}: expected a price per GiB of 0 or more like 0.02, or preset, got ${quote(raw)}`,
-      );
+      return new Problem(`${key}: expected a price per GiB of 0 or more like 0.02, or preset`);
     }
     out[key as PriceKey] = n;
   }
