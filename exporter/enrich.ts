@@ -75,6 +75,11 @@ export class Enricher {
     return this.table;
   }
 
+  /** The cost of an enriched flow's bytes under the prices in force (for records summed later). */
+  costOf(f: EnrichedFlow): number {
+    return costOf(this.prices(), f.trafficClass, f.dstType === 'public', f.txBytes, f.rxBytes);
+  }
+
   /**
    * Enriches one batch of one collector. `node` is the collector's node: the local endpoint when the
    * src address is not a known pod. Appends to `out` (no intermediate arrays).

@@ -718,7 +718,12 @@ export function createExportGraph(config: Config, deps: ExportGraphDeps): Export
         httpSinkQueueMax: config.httpSinkQueueMax,
         httpSinkBatchMax: config.httpSinkBatchMax,
       },
-      { log: deps.log.child({ stage: 'http-sink' }), metrics, env: deps.env },
+      {
+        log: deps.log.child({ stage: 'http-sink' }),
+        metrics,
+        env: deps.env,
+        price: (f) => enricher.costOf(f),
+      },
     );
     sinks.push(http);
   }

@@ -151,6 +151,20 @@ describe('PrometheusSink text', () => {
       '# HELP egressd_received_bytes_total Bytes received by the local endpoint (src) from the peer (dst)\n# TYPE egressd_received_bytes_total counter\negressd_received_bytes_total{cross_zone="false",dst_ip="8.8.8.8",dst_ip_type="public",dst_namespace="",dst_node="",dst_pod="",dst_zone="",proto="UDP",src_ip="10.0.1.5",src_namespace="shop",src_node="node-a",src_pod="web-1",src_zone="zone-a"} 61',
     ],
     [
+      'the cost counter, by traffic class',
+      config({ metricsLabels: ['traffic_class'] }),
+      [[base, web2, pub], [pub]],
+      'podflow_traffic_cost_total',
+      '# HELP podflow_traffic_cost_total Cost of the bytes of the series under the price table (--cloud, --prices), USD\n# TYPE podflow_traffic_cost_total counter\npodflow_traffic_cost_total{traffic_class="cross-zone"} 0.375\npodflow_traffic_cost_total{traffic_class="internet"} 1',
+    ],
+    [
+      'regions and classes are labels like the others, kept or cut by --metrics-labels',
+      config({ metricsLabels: ['src_region', 'dst_region', 'traffic_class'] }),
+      [[base, web2, pub]],
+      'podflow_transmit_bytes_total',
+      `${HELP_TX}podflow_transmit_bytes_total{src_region="region-1",dst_region="region-1",traffic_class="cross-zone"} 150\npodflow_transmit_bytes_total{src_region="region-1",dst_region="",traffic_class="internet"} 60`,
+    ],
+    [
       'label values are escaped',
       config({ metricsLabels: ['src_pod'] }),
       [[{ ...base, srcPod: 'a"b\\c\nd' }]],
@@ -166,7 +180,9 @@ describe('PrometheusSink text', () => {
     const registry = new Registry();
     await new PrometheusSink(config({ metricsPrefix: 'egressd' }), { registry }).push([base]);
     const names = (await registry.metrics()).match(/^# TYPE \S+/gm);
+    // No cost counter and no new labels either: egressd's output is what egressd users have.
     expect(names).toEqual(['# TYPE egressd_transmit_bytes_total', '# TYPE egressd_received_bytes_total']);
+    expect(await registry.metrics()).not.toMatch(/region|traffic_class|cost/);
   });
 
   // --group-public-ips on the collector: the peer arrives as 0.0.0.0 / ::, and is the internet.
@@ -387,6 +403,10 @@ describe('PrometheusSink series limit', () => {
     expect(sink.seriesCount).toBe(2);
     expect(await block(registry, 'podflow_transmit_bytes_total')).toBe(
       `${HELP_TX}podflow_transmit_bytes_total{src_pod="p1",proto="TCP"} 11\npodflow_transmit_bytes_total{src_pod="p2",proto="TCP"} 20\npodflow_transmit_bytes_total{src_pod="_overflow_",proto="_overflow_"} 70`,
+    );
+    // Cost too: 4 × 0.25 from the flows above, 0.25 in p1's series, 0.5 in p2's, 0.25 in the overflow.
+    expect(await block(registry, 'podflow_traffic_cost_total')).toContain(
+      'podflow_traffic_cost_total{src_pod="p1",proto="TCP"} 0.5\npodflow_traffic_cost_total{src_pod="p2",proto="TCP"} 0.25\npodflow_traffic_cost_total{src_pod="_overflow_",proto="_overflow_"} 0.5',
     );
     expect(await registry.getSingleMetricAsString('podflow_exporter_flow_series_overflow_total')).toContain(
       'podflow_exporter_flow_series_overflow_total 2',
