@@ -286,6 +286,41 @@ describe('podflow exporter against hostile collectors', () => {
   });
 });
 
+describe('podflow exporter: cost options at start-up', () => {
+  it('stops with one line naming the file and the entry when the destinations file is bad, or the prices', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'pf-dest-cli-'));
+    cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    const file = join(dir, 'destinations.yaml');
+    await writeFile(file, '- cidr: 10.20.0.0/16\n  name: billing\n- cidr: 10.30.0.0/33\n  name: typo\n');
+    const p1 = podflow([
+      'exporter',
+      '--collectors',
+      'http://127.0.0.1:1',
+      '--listen',
+      '127.0.0.1:0',
+      '--destinations-file',
+      file,
+    ]);
+    const [c1] = await p1.exited;
+    expect(c1).toBe(2);
+    expect(p1.stderr().trim()).toBe(
+      `podflow: --destinations-file ${file}: entry 2: cidr: expected a range like 10.20.0.0/16 or 2001:db8::/32, got "10.30.0.0/33"`,
+    );
+    const p2 = podflow([
+      'exporter',
+      '--collectors',
+      'http://127.0.0.1:1',
+      '--prices',
+      'cross-zone=two cents',
+    ]);
+    const [c2] = await p2.exited;
+    expect(c2).toBe(2);
+    expect(p2.stderr().trim()).toBe(
+      'podflow: invalid --prices: cross-zone: expected a price per GiB of 0 or more like 0.02, or preset, got "cross-zone=two cents"',
+    );
+  });
+});
+
 describe('two podflow exporters on one collector', () => {
   it('one pulls, the other waits: every byte once, also with a slow sink; the other takes over when the first is killed', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'pf-two-'));
