@@ -10,9 +10,14 @@
 // range, half anywhere. Printed per size: the table's build time and heap, lookups per second for
 // IPv4 and IPv6 addresses, and, measured in the same run on the same address strings, the floor
 // (a Map keyed by the address string, exact match only: what a lookup cannot beat) and node's
-// net.BlockList (answers only yes/no, and checks its rules one by one: 2,000 calls). Figures, not assertions.
+// net.BlockList (answers only yes/no, and checks its rules one by one: 2,000 calls). Last, the
+// whole enrich stage on flows to public peers, with and without the ranges (the cost to a round). Figures, not assertions.
 import { BlockList } from 'node:net';
+import type { Destination } from '../../exporter/destinations.js';
+import { Enricher, emptyClusterLookup } from '../../exporter/enrich.js';
 import { RangeTable } from '../../exporter/range-table.js';
+import type { EnrichedFlow, Flow } from '../../shared/flow.js';
+import { silentLogger } from '../../shared/log.js';
 import { seededInt } from '../helpers/random.js';
 
 const sizes = process.argv
@@ -136,5 +141,43 @@ for (const n of SIZES) {
   );
   console.log(
     `  IPv6: RangeTable ${fmt(t6.perSec)} (${(t6.hits * 100).toFixed(0)}% matched)  Map floor ${fmt(m6.perSec)}  ratio ${(t6.perSec / m6.perSec).toFixed(2)}  BlockList ${fmt(b6.perSec)}`,
+  );
+
+  // The enrich stage over flows to those addresses (the hot path the ranges sit on).
+  const flows: Flow[] = c.v4.slice(0, 50_000).map((dst, i) => ({
+    src: '10.0.0.1',
+    dst: i % 5 === 0 ? c.v6[i] : dst,
+    proto: 6,
+    txBytes: 1000 + i,
+    rxBytes: 500,
+    txPackets: 2,
+    rxPackets: 1,
+  }));
+  const dests = RangeTable.build<Destination>(
+    c.cidrs.map((x, i) => ({ cidr: x.cidr, value: { name: `r${i}` } })),
+  );
+  const enrichRate = (withRanges: boolean) => {
+    const e = new Enricher(
+      { groupPublicIps: false, cloud: 'aws' },
+      { cluster: emptyClusterLookup, log: silentLogger, destinations: withRanges ? dests : undefined },
+    );
+    const batch = { seq: 1, from: 0, to: 5000, flows };
+    const out: EnrichedFlow[] = [];
+    for (let i = 0; i < 4; i++) {
+      out.length = 0;
+      e.enrichBatch(batch, 'node-a', out);
+    }
+    const t0 = performance.now();
+    const rounds = 20;
+    for (let i = 0; i < rounds; i++) {
+      out.length = 0;
+      e.enrichBatch(batch, 'node-a', out);
+    }
+    return (rounds * flows.length) / ((performance.now() - t0) / 1000);
+  };
+  const without = enrichRate(false);
+  const withRanges = enrichRate(true);
+  console.log(
+    `  enrich (public peers, 20% IPv6): ${fmt(withRanges)} flows with the ranges, ${fmt(without)} without (${((without / withRanges - 1) * 100).toFixed(0)}% more time)`,
   );
 }
