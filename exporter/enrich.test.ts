@@ -469,6 +469,8 @@ describe('traffic class and cost', () => {
       );
     }
     expect(lines.filter((l) => l.includes('price preset chosen'))).toHaveLength(3);
+    // Once each: the first preset too, none included.
+    expect(lines.filter((l) => l.includes('price preset none'))).toHaveLength(1);
   });
 
   it('across nodes each side prices its own tx: a pair costs both directions once', () => {

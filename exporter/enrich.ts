@@ -51,6 +51,8 @@ const UNRESOLVED_LOG_MAX = 1000;
 export class Enricher {
   private readonly unresolved = new Set<string>();
   private table: PriceTable;
+  /** With --cloud auto: whether the preset in force was logged. */
+  private announced = false;
 
   constructor(
     private readonly config: EnrichConfig,
@@ -64,11 +66,14 @@ export class Enricher {
   prices(): PriceTable {
     if (this.config.cloud === 'auto') {
       const preset = presetOfProvider(this.deps.cluster.providerOf?.());
-      if (preset !== this.table.preset) {
+      if (preset !== this.table.preset || !this.announced) {
+        this.announced = true;
         this.table = priceTable(preset, this.config.prices ?? {});
         this.deps.log.info(
           { preset, perGiB: this.table.perGiB },
-          "price preset chosen from the nodes' spec.providerID (--cloud auto)",
+          preset === 'none'
+            ? 'price preset none: no node has a spec.providerID of AWS, GCP or Azure (--cloud auto; set --cloud or --prices)'
+            : "price preset chosen from the nodes' spec.providerID (--cloud auto)",
         );
       }
     }
