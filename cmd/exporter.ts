@@ -1,7 +1,7 @@
 // Wiring of `podflow exporter`: collectors (static --collectors, or discovered through Kubernetes)
 // → pipeline (pull → enrich → Prometheus + HTTP sinks → ack) → /metrics, /healthz, /readyz.
 import { once } from 'node:events';
-import { loadDestinations } from '../exporter/destinations.js';
+import { startupDestinations } from '../exporter/destinations.js';
 import { createKubernetes, type Kubernetes } from '../exporter/kubernetes.js';
 import { type CollectorDiscovery, createExportGraph, staticDiscovery } from '../exporter/pipeline.js';
 import { httpCollectorClients } from '../exporter/pull.js';
@@ -13,6 +13,7 @@ import { loadTokenFile } from '../shared/token.js';
 import { startServer } from './collector.js';
 
 export async function run(config: Config, log: Logger, signal: AbortSignal): Promise<void> {
+  const destinations = startupDestinations(config.destinationsFile);
   const tokens = loadTokenFile(config, log);
   const clientFor = httpCollectorClients(config, { token: tokens });
   const registry = createRegistry();
@@ -43,12 +44,10 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
       registry,
       log,
       env: process.env,
-      destinations:
-        config.destinationsFile === undefined ? undefined : loadDestinations(config.destinationsFile),
+      destinations,
     });
   } catch (err) {
-    // The sinks' own checks of their options (a header's ${ENV} not set) and the destinations
-    // file: configuration.
+    // The sinks' own checks of their options (a header's ${ENV} not set): configuration.
     throw new StartupError((err as Error).message, { exitCode: 2 });
   }
   const { pipeline } = graph;

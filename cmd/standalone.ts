@@ -4,7 +4,7 @@
 // self-metrics. Without Kubernetes the local endpoints are this host's addresses and src labels
 // describe the node itself.
 import { once } from 'node:events';
-import { loadDestinations } from '../exporter/destinations.js';
+import { startupDestinations } from '../exporter/destinations.js';
 import { InProcessCollectorClient } from '../exporter/in-process.js';
 import { createKubernetes, type Kubernetes } from '../exporter/kubernetes.js';
 import { createExportGraph } from '../exporter/pipeline.js';
@@ -16,6 +16,7 @@ import { loadTokenFile } from '../shared/token.js';
 import { createCollectorGraph, startServer } from './collector.js';
 
 export async function run(config: Config, log: Logger, signal: AbortSignal): Promise<void> {
+  const destinations = startupDestinations(config.destinationsFile);
   // Standalone has no pull API: the token file only guards /metrics (with --metrics-auth).
   const tokens = loadTokenFile(config, log);
   const registry = createRegistry();
@@ -31,12 +32,10 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
       registry,
       log: log.child({ half: 'exporter' }),
       env: process.env,
-      destinations:
-        config.destinationsFile === undefined ? undefined : loadDestinations(config.destinationsFile),
+      destinations,
     });
   } catch (err) {
-    // The sinks' own checks of their options (a header's ${ENV} not set) and the destinations
-    // file: configuration.
+    // The sinks' own checks of their options (a header's ${ENV} not set): configuration.
     throw new StartupError((err as Error).message, { exitCode: 2 });
   }
   const { pipeline } = graph;

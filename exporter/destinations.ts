@@ -16,6 +16,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
+import { StartupError } from '../shared/errors.js';
 import { TRAFFIC_CLASSES, type TrafficClass } from '../shared/flow.js';
 import { isCidr, type RangeEntry, RangeTable } from './range-table.js';
 
@@ -69,6 +70,19 @@ interface ProviderRange {
   name: string;
   rank: number;
   inRegion?: TrafficClass;
+}
+
+/**
+ * `--destinations-file` loaded at start, before anything else starts (undefined without one). A bad
+ * file is a configuration error: one line, exit status 2.
+ */
+export function startupDestinations(file: string | undefined): Destinations | undefined {
+  if (file === undefined) return undefined;
+  try {
+    return loadDestinations(file);
+  } catch (err) {
+    throw new StartupError((err as Error).message, { exitCode: 2 });
+  }
 }
 
 /**
