@@ -92,11 +92,23 @@ export class RangeTable<T> {
     // An IPv4-mapped address (::ffff:a.b.c.d) is the IPv4 address.
     if (w[0] === 0 && w[1] === 0 && w[2] === 0xffff) return this.find4(w[3]);
     const starts = this.starts6;
+    const w0 = w[0];
+    const w1 = w[1];
+    const w2 = w[2];
+    const w3 = w[3];
     let lo = 0;
     let hi = starts.length / 4 - 1;
     while (lo < hi) {
       const mid = (lo + hi + 1) >>> 1;
-      if (cmp6(starts, mid * 4, w) <= 0) lo = mid;
+      // starts[mid] <= w, word by word (inline: a call per step cost a third of the lookup).
+      const o = mid * 4;
+      const s0 = starts[o];
+      let le: boolean;
+      if (s0 !== w0) le = s0 < w0;
+      else if (starts[o + 1] !== w1) le = starts[o + 1] < w1;
+      else if (starts[o + 2] !== w2) le = starts[o + 2] < w2;
+      else le = starts[o + 3] <= w3;
+      if (le) lo = mid;
       else hi = mid - 1;
     }
     return this.values6[lo];
@@ -104,15 +116,6 @@ export class RangeTable<T> {
 }
 
 const SCRATCH = new Uint32Array(4);
-
-/** Compares the start at `o` with the address `w`: negative, 0 or positive. */
-function cmp6(starts: Uint32Array, o: number, w: Uint32Array): number {
-  for (let k = 0; k < 4; k++) {
-    const d = starts[o + k] - w[k];
-    if (d !== 0) return d;
-  }
-  return 0;
-}
 
 /** An IPv4 address from `s[start, end)` as an unsigned 32-bit number, or -1. */
 export function parseV4(s: string, start: number, end: number): number {
