@@ -1,6 +1,7 @@
 // Wiring of `podflow exporter`: collectors (static --collectors, or discovered through Kubernetes)
 // → pipeline (pull → enrich → Prometheus + HTTP sinks → ack) → /metrics, /healthz, /readyz.
 import { once } from 'node:events';
+import { startupDestinations } from '../exporter/destinations.js';
 import { createKubernetes, type Kubernetes } from '../exporter/kubernetes.js';
 import { type CollectorDiscovery, createExportGraph, staticDiscovery } from '../exporter/pipeline.js';
 import { httpCollectorClients } from '../exporter/pull.js';
@@ -12,6 +13,7 @@ import { loadTokenFile } from '../shared/token.js';
 import { startServer } from './collector.js';
 
 export async function run(config: Config, log: Logger, signal: AbortSignal): Promise<void> {
+  const destinations = startupDestinations(config.destinationsFile);
   const tokens = loadTokenFile(config, log);
   const clientFor = httpCollectorClients(config, { token: tokens });
   const registry = createRegistry();
@@ -36,7 +38,14 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
 
   let graph: ReturnType<typeof createExportGraph>;
   try {
-    graph = createExportGraph(config, { discovery, cluster: kube?.cluster, registry, log, env: process.env });
+    graph = createExportGraph(config, {
+      discovery,
+      cluster: kube?.cluster,
+      registry,
+      log,
+      env: process.env,
+      destinations,
+    });
   } catch (err) {
     // The sinks' own checks of their options (a header's ${ENV} not set): configuration.
     throw new StartupError((err as Error).message, { exitCode: 2 });

@@ -4,6 +4,7 @@
 // self-metrics. Without Kubernetes the local endpoints are this host's addresses and src labels
 // describe the node itself.
 import { once } from 'node:events';
+import { startupDestinations } from '../exporter/destinations.js';
 import { InProcessCollectorClient } from '../exporter/in-process.js';
 import { createKubernetes, type Kubernetes } from '../exporter/kubernetes.js';
 import { createExportGraph } from '../exporter/pipeline.js';
@@ -15,6 +16,7 @@ import { loadTokenFile } from '../shared/token.js';
 import { createCollectorGraph, startServer } from './collector.js';
 
 export async function run(config: Config, log: Logger, signal: AbortSignal): Promise<void> {
+  const destinations = startupDestinations(config.destinationsFile);
   // Standalone has no pull API: the token file only guards /metrics (with --metrics-auth).
   const tokens = loadTokenFile(config, log);
   const registry = createRegistry();
@@ -30,6 +32,7 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
       registry,
       log: log.child({ half: 'exporter' }),
       env: process.env,
+      destinations,
     });
   } catch (err) {
     // The sinks' own checks of their options (a header's ${ENV} not set): configuration.

@@ -1,9 +1,14 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { pino } from 'pino';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import type { ClusterLookup, Endpoint } from '../shared/cluster.js';
-import type { EnrichedFlow, Flow } from '../shared/flow.js';
+import type { EnrichedFlow, Flow, TrafficClass } from '../shared/flow.js';
 import { silentLogger } from '../shared/log.js';
-import { Enricher, emptyClusterLookup } from './enrich.js';
+import { loadDestinations } from './destinations.js';
+import { classOf, type EnrichConfig, Enricher, emptyClusterLookup } from './enrich.js';
+import { PRESETS } from './prices.js';
 
 const pod = (name: string, ns: string, node: string, zone: string, workload = ''): Endpoint => ({
   kind: 'pod',
@@ -43,7 +48,11 @@ function cluster(): ClusterLookup {
     ['node-a', 'zone-a'],
     ['node-b', 'zone-b'],
   ]);
-  return { lookup: (ip) => ips.get(ip), nodeZone: (n) => zones.get(n) };
+  const regions = new Map([
+    ['node-a', 'region-1'],
+    ['node-b', 'region-1'],
+  ]);
+  return { lookup: (ip) => ips.get(ip), nodeZone: (n) => zones.get(n), nodeRegion: (n) => regions.get(n) };
 }
 
 const flow = (src: string, dst: string, proto = 6): Flow => ({
@@ -205,20 +214,24 @@ describe('Enricher', () => {
       srcWorkload: '',
       srcNode: 'laptop',
       srcZone: '',
+      srcRegion: '',
       dstIp: '10.1.1.1',
       dstPod: '',
       dstNamespace: '',
       dstWorkload: '',
       dstNode: '',
       dstZone: '',
+      dstRegion: '',
       dstDnsName: '',
       dstType: 'private',
       crossZone: false,
+      trafficClass: 'private',
       proto: 'TCP',
       txBytes: 100,
       rxBytes: 200,
       txPackets: 3,
       rxPackets: 4,
+      cost: 0,
     });
   });
 
@@ -236,5 +249,249 @@ describe('Enricher', () => {
     expect(unresolved).toHaveLength(2);
     expect(unresolved[0]).toContain('10.9.9.9');
     expect(unresolved[1]).toContain('10.9.9.8');
+  });
+});
+
+/**
+ * A cluster in two regions: node-a and node-e share zone eu-west-1a, node-b is in eu-west-1b,
+ * node-c in us-east-1, node-d has a region and no zone. node-b also has a public address.
+ */
+function regions(): ClusterLookup {
+  const nodes: Record<string, [string, string]> = {
+    'node-a': ['eu-west-1a', 'eu-west-1'],
+    'node-b': ['eu-west-1b', 'eu-west-1'],
+    'node-c': ['us-east-1a', 'us-east-1'],
+    'node-d': ['', 'eu-west-1'],
+    'node-e': ['eu-west-1a', 'eu-west-1'],
+  };
+  const p = (name: string, node: string) => pod(name, 'shop', node, nodes[node][0], `Deployment/${name}`);
+  const ips = new Map<string, Endpoint>([
+    ['10.0.1.1', p('a1', 'node-a')],
+    ['fd00:1::1', p('a1', 'node-a')],
+    ['10.0.1.2', p('a2', 'node-a')],
+    ['10.0.2.1', p('b1', 'node-b')],
+    ['fd00:2::1', p('b1', 'node-b')],
+    ['10.0.3.1', p('c1', 'node-c')],
+    ['10.0.4.1', p('d1', 'node-d')],
+    ['10.0.5.1', p('e1', 'node-e')],
+    // node-b's ExternalIP: a public address of the cluster's own.
+    [
+      '198.51.100.3',
+      { kind: 'node', name: 'node-b', namespace: '', workload: '', node: 'node-b', zone: 'eu-west-1b' },
+    ],
+    [
+      '10.96.0.10',
+      { kind: 'service', name: 'dns', namespace: 'kube-system', workload: '', node: '', zone: '' },
+    ],
+  ]);
+  return {
+    lookup: (ip) => ips.get(ip),
+    nodeZone: (n) => nodes[n]?.[0] || undefined,
+    nodeRegion: (n) => nodes[n]?.[1] || undefined,
+    providerOf: () => 'aws',
+  };
+}
+
+const GIB = 2 ** 30;
+const big = (src: string, dst: string): Flow => ({
+  src,
+  dst,
+  proto: 6,
+  txBytes: 3 * GIB,
+  rxBytes: 2 * GIB,
+  txPackets: 1,
+  rxPackets: 1,
+});
+
+describe('traffic class and cost', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pf-enrich-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const ranges = join(dir, 'destinations.yaml');
+  writeFileSync(
+    ranges,
+    [
+      '- cidr: 10.20.0.0/16',
+      '  name: billing-vpc',
+      '  class: cross-zone',
+      '- cidr: 203.0.113.0/24',
+      '  name: partner-api',
+      '- cidr: 2001:db8:77::/48',
+      '  name: on-prem',
+      '  class: private',
+      `- aws-ip-ranges: ${new URL('../test/fixtures/ranges/aws-ip-ranges.json', import.meta.url).pathname}`,
+      '',
+    ].join('\n'),
+  );
+  const destinations = loadDestinations(ranges);
+  const enricher = (config: Partial<EnrichConfig> = {}) =>
+    new Enricher(
+      { groupPublicIps: false, cloud: 'aws', ...config },
+      { cluster: regions(), log: silentLogger, destinations },
+    );
+
+  // [case, src, dst, collector node, class, want], cost under the AWS preset = tx GiB × class price.
+  const cases: [string, string, string, string, TrafficClass, Want][] = [
+    ['same node', '10.0.1.1', '10.0.1.2', 'node-a', 'same-zone', { dstRegion: 'eu-west-1' }],
+    ['same zone, other node', '10.0.1.1', '10.0.5.1', 'node-a', 'same-zone', { dstNode: 'node-e' }],
+    [
+      'cross-zone',
+      '10.0.1.1',
+      '10.0.2.1',
+      'node-a',
+      'cross-zone',
+      { crossZone: true, srcRegion: 'eu-west-1' },
+    ],
+    ['cross-zone, IPv6', 'fd00:1::1', 'fd00:2::1', 'node-a', 'cross-zone', { dstPod: 'b1' }],
+    ['cross-region', '10.0.1.1', '10.0.3.1', 'node-a', 'cross-region', { dstRegion: 'us-east-1' }],
+    ['a zone missing', '10.0.1.1', '10.0.4.1', 'node-a', 'unknown', { dstZone: '', crossZone: false }],
+    [
+      "a node's public address is the node, not the internet",
+      '10.0.1.1',
+      '198.51.100.3',
+      'node-a',
+      'cross-zone',
+      { dstType: 'node', dstNode: 'node-b' },
+    ],
+    ['internet', '10.0.1.1', '192.0.2.80', 'node-a', 'internet', { dstType: 'public', dstDnsName: '' }],
+    ['internet, IPv6', 'fd00:1::1', '2001:4860::1', 'node-a', 'internet', { dstType: 'public' }],
+    ['grouped public peer', '10.0.1.1', '0.0.0.0', 'node-a', 'internet', { dstIp: '0.0.0.0' }],
+    [
+      'private address outside the cluster',
+      '10.0.1.1',
+      '172.16.4.4',
+      'node-a',
+      'private',
+      { dstType: 'private' },
+    ],
+    ['a ClusterIP before DNAT: backend unknown', '10.0.1.1', '10.96.0.10', 'node-a', 'unknown', {}],
+    [
+      'a destination range sets class and name',
+      '10.0.1.1',
+      '10.20.3.4',
+      'node-a',
+      'cross-zone',
+      { dstType: 'private', dstDnsName: 'billing-vpc' },
+    ],
+    [
+      'a destination range with a name only keeps the class of its address',
+      '10.0.1.1',
+      '203.0.113.9',
+      'node-a',
+      'internet',
+      { dstType: 'public', dstDnsName: 'partner-api' },
+    ],
+    [
+      'a destination range, IPv6',
+      'fd00:1::1',
+      '2001:db8:77::5',
+      'node-a',
+      'private',
+      { dstType: 'public', dstDnsName: 'on-prem' },
+    ],
+    [
+      'a cloud service in the same region is not internet',
+      '10.0.1.1',
+      '52.218.7.7',
+      'node-a',
+      'same-zone',
+      { dstType: 'public', dstDnsName: 'aws/S3/eu-west-1' },
+    ],
+    [
+      'the same service from another region',
+      '10.0.3.1',
+      '52.218.7.7',
+      'node-c',
+      'cross-region',
+      { srcRegion: 'us-east-1', dstDnsName: 'aws/S3/eu-west-1' },
+    ],
+    [
+      'EC2 public addresses in the region: the inter-zone rate',
+      '10.0.1.1',
+      '3.248.1.1',
+      'node-a',
+      'cross-zone',
+      { dstDnsName: 'aws/EC2/eu-west-1' },
+    ],
+  ];
+  it.each(cases)('%s', (_name, src, dst, node, cls, want) => {
+    const got = enricher().enrich(big(src, dst), node, 0, 5);
+    expect(got).toMatchObject({ trafficClass: cls, ...want });
+    // Priced once, at the sender: tx only (rx from the internet is free in the preset).
+    expect(got.cost).toBeCloseTo(3 * PRESETS.aws[cls], 12);
+  });
+
+  it('grouping on the exporter still matches the real address first', () => {
+    const got = enricher({ groupPublicIps: true }).enrich(big('10.0.1.1', '52.218.7.7'), 'node-a', 0, 5);
+    expect(got).toMatchObject({
+      dstIp: '0.0.0.0',
+      dstDnsName: 'aws/S3/eu-west-1',
+      trafficClass: 'same-zone',
+    });
+  });
+
+  it('a DNS name the peer already has is kept', () => {
+    const got = enricher().enrich(big('10.0.1.1', '10.96.0.10'), 'node-a', 0, 5);
+    expect(got.dstDnsName).toBe('dns.kube-system.svc');
+  });
+
+  it('--prices overrides per key; internet-ingress prices bytes received from the internet; nat-gateway=preset', () => {
+    const e = enricher({ prices: { 'cross-zone': 0.05, 'internet-ingress': 0.01, 'nat-gateway': 'preset' } });
+    expect(e.enrich(big('10.0.1.1', '10.0.2.1'), 'node-a', 0, 5).cost).toBeCloseTo(3 * 0.05, 12);
+    // 3 GiB out at the internet price, 2 GiB in at the ingress price, 5 GiB through the NAT gateway.
+    expect(e.enrich(big('10.0.1.1', '192.0.2.80'), 'node-a', 0, 5).cost).toBeCloseTo(
+      3 * 0.09 + 2 * 0.01 + 5 * 0.045,
+      12,
+    );
+    // NAT processing applies to public peers whatever their class (S3 through a NAT gateway).
+    expect(e.enrich(big('10.0.1.1', '52.218.7.7'), 'node-a', 0, 5).cost).toBeCloseTo(5 * 0.045, 12);
+    // Not to peers inside the VPC.
+    expect(e.enrich(big('10.0.1.1', '172.16.4.4'), 'node-a', 0, 5).cost).toBeCloseTo(3 * 0.02, 12);
+  });
+
+  it('--cloud auto takes the preset of the nodes, none without a providerID', () => {
+    const lines: string[] = [];
+    const log = pino({ level: 'info' }, { write: (s: string) => lines.push(s) });
+    let provider: string | undefined;
+    const cluster = { ...regions(), providerOf: () => provider };
+    const e = new Enricher({ groupPublicIps: false, cloud: 'auto' }, { cluster, log });
+    expect(e.prices().preset).toBe('none');
+    expect(e.enrich(big('10.0.1.1', '10.0.2.1'), 'node-a', 0, 5).cost).toBe(0);
+    for (const [scheme, preset] of [
+      ['gce', 'gcp'],
+      ['azure', 'azure'],
+      ['aws', 'aws'],
+    ] as const) {
+      provider = scheme;
+      expect(e.prices().preset).toBe(preset);
+      expect(e.enrich(big('10.0.1.1', '10.0.2.1'), 'node-a', 0, 5).cost).toBeCloseTo(
+        3 * PRESETS[preset]['cross-zone'],
+        12,
+      );
+    }
+    expect(lines.filter((l) => l.includes('price preset chosen'))).toHaveLength(3);
+    // Once each: the first preset too, none included.
+    expect(lines.filter((l) => l.includes('price preset none'))).toHaveLength(1);
+  });
+
+  it('across nodes each side prices its own tx: a pair costs both directions once', () => {
+    const e = enricher();
+    const ab: Flow = { ...big('10.0.2.1', '10.0.1.1'), txBytes: GIB, rxBytes: 5 * GIB };
+    const ba: Flow = { ...big('10.0.1.1', '10.0.2.1'), txBytes: 5 * GIB, rxBytes: GIB };
+    const total = e.enrich(ab, 'node-b', 0, 5).cost + e.enrich(ba, 'node-a', 0, 5).cost;
+    expect(total).toBeCloseTo(6 * PRESETS.aws['cross-zone'], 12);
+  });
+});
+
+describe('classOf', () => {
+  it.each([
+    ['n1', 'z1', 'r1', 'n1', '', '', 'same-zone'],
+    ['n1', 'z1', '', 'n2', 'z1', '', 'same-zone'],
+    ['n1', 'z1', 'r1', 'n2', 'z2', 'r1', 'cross-zone'],
+    ['n1', 'z1', '', 'n2', 'z2', '', 'unknown'],
+    ['n1', '', 'r1', 'n2', '', 'r2', 'cross-region'],
+    ['n1', 'z1', 'r1', 'n2', 'z2', 'r2', 'cross-region'],
+    ['n1', '', 'r1', 'n2', 'z2', 'r1', 'unknown'],
+  ])('%s %s %s → %s %s %s: %s', (sn, sz, sr, dn, dz, dr, want) => {
+    expect(classOf(sn, sz, sr, dn, dz, dr)).toBe(want);
   });
 });

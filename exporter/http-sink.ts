@@ -54,6 +54,8 @@ export interface HttpSinkDeps {
   log: Logger;
   metrics?: ExporterMetrics;
   env?: NodeJS.ProcessEnv;
+  /** The cost of a record from its bytes (Enricher.costOf), for records summed over a push (partsOf). */
+  price?: (f: EnrichedFlow) => number;
 }
 
 /**
@@ -65,8 +67,16 @@ export interface HttpSinkDeps {
  * before an outage or a restart means exactly the same bytes when offered again; cut by position, a
  * merge would have moved flows from one request into another under the same keys. The summed
  * records span the whole push (`ts` its end, `interval_seconds` its length).
+ *
+ * `price` gives a summed record its cost from its summed bytes. Summing the costs would do in
+ * arithmetic, not in floating point: the same bytes merged by the collector first are priced once
+ * from their sum, and a request offered again must carry the very same number.
  */
-export function partsOf(flows: readonly EnrichedFlow[], max: number): (readonly EnrichedFlow[])[] {
+export function partsOf(
+  flows: readonly EnrichedFlow[],
+  max: number,
+  price?: (f: EnrichedFlow) => number,
+): (readonly EnrichedFlow[])[] {
   if (flows.length <= max) return [flows];
   const byKey = new Map<string, EnrichedFlow>();
   let from = Number.POSITIVE_INFINITY;
@@ -83,6 +93,7 @@ export function partsOf(flows: readonly EnrichedFlow[], max: number): (readonly 
       seen.rxBytes += f.rxBytes;
       seen.txPackets += f.txPackets;
       seen.rxPackets += f.rxPackets;
+      seen.cost = price === undefined ? seen.cost + f.cost : price(seen);
     }
   }
   const keys = [...byKey.keys()].sort();
@@ -212,7 +223,7 @@ export class HttpSink implements Sink {
       );
     }
     const base = info?.id ?? randomUUID();
-    const parts = partsOf(flows, this.config.httpSinkBatchMax);
+    const parts = partsOf(flows, this.config.httpSinkBatchMax, this.deps.price);
     return new Promise<void>((resolve, reject) => {
       const push: Push = { open: parts.length, resolve, reject };
       for (let part = 0; part < parts.length; part++) {
@@ -287,7 +298,7 @@ export class HttpSink implements Sink {
         if (out.kind === 'halve') {
           // Each half keeps a key of its own derived from the request's, and the halves are cut by
           // partsOf (summed per flow, sorted): offered again, the same request halves the same way.
-          const halves = partsOf(job.flows, Math.ceil(job.flows.length / 2));
+          const halves = partsOf(job.flows, Math.ceil(job.flows.length / 2), this.deps.price);
           job.push.open += halves.length;
           this.jobs.unshift(...halves.map((flows, i) => ({ flows, key: `${job.key}.${i}`, push: job.push })));
           for (const h of halves) this.queued += h.length;

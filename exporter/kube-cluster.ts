@@ -5,7 +5,8 @@
 //   cluster.start();                  // returns at once; failures are logged and retried
 //   cluster.synced();                 // all five informers listed once (for /readyz)
 //   cluster.lookup(ip, atMs);         // Endpoint | undefined; the object is shared, do not mutate
-//   cluster.nodeZone(name);
+//   cluster.nodeZone(name); cluster.nodeRegion(name);
+//   cluster.providerOf();             // 'aws', 'gce', 'azure', … from the nodes' spec.providerID
 //   await cluster.close();
 //
 // Answers, in order: a pod holding the IP, else a service ClusterIP (any of spec.clusterIPs), else a
@@ -73,6 +74,8 @@ interface OwnedRecord extends Compact {
 interface NodeRecord extends Compact {
   zone: string;
   region: string;
+  /** Scheme of spec.providerID (`aws` of aws:///eu-west-1a/i-…), empty without one. */
+  provider: string;
   ips: string[];
 }
 
@@ -136,10 +139,13 @@ export function toNodeRecord(obj: unknown): NodeRecord {
       ips.push(a.address);
     }
   }
+  const providerId = ((o?.spec ?? {}) as { providerID?: unknown }).providerID;
+  const scheme = typeof providerId === 'string' ? /^([a-z][a-z0-9+.-]*):\/\//i.exec(providerId) : null;
   return {
     metadata: compactMeta(obj),
     zone: labels['topology.kubernetes.io/zone'] ?? '',
     region: labels['topology.kubernetes.io/region'] ?? '',
+    provider: scheme ? scheme[1].toLowerCase() : '',
     ips,
   };
 }
@@ -213,6 +219,8 @@ export class KubeCluster implements ClusterLookup {
   private readonly nodeByName = new Map<string, NodeRecord>();
   private readonly owners = new Map<string, string>();
   private gen = 0;
+  /** providerOf's answer; null: to be counted again (a node came, changed or went). */
+  private provider: string | undefined | null = null;
   private sweepTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -288,6 +296,24 @@ export class KubeCluster implements ClusterLookup {
   nodeRegion(node: string): string | undefined {
     const r = this.nodeByName.get(node)?.region;
     return r === '' ? undefined : r;
+  }
+
+  providerOf(): string | undefined {
+    if (this.provider !== null) return this.provider;
+    const count = new Map<string, number>();
+    let best: string | undefined;
+    let most = 0;
+    for (const n of this.nodeByName.values()) {
+      if (n.provider === '') continue;
+      const c = (count.get(n.provider) ?? 0) + 1;
+      count.set(n.provider, c);
+      if (c > most) {
+        most = c;
+        best = n.provider;
+      }
+    }
+    this.provider = best;
+    return best;
   }
 
   /** The lowest resourceVersion the informers have applied (tests wait for a change with it). */
@@ -502,6 +528,7 @@ export class KubeCluster implements ClusterLookup {
   }
 
   private nodeChanged(n: NodeRecord): void {
+    this.provider = null;
     const old = this.nodeByName.get(n.metadata.name);
     if (old !== undefined) {
       this.dropNodeIps(old);
@@ -524,6 +551,7 @@ export class KubeCluster implements ClusterLookup {
   private nodeGone(n: NodeRecord): void {
     const old = this.nodeByName.get(n.metadata.name);
     if (old === undefined) return;
+    this.provider = null;
     this.nodeByName.delete(n.metadata.name);
     this.dropNodeIps(old);
   }

@@ -23,6 +23,7 @@ import type { ClusterLookup } from '../shared/cluster.js';
 import type { Config, SinkConfig } from '../shared/config.js';
 import type { EnrichedFlow, FlowBatch, PullResponse } from '../shared/flow.js';
 import { causeOf, type Logger, OncePerCause } from '../shared/log.js';
+import type { Destinations } from './destinations.js';
 import { egressdProtobuf, loki, ndjson, otlpLogs, type RecordEncoding } from './encodings.js';
 import { Enricher, emptyClusterLookup } from './enrich.js';
 import { HttpSink } from './http-sink.js';
@@ -692,6 +693,8 @@ export interface ExportGraphDeps {
   registry: Registry;
   log: Logger;
   env?: NodeJS.ProcessEnv;
+  /** `--destinations-file`, loaded by the caller (exporter/destinations.ts loadDestinations). */
+  destinations?: Destinations;
 }
 
 /**
@@ -702,9 +705,22 @@ export interface ExportGraphDeps {
 export function createExportGraph(config: Config, deps: ExportGraphDeps): ExportGraph {
   const metrics = new ExporterMetrics(deps.registry);
   const enricher = new Enricher(
-    { groupPublicIps: config.groupPublicIps },
-    { cluster: deps.cluster ?? emptyClusterLookup, log: deps.log.child({ stage: 'enrich' }) },
+    { groupPublicIps: config.groupPublicIps, cloud: config.cloud, prices: config.prices },
+    {
+      cluster: deps.cluster ?? emptyClusterLookup,
+      log: deps.log.child({ stage: 'enrich' }),
+      destinations: deps.destinations,
+    },
   );
+  if (config.cloud !== 'auto') {
+    deps.log.info({ preset: config.cloud, perGiB: enricher.prices().perGiB }, 'price table');
+  }
+  if (deps.destinations !== undefined) {
+    deps.log.info(
+      { file: config.destinationsFile, ranges: deps.destinations.size },
+      'destination ranges loaded',
+    );
+  }
   const series = {
     metricsPrefix: config.metricsPrefix,
     metricsLabels: config.metricsLabels,
@@ -730,7 +746,12 @@ export function createExportGraph(config: Config, deps: ExportGraphDeps): Export
         httpSinkQueueMax: config.httpSinkQueueMax,
         httpSinkBatchMax: config.httpSinkBatchMax,
       },
-      { log: deps.log.child({ stage: 'http-sink' }), metrics, env: deps.env },
+      {
+        log: deps.log.child({ stage: 'http-sink' }),
+        metrics,
+        env: deps.env,
+        price: (f) => enricher.costOf(f),
+      },
     );
     sinks.push(http);
   }

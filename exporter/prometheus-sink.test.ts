@@ -18,22 +18,33 @@ const base: EnrichedFlow = {
   srcWorkload: 'Deployment/web',
   srcNode: 'node-a',
   srcZone: 'zone-a',
+  srcRegion: 'region-1',
   dstIp: '10.0.2.7',
   dstPod: 'db-0',
   dstNamespace: 'shop',
   dstWorkload: 'StatefulSet/db',
   dstNode: 'node-b',
   dstZone: 'zone-b',
+  dstRegion: 'region-1',
   dstDnsName: '',
   dstType: 'pod',
   crossZone: true,
+  trafficClass: 'cross-zone',
   proto: 'TCP',
   txBytes: 100,
   rxBytes: 1000,
   txPackets: 2,
   rxPackets: 3,
+  cost: 0.25,
 };
-const web2: EnrichedFlow = { ...base, srcIp: '10.0.1.6', srcPod: 'web-2', txBytes: 50, rxBytes: 7 };
+const web2: EnrichedFlow = {
+  ...base,
+  srcIp: '10.0.1.6',
+  srcPod: 'web-2',
+  txBytes: 50,
+  rxBytes: 7,
+  cost: 0.125,
+};
 const pub: EnrichedFlow = {
   ...base,
   dstIp: '8.8.8.8',
@@ -42,13 +53,16 @@ const pub: EnrichedFlow = {
   dstWorkload: '',
   dstNode: '',
   dstZone: '',
+  dstRegion: '',
   dstType: 'public',
   crossZone: false,
+  trafficClass: 'internet',
   proto: 'UDP',
   txBytes: 60,
   rxBytes: 61,
   txPackets: 1,
   rxPackets: 1,
+  cost: 0.5,
 };
 
 const config = (over: Partial<PrometheusSinkConfig> = {}): PrometheusSinkConfig => ({
@@ -85,7 +99,7 @@ describe('PrometheusSink text', () => {
       config(),
       [[base]],
       'podflow_transmit_bytes_total',
-      `${HELP_TX}podflow_transmit_bytes_total{src_namespace="shop",src_pod="web-1",src_workload="Deployment/web",src_node="node-a",src_zone="zone-a",dst_namespace="shop",dst_pod="db-0",dst_workload="StatefulSet/db",dst_node="node-b",dst_zone="zone-b",dst_ip="",dst_type="pod",cross_zone="true",proto="TCP"} 100`,
+      `${HELP_TX}podflow_transmit_bytes_total{src_namespace="shop",src_pod="web-1",src_workload="Deployment/web",src_node="node-a",src_zone="zone-a",src_region="region-1",dst_namespace="shop",dst_pod="db-0",dst_workload="StatefulSet/db",dst_node="node-b",dst_zone="zone-b",dst_region="region-1",dst_ip="",dst_type="pod",traffic_class="cross-zone",cross_zone="true",proto="TCP"} 100`,
     ],
     [
       'metrics-pod-ips fills dst_ip for pods',
@@ -137,6 +151,20 @@ describe('PrometheusSink text', () => {
       '# HELP egressd_received_bytes_total Bytes received by the local endpoint (src) from the peer (dst)\n# TYPE egressd_received_bytes_total counter\negressd_received_bytes_total{cross_zone="false",dst_ip="8.8.8.8",dst_ip_type="public",dst_namespace="",dst_node="",dst_pod="",dst_zone="",proto="UDP",src_ip="10.0.1.5",src_namespace="shop",src_node="node-a",src_pod="web-1",src_zone="zone-a"} 61',
     ],
     [
+      'the cost counter, by traffic class',
+      config({ metricsLabels: ['traffic_class'] }),
+      [[base, web2, pub], [pub]],
+      'podflow_traffic_cost_total',
+      '# HELP podflow_traffic_cost_total Cost of the bytes of the series under the price table (--cloud, --prices), USD\n# TYPE podflow_traffic_cost_total counter\npodflow_traffic_cost_total{traffic_class="cross-zone"} 0.375\npodflow_traffic_cost_total{traffic_class="internet"} 1',
+    ],
+    [
+      'regions and classes are labels like the others, kept or cut by --metrics-labels',
+      config({ metricsLabels: ['src_region', 'dst_region', 'traffic_class'] }),
+      [[base, web2, pub]],
+      'podflow_transmit_bytes_total',
+      `${HELP_TX}podflow_transmit_bytes_total{src_region="region-1",dst_region="region-1",traffic_class="cross-zone"} 150\npodflow_transmit_bytes_total{src_region="region-1",dst_region="",traffic_class="internet"} 60`,
+    ],
+    [
       'label values are escaped',
       config({ metricsLabels: ['src_pod'] }),
       [[{ ...base, srcPod: 'a"b\\c\nd' }]],
@@ -152,7 +180,9 @@ describe('PrometheusSink text', () => {
     const registry = new Registry();
     await new PrometheusSink(config({ metricsPrefix: 'egressd' }), { registry }).push([base]);
     const names = (await registry.metrics()).match(/^# TYPE \S+/gm);
+    // No cost counter and no new labels either: egressd's output is what egressd users have.
     expect(names).toEqual(['# TYPE egressd_transmit_bytes_total', '# TYPE egressd_received_bytes_total']);
+    expect(await registry.metrics()).not.toMatch(/region|traffic_class|cost/);
   });
 
   // --group-public-ips on the collector: the peer arrives as 0.0.0.0 / ::, and is the internet.
@@ -248,7 +278,7 @@ describe('PrometheusSink and the Registry', () => {
         '# HELP podflow_exporter_x_total x\n# TYPE podflow_exporter_x_total counter\npodflow_exporter_x_total 2\n\n# HELP podflow_transmit_bytes_total',
       ),
     ).toBe(true);
-    expect(text.endsWith('podflow_received_packets_total{proto="TCP"} 3\n')).toBe(true);
+    expect(text.endsWith('podflow_traffic_cost_total{proto="TCP"} 0.25\n')).toBe(true);
     expect(text).not.toContain('\n\n\n');
   });
 
@@ -373,6 +403,10 @@ describe('PrometheusSink series limit', () => {
     expect(sink.seriesCount).toBe(2);
     expect(await block(registry, 'podflow_transmit_bytes_total')).toBe(
       `${HELP_TX}podflow_transmit_bytes_total{src_pod="p1",proto="TCP"} 11\npodflow_transmit_bytes_total{src_pod="p2",proto="TCP"} 20\npodflow_transmit_bytes_total{src_pod="_overflow_",proto="_overflow_"} 70`,
+    );
+    // Cost too: 4 × 0.25 from the flows above, 0.25 in p1's series, 0.5 in p2's, 0.25 in the overflow.
+    expect(await block(registry, 'podflow_traffic_cost_total')).toContain(
+      'podflow_traffic_cost_total{src_pod="p1",proto="TCP"} 0.5\npodflow_traffic_cost_total{src_pod="p2",proto="TCP"} 0.25\npodflow_traffic_cost_total{src_pod="_overflow_",proto="_overflow_"} 0.5',
     );
     expect(await registry.getSingleMetricAsString('podflow_exporter_flow_series_overflow_total')).toContain(
       'podflow_exporter_flow_series_overflow_total 2',

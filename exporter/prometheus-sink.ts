@@ -1,4 +1,4 @@
-// Prometheus sink: the four flow counters of CONTRACT.md, served with the explicit prom-client
+// Prometheus sink: the flow counters of CONTRACT.md (bytes, packets, cost), served with the explicit prom-client
 // Registry of the process (/metrics); series idle for `metrics-ttl` are removed.
 import { StringDecoder } from 'node:string_decoder';
 import type { Registry } from 'prom-client';
@@ -74,14 +74,17 @@ function podflowLabels(config: PrometheusSinkConfig): LabelSpec[] {
     src_workload: (f) => f.srcWorkload,
     src_node: (f) => f.srcNode,
     src_zone: (f) => f.srcZone,
+    src_region: (f) => f.srcRegion,
     dst_namespace: (f) => f.dstNamespace,
     dst_pod: (f) => f.dstPod,
     dst_workload: (f) => f.dstWorkload,
     dst_node: (f) => f.dstNode,
     dst_zone: (f) => f.dstZone,
+    dst_region: (f) => f.dstRegion,
     // Pod and node addresses churn with every rollout: left out unless asked for (cardinality).
     dst_ip: (f) => (podIps || f.dstType === 'private' || f.dstType === 'public' ? f.dstIp : ''),
     dst_type: (f) => f.dstType,
+    traffic_class: (f) => f.trafficClass,
     cross_zone: (f) => (f.crossZone ? 'true' : 'false'),
     proto: (f) => f.proto,
   };
@@ -115,9 +118,12 @@ function egressdLabels(): LabelSpec[] {
 interface Family {
   name: string;
   help: string;
-  /** Index of the counter within a series' four (tx bytes, rx bytes, tx packets, rx packets). */
+  /** Index of the counter within a series' COUNTERS. */
   k: number;
 }
+
+/** Counters per series: tx bytes, rx bytes, tx packets, rx packets, cost. */
+const COUNTERS = 5;
 
 /** Prometheus text format escaping of a label value (backslash, double quote, newline). */
 const escapeLabel = (v: string) =>
@@ -144,7 +150,7 @@ interface Snapshot {
   ids: Int32Array;
   counts: Float64Array;
   values: string[][];
-  /** The overflow series' four counts, when it is present. */
+  /** The overflow series' counts, when it is present. */
   overflow: Float64Array | undefined;
 }
 
@@ -332,7 +338,7 @@ class FlowText {
       }
       buf[o++] = 125; // }
       buf[o++] = 32;
-      o = writeCount(buf, o, counts[s * 4 + sec.k]);
+      o = writeCount(buf, o, counts[s * COUNTERS + sec.k]);
       buf[o++] = 10;
     }
     this.s = s;
@@ -377,7 +383,7 @@ export class PrometheusSink implements Sink {
   private capacity = 0;
   /** Label value ids, `n` per slot. */
   private ids = new Int32Array(0);
-  /** tx bytes, rx bytes, tx packets, rx packets per slot. */
+  /** tx bytes, rx bytes, tx packets, rx packets, cost per slot (COUNTERS). */
   private counts = new Float64Array(0);
   /** Last push that touched the slot (clock ms). */
   private last = new Float64Array(0);
@@ -394,7 +400,7 @@ export class PrometheusSink implements Sink {
   private readonly maxSeries: number;
   /** The overflow series: present once the limit was hit (until it idles out). */
   private overflowOn = false;
-  private readonly overflowCounts = new Float64Array(4);
+  private readonly overflowCounts = new Float64Array(COUNTERS);
   private overflowLast = 0;
   private overflowSerial = 0;
   private overflowBorn = 0;
@@ -444,6 +450,11 @@ export class PrometheusSink implements Sink {
           name: `${p}_received_packets_total`,
           help: 'Packets received by the local endpoint (src) from the peer (dst)',
           k: 3,
+        },
+        {
+          name: `${p}_traffic_cost_total`,
+          help: 'Cost of the bytes of the series under the price table (--cloud, --prices), USD',
+          k: 4,
         },
       );
     }
@@ -560,7 +571,7 @@ export class PrometheusSink implements Sink {
     const snap: Snapshot = {
       count,
       ids: this.ids.slice(0, count * n),
-      counts: this.counts.slice(0, count * 4),
+      counts: this.counts.slice(0, count * COUNTERS),
       values: this.values,
       overflow: this.overflowOn ? this.overflowCounts.slice() : undefined,
     };
@@ -632,11 +643,12 @@ export class PrometheusSink implements Sink {
         last = this.last;
       }
       last[s] = now;
-      const c = s * 4;
+      const c = s * COUNTERS;
       counts[c] += f.txBytes;
       counts[c + 1] += f.rxBytes;
       counts[c + 2] += f.txPackets;
       counts[c + 3] += f.rxPackets;
+      counts[c + 4] += f.cost;
     }
     // The pipeline pushes once per collector: scan for idle series at most once a second.
     if (now - this.lastExpire >= 1000) this.expire(now);
@@ -672,6 +684,7 @@ export class PrometheusSink implements Sink {
     this.overflowCounts[1] += f.rxBytes;
     this.overflowCounts[2] += f.txPackets;
     this.overflowCounts[3] += f.rxPackets;
+    this.overflowCounts[4] += f.cost;
   }
 
   /** A new series with the label ids in `scratch` and hash `h`; returns its slot. */
@@ -679,7 +692,7 @@ export class PrometheusSink implements Sink {
     if (this.count === this.capacity) this.resize(Math.max(MIN_CAPACITY, this.capacity * 2));
     const s = this.count++;
     this.ids.set(this.scratch, s * this.n);
-    this.counts.fill(0, s * 4, s * 4 + 4);
+    this.counts.fill(0, s * COUNTERS, s * COUNTERS + COUNTERS);
     this.hashes[s] = h;
     this.serials[s] = ++this.serial;
     this.born[s] = this.clock();
@@ -694,7 +707,7 @@ export class PrometheusSink implements Sink {
       return b;
     };
     this.ids = grow(this.ids, this.n, (l) => new Int32Array(l));
-    this.counts = grow(this.counts, 4, (l) => new Float64Array(l));
+    this.counts = grow(this.counts, COUNTERS, (l) => new Float64Array(l));
     this.last = grow(this.last, 1, (l) => new Float64Array(l));
     this.hashes = grow(this.hashes, 1, (l) => new Int32Array(l));
     this.serials = grow(this.serials, 1, (l) => new Float64Array(l));
@@ -717,7 +730,7 @@ export class PrometheusSink implements Sink {
       if (now - last[r] >= ttl) continue;
       if (w !== r) {
         ids.copyWithin(w * n, r * n, r * n + n);
-        counts.copyWithin(w * 4, r * 4, r * 4 + 4);
+        counts.copyWithin(w * COUNTERS, r * COUNTERS, r * COUNTERS + COUNTERS);
         last[w] = last[r];
         hashes[w] = hashes[r];
         serials[w] = serials[r];

@@ -20,4 +20,11 @@ export interface ClusterLookup {
   lookup(ip: string, at: number): Endpoint | undefined;
   /** Zone of a node by name. */
   nodeZone(node: string): string | undefined;
+  /** Region of a node by name (topology.kubernetes.io/region). */
+  nodeRegion(node: string): string | undefined;
+  /**
+   * The cloud the nodes run on, from the scheme of their spec.providerID (`aws`, `gce`, `azure`, …):
+   * the one most nodes have; undefined when no node has one.
+   */
+  providerOf?(): string | undefined;
 }

@@ -461,6 +461,9 @@ describe('every bad value gets one clean line', () => {
     'pull-token-file': '',
     'metrics-auth': 'no way',
     'shutdown-timeout': 'forever',
+    cloud: 'aws-govcloud',
+    prices: 'cross-zone=cheap',
+    'destinations-file': '',
   };
   const JARGON =
     /Invalid input|Invalid option|expected string, received|expected number|Too small|Too big|received|\n/;

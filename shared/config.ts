@@ -7,6 +7,7 @@ import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { TRAFFIC_CLASSES } from './flow.js';
 
 export type Command = 'collector' | 'exporter' | 'standalone';
 const ALL: readonly Command[] = ['collector', 'exporter', 'standalone'];
@@ -243,13 +244,16 @@ export const FLOW_LABELS = [
   'src_workload',
   'src_node',
   'src_zone',
+  'src_region',
   'dst_namespace',
   'dst_pod',
   'dst_workload',
   'dst_node',
   'dst_zone',
+  'dst_region',
   'dst_ip',
   'dst_type',
+  'traffic_class',
   'cross_zone',
   'proto',
 ] as const;
@@ -270,6 +274,53 @@ const metricsLabels = rule((v): FlowLabel[] | Problem => {
     seen.add(item);
   }
   return items as FlowLabel[];
+});
+
+/**
+ * Keys of `--prices`: the traffic classes, `internet-ingress` (bytes received from the internet) and
+ * `nat-gateway` (bytes both ways between a pod and a public address, processed by a NAT gateway;
+ * 0 unless set, as not every cluster egresses through one).
+ */
+export const PRICE_KEYS = [...TRAFFIC_CLASSES, 'internet-ingress', 'nat-gateway'] as const;
+export type PriceKey = (typeof PRICE_KEYS)[number];
+/** A price per GiB, or `preset`: the preset's own (how `nat-gateway` is turned on at the preset's price). */
+export type Prices = Partial<Record<PriceKey, number | 'preset'>>;
+
+/** `class=price,…` in flags/env, a mapping in YAML: overrides of the preset, per key. */
+const prices = rule((v): Prices | Problem => {
+  const hint = 'class=price pairs like cross-zone=0.02,internet=0.09';
+  let pairs: [string, unknown][];
+  if (typeof v === 'string') {
+    pairs = [];
+    for (const part of v.split(',')) {
+      if (part.trim() === '') continue;
+      const eq = part.indexOf('=');
+      if (eq <= 0) return expected(hint);
+      pairs.push([part.slice(0, eq).trim(), part.slice(eq + 1).trim()]);
+    }
+  } else if (typeof v === 'object' && v !== null && !Array.isArray(v)) {
+    pairs = Object.entries(v);
+  } else {
+    return expected(`${hint}, or a mapping of class: price`);
+  }
+  const out: Prices = {};
+  for (const [key, raw] of pairs) {
+    if (!(PRICE_KEYS as readonly string[]).includes(key)) {
+      return new Problem(`unknown key "${key}": expected ${either(PRICE_KEYS)}`);
+    }
+    if (key in out) return new Problem(`${key} is given twice`);
+    const text = typeof raw === 'number' ? String(raw) : typeof raw === 'string' ? raw.trim() : '';
+    if (text === 'preset') {
+      out[key as PriceKey] = 'preset';
+      continue;
+    }
+    const n = /^\d+(\.\d+)?(e-?\d+)?$/i.test(text) ? Number(text) : Number.NaN;
+    if (!Number.isFinite(n)) {
+      return new Problem(`${key}: expected a price per GiB of 0 or more like 0.02, or preset`);
+    }
+    out[key as PriceKey] = n;
+  }
+  return out;
 });
 
 export interface OptionSpec<S extends z.ZodType = z.ZodType> {
@@ -591,6 +642,26 @@ export const OPTIONS = {
     arg: 'dir',
     help: 'directory keeping per-connection counts and unacknowledged batches across restarts (none: a restart loses the traffic between its last read and the new first read)',
     commands: COLLECTING,
+  }),
+  cloud: opt({
+    schema: oneOf(['auto', 'aws', 'gcp', 'azure', 'none']),
+    default: 'auto',
+    arg: 'auto|aws|gcp|azure|none',
+    help: "price preset: auto picks it from the nodes' spec.providerID (none without one); none prices nothing unless --prices says",
+    commands: EXPORTING,
+  }),
+  prices: opt({
+    schema: prices,
+    default: {},
+    arg: 'class=price,...',
+    help: `USD per GiB sent by the local endpoint, overriding the preset per key (${PRICE_KEYS.join(', ')}); preset takes the preset's (nat-gateway=preset turns NAT processing on)`,
+    commands: EXPORTING,
+  }),
+  'destinations-file': opt({
+    schema: text('a file path'),
+    arg: 'file',
+    help: "YAML list of {cidr, name, class} and providers' range files (aws-ip-ranges, gcp-cloud, azure-service-tags): peers outside the cluster named and classed; most specific wins",
+    commands: EXPORTING,
   }),
   'shutdown-timeout': opt({
     schema: duration(0, HOUR),

@@ -68,6 +68,21 @@ export interface PullResponse {
   cursors?: Record<string, number>;
 }
 
+/**
+ * How a cloud bills the bytes (CONTRACT.md `traffic_class`): `same-zone` (same node or same zone),
+ * `cross-zone` (same region, other zone), `cross-region`, `internet` (a public address not matched
+ * otherwise), `private` (a private address outside the cluster), `unknown` (a zone or region missing).
+ */
+export const TRAFFIC_CLASSES = [
+  'same-zone',
+  'cross-zone',
+  'cross-region',
+  'internet',
+  'private',
+  'unknown',
+] as const;
+export type TrafficClass = (typeof TRAFFIC_CLASSES)[number];
+
 /** A flow with the Kubernetes context of both ends, as handed to sinks. */
 export interface EnrichedFlow {
   /** End of the interval, ms since the epoch. */
@@ -79,20 +94,26 @@ export interface EnrichedFlow {
   srcWorkload: string;
   srcNode: string;
   srcZone: string;
+  /** topology.kubernetes.io/region of the local endpoint's node, empty when unknown. */
+  srcRegion: string;
   dstIp: string;
   dstPod: string;
   dstNamespace: string;
   dstWorkload: string;
   dstNode: string;
   dstZone: string;
+  dstRegion: string;
   dstDnsName: string;
   dstType: 'pod' | 'node' | 'private' | 'public';
   crossZone: boolean;
+  trafficClass: TrafficClass;
   proto: string;
   txBytes: number;
   rxBytes: number;
   txPackets: number;
   rxPackets: number;
+  /** What these bytes cost under the price table (USD): see exporter/prices.ts. */
+  cost: number;
 }
 
 /**

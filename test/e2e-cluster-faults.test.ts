@@ -37,6 +37,7 @@ describe.skipIf(!root)('two-node cluster end to end: one-node pods, public peers
       {
         name: 'node-a',
         zone: 'zone-a',
+        region: 'region-1',
         ip: '10.250.0.2',
         ip6: 'fd00:250::2',
         podCidrs: ['10.244.1.0/24', 'fd00:244:1::/64'],
@@ -49,6 +50,7 @@ describe.skipIf(!root)('two-node cluster end to end: one-node pods, public peers
       {
         name: 'node-b',
         zone: 'zone-b',
+        region: 'region-1',
         ip: '10.250.0.3',
         ip6: 'fd00:250::3',
         podCidrs: ['10.244.2.0/24', 'fd00:244:2::/64'],
@@ -56,6 +58,8 @@ describe.skipIf(!root)('two-node cluster end to end: one-node pods, public peers
       },
     ],
     publicHost: { ip: PUBLIC, via: 'node-a', nodeIp: NODE_A_EGRESS },
+    // The public host's range named (the class stays internet); another range classed.
+    destinations: '- cidr: 203.0.113.0/24\n  name: partner-api\n- cidr: 198.51.100.0/24\n  class: private\n',
     // A refused push gives up within a round or two; the pipeline offers it again next round.
     exporterArgs: ['--http-sink-max-retries', '1'],
   });
@@ -182,6 +186,7 @@ describe.skipIf(!root)('two-node cluster end to end: one-node pods, public peers
         dst_zone: 'zone-a',
         dst_type: 'pod',
         dst_ip: '',
+        traffic_class: 'same-zone',
         cross_zone: 'false',
       });
       expect(s.metric.src_workload).toBe(
@@ -202,9 +207,13 @@ describe.skipIf(!root)('two-node cluster end to end: one-node pods, public peers
       dst_pod: '',
       dst_node: '',
       dst_zone: '',
+      traffic_class: 'internet',
       cross_zone: 'false',
       proto: 'TCP',
     });
+    // Priced at its sender: the pod's bytes out at the AWS preset's internet price, the bytes in free.
+    const pubCost = await c.q(`sum(podflow_traffic_cost_total{src_pod="web-5f7c9-x1",dst_ip="${PUBLIC}"})`);
+    expect(Math.abs(pubCost - (webPub / 2 ** 30) * 0.09) / pubCost).toBeLessThan(1e-9);
     expect(await c.q(`sum(podflow_received_bytes_total{src_pod="web-5f7c9-x1",dst_ip="${PUBLIC}"})`)).toBe(
       pubWeb,
     );
@@ -221,6 +230,7 @@ describe.skipIf(!root)('two-node cluster end to end: one-node pods, public peers
       expect(labelsOf(s.metric)).toMatchObject({
         dst_type: 'pod',
         dst_ip: '',
+        traffic_class: 'cross-zone',
         cross_zone: 'true',
         proto: 'TCP',
       });
@@ -248,7 +258,15 @@ describe.skipIf(!root)('two-node cluster end to end: one-node pods, public peers
     expect(pubRecs.reduce((a, r) => a + Number(r.tx_bytes), 0)).toBe(webPub);
     expect(pubRecs.reduce((a, r) => a + Number(r.rx_bytes), 0)).toBe(pubWeb);
     for (const r of pubRecs)
-      expect(r).toMatchObject({ src_ip: WEB, dst_type: 'public', dst_pod: '', cross_zone: false });
+      expect(r).toMatchObject({
+        src_ip: WEB,
+        dst_type: 'public',
+        dst_pod: '',
+        cross_zone: false,
+        // Named by the destinations file, the class its address gives.
+        dst_dns_name: 'partner-api',
+        traffic_class: 'internet',
+      });
     const v6Rec = recs.find((r) => r.src_pod === 'api-6d8b4-a')!;
     expect(v6Rec).toMatchObject({ src_ip: V6_A, dst_ip: V6_B, dst_type: 'pod', cross_zone: true });
   }, 60_000);

@@ -5,7 +5,9 @@
 // zones must show up with pod, workload, node and zone labels, byte for byte what the nodes' conntrack
 // counted, in Prometheus and in the HTTP records, and once: both nodes route (and track) the
 // connection, each collector reports only its own pod's side. A third node shares node-a's zone:
-// traffic between those two nodes is cross-node but not cross-zone.
+// traffic between those two nodes is cross-node but not cross-zone. All three are in one region and
+// carry an AWS providerID: --cloud auto prices the traffic with the AWS preset, checked through
+// Prometheus against the bytes conntrack counted.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Cluster, txOf } from './helpers/cluster.js';
 import { requireRoot, runClient, startServer } from './helpers/netns.js';
@@ -22,6 +24,7 @@ describe.skipIf(!root)('three-node cluster end to end', () => {
       {
         name: 'node-a',
         zone: 'zone-a',
+        region: 'region-1',
         ip: '10.250.0.2',
         podCidrs: ['10.244.1.0/24'],
         pods: [{ name: 'web-5f7c9-x1', namespace: 'shop', workload: 'Deployment/web', ips: [WEB] }],
@@ -29,6 +32,7 @@ describe.skipIf(!root)('three-node cluster end to end', () => {
       {
         name: 'node-b',
         zone: 'zone-b',
+        region: 'region-1',
         ip: '10.250.0.3',
         podCidrs: ['10.244.2.0/24'],
         pods: [{ name: 'db-0', namespace: 'shop', workload: 'StatefulSet/db', ips: [DB] }],
@@ -36,6 +40,7 @@ describe.skipIf(!root)('three-node cluster end to end', () => {
       {
         name: 'node-c',
         zone: 'zone-a',
+        region: 'region-1',
         ip: '10.250.0.4',
         podCidrs: ['10.244.3.0/24'],
         pods: [{ name: 'queue-7d9f8-q2', namespace: 'jobs', workload: 'Deployment/queue', ips: [QUEUE] }],
@@ -98,10 +103,19 @@ describe.skipIf(!root)('three-node cluster end to end', () => {
         dst_workload: 'StatefulSet/db',
         dst_node: 'node-b',
         dst_zone: 'zone-b',
+        src_region: 'region-1',
+        dst_region: 'region-1',
         dst_type: 'pod',
+        traffic_class: 'cross-zone',
         cross_zone: 'true',
       });
     }
+    // The cost of the pair: each side's tx at the AWS preset's cross-zone price (0.02 per GiB).
+    const cost = await c.q(`sum(podflow_traffic_cost_total${pair})`);
+    const want = ((aSent + bSent) / 2 ** 30) * 0.02;
+    expect(cost).toBeGreaterThan(0);
+    expect(Math.abs(cost - want) / want).toBeLessThan(1e-9);
+    expect(await c.q(`count(podflow_traffic_cost_total${pair})`)).toBe(4);
     expect(await c.q('sum(podflow_exporter_pulls_total)')).toBeGreaterThan(0);
     const { stdout: head } = await c.ctl.exec('curl', [
       '-s',
@@ -140,8 +154,15 @@ describe.skipIf(!root)('three-node cluster end to end', () => {
       src_node: 'node-b',
       dst_workload: 'Deployment/web',
       dst_node: 'node-a',
+      src_region: 'region-1',
+      dst_region: 'region-1',
+      traffic_class: 'cross-zone',
       cross_zone: true,
     });
+    const recCost = recs
+      .filter((r) => r.src_pod === 'db-0' && r.dst_pod === 'web-5f7c9-x1')
+      .reduce((a, r) => a + Number(r.cost), 0);
+    expect(Math.abs(recCost - (bSent / 2 ** 30) * 0.02) / recCost).toBeLessThan(1e-9);
   }, 120_000);
 
   it('pods on two nodes of one zone: cross-node, not cross-zone, counted once', async () => {
@@ -184,9 +205,13 @@ describe.skipIf(!root)('three-node cluster end to end', () => {
         src_zone: 'zone-a',
         dst_zone: 'zone-a',
         dst_type: 'pod',
+        traffic_class: 'same-zone',
         cross_zone: 'false',
       });
     }
+    // Same zone: free in every preset.
+    expect(await c.q(`count(podflow_traffic_cost_total${pair})`)).toBe(2);
+    expect(await c.q(`sum(podflow_traffic_cost_total${pair})`)).toBe(0);
     expect(series.find((s) => s.metric.src_pod === 'queue-7d9f8-q2')!.metric).toMatchObject({
       src_namespace: 'jobs',
       src_workload: 'Deployment/queue',

@@ -114,8 +114,11 @@ describe('podflow exporter', () => {
     expect(sum(text, 'podflow_transmit_packets_total')).toBe(6);
     expect(sum(text, 'podflow_received_packets_total')).toBe(9);
     expect(text).toContain(
-      'podflow_transmit_bytes_total{src_namespace="",src_pod="",src_workload="",src_node="node-1",src_zone="",dst_namespace="",dst_pod="",dst_workload="",dst_node="",dst_zone="",dst_ip="8.8.8.8",dst_type="public",cross_zone="false",proto="UDP"} 100',
+      'podflow_transmit_bytes_total{src_namespace="",src_pod="",src_workload="",src_node="node-1",src_zone="",src_region="",dst_namespace="",dst_pod="",dst_workload="",dst_node="",dst_zone="",dst_region="",dst_ip="8.8.8.8",dst_type="public",traffic_class="internet",cross_zone="false",proto="UDP"} 100',
     );
+    // No Kubernetes, no providerID: --cloud auto prices nothing, and says so.
+    expect(text).toContain('# TYPE podflow_traffic_cost_total counter');
+    expect(sum(text, 'podflow_traffic_cost_total')).toBe(0);
     expect(text).toContain('dst_ip="10.5.0.9",dst_type="private"');
     expect(text).toContain('src_node="node-2"');
     expect(sum(text, 'podflow_exporter_pull_errors_total', 'collector="http://127.0.0.1:1"')).toBeGreaterThan(
@@ -282,6 +285,41 @@ describe('podflow exporter against hostile collectors', () => {
     expect(c2).not.toBe(0);
     expect(p2.stderr().trim()).toBe(
       'podflow: --metrics-auth: needs --pull-token-file (the tokens /metrics accepts)',
+    );
+  });
+});
+
+describe('podflow exporter: cost options at start-up', () => {
+  it('stops with one line naming the file and the entry when the destinations file is bad, or the prices', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'pf-dest-cli-'));
+    cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    const file = join(dir, 'destinations.yaml');
+    await writeFile(file, '- cidr: 10.20.0.0/16\n  name: billing\n- cidr: 10.30.0.0/33\n  name: typo\n');
+    const p1 = podflow([
+      'exporter',
+      '--collectors',
+      'http://127.0.0.1:1',
+      '--listen',
+      '127.0.0.1:0',
+      '--destinations-file',
+      file,
+    ]);
+    const [c1] = await p1.exited;
+    expect(c1).toBe(2);
+    expect(p1.stderr().trim()).toBe(
+      `podflow: --destinations-file ${file}: entry 2: cidr: expected a range like 10.20.0.0/16 or 2001:db8::/32, got "10.30.0.0/33"`,
+    );
+    const p2 = podflow([
+      'exporter',
+      '--collectors',
+      'http://127.0.0.1:1',
+      '--prices',
+      'cross-zone=two cents',
+    ]);
+    const [c2] = await p2.exited;
+    expect(c2).toBe(2);
+    expect(p2.stderr().trim()).toBe(
+      'podflow: invalid --prices: cross-zone: expected a price per GiB of 0 or more like 0.02, or preset, got "cross-zone=two cents"',
     );
   });
 });

@@ -32,22 +32,34 @@ const flow = (i: number, over: Partial<EnrichedFlow> = {}): EnrichedFlow => ({
   srcWorkload: 'Deployment/web',
   srcNode: 'node-a',
   srcZone: 'zone-a',
+  srcRegion: 'region-1',
   dstIp: `8.8.8.${i % 256}`,
   dstPod: '',
   dstNamespace: '',
   dstWorkload: '',
   dstNode: '',
   dstZone: '',
+  dstRegion: '',
   dstDnsName: '',
   dstType: 'public',
   crossZone: false,
+  trafficClass: 'internet',
   proto: 'TCP',
   txBytes: 1000 + i,
   rxBytes: 2000 + i,
   txPackets: 10,
   rxPackets: 20,
+  cost: 0,
   ...over,
 });
+
+/** Internet egress at the AWS preset's price, as the enricher would price these records. */
+const price = (f: EnrichedFlow) => f.txBytes * 0.09 * 2 ** -30;
+const priced = (i: number, over: Partial<EnrichedFlow> = {}): EnrichedFlow => {
+  const f = flow(i, over);
+  f.cost = over.cost ?? price(f);
+  return f;
+};
 
 let rx: HttpReceiver;
 let registry: Registry;
@@ -82,7 +94,7 @@ function sink(
       retryMaxMs: 5000,
       ...over,
     },
-    { log, metrics, env },
+    { log, metrics, env, price },
   );
   sinks.push(s);
   return s;
@@ -155,7 +167,18 @@ describe('HTTP sink records', () => {
       { TOKEN: 's3cr3t' },
     );
     await s.push(
-      [flow(1, { crossZone: true, dstType: 'pod', dstPod: 'db-0', dstDnsName: 'db.shop.svc' }), flow(2)],
+      [
+        flow(1, {
+          crossZone: true,
+          dstType: 'pod',
+          dstPod: 'db-0',
+          dstDnsName: 'db.shop.svc',
+          dstRegion: 'region-2',
+          trafficClass: 'cross-region',
+          cost: 0.375,
+        }),
+        flow(2),
+      ],
       {
         id: 'abc',
       },
@@ -173,7 +196,7 @@ describe('HTTP sink records', () => {
     expect(text.endsWith('\n')).toBe(true);
     const lines = text.trimEnd().split('\n');
     expect(lines).toHaveLength(2);
-    expect(JSON.parse(lines[0])).toEqual({
+    const want = {
       ts: '2026-01-02T03:04:05.000Z',
       interval_seconds: 15,
       src_ip: '10.0.1.5',
@@ -182,22 +205,33 @@ describe('HTTP sink records', () => {
       src_workload: 'Deployment/web',
       src_node: 'node-a',
       src_zone: 'zone-a',
+      src_region: 'region-1',
       dst_ip: '8.8.8.1',
       dst_pod: 'db-0',
       dst_namespace: '',
       dst_workload: '',
       dst_node: '',
       dst_zone: '',
+      dst_region: 'region-2',
       dst_dns_name: 'db.shop.svc',
       dst_type: 'pod',
+      traffic_class: 'cross-region',
       cross_zone: true,
       proto: 'TCP',
       tx_bytes: 1001,
       rx_bytes: 2001,
       tx_packets: 10,
       rx_packets: 20,
+      cost: 0.375,
+    };
+    // The contract's field order, not only its fields.
+    expect(lines[0]).toBe(JSON.stringify(want));
+    expect(JSON.parse(lines[1])).toMatchObject({
+      cross_zone: false,
+      traffic_class: 'internet',
+      dst_region: '',
     });
-    expect(JSON.parse(lines[1]).cross_zone).toBe(false);
+    expect(JSON.parse(lines[1]).cost).toBe(0);
   });
 
   it('refuses to start with a header that names an unset variable', () => {
@@ -231,11 +265,11 @@ describe('HTTP sink records', () => {
     const end = Date.UTC(2026, 0, 2, 3, 4, 5, 0);
     const ticks = [0, 1, 2].flatMap((t) =>
       Array.from({ length: 25 }, (_, i) =>
-        flow(i, { ts: end - (2 - t) * 5000, intervalSeconds: 5, txBytes: 100 * t + i, rxBytes: 7 * t }),
+        priced(i, { ts: end - (2 - t) * 5000, intervalSeconds: 5, txBytes: 100 * t + i, rxBytes: 7 * t }),
       ),
     );
     const merged = Array.from({ length: 25 }, (_, i) =>
-      flow(i, {
+      priced(i, {
         ts: end,
         intervalSeconds: 15,
         txBytes: 300 + 3 * i,
@@ -261,6 +295,8 @@ describe('HTTP sink records', () => {
     for (const r of recs) {
       expect(r).toMatchObject({ ts: new Date(end).toISOString(), interval_seconds: 15, rx_bytes: 21 });
       expect(r.tx_bytes).toBe(300 + 3 * Number(String(r.dst_ip).split('.')[3]));
+      // Priced from the summed bytes, not summed: the same number as the merged batch's.
+      expect(r.cost).toBe(price(merged.find((f) => f.dstIp === r.dst_ip)!));
     }
   });
 
@@ -736,7 +772,7 @@ describe('parseRetryAfter', () => {
   });
 });
 
-const zero = { txBytes: 0, rxBytes: 0, txPackets: 0, rxPackets: 0 };
+const zero = { txBytes: 0, rxBytes: 0, txPackets: 0, rxPackets: 0, cost: 0 };
 
 interface Batch {
   from: number;
@@ -758,6 +794,7 @@ function merge(a: Batch, b: Batch): Batch {
       seen.rxBytes += f.rxBytes;
       seen.txPackets += f.txPackets;
       seen.rxPackets += f.rxPackets;
+      seen.cost += f.cost;
     }
   }
   return { from, to, flows };
@@ -792,6 +829,8 @@ describe('HTTP sink requests of a push (partsOf)', () => {
           f.rxBytes += r(1000);
           f.txPackets += 1;
           f.rxPackets += r(3);
+          // Multiples of 1/1024: sums are exact in any order.
+          f.cost += r(1000) / 1024;
           flows.set(k, f);
         }
         batches.push({ from: t * 5000, to: (t + 1) * 5000, flows });

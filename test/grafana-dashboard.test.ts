@@ -43,7 +43,7 @@ const FLAVOURS: Flavour[] = ['podflow', 'egressd'];
 const DS_REF = '${datasource}';
 const VARIABLES = ['namespace', 'workload', 'node', 'zone', 'dst_namespace', 'dst_workload'];
 const FLOW = {
-  podflow: /\bpodflow_(transmit|received)_bytes_total\b/,
+  podflow: /\bpodflow_((transmit|received)_bytes|traffic_cost)_total\b/,
   egressd: /\begressd_(transmit|received)_bytes_total\b/,
 };
 
@@ -256,7 +256,7 @@ describe('Grafana dashboard: metric names', () => {
         const base = name.replace(/_(bucket|count|sum)$/, '');
         // Flow counters are built from the prefix (`${prefix}_transmit_bytes_total`); egressd has no
         // packet counters.
-        const flow = new RegExp(`^${flavour}_(transmit|received)_bytes_total$`).test(base);
+        const flow = new RegExp(`^${flavour}_((transmit|received)_bytes|traffic_cost)_total$`).test(base);
         const self = base.startsWith('podflow_') && defined.includes(`'${base}'`);
         expect(flow || self, `${flavour}: ${name} is not defined by podflow`).toBe(true);
       }
@@ -308,8 +308,8 @@ describe.skipIf(!root)('Grafana dashboard: every query returns data from real po
 
     // The cluster: node-a (this host, zone eu-1a) runs web; node-b (eu-1b) runs db-0 at the peer's IP.
     api = new KubeApiServer();
-    api.create('nodes', node({ name: 'node-a', zone: 'eu-1a', internalIPs: ['10.233.9.1'] }));
-    api.create('nodes', node({ name: 'node-b', zone: 'eu-1b', internalIPs: ['10.233.9.2'] }));
+    api.create('nodes', node({ name: 'node-a', zone: 'eu-1a', region: 'eu-1', internalIPs: ['10.233.9.1'] }));
+    api.create('nodes', node({ name: 'node-b', zone: 'eu-1b', region: 'eu-1', internalIPs: ['10.233.9.2'] }));
     api.create('replicasets', replicaSet('web-7d4f', 'shop', { kind: 'Deployment', name: 'web' }));
     api.create(
       'pods',
@@ -539,6 +539,24 @@ describe.skipIf(!root)('Grafana dashboard: every query returns data from real po
       (await samples(expr('Traffic by protocol'))).find((s) => s.metric.proto === 'TCP')?.value,
     ).toBeGreaterThan(0);
     expect((await samples(expr('Traffic by node'))).map((s) => s.metric.src_node)).toContain('node-a');
+
+    // Cost (the nodes carry AWS providerIDs: the AWS preset): the cross-zone bytes to db-0 and the
+    // bytes to the public address, each class by itself, and per workload and class.
+    const classes = await samples(expr('Cost by traffic class'));
+    expect(classes.find((s) => s.metric.traffic_class === 'cross-zone')?.value).toBeGreaterThan(0);
+    expect(classes.find((s) => s.metric.traffic_class === 'internet')?.value).toBeGreaterThan(0);
+    const byClass = await samples(expr('Cost by workload and class'));
+    const webCross = byClass.find(
+      (s) => s.metric.src_workload === 'Deployment/web' && s.metric.traffic_class === 'cross-zone',
+    );
+    // Over the range: at most every byte sent to db-0 at 0.02 per GiB.
+    expect(webCross?.value).toBeGreaterThan(0);
+    expect(webCross!.value).toBeLessThanOrEqual(((dbBytes * 1.05) / 2 ** 30) * 0.02);
+    const dest = (await samples(expr('External destinations by cost'))).find(
+      (s) => s.metric.dst_ip === PUBLIC,
+    );
+    expect(dest?.metric.traffic_class).toBe('internet');
+    expect(dest!.value).toBeLessThanOrEqual(((publicBytes * 1.05) / 2 ** 30) * 0.09);
 
     // The matrix keeps the namespace with the workload, rows and columns alike.
     const matrix = (await samples(expr('Pod-to-pod matrix (workloads)'))).find(

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml, stringify } from 'yaml';
+import { loadDestinations } from '../exporter/destinations.js';
 import { FLOW_LABELS, OPTIONS, type OptionName } from '../shared/config.js';
 import {
   CHART,
@@ -17,6 +18,7 @@ import {
   helmRenderBinary,
   type K8sObject,
   loadContainerConfig,
+  mountedFile,
   REPO,
   type Rendered,
   renderChart,
@@ -130,6 +132,17 @@ const VARIANTS: Record<string, Record<string, unknown>> = {
         CASTAI_KEY: { secretName: 'castai', key: 'api-key' },
         CLUSTER_ID: { secretName: 'castai', key: 'cluster-id' },
       },
+    },
+  },
+  'cost: a preset, prices and destination ranges': {
+    exporter: {
+      cloud: 'gcp',
+      prices: { 'cross-zone': 0.02, internet: 0.1, 'nat-gateway': 'preset' },
+      destinations: [
+        { cidr: '10.20.0.0/16', name: 'billing-vpc', class: 'private' },
+        { cidr: '2001:db8:77::/48', name: 'on-prem' },
+        { 'aws-ip-ranges': '/etc/podflow/ranges/ip-ranges.json', services: ['S3'], regions: ['eu-west-1'] },
+      ],
     },
   },
   'grafana dashboard': {
@@ -779,6 +792,20 @@ describe('chart: values', () => {
       { exporter: { sinkEnv: { PODFLOW_X: { secretName: 's', key: 'k' } } } },
       '- exporter.sinkEnv: "PODFLOW_X" is not',
     ],
+    [
+      { exporter: { cloud: 'oracle' } },
+      '- exporter.cloud: must be one of "auto", "aws", "gcp", "azure", "none"',
+    ],
+    [{ exporter: { prices: { egress: 0.1 } } }, '- exporter.prices: must be one of "same-zone"'],
+    [{ exporter: { prices: { internet: -1 } } }, '- exporter.prices.internet'],
+    [
+      { exporter: { destinations: [{ cidr: '10.0.0.0/8', class: 'cheap' }] } },
+      '- exporter.destinations.0.class: must be one of',
+    ],
+    [
+      { exporter: { destinations: [{ cidr: '10.0.0.0/8', nmae: 'x' }] } },
+      'additional property "nmae" not allowed',
+    ],
     [{ colector: {} }, '- (root): additional property "colector" not allowed'],
     [{ exporter: { replica: 2 } }, '- exporter: additional property "replica" not allowed'],
     [
@@ -961,6 +988,52 @@ describe('chart: values', () => {
     await expect(renderChart(bin, { values })).rejects.toThrow(
       /exporter\.sinks\.http: the name http is the sink of/,
     );
+  });
+
+  it('ships exporter.destinations as the --destinations-file podflow loads, and rolls the exporter when it changes', async () => {
+    const destinations = [
+      { cidr: '10.20.0.0/16', name: 'billing-vpc', class: 'private' },
+      { cidr: '2001:db8:77::/48', name: 'on-prem' },
+    ];
+    const values = { exporter: { cloud: 'aws', prices: { internet: 0.05 }, destinations } };
+    const { objects } = await renderChart(bin, { values });
+    const dep = one(objects, 'Deployment', 'exporter');
+    const inputs = containerInputs(objects, dep, 'exporter');
+    const cfg = loadContainerConfig(inputs);
+    expect([cfg.cloud, cfg.prices, cfg.destinationsFile]).toEqual([
+      'aws',
+      { internet: 0.05 },
+      '/etc/podflow/destinations/destinations.yaml',
+    ]);
+    const c = dep.spec.template.spec.containers.find((x: { name: string }) => x.name === 'exporter');
+    const text = mountedFile(objects, dep.spec.template.spec, c, cfg.destinationsFile!);
+    const dir = mkdtempSync(join(tmpdir(), 'pf-helm-dest-'));
+    try {
+      const file = join(dir, 'destinations.yaml');
+      writeFileSync(file, text);
+      const table = loadDestinations(file);
+      expect(table.lookup('10.20.1.1')).toEqual({ name: 'billing-vpc', class: 'private' });
+      expect(table.lookup('2001:db8:77::1')).toEqual({ name: 'on-prem' });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    // Another list: another checksum, so the exporter restarts and reads it.
+    const other = await renderChart(bin, {
+      values: { exporter: { ...values.exporter, destinations: destinations.slice(1) } },
+    });
+    const sum = (o: K8sObject[]) =>
+      one(o, 'Deployment', 'exporter').spec.template.metadata.annotations['checksum/destinations'];
+    expect(sum(objects)).toMatch(/^[0-9a-f]{64}$/);
+    expect(sum(other.objects)).not.toBe(sum(objects));
+    // Without destinations: no ConfigMap, no mount, no option; the preset from the nodes.
+    const plain = await renderChart(bin, {});
+    expect(
+      plain.objects.some((o) => o.kind === 'ConfigMap' && o.metadata.name.endsWith('-destinations')),
+    ).toBe(false);
+    const plainCfg = loadContainerConfig(
+      containerInputs(plain.objects, one(plain.objects, 'Deployment', 'exporter'), 'exporter'),
+    );
+    expect([plainCfg.cloud, plainCfg.prices, plainCfg.destinationsFile]).toEqual(['auto', {}, undefined]);
   });
 
   it('refuses a sink token without a sink URL, naming the values', async () => {

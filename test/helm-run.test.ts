@@ -50,6 +50,18 @@ const VARIANTS: Record<string, Record<string, unknown>> = {
       httpSink: { url: 'https://logs.example.test/ingest', gzip: true, token: { value: 't0ken' } },
     },
   },
+  // The exporter loads the mounted destinations file before anything else: a file it could not read
+  // or parse would be the line it stops at, not --collectors.
+  'cost: a preset, prices and destination ranges': {
+    exporter: {
+      cloud: 'azure',
+      prices: { internet: 0.05, 'nat-gateway': 'preset' },
+      destinations: [
+        { cidr: '10.20.0.0/16', name: 'billing-vpc', class: 'private' },
+        { cidr: '2001:db8:77::/48', name: 'on-prem' },
+      ],
+    },
+  },
   'everything tuned': {
     logLevel: 'debug',
     excludeNamespaces: ['kube-system'],

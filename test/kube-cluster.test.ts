@@ -154,6 +154,33 @@ describe('KubeCluster (exporter ClusterLookup)', () => {
     expect(cluster.lookup('10.244.2.1', T0)?.workload).toBe('ReplicaSet/late');
   });
 
+  it("knows the nodes' regions and their cloud from spec.providerID, following changes", async () => {
+    const { cluster } = await start();
+    expect(cluster.nodeRegion('n2')).toBe('eu-west-1');
+    expect(cluster.nodeRegion('nope')).toBeUndefined();
+    expect(cluster.providerOf()).toBe('aws');
+    // The scheme most nodes have: three GCE nodes outnumber the two AWS ones.
+    for (const name of ['g1', 'g2', 'g3']) {
+      h.server.create(
+        'nodes',
+        node({
+          name,
+          zone: 'europe-west1-b',
+          region: 'europe-west1',
+          providerID: `gce://proj/europe-west1-b/${name}`,
+        }),
+      );
+    }
+    h.server.create('nodes', node({ name: 'bare', providerID: '' }));
+    await seen(cluster);
+    expect(cluster.providerOf()).toBe('gce');
+    expect(cluster.nodeRegion('g1')).toBe('europe-west1');
+    expect(cluster.nodeRegion('bare')).toBeUndefined();
+    for (const name of ['g1', 'g2', 'g3']) h.server.delete('nodes', undefined, name);
+    await seen(cluster);
+    expect(cluster.providerOf()).toBe('aws');
+  });
+
   it('maps node addresses to the node, service ClusterIPs (v4 and v6) to the service', async () => {
     h.server.create(
       'pods',

@@ -44,6 +44,7 @@ const cluster: ClusterLookup = {
           }
         : undefined,
   nodeZone: (n) => (n === 'n1' ? 'zone-a' : n === 'n2' ? 'zone-b' : undefined),
+  nodeRegion: () => 'region-1',
 };
 
 let ch: ClickHouse;

@@ -30,6 +30,7 @@ export const NEEDED_LABELS: Record<Flavour, string[]> = {
     'dst_workload',
     'dst_zone',
     'dst_type',
+    'traffic_class',
     'cross_zone',
     'proto',
   ],
@@ -220,7 +221,7 @@ export function buildDashboard(flavour: Flavour): Record<string, unknown> {
     targets: ReturnType<typeof target>[],
     transformations: unknown[],
     sortBy: { displayName: string; desc: boolean }[],
-    opts: { w?: number; h?: number } = {},
+    opts: { w?: number; h?: number; unit?: string } = {},
   ): Panel => ({
     type: 'table',
     title,
@@ -229,7 +230,10 @@ export function buildDashboard(flavour: Flavour): Record<string, unknown> {
     h: opts.h ?? 9,
     targets,
     transformations,
-    fieldConfig: { defaults: { unit: 'bytes', custom: { align: 'auto', filterable: true } }, overrides: [] },
+    fieldConfig: {
+      defaults: { unit: opts.unit ?? 'bytes', custom: { align: 'auto', filterable: true } },
+      overrides: [],
+    },
     options: {
       showHeader: true,
       cellHeight: 'sm',
@@ -238,6 +242,119 @@ export function buildDashboard(flavour: Flavour): Record<string, unknown> {
     },
   });
   const row = (title: string): Panel => ({ type: 'row', title, collapsed: false, w: 24, h: 1, panels: [] });
+
+  /**
+   * What the traffic costs (podflow_traffic_cost_total, USD under --cloud/--prices; egressd has no
+   * such counter). Rates are shown per hour, totals over the time range.
+   */
+  const costRow = (): Panel[] => {
+    const cost = 'podflow_traffic_cost_total';
+    const perHour = (e: string) => `${e} * 3600`;
+    const billed = sel('traffic_class=~"cross-zone|cross-region|internet"');
+    const outside = sel('dst_type=~"public|private"');
+    return [
+      row('Cost'),
+      {
+        ...stat(
+          'Traffic cost per hour',
+          'What the selected traffic costs per hour under the price table (--cloud, --prices): every byte priced once, at its sender.',
+          perHour(`sum(${rate(cost, all)})`),
+          'currencyUSD',
+        ),
+        w: 6,
+      },
+      {
+        ...stat(
+          'Cost over the time range',
+          'What the selected traffic cost over the selected time range.',
+          `sum(${over(cost, all)})`,
+          'currencyUSD',
+        ),
+        w: 6,
+      },
+      {
+        ...stat(
+          'Cross-zone cost per hour',
+          'Cost per hour of traffic between zones of one region.',
+          perHour(`sum(${rate(cost, sel('traffic_class="cross-zone"'))})`),
+          'currencyUSD',
+        ),
+        w: 6,
+      },
+      {
+        ...stat(
+          'Internet cost per hour',
+          'Cost per hour of traffic to and from the internet.',
+          perHour(`sum(${rate(cost, sel('traffic_class="internet"'))})`),
+          'currencyUSD',
+        ),
+        w: 6,
+      },
+      series(
+        'Cost by traffic class',
+        'Cost per hour by how the cloud bills the bytes: same-zone, cross-zone, cross-region, internet, private, unknown.',
+        [target(perHour(`sum by (traffic_class) (${rate(cost, all)})`), { legend: '{{traffic_class}}' })],
+        { unit: 'currencyUSD', stacked: true },
+      ),
+      series(
+        `Cost by ${n.unit}`,
+        `Cost per hour by sending ${n.unit} (the 15 largest over the time range); (node) is the nodes' own traffic.`,
+        [target(perHour(nodeOwn(ranked(15, srcBy, cost, all))), { legend: srcLegend })],
+        { unit: 'currencyUSD' },
+      ),
+      table(
+        `Cost by ${n.unit} and class`,
+        `What each ${n.unit} cost over the selected time range, per billed traffic class (top 30).`,
+        [
+          target(
+            nodeOwn(`topk(30, sum by (src_namespace, ${n.srcName}, traffic_class) (${over(cost, billed)}))`),
+            { table: true },
+          ),
+        ],
+        [
+          {
+            id: 'organize',
+            options: {
+              excludeByName: { Time: true },
+              renameByName: {
+                src_namespace: 'Namespace',
+                [n.srcName]: cap(n.unit),
+                traffic_class: 'Class',
+                Value: 'Cost',
+              },
+            },
+          },
+        ],
+        [{ displayName: 'Cost', desc: true }],
+        { w: 12, h: 9, unit: 'currencyUSD' },
+      ),
+      table(
+        'External destinations by cost',
+        'What traffic to each address outside the cluster cost over the selected time range (top 20), with its DNS or destination-range name where known.',
+        [
+          target(`topk(20, sum by (dst_ip, dst_dns_name, traffic_class) (${over(cost, outside)}))`, {
+            table: true,
+          }),
+        ],
+        [
+          {
+            id: 'organize',
+            options: {
+              excludeByName: { Time: true },
+              renameByName: {
+                dst_ip: 'Destination',
+                dst_dns_name: 'Name',
+                traffic_class: 'Class',
+                Value: 'Cost',
+              },
+            },
+          },
+        ],
+        [{ displayName: 'Cost', desc: true }],
+        { w: 12, h: 9, unit: 'currencyUSD' },
+      ),
+    ];
+  };
 
   const all = sel();
   const cross = sel('cross_zone="true"');
@@ -394,6 +511,8 @@ export function buildDashboard(flavour: Flavour): Record<string, unknown> {
       [{ displayName: 'Bytes', desc: true }],
       { w: 12, h: 8 },
     ),
+
+    ...(flavour === 'podflow' ? costRow() : []),
 
     row('Who talks to whom'),
     {

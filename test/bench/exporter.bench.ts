@@ -113,7 +113,11 @@ function clusterLookup(): ClusterLookup {
       });
     }
   }
-  return { lookup: (ip) => ips.get(ip), nodeZone: (n) => ZONES[Number(n.slice(5)) % ZONES.length] };
+  return {
+    lookup: (ip) => ips.get(ip),
+    nodeZone: (n) => ZONES[Number(n.slice(5)) % ZONES.length],
+    nodeRegion: () => 'region-1',
+  };
 }
 
 /** Child process: the 200 collectors. */

@@ -55,6 +55,10 @@ export interface PodDef {
 export interface NodeDef {
   name: string;
   zone: string;
+  /** topology.kubernetes.io/region; none when unset. */
+  region?: string;
+  /** spec.providerID (`aws:///zone/i-…` by default: --cloud auto picks the AWS preset). */
+  providerID?: string;
   /** The node's underlay address (InternalIP) in 10.250.0.0/24 (10.250.0.1 is the control namespace). */
   ip: string;
   /** Its IPv6 underlay address in fd00:250::/64, for IPv6 pods. */
@@ -78,6 +82,8 @@ export interface ClusterSpec {
   publicHost?: PublicHostDef;
   /** Added to the exporter's command line. */
   exporterArgs?: string[];
+  /** A `--destinations-file` for the exporter (YAML text, written at start). */
+  destinations?: string;
   /** The pull API's token: collectors accept it, the exporter sends it (as the chart sets both). */
   pullToken?: string;
   /** Give every collector a `--state-dir` of its own (kept across `restartCollector`). */
@@ -125,6 +131,9 @@ export class Cluster {
     this.dir = await mkdtemp(join(tmpdir(), 'pf-cluster-'));
     if (this.spec.pullToken !== undefined) {
       await writeFile(join(this.dir, 'pull-token'), `${this.spec.pullToken}\n`, { mode: 0o600 });
+    }
+    if (this.spec.destinations !== undefined) {
+      await writeFile(join(this.dir, 'destinations.yaml'), this.spec.destinations);
     }
     await this.buildNetwork();
     await this.startApiServer();
@@ -275,7 +284,16 @@ export class Cluster {
     const s = this.api.server;
     const replicaSets = new Set<string>();
     for (const n of this.spec.nodes) {
-      s.create('nodes', node({ name: n.name, zone: n.zone, internalIPs: [n.ip, ...(n.ip6 ? [n.ip6] : [])] }));
+      s.create(
+        'nodes',
+        node({
+          name: n.name,
+          zone: n.zone,
+          region: n.region,
+          providerID: n.providerID,
+          internalIPs: [n.ip, ...(n.ip6 ? [n.ip6] : [])],
+        }),
+      );
       for (const p of n.pods) {
         const owner = ownerOf(p);
         const key = `${p.namespace}/${owner.name}`;
@@ -347,6 +365,9 @@ export class Cluster {
       '--http-sink-url',
       `http://127.0.0.1:${SINK_PORT}/ingest`,
       ...this.tokenArgs,
+      ...(this.spec.destinations === undefined
+        ? []
+        : ['--destinations-file', join(this.dir, 'destinations.yaml')]),
       ...(this.spec.exporterArgs ?? []),
     ]);
     await this.waitFor('exporter ready', async () =>

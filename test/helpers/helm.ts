@@ -343,7 +343,7 @@ function containerEnv(objects: K8sObject[], c: any, refs: FieldRefs): Record<str
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: pod spec from YAML
-function mountedFile(objects: K8sObject[], pod: any, c: any, path: string): string {
+export function mountedFile(objects: K8sObject[], pod: any, c: any, path: string): string {
   for (const m of c.volumeMounts ?? []) {
     if (!path.startsWith(`${m.mountPath}/`)) continue;
     const rel = path.slice(m.mountPath.length + 1);

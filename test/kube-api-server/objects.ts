@@ -178,6 +178,8 @@ export interface NodeSpec {
   region?: string;
   internalIPs?: string[];
   externalIPs?: string[];
+  /** spec.providerID; '' for none (kind, bare metal). @default aws:///<zone>/i-0123456789abcdef0 */
+  providerID?: string;
 }
 
 export function node(s: NodeSpec): KubeObject {
@@ -190,7 +192,12 @@ export function node(s: NodeSpec): KubeObject {
   if (s.region) labels['topology.kubernetes.io/region'] = s.region;
   return {
     metadata: { name: s.name, labels, annotations: { 'node.alpha.kubernetes.io/ttl': '0' } },
-    spec: { podCIDR: '10.244.0.0/24', providerID: `aws:///${s.zone ?? 'zone'}/i-0123456789abcdef0` },
+    spec: {
+      podCIDR: '10.244.0.0/24',
+      ...(s.providerID === ''
+        ? {}
+        : { providerID: s.providerID ?? `aws:///${s.zone ?? 'zone'}/i-0123456789abcdef0` }),
+    },
     status: {
       addresses: [
         ...(s.internalIPs ?? []).map((address) => ({ type: 'InternalIP', address })),

@@ -35,9 +35,17 @@ that the pod's grace period, less a margin to exit (export-interval must fit in 
   "metrics-ttl" .Values.exporter.metricsTtl
   "pull-concurrency" (int64 .Values.exporter.pullConcurrency)
   "pull-timeout" .Values.exporter.pullTimeout
+  "cloud" .Values.exporter.cloud
 -}}
 {{- with .Values.exporter.metricsLabels }}
 {{- $_ := set $exporter "metrics-labels" . }}
+{{- end }}
+{{- with .Values.exporter.prices }}
+{{- $_ := set $exporter "prices" . }}
+{{- end }}
+{{- if .Values.exporter.destinations }}
+{{- /* The list itself is in its own ConfigMap (templates/destinations-configmap.yaml). */}}
+{{- $_ := set $exporter "destinations-file" "/etc/podflow/destinations/destinations.yaml" }}
 {{- end }}
 {{- with .Values.exporter.httpSink }}
 {{- if .url }}
