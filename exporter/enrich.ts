@@ -84,7 +84,9 @@ export class Enricher {
         dstDnsName = dst.namespace ? `${dst.name}.${dst.namespace}.svc` : dst.name;
       } else {
         if (!priv && this.config.groupPublicIps) dstIp = f.dst.includes(':') ? '::' : '0.0.0.0';
-        if (priv) this.noteUnresolved(f.dst, node);
+        // The name a pod of the node looked up (collector/dns/): kept when the address is grouped.
+        if (f.dstName !== undefined) dstDnsName = f.dstName;
+        else if (priv) this.noteUnresolved(f.dst, node);
       }
     }
     return {

@@ -461,6 +461,8 @@ describe('every bad value gets one clean line', () => {
     'pull-token-file': '',
     'metrics-auth': 'no way',
     'shutdown-timeout': 'forever',
+    'dns-names': 'sometimes',
+    'dns-grace': '2h',
   };
   const JARGON =
     /Invalid input|Invalid option|expected string, received|expected number|Too small|Too big|received|\n/;

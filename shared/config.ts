@@ -249,6 +249,7 @@ export const FLOW_LABELS = [
   'dst_node',
   'dst_zone',
   'dst_ip',
+  'dst_dns_name',
   'dst_type',
   'cross_zone',
   'proto',
@@ -590,6 +591,19 @@ export const OPTIONS = {
     schema: text('a directory path'),
     arg: 'dir',
     help: 'directory keeping per-connection counts and unacknowledged batches across restarts (none: a restart loses the traffic between its last read and the new first read)',
+    commands: COLLECTING,
+  }),
+  'dns-names': opt({
+    schema: bool,
+    default: true,
+    help: 'collector: name peers from the DNS answers pods on the node get (needs CAP_NET_RAW; without it, a warning and no names)',
+    commands: COLLECTING,
+  }),
+  'dns-grace': opt({
+    schema: duration(0, HOUR),
+    default: '60s',
+    arg: 'duration',
+    help: 'collector: how long a DNS answer names its addresses beyond its TTL (at most 1h)',
     commands: COLLECTING,
   }),
   'shutdown-timeout': opt({
