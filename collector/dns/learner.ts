@@ -111,13 +111,14 @@ export class DnsLearner {
   start(): boolean {
     const { log } = this.deps;
     let socket: PacketSocket;
+    let fd: number;
     try {
       socket = this.deps.socket ?? loadPacketSocket();
+      fd = socket.open();
     } catch (err) {
-      log.warn({ err }, '--dns-names: no packet socket on this platform: peers are not named');
+      log.warn({ err }, '--dns-names: no packet socket (platform or addon): peers are not named');
       return false;
     }
-    const fd = socket.open();
     if (fd < 0) {
       const code = errnoName(fd);
       log.warn(
