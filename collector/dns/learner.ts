@@ -5,7 +5,7 @@
 //
 // Needs CAP_NET_RAW and the host network namespace. Where the socket cannot be opened the learner
 // warns once and names nothing; the collector runs on.
-import type { Counter, Gauge, Registry } from 'prom-client';
+import type { Gauge, Registry } from 'prom-client';
 import { Counter as PromCounter, Gauge as PromGauge } from 'prom-client';
 import {
   errnoName,
@@ -51,9 +51,8 @@ export class DnsLearner {
   private readonly recent = new Map<string, number>();
   private lastSweep = 0;
   private readonly now: () => number;
-  private readonly answers: Counter;
-  private readonly packets: Counter;
-  private readonly errors: Counter<'reason'>;
+  /** Totals, read when Prometheus scrapes (a prom-client inc per packet costs more than the parse). */
+  private readonly totals = { packets: 0, answers: 0, errors: new Map<ParseError, number>() };
   private readonly learning: Gauge;
 
   constructor(
@@ -67,21 +66,34 @@ export class DnsLearner {
     );
     const registers = [deps.registry];
     const cache = this.cache;
-    this.packets = new PromCounter({
+    const totals = this.totals;
+    new PromCounter({
       name: 'podflow_collector_dns_packets_total',
       help: 'Packets from port 53 seen on the node (each answer once, however many interfaces it crossed)',
       registers,
+      collect() {
+        this.reset();
+        this.inc(totals.packets);
+      },
     });
-    this.answers = new PromCounter({
+    new PromCounter({
       name: 'podflow_collector_dns_answers_total',
-      help: 'DNS responses decoded (named addresses or not)',
+      help: 'DNS responses read (named addresses or not)',
       registers,
+      collect() {
+        this.reset();
+        this.inc(totals.answers);
+      },
     });
-    this.errors = new PromCounter({
+    new PromCounter({
       name: 'podflow_collector_dns_parse_errors_total',
       help: 'DNS packets that gave nothing, by reason (truncated, fragment, tcp-partial: not reassembled; malformed)',
       labelNames: ['reason'],
       registers,
+      collect() {
+        this.reset();
+        for (const [reason, n] of totals.errors) this.inc({ reason }, n);
+      },
     });
     new PromGauge({
       name: 'podflow_collector_dns_names',
@@ -189,9 +201,10 @@ export class DnsLearner {
   /** One captured IP packet. */
   packet(buf: Buffer, off: number, len: number, orig: number, ethertype: number): void {
     const r = parsePacket(buf, off, len, orig, ethertype);
+    const totals = this.totals;
     if (typeof r === 'string') {
-      this.packets.inc();
-      this.errors.inc({ reason: r satisfies ParseError });
+      totals.packets++;
+      totals.errors.set(r, (totals.errors.get(r) ?? 0) + 1);
       return;
     }
     const now = this.now();
@@ -199,8 +212,8 @@ export class DnsLearner {
     if (seen !== undefined && now - seen < DUPLICATE_WINDOW_MS) return;
     if (this.recent.size >= 4096) this.recent.clear();
     this.recent.set(r.key, now);
-    this.packets.inc();
-    if (r.messages > 0) this.answers.inc(r.messages);
+    totals.packets++;
+    totals.answers += r.messages;
     for (const a of r.addresses) this.cache.add(a.address, a.name, a.ttl, r.client);
   }
 }

@@ -27,7 +27,7 @@ export interface NameCacheStats {
 interface Held {
   name: string;
   client: string;
-  /** ms since the epoch. */
+  /** Seconds since the epoch, rounded up: a small integer V8 keeps in the object, no boxed number. */
   until: number;
   next: Held | undefined;
 }
@@ -37,6 +37,8 @@ const MAX_CLIENTS = 4;
 
 export class NameCache implements PeerNames {
   private readonly map = new Map<string, Held>();
+  /** Client addresses are few (the pods of a node): one string each, not one per answer. */
+  private readonly clients = new Map<string, string>();
   private evicted = 0;
 
   constructor(
@@ -46,7 +48,14 @@ export class NameCache implements PeerNames {
 
   /** Records an answer: `client` asked `name` and got `address`, valid for `ttl` seconds. */
   add(address: string, name: string, ttl: number, client: string): void {
-    const until = this.now() + Math.max(0, ttl) * 1000 + this.config.graceMs;
+    const until = Math.ceil((this.now() + this.config.graceMs) / 1000) + Math.max(0, Math.floor(ttl));
+    let c = this.clients.get(client);
+    if (c === undefined) {
+      if (this.clients.size >= 65_536) this.clients.clear();
+      this.clients.set(client, client);
+      c = client;
+    }
+    client = c;
     const first: Held = { name, client, until, next: undefined };
     const head = this.map.get(address);
     if (head !== undefined) {
@@ -73,7 +82,7 @@ export class NameCache implements PeerNames {
   nameOf(ip: string, client: string): string {
     const head = this.map.get(ip);
     if (head === undefined) return '';
-    const now = this.now();
+    const now = this.now() / 1000;
     let any: Held | undefined;
     let fresh = false;
     for (let h: Held | undefined = head; h !== undefined; h = h.next) {
@@ -97,7 +106,7 @@ export class NameCache implements PeerNames {
 
   /** Drops what has expired (called now and then, so that stale names do not sit until evicted). */
   sweep(): void {
-    const now = this.now();
+    const now = this.now() / 1000;
     for (const [ip, head] of this.map) {
       let live = false;
       for (let h: Held | undefined = head; h !== undefined; h = h.next) if (h.until >= now) live = true;

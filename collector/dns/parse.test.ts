@@ -95,7 +95,12 @@ describe('parsePacket', () => {
     const frag = Buffer.from(pkt);
     frag.writeUInt16BE(0x2000, 6); // more fragments
     expect(parse(frag)).toBe('fragment');
-    expect(parse(udp4(Buffer.from('not dns at all, not at all')))).toBe('malformed');
+    // A response whose question name starts with a reserved label type (0x40).
+    expect(parse(udp4(Buffer.from([0, 1, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0, 0x41, 0x41])))).toBe(
+      'malformed',
+    );
+    // Not a response (QR clear): nothing to learn, nothing wrong.
+    expect((parse(udp4(Buffer.from('not dns at all, not at all'))) as ParsedAnswers).addresses).toEqual([]);
     expect(parse(pkt, 0x86dd)).toBe('malformed');
   });
 

@@ -1,23 +1,22 @@
 // DNS answers from captured packets (native/src/packet.c hands over IP packets, link layer removed):
-// IPv4 or IPv6, UDP or TCP from port 53, the DNS message decoded by dns-packet. What comes out is
+// IPv4 or IPv6, UDP or TCP from port 53. What comes out is
 // the asking client's address and, per address the answer gave, the name the client asked (not the
-// CNAME target) and how long the answer may be used.
+// CNAME target) and how long the answer may be used. The DNS message itself: collector/dns/message.ts.
 //
 // Not reassembled: IP fragments (a UDP answer larger than the path MTU; counted as `fragment`) and
 // DNS messages over TCP that span several segments (counted as `tcp-partial`): a TCP segment is read
 // when it holds whole messages behind their 2-byte length prefix. IPv6 extension headers before
 // UDP/TCP are not followed (the kernel filter only passes packets without them).
-import { v6 } from '@leichtgewicht/ip-codec';
-import * as dnsPacket from 'dns-packet';
 import { isDnsName } from '../../shared/dns.js';
 import { formatAddr, formatV6 } from '../netfilter/parser.js';
+import { readResponse } from './message.js';
 
 /** Why a packet gave nothing (the self-metric's `reason` label). */
 export type ParseError =
   | 'truncated' // shorter than its headers say, or cut short by the capture
   | 'fragment' // an IP fragment (not reassembled)
   | 'tcp-partial' // a DNS message over TCP spanning several segments (not reassembled)
-  | 'malformed'; // not a DNS message dns-packet can decode, or a bad name
+  | 'malformed'; // not a well-formed DNS message (bad labels, pointers, record lengths)
 
 /** One address an answer gave: `name` (the name asked, lowercase) is good until `ttl` seconds. */
 export interface AnswerAddress {
@@ -127,67 +126,36 @@ export function parsePacket(
   return 'malformed';
 }
 
-/** Decodes one DNS message into `out.addresses`; a reason when it cannot. */
+/** Reads one DNS message into `out.addresses`; a reason when it cannot. */
 function decodeMessage(msg: Buffer, out: ParsedAnswers): ParseError | undefined {
-  let m: dnsPacket.Packet;
-  try {
-    m = dnsPacket.decode(msg);
-  } catch {
-    return msg.length < 12 ? 'truncated' : 'malformed';
-  }
-  // Responses to standard queries that succeeded (NOERROR) and answer one question.
-  // flags: QR, opcode (bits 11–14), rcode (bits 0–3); dns-packet's typings omit its opcode/rcode.
-  const flags = m.flags ?? 0;
-  if (m.type !== 'response' || ((flags >> 11) & 0xf) !== 0 || (flags & 0xf) !== 0) return undefined;
-  const q = m.questions?.[0];
-  const answers = m.answers;
-  if (q === undefined || answers === undefined || answers.length === 0) return undefined;
-  const asked = normalize(q.name);
-  if (!isDnsName(asked)) return 'malformed';
+  const m = readResponse(msg, 0, msg.length);
+  if (m === 'truncated' || m === 'malformed') return m;
+  if (m === undefined || m.question === '' || m.records.length === 0) return undefined;
+  const asked = m.question;
+  if (!isDnsName(asked)) return undefined;
+  const records = m.records;
   // Follow the CNAME chain from the name asked: only addresses of names on it belong to the
   // question (an answer may carry unrelated records). TTL: the shortest on the way.
   let chain = asked;
   let ttl = Number.POSITIVE_INFINITY;
   for (let hop = 0; hop < 16; hop++) {
     let next: string | undefined;
-    for (const a of answers) {
-      if (a.type === 'CNAME' && normalize(a.name) === chain) {
-        next = normalize(a.data as string);
-        ttl = Math.min(ttl, a.ttl ?? 0);
+    for (const r of records) {
+      if (r.target !== undefined && r.owner === chain) {
+        next = r.target;
+        ttl = Math.min(ttl, r.ttl);
         break;
       }
     }
     if (next === undefined || next === chain) break;
     chain = next;
   }
-  for (const a of answers) {
-    if (a.type !== 'A' && a.type !== 'AAAA') continue;
-    const owner = normalize(a.name);
-    if (owner !== chain && owner !== asked) continue;
-    const address = a.type === 'A' ? (a.data as string) : canonicalV6(a.data as string);
-    if (address === undefined) return 'malformed';
-    out.addresses.push({ address, name: asked, ttl: Math.min(ttl, a.ttl ?? 0) });
+  for (const r of records) {
+    if (r.address === undefined || (r.owner !== chain && r.owner !== asked)) continue;
+    out.addresses.push({ address: r.address, name: asked, ttl: Math.min(ttl, r.ttl) });
   }
   return undefined;
 }
 
 const keyOf = (client: string, port: number, msg: Buffer): string =>
   `${client}|${port}|${msg.length}|${msg.toString('latin1', 0, Math.min(12, msg.length))}`;
-
-/** Lowercase (resolvers may randomize case, RFC draft "0x20"), no trailing dot. */
-function normalize(name: string): string {
-  const n = name.toLowerCase();
-  return n.endsWith('.') ? n.slice(0, -1) : n;
-}
-
-const v6bytes = Buffer.alloc(16);
-
-/** dns-packet's IPv6 text is not always RFC 5952 (conntrack's form): re-formatted from the bytes. */
-function canonicalV6(text: string): string | undefined {
-  try {
-    v6.encode(text, v6bytes, 0);
-  } catch {
-    return undefined;
-  }
-  return formatV6(v6bytes, 0);
-}
