@@ -92,6 +92,7 @@ describe.skipIf(!root)('DNS names learned on the node', () => {
   let server4: TrafficServer | undefined;
   let server6: TrafficServer | undefined;
   let dnsServer: string;
+  let dnsServer6: string;
   let podflowLog = '';
   const records: SinkRecord[] = [];
 
@@ -103,6 +104,7 @@ describe.skipIf(!root)('DNS names learned on the node', () => {
     node = pair.a;
     peer = pair.b;
     dnsServer = pair.b4;
+    dnsServer6 = pair.b6;
     // The named addresses live in the peer namespace: documentation ranges stand in for the internet.
     for (const a of ['203.0.113.10', '203.0.113.12', '203.0.113.13', '203.0.113.14'])
       await peer.addAddress('pfb', `${a}/32`);
@@ -170,12 +172,17 @@ describe.skipIf(!root)('DNS names learned on the node', () => {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  const query = async (name: string, type: 'A' | 'AAAA', transport: 'udp' | 'tcp'): Promise<string[]> => {
+  const query = async (
+    name: string,
+    type: 'A' | 'AAAA',
+    transport: 'udp' | 'tcp',
+    server = dnsServer,
+  ): Promise<string[]> => {
     const { stdout } = await node.exec(process.execPath, [
       '-e',
       QUERY_JS,
       ROOT,
-      dnsServer,
+      server,
       name,
       type,
       transport,
@@ -188,7 +195,8 @@ describe.skipIf(!root)('DNS names learned on the node', () => {
     // TTL 1 s + grace 2 s: stale by the time its connection starts.
     await new Promise((r) => setTimeout(r, 4000));
     expect(await query('web.example.test', 'A', 'udp')).toEqual(['203.0.113.10']);
-    expect(await query('api.example.test', 'AAAA', 'udp')).toEqual(['2001:db8::11']);
+    // Over IPv6 both ways: the answer comes from the server's IPv6 address.
+    expect(await query('api.example.test', 'AAAA', 'udp', dnsServer6)).toEqual(['2001:db8::11']);
     expect(await query('www.example.test', 'A', 'udp')).toEqual(['cdn.example.test', '203.0.113.12']);
     expect(await query('tcp.example.test', 'A', 'tcp')).toEqual(['203.0.113.14']);
     const opts = { send: 1000, receive: 3000 };
