@@ -1,8 +1,9 @@
-// Wiring of `podflow collector`: source → reduce → loop → backlog → HTTP (pull API, /metrics).
+// Wiring of `podflow collector`: source → reduce (+ DNS names) → loop → backlog → HTTP (pull API, /metrics).
 import { once } from 'node:events';
 import type { Registry } from 'prom-client';
 import { Backlog } from '../collector/backlog.js';
 import { Checkpoint } from '../collector/checkpoint.js';
+import { DnsLearner } from '../collector/dns/learner.js';
 import { CollectorLoop } from '../collector/loop.js';
 import { type CollectorMetrics, createCollectorMetrics } from '../collector/metrics.js';
 import { createReducer } from '../collector/reduce.js';
@@ -57,9 +58,12 @@ export async function createCollectorGraph(
     backlog: () => backlog.stats(),
     source: () => ({ lostEvents: source.lostEvents }),
   });
+  const dns = config.dnsNames
+    ? new DnsLearner({ graceMs: config.dnsGrace }, { log: log.child({ stage: 'dns' }), registry })
+    : undefined;
   const reducer = createReducer(
     { groupPublicIps: config.groupPublicIps },
-    { podIndex: local.index, log: log.child({ stage: 'reduce' }) },
+    { podIndex: local.index, log: log.child({ stage: 'reduce' }), names: dns?.cache },
   );
   const checkpoint =
     store === undefined
@@ -144,6 +148,8 @@ export async function createCollectorGraph(
       }
       await source.start();
       started = true;
+      // Before the first read: names of lookups made from now on are there when their connections are counted.
+      dns?.start();
       await restore();
       serving = true;
       await local.start();
@@ -164,6 +170,7 @@ export async function createCollectorGraph(
       // Last: what the final read counted and what exporters acknowledged until now.
       if (started) await checkpoint?.request();
       if (started) await source.close();
+      dns?.close();
       await local.close();
     },
   };

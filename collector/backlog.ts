@@ -48,7 +48,7 @@ export const MAX_CURSORS = 64;
 
 export type AckResult = { ok: true; dropped: number } | { ok: false; reason: string };
 
-const key = (f: Flow) => `${f.src}|${f.dst}|${f.proto}`;
+const key = (f: Flow) => `${f.src}|${f.dst}|${f.proto}|${f.dstName ?? ''}`;
 
 /**
  * A tick's flows as the reducer hands them over: columns (collector/flow-columns.ts), or objects
@@ -373,7 +373,7 @@ export class Backlog {
     }
   }
 
-  /** `b` folded into `a`: flows summed per (src, dst, proto), time range widened, `b`'s seq. */
+  /** `b` folded into `a`: flows summed per (src, dst, proto, dstName), time range widened, `b`'s seq. */
   private merge(a: Pending, b: Pending): Pending {
     let index = this.mergeIndex.get(a);
     let flows: Flow[];

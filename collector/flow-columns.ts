@@ -10,6 +10,8 @@ export class FlowColumns {
   readonly src: string[];
   readonly dst: string[];
   readonly proto: Uint8Array;
+  /** The peer's DNS name (Flow.dstName), '' for none. */
+  readonly name: string[];
   /** Per flow: tx bytes, tx packets, rx bytes, rx packets. */
   readonly cnt: Float64Array;
 
@@ -17,6 +19,7 @@ export class FlowColumns {
     this.src = new Array<string>(length);
     this.dst = new Array<string>(length);
     this.proto = new Uint8Array(length);
+    this.name = new Array<string>(length).fill('');
     this.cnt = new Float64Array(length * 4);
   }
 
@@ -24,7 +27,7 @@ export class FlowColumns {
     const c = new FlowColumns(flows.length);
     for (let k = 0; k < flows.length; k++) {
       const f = flows[k]!;
-      c.set(k, f.src, f.dst, f.proto, f.txBytes, f.txPackets, f.rxBytes, f.rxPackets);
+      c.set(k, f.src, f.dst, f.proto, f.txBytes, f.txPackets, f.rxBytes, f.rxPackets, f.dstName ?? '');
     }
     return c;
   }
@@ -38,8 +41,10 @@ export class FlowColumns {
     tp: number,
     rb: number,
     rp: number,
+    name = '',
   ): void {
     this.src[k] = src;
+    this.name[k] = name;
     this.dst[k] = dst;
     this.proto[k] = proto;
     const i = k * 4;
@@ -57,7 +62,7 @@ export class FlowColumns {
     const c = this.cnt;
     for (let k = 0; k < n; k++) {
       const i = k * 4;
-      out[k] = {
+      const f: Flow = {
         src: this.src[k]!,
         dst: this.dst[k]!,
         proto: this.proto[k]!,
@@ -66,6 +71,10 @@ export class FlowColumns {
         txPackets: c[i + 1]!,
         rxPackets: c[i + 3]!,
       };
+      // Only when known: most flows have none, and the wire carries no empty field for them.
+      const name = this.name[k]!;
+      if (name !== '') f.dstName = name;
+      out[k] = f;
     }
     return out;
   }

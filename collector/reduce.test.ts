@@ -273,4 +273,62 @@ describe('createReducer', () => {
     expect(new Map([...want].filter(([, v]) => v !== 0))).toEqual(got);
     expect(got.size).toBeGreaterThan(1000);
   });
+
+  it('names a connection’s peer when it is first counted, and keeps the name when public peers are grouped', async () => {
+    const asked: string[] = [];
+    const names = {
+      nameOf(ip: string, client: string) {
+        asked.push(`${client}>${ip}`);
+        return ip === '203.0.113.5' || ip === '203.0.113.6'
+          ? 'api.example.com'
+          : ip === '198.51.100.9'
+            ? 'cdn.example.net'
+            : '';
+      },
+    };
+    const source = new ScriptedSource();
+    const reducer = createReducer(
+      { groupPublicIps: true },
+      { podIndex: { isLocal: (ip) => ip === '10.0.0.1' }, names },
+    );
+    source.reads = [
+      [],
+      [
+        sample('10.0.0.1', '203.0.113.5', '203.0.113.5', [100, 1, 200, 2], 1),
+        sample('10.0.0.1', '203.0.113.6', '203.0.113.6', [10, 1, 20, 1], 2),
+        sample('10.0.0.1', '198.51.100.9', '198.51.100.9', [5, 1, 5, 1], 3),
+        sample('10.0.0.1', '192.0.2.1', '192.0.2.1', [1, 1, 1, 1], 4),
+      ],
+      [sample('10.0.0.1', '203.0.113.5', '203.0.113.5', [150, 2, 250, 3], 1)],
+    ];
+    await reducer.tick(source);
+    const r = await reducer.tick(source);
+    const byName = Object.fromEntries(r.flows.map((f) => [f.dstName ?? '', [f.dst, f.txBytes]]));
+    expect(byName).toEqual({
+      'api.example.com': ['0.0.0.0', 110],
+      'cdn.example.net': ['0.0.0.0', 5],
+      '': ['0.0.0.0', 1],
+    });
+    expect(asked).toEqual([
+      '10.0.0.1>203.0.113.5',
+      '10.0.0.1>203.0.113.6',
+      '10.0.0.1>198.51.100.9',
+      '10.0.0.1>192.0.2.1',
+    ]);
+    // The next tick: the connection's series is cached, the name not asked again.
+    const r2 = await reducer.tick(source);
+    expect(r2.flows).toEqual([
+      {
+        src: '10.0.0.1',
+        dst: '0.0.0.0',
+        proto: 6,
+        txBytes: 50,
+        txPackets: 1,
+        rxBytes: 50,
+        rxPackets: 1,
+        dstName: 'api.example.com',
+      },
+    ]);
+    expect(asked).toHaveLength(4);
+  });
 });

@@ -37,9 +37,17 @@ export interface ReducerConfig {
   countExisting?: boolean;
 }
 
+/** Names of peer addresses (collector/dns/): '' when none is known. */
+export interface PeerNames {
+  /** The name `client` (a local endpoint) or else any pod of the node looked up and got `ip` for. */
+  nameOf(ip: string, client: string): string;
+}
+
 export interface ReducerDeps {
   podIndex: PodIndex;
   log?: Logger;
+  /** Optional (`--dns-names`): the peer's name is part of a series, asked when a connection is first counted. */
+  names?: PeerNames;
 }
 
 export interface TickResult {
@@ -104,6 +112,8 @@ const R_REUSE = 5;
 class SeriesTable {
   src: (string | undefined)[] = [];
   dst: (string | undefined)[] = [];
+  /** The peer's DNS name, '' for none. */
+  name: (string | undefined)[] = [];
   proto = new Uint8Array(1024);
   /**
    * What a delta reads and writes, side by side (REC numbers per series, one or two cache lines
@@ -125,9 +135,9 @@ class SeriesTable {
   private mask = 2047;
   private ht = new Int32Array(2048);
 
-  /** The series of (src, dst, proto), created when new; returns its tag. */
-  find(src: string, dst: string, proto: number): number {
-    const h = hashSeries(src, dst, proto);
+  /** The series of (src, dst, proto, name), created when new; returns its tag. */
+  find(src: string, dst: string, proto: number, name: string): number {
+    const h = hashSeries(src, dst, proto, name);
     const mask = this.mask;
     const ht = this.ht;
     let i = h & mask;
@@ -135,13 +145,20 @@ class SeriesTable {
       const v = ht[i]!;
       if (v === 0) break;
       const idx = v - 1;
-      if (this.hash[idx] === h && this.proto[idx] === proto && this.src[idx] === src && this.dst[idx] === dst)
+      if (
+        this.hash[idx] === h &&
+        this.proto[idx] === proto &&
+        this.src[idx] === src &&
+        this.dst[idx] === dst &&
+        this.name[idx] === name
+      )
         return this.tagOf(idx);
       i = (i + 1) & mask;
     }
     const idx = this.alloc();
     this.src[idx] = src;
     this.dst[idx] = dst;
+    this.name[idx] = name;
     this.proto[idx] = proto;
     this.hash[idx] = h;
     this.live[idx] = 1;
@@ -199,6 +216,7 @@ class SeriesTable {
     this.rec[o] = (this.rec[o]! + 1) & REUSE_MASK;
     this.src[idx] = undefined;
     this.dst[idx] = undefined;
+    this.name[idx] = undefined;
     this.free.push(idx);
   }
 
@@ -274,9 +292,10 @@ function hashString(h: number, s: string): number {
   return h;
 }
 
-/** FNV-1a over both addresses and the protocol, finished with a murmur3 mix. */
-function hashSeries(src: string, dst: string, proto: number): number {
-  const h = hashString(hashString(0x811c9dc5, src) ^ 0x20, dst);
+/** FNV-1a over both addresses, the name and the protocol, finished with a murmur3 mix. */
+function hashSeries(src: string, dst: string, proto: number, name: string): number {
+  let h = hashString(hashString(0x811c9dc5, src) ^ 0x20, dst);
+  if (name !== '') h = hashString(h ^ 0x20, name);
   return fmix32(Math.imul(h ^ proto, 0x01000193));
 }
 
@@ -284,6 +303,7 @@ class FlowReducer implements Reducer {
   private readonly series = new SeriesTable();
   private readonly tracker: Tracker;
   private readonly index: PodIndex;
+  private readonly names: PeerNames | undefined;
   private tickNo = 1;
   private running = false;
 
@@ -292,6 +312,7 @@ class FlowReducer implements Reducer {
     deps: ReducerDeps,
   ) {
     this.index = deps.podIndex;
+    this.names = deps.names;
     this.tracker = new Tracker(this.onDelta, { countExisting: config.countExisting ?? false });
   }
 
@@ -356,7 +377,17 @@ class FlowReducer implements Reducer {
     for (let k = 0; k < n; k++) {
       const idx = t.touched[k]!;
       const o = idx * REC;
-      flows.set(k, t.src[idx]!, t.dst[idx]!, t.proto[idx]!, r[o]!, r[o + 1]!, r[o + 2]!, r[o + 3]!);
+      flows.set(
+        k,
+        t.src[idx]!,
+        t.dst[idx]!,
+        t.proto[idx]!,
+        r[o]!,
+        r[o + 1]!,
+        r[o + 2]!,
+        r[o + 3]!,
+        t.name[idx]!,
+      );
       r[o] = r[o + 1] = r[o + 2] = r[o + 3] = 0;
     }
     t.nTouched = 0;
@@ -384,7 +415,11 @@ class FlowReducer implements Reducer {
       let idx = c.tagB === which ? t.resolve(c.tagA) : -1;
       if (idx < 0) {
         const local = srcLocal ? origSrc : replySrc;
-        const tag = t.find(local, this.peer(srcLocal ? replySrc : origSrc), c.proto);
+        const peer = srcLocal ? replySrc : origSrc;
+        // The name is taken when the connection is first counted (its lookup precedes it) and stays
+        // with it; grouped public peers (--group-public-ips) keep theirs.
+        const name = this.names === undefined ? '' : this.names.nameOf(peer, local);
+        const tag = t.find(local, this.peer(peer), c.proto, name);
         c.tagA = tag;
         c.tagB = which;
         idx = tag % IDX_SPAN;
@@ -397,8 +432,9 @@ class FlowReducer implements Reducer {
     let a = t.resolve(c.tagA);
     let b = a < 0 ? -1 : t.resolve(c.tagB);
     if (b < 0) {
-      const ta = t.find(origSrc, this.peer(replySrc), c.proto);
-      const tb = t.find(replySrc, this.peer(origSrc), c.proto);
+      // Pod to pod on this node: the peer is known by the cluster, not by a DNS name.
+      const ta = t.find(origSrc, this.peer(replySrc), c.proto, '');
+      const tb = t.find(replySrc, this.peer(origSrc), c.proto, '');
       c.tagA = ta;
       c.tagB = tb;
       a = ta % IDX_SPAN;

@@ -104,7 +104,14 @@ function busyState() {
   );
   const b = new Backlog({ backlogMaxFlows: 1000 }, { bootId: 'boot-1' });
   b.append(0, 5, [flow('10.0.0.1', '10.0.1.1', 50, 60)]);
-  b.append(5, 10, FlowColumns.from([flow('10.0.0.1', '10.0.1.1', 20, 0), flow('fd00::1', 'fd00::2', 0, 20)]));
+  b.append(
+    5,
+    10,
+    FlowColumns.from([
+      flow('10.0.0.1', '10.0.1.1', 20, 0),
+      { ...flow('fd00::1', 'fd00::2', 0, 20), dstName: 'api.example.com' },
+    ]),
+  );
   b.pull(1); // boundary at 1
   b.ack('boot-1', 1);
   b.append(10, 15, [flow('10.0.0.1', '10.0.1.2', 7, 7)]);

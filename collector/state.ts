@@ -21,6 +21,7 @@ import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { Packr } from 'msgpackr';
+import { isDnsName } from '../shared/dns.js';
 import type { BacklogSnapshot } from './backlog.js';
 import { FlowColumns } from './flow-columns.js';
 import type { TrackerSnapshot } from './tracker.js';
@@ -99,7 +100,24 @@ export function encodeBatch(b: BacklogSnapshot['batches'][number]): Buffer {
     src[k] = at(f.src[k]!);
     dst[k] = at(f.dst[k]!);
   }
-  return section({ seq: b.seq, from: b.from, to: b.to, n: f.length, addrs }, [src, dst, f.proto, f.cnt]);
+  const head = { seq: b.seq, from: b.from, to: b.to, n: f.length, addrs };
+  if (!f.name.some((n) => n !== '')) return section(head, [src, dst, f.proto, f.cnt]);
+  // DNS names (collector/dns/): a table in the head (index 0 = none) and one more column. Files
+  // without it (no names, or written before names existed) read as before.
+  const names = [''];
+  const nameIndex = new Map<string, number>([['', 0]]);
+  const name = new Uint32Array(f.length);
+  for (let k = 0; k < f.length; k++) {
+    const v = f.name[k]!;
+    let i = nameIndex.get(v);
+    if (i === undefined) {
+      i = names.length;
+      nameIndex.set(v, i);
+      names.push(v);
+    }
+    name[k] = i;
+  }
+  return section({ ...head, names }, [src, dst, f.proto, f.cnt, name]);
 }
 
 /** The whole file from its parts (`tracker` from encodeTracker, `batches` from encodeBatch). */
@@ -200,6 +218,14 @@ function addresses(v: unknown, what: string): string[] {
   return v as string[];
 }
 
+/** A batch's name table: '' (none) first, then DNS names. */
+function dnsNames(v: unknown): string[] {
+  check(Array.isArray(v) && v[0] === '', 'batch names: not a name table');
+  const names = v as unknown[];
+  for (let i = 1; i < names.length; i++) check(isDnsName(names[i]), 'batch names: not a DNS name');
+  return names as string[];
+}
+
 function indices(c: Uint32Array, size: number, what: string): void {
   for (let i = 0; i < c.length; i++) check(c[i]! < size, `${what}: index out of range`);
 }
@@ -264,14 +290,18 @@ function decodeBatch(r: Reader): BacklogSnapshot['batches'][number] {
   const dst = column(r, Uint32Array, n, 'batch dst');
   const proto = column(r, Uint8Array, n, 'batch proto');
   const cnt = column(r, Float64Array, n * 4, 'batch counters');
+  const names = h.names === undefined ? undefined : dnsNames(h.names);
+  const name = names === undefined ? undefined : column(r, Uint32Array, n, 'batch names');
   check(r.done, 'batch: trailing bytes');
   indices(src, addrs.length, 'batch src');
   indices(dst, addrs.length, 'batch dst');
   counts(cnt, 'batch counters');
+  if (names !== undefined && name !== undefined) indices(name, names.length, 'batch names');
   const flows = new FlowColumns(n);
   for (let k = 0; k < n; k++) {
     flows.src[k] = addrs[src[k]!]!;
     flows.dst[k] = addrs[dst[k]!]!;
+    if (names !== undefined && name !== undefined) flows.name[k] = names[name[k]!]!;
   }
   flows.proto.set(proto);
   flows.cnt.set(cnt);

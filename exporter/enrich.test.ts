@@ -202,6 +202,21 @@ describe('Enricher', () => {
     });
   });
 
+  it('names external peers by the DNS name the collector learned; cluster peers keep their own', () => {
+    const e = new Enricher({ groupPublicIps: true }, { cluster: cluster(), log: silentLogger });
+    const named = (dst: string) =>
+      e.enrich({ ...flow('10.0.1.5', dst), dstName: 'api.example.com' }, 'node-a', 0, 5);
+    expect(named('203.0.113.7')).toMatchObject({
+      dstIp: '0.0.0.0',
+      dstType: 'public',
+      dstDnsName: 'api.example.com',
+    });
+    expect(named('172.16.0.9')).toMatchObject({ dstType: 'private', dstDnsName: 'api.example.com' });
+    expect(named('10.0.2.7')).toMatchObject({ dstType: 'pod', dstPod: 'db-0', dstDnsName: '' });
+    expect(named('10.96.0.10')).toMatchObject({ dstDnsName: 'dns.kube-system.svc' });
+    expect(e.enrich(flow('10.0.1.5', '203.0.113.7'), 'node-a', 0, 5).dstDnsName).toBe('');
+  });
+
   it('without Kubernetes: node is src, peers by address, cross_zone false', () => {
     const e = new Enricher({ groupPublicIps: false }, { cluster: emptyClusterLookup, log: silentLogger });
     const got = e.enrich(flow('192.168.1.10', '10.1.1.1'), 'laptop', 1000, 5);

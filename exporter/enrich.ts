@@ -155,12 +155,15 @@ export class Enricher {
         trafficClass = priv ? 'private' : 'internet';
         // Grouped peers (0.0.0.0, ::) have no address left to match.
         const range = isGroupedPublic(f.dst) ? undefined : this.deps.destinations?.lookup(f.dst);
+        // The name a pod of the node looked up (collector/dns/), kept when the address is grouped;
+        // a destination range's name only where there is none.
+        if (f.dstName !== undefined) dstDnsName = f.dstName;
         if (range !== undefined) {
           trafficClass = destinationClass(range, srcRegion, trafficClass);
           if (dstDnsName === '') dstDnsName = range.name;
         }
         if (!priv && this.config.groupPublicIps) dstIp = f.dst.includes(':') ? '::' : '0.0.0.0';
-        if (priv && range === undefined) this.noteUnresolved(f.dst, node);
+        if (priv && range === undefined && f.dstName === undefined) this.noteUnresolved(f.dst, node);
       }
     }
     return {

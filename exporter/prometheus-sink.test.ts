@@ -99,7 +99,7 @@ describe('PrometheusSink text', () => {
       config(),
       [[base]],
       'podflow_transmit_bytes_total',
-      `${HELP_TX}podflow_transmit_bytes_total{src_namespace="shop",src_pod="web-1",src_workload="Deployment/web",src_node="node-a",src_zone="zone-a",src_region="region-1",dst_namespace="shop",dst_pod="db-0",dst_workload="StatefulSet/db",dst_node="node-b",dst_zone="zone-b",dst_region="region-1",dst_ip="",dst_type="pod",traffic_class="cross-zone",cross_zone="true",proto="TCP"} 100`,
+      `${HELP_TX}podflow_transmit_bytes_total{src_namespace="shop",src_pod="web-1",src_workload="Deployment/web",src_node="node-a",src_zone="zone-a",src_region="region-1",dst_namespace="shop",dst_pod="db-0",dst_workload="StatefulSet/db",dst_node="node-b",dst_zone="zone-b",dst_region="region-1",dst_ip="",dst_dns_name="",dst_type="pod",traffic_class="cross-zone",cross_zone="true",proto="TCP"} 100`,
     ],
     [
       'metrics-pod-ips fills dst_ip for pods',
@@ -193,7 +193,17 @@ describe('PrometheusSink text', () => {
     );
     const grouped = [
       enricher.enrich(
-        { src: '10.0.1.5', dst: '0.0.0.0', proto: 6, txBytes: 10, rxBytes: 20, txPackets: 1, rxPackets: 1 },
+        // A name learned on the node stays with the grouped address: bytes per external service.
+        {
+          src: '10.0.1.5',
+          dst: '0.0.0.0',
+          proto: 6,
+          txBytes: 10,
+          rxBytes: 20,
+          txPackets: 1,
+          rxPackets: 1,
+          dstName: 'api.example.com',
+        },
         'node-a',
         0,
         5,
@@ -214,8 +224,8 @@ describe('PrometheusSink text', () => {
     expect(egressd).toContain('dst_ip="::",dst_ip_type="public",');
     expect(egressd).not.toContain('dst_ip_type="private"');
     const podflow = await render(config(), [grouped], 'podflow_transmit_bytes_total');
-    expect(podflow).toContain('dst_ip="0.0.0.0",dst_type="public",');
-    expect(podflow).toContain('dst_ip="::",dst_type="public",');
+    expect(podflow).toContain('dst_ip="0.0.0.0",dst_dns_name="api.example.com",dst_type="public",');
+    expect(podflow).toContain('dst_ip="::",dst_dns_name="",dst_type="public",');
     expect(podflow).not.toContain('dst_type="private"');
   });
 

@@ -83,6 +83,7 @@ function podflowLabels(config: PrometheusSinkConfig): LabelSpec[] {
     dst_region: (f) => f.dstRegion,
     // Pod and node addresses churn with every rollout: left out unless asked for (cardinality).
     dst_ip: (f) => (podIps || f.dstType === 'private' || f.dstType === 'public' ? f.dstIp : ''),
+    dst_dns_name: (f) => f.dstDnsName,
     dst_type: (f) => f.dstType,
     traffic_class: (f) => f.trafficClass,
     cross_zone: (f) => (f.crossZone ? 'true' : 'false'),

@@ -110,7 +110,15 @@ describe('decodePullResponse', () => {
     ['boundaries repeated', (r) => (r.boundaries = [2, 2])],
     ['acked negative', (r) => (r.acked = -1)],
     ['acked a string', (r) => (r.acked = '0')],
+    ['dstName empty', (r) => (r.batches[0].flows[0].dstName = '')],
+    ['dstName a number', (r) => (r.batches[0].flows[0].dstName = 7)],
+    ['dstName with a space', (r) => (r.batches[0].flows[0].dstName = 'a b.example')],
+    ['dstName too long', (r) => (r.batches[0].flows[0].dstName = `${'a'.repeat(60)}.`.repeat(5))],
+    ['dstName label over 63', (r) => (r.batches[0].flows[0].dstName = `${'a'.repeat(64)}.example`)],
   ];
+  it('takes a flow with a DNS name', () => {
+    expect(reasonOf((r) => (r.batches[0].flows[0].dstName = 'api.example.com'))).toBe('accepted');
+  });
   it.each(bad)('refuses: %s', (_name, mutate) => {
     expect(reasonOf(mutate)).toBe('invalid');
   });

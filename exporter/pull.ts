@@ -10,6 +10,7 @@ import { gunzip as gunzipCb } from 'node:zlib';
 import { Packr, Unpackr } from 'msgpackr';
 import { encodePullBody } from '../collector/wire.js';
 import type { Config } from '../shared/config.js';
+import { isDnsName } from '../shared/dns.js';
 import {
   ACK_PATH,
   type AckRequest,
@@ -127,6 +128,12 @@ function checkFlow(f: unknown, where: string): Flow {
   }
   if (!isCount(o.txBytes) || !isCount(o.rxBytes) || !isCount(o.txPackets) || !isCount(o.rxPackets)) {
     invalid(where, 'counts must be whole numbers from 0 to 2^53-1');
+  }
+  if (o.dstName !== undefined && !isDnsName(o.dstName)) {
+    invalid(
+      where,
+      `dstName is not a DNS name of at most 253 characters: ${JSON.stringify(o.dstName).slice(0, 80)}`,
+    );
   }
   return o as unknown as Flow;
 }

@@ -1,6 +1,7 @@
 // The one place where podflow's native addon (native/src/) is loaded. Everything else imports the
-// typed surface below. The addon reads pinned BPF maps read-only (bpf_map.c) and owns the netlink
-// sockets of the conntrack source (netlink.c); Linux only.
+// typed surface below. The addon reads pinned BPF maps read-only (bpf_map.c), owns the netlink
+// sockets of the conntrack source (netlink.c) and the packet socket that sees DNS answers
+// (packet.c); Linux only.
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { constants } from 'node:os';
@@ -59,6 +60,8 @@ interface Addon {
     cursor: Buffer,
     each: boolean,
   ): number;
+  pkOpen(): number;
+  pkRecv(fd: number, buf: Buffer, offset: number, info: Int32Array): number;
 }
 
 /** Size of a read cursor (see `Bpf.readChunk`). */
@@ -258,4 +261,68 @@ export function loadNetlink(): Netlink {
     },
   };
   return cachedNetlink;
+}
+
+// ------------------------------------------------------------------------------------------------
+// The packet socket of the DNS name learner (native/src/packet.c): DNS answers (UDP or TCP from port
+// 53, IPv4 and IPv6) crossing any interface of this network namespace. Errors are values, as above.
+
+/** Bytes before each packet in the buffer `recv` fills; records start 4-aligned. */
+export const PACKET_HEADER = 12;
+/** Free space `recv` needs to take one more packet (header + the largest captured packet). */
+export const PACKET_SLOT = PACKET_HEADER + 65535;
+/** `info` of PacketSocket.recv: packets appended, packets cut short, -, the errno that stopped it. */
+export const PACKET_RECEIVED = 0;
+export const PACKET_CUT = 1;
+export const PACKET_ERRNO = 3;
+/** sll_pkttype of a packet this host sends (PACKET_OUTGOING in linux/if_packet.h). */
+export const PACKET_OUTGOING = 4;
+
+export interface PacketSocket {
+  /** A non-blocking AF_PACKET socket with the DNS-answer filter: fd, or -errno (-EPERM without CAP_NET_RAW). */
+  open(): number;
+  /**
+   * Appends waiting packets to `buf` from `offset` (rounded up to 4) as records: u32 LE original
+   * length, u16 LE captured length, u16 LE ethertype, u8 packet type, 3 bytes zero, the IP packet.
+   * Returns the end offset; `info` gets the PACKET_* counters.
+   */
+  recv(fd: number, buf: Buffer, offset: number, info: Int32Array): number;
+  /** 0 or -errno. */
+  close(fd: number): number;
+  /** Poll handles: as for netlink sockets (`Netlink.poll`). */
+  poll(fd: number, callback: (status: number) => void): PollHandle;
+  pollStart(h: PollHandle): number;
+  pollClose(h: PollHandle): void;
+  /** SO_RCVBUF(FORCE): granted bytes or -errno. */
+  setRecvBuffer(fd: number, bytes: number): number;
+}
+
+let cachedPacket: PacketSocket | undefined;
+
+/** Loads the addon once. Throws "packet sockets are not supported on this platform" off Linux. */
+export function loadPacketSocket(): PacketSocket {
+  if (cachedPacket) return cachedPacket;
+  const a = loadAddon('packet sockets');
+  const nl = loadNetlink();
+  const fd = (v: number) => {
+    if (!Number.isInteger(v) || v < 0 || v > 0x7fffffff) throw new RangeError(`invalid file descriptor ${v}`);
+    return v;
+  };
+  cachedPacket = {
+    open: () => a.pkOpen(),
+    recv(v, buf, offset, info) {
+      if (!Buffer.isBuffer(buf)) throw new TypeError('expected a Buffer');
+      if (!(info instanceof Int32Array) || info.length < 4)
+        throw new TypeError('recv info must be an Int32Array(4)');
+      if (!Number.isInteger(offset) || offset < 0 || offset > buf.length)
+        throw new RangeError(`invalid offset ${offset}`);
+      return a.pkRecv(fd(v), buf, offset, info);
+    },
+    close: (v) => nl.close(fd(v)),
+    poll: (v, callback) => nl.poll(fd(v), callback),
+    pollStart: (h) => nl.pollStart(h),
+    pollClose: (h) => nl.pollClose(h),
+    setRecvBuffer: (v, bytes) => nl.setRecvBuffer(fd(v), bytes),
+  };
+  return cachedPacket;
 }

@@ -464,6 +464,8 @@ describe('every bad value gets one clean line', () => {
     cloud: 'aws-govcloud',
     prices: 'cross-zone=cheap',
     'destinations-file': '',
+    'dns-names': 'sometimes',
+    'dns-grace': '2h',
   };
   const JARGON =
     /Invalid input|Invalid option|expected string, received|expected number|Too small|Too big|received|\n/;

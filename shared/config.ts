@@ -252,6 +252,7 @@ export const FLOW_LABELS = [
   'dst_zone',
   'dst_region',
   'dst_ip',
+  'dst_dns_name',
   'dst_type',
   'traffic_class',
   'cross_zone',
@@ -662,6 +663,19 @@ export const OPTIONS = {
     arg: 'file',
     help: "YAML list of {cidr, name, class} and providers' range files (aws-ip-ranges, gcp-cloud, azure-service-tags): peers outside the cluster named and classed; most specific wins",
     commands: EXPORTING,
+  }),
+  'dns-names': opt({
+    schema: bool,
+    default: true,
+    help: 'collector: name peers from the DNS answers pods on the node get (needs CAP_NET_RAW; without it, a warning and no names)',
+    commands: COLLECTING,
+  }),
+  'dns-grace': opt({
+    schema: duration(0, HOUR),
+    default: '60s',
+    arg: 'duration',
+    help: 'collector: how long a DNS answer names its addresses beyond its TTL (at most 1h)',
+    commands: COLLECTING,
   }),
   'shutdown-timeout': opt({
     schema: duration(0, HOUR),

@@ -25,6 +25,12 @@ export interface Flow {
   rxBytes: number;
   txPackets: number;
   rxPackets: number;
+  /**
+   * Optional: the name a pod of the node looked up and got `dst` for (collector/dns/), when that
+   * answer was fresh as the connection was first counted. Absent when none. A flow of grouped
+   * public peers keeps it: one flow per name behind 0.0.0.0 / ::.
+   */
+  dstName?: string;
 }
 
 /** One collector tick's (or several merged ticks') flows, as kept in the collector's backlog. */

@@ -94,7 +94,7 @@ describe('bad options: exit 2, one line on stderr', () => {
     ],
     [
       ['exporter', '--metrics-labels', ''],
-      'invalid --metrics-labels: expected at least one label: all, or a comma-separated list of: src_namespace, src_pod, src_workload, src_node, src_zone, src_region, dst_namespace, dst_pod, dst_workload, dst_node, dst_zone, dst_region, dst_ip, dst_type, traffic_class, cross_zone, proto, got ""',
+      'invalid --metrics-labels: expected at least one label: all, or a comma-separated list of: src_namespace, src_pod, src_workload, src_node, src_zone, src_region, dst_namespace, dst_pod, dst_workload, dst_node, dst_zone, dst_region, dst_ip, dst_dns_name, dst_type, traffic_class, cross_zone, proto, got ""',
     ],
     [
       ['collector', '--conntrack-acct', 'maybe'],

@@ -41,6 +41,7 @@ const VARIANTS: Record<string, Record<string, unknown>> = {
   'cilium on an old kernel': { collector: { source: 'cilium', cilium: { capabilities: ['SYS_ADMIN'] } } },
   'netfilter, accounting already on': { collector: { source: 'netfilter', conntrackAcct: false } },
   'no state dir': { collector: { stateDir: { enabled: false } } },
+  'no DNS names': { collector: { dnsNames: false } },
   'state dir elsewhere': { collector: { stateDir: { hostPath: '/mnt/data/podflow/' } } },
   'prometheus operator': {
     metrics: {
@@ -310,7 +311,10 @@ describe.each(Object.keys(VARIANTS))('chart rendered with %s', (variant) => {
     expect(sc.privileged).toBe(false);
     expect(sc.allowPrivilegeEscalation).toBe(false);
     expect(sc.capabilities.drop).toEqual(['ALL']);
-    const caps: string[] = sc.capabilities.add;
+    // NET_RAW: the packet socket of --dns-names, exactly when it is on.
+    const all: string[] = sc.capabilities.add;
+    expect(all.includes('NET_RAW')).toBe(cfg.dnsNames);
+    const caps = all.filter((x) => x !== 'NET_RAW');
     if (cilium) {
       expect(caps).not.toContain('NET_ADMIN');
       expect(caps.every((x) => ['BPF', 'PERFMON', 'SYS_ADMIN', 'SYS_RESOURCE'].includes(x))).toBe(true);

@@ -213,7 +213,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"readChunk", NULL, read_chunk, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   NAPI_CALL(env, napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
-  return netlink_register(env, exports);
+  if (netlink_register(env, exports) == NULL) return NULL;
+  return packet_register(env, exports);
 }
 
 NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

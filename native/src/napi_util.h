@@ -123,5 +123,6 @@ static inline napi_value make_int(napi_env env, int64_t v) {
 
 /** Registers the netlink functions (netlink.c) on the module's exports. */
 napi_value netlink_register(napi_env env, napi_value exports);
+napi_value packet_register(napi_env env, napi_value exports);
 
 #endif

@@ -14,6 +14,7 @@ that the pod's grace period, less a margin to exit (export-interval must fit in 
   "interval" .Values.collector.interval
   "conntrack-acct" .Values.collector.conntrackAcct
   "backlog-max-flows" (int64 .Values.collector.backlogMaxFlows)
+  "dns-names" .Values.collector.dnsNames
   "shutdown-timeout" (printf "%ds" (max 0 (sub (int64 .Values.collector.terminationGracePeriodSeconds) 5)))
 -}}
 {{- if eq .Values.collector.source "cilium" }}

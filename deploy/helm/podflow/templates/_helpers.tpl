@@ -158,7 +158,8 @@ The collector container's securityContext before collector.securityContext. Root
 privileges: uid 0 so that the added capabilities are effective (Kubernetes grants added
 capabilities to root only) and the netfilter sysctl is writable. NET_ADMIN dumps conntrack over
 ctnetlink and writes net.netfilter.nf_conntrack_acct; in Cilium mode, bpf() opens the pinned
-conntrack maps (read-only) instead.
+conntrack maps (read-only) instead. NET_RAW (with dnsNames) opens the packet socket that reads the
+DNS answers on the node.
 */}}
 {{- define "podflow.collector.securityContext" -}}
 runAsUser: 0
@@ -176,6 +177,9 @@ capabilities:
     {{- end }}
     {{- else }}
     - NET_ADMIN
+    {{- end }}
+    {{- if .Values.collector.dnsNames }}
+    - NET_RAW
     {{- end }}
 seccompProfile:
   type: RuntimeDefault

@@ -1,0 +1,293 @@
+// `--dns-names` end to end: a real DNS server (dnsmasq, no upstream, its own records) answers in a
+// peer namespace; in the "node" namespace, clients look names up (A, AAAA, a CNAME chain, an answer
+// over TCP, one that is stale when its connection starts) and then open real TCP connections to the
+// addresses; `podflow standalone` (the real executable) runs in the node namespace, and its HTTP
+// sink records and /metrics series must carry the names asked. Without CAP_NET_RAW: one warning,
+// no names, the collector keeps running.
+import { type ChildProcess, execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  addRoute,
+  cleanupAll,
+  createPair,
+  kill,
+  type Netns,
+  requireRoot,
+  runClient,
+  startServer,
+  type TrafficServer,
+} from './helpers/netns.js';
+import { waitFor } from './helpers/wait.js';
+
+const execFileP = promisify(execFile);
+const ROOT = new URL('..', import.meta.url).pathname;
+const BIN = join(ROOT, 'bin/podflow.js');
+const root = requireRoot();
+
+/** Asks `server` for `name` (type A or AAAA) over UDP or TCP; prints the addresses as JSON. */
+const QUERY_JS = String.raw`
+const [root, server, name, type, transport] = process.argv.slice(1);
+const packet = require(root + '/node_modules/dns-packet');
+const msg = packet.encode({ type: 'query', id: 4242, flags: packet.RECURSION_DESIRED, questions: [{ type, name }] });
+const done = (buf) => { const r = packet.decode(buf); console.log(JSON.stringify(r.answers.map((a) => a.data))); process.exit(0); };
+if (transport === 'udp') {
+  const s = require('node:dgram').createSocket(server.includes(':') ? 'udp6' : 'udp4');
+  s.on('message', done);
+  s.send(msg, 53, server);
+} else {
+  const c = require('node:net').connect(53, server, () => c.write(packet.streamEncode({ type: 'query', id: 4243, flags: packet.RECURSION_DESIRED, questions: [{ type, name }] })));
+  let got = Buffer.alloc(0);
+  c.on('data', (d) => { got = Buffer.concat([got, d]); if (got.length >= 2 && got.length >= 2 + got.readUInt16BE(0)) done(got.subarray(2)); });
+}
+setTimeout(() => { console.error('no answer'); process.exit(1); }, 5000);
+`;
+
+/** An HTTP log receiver inside the namespace: one line per NDJSON record. */
+const RECEIVER_JS = String.raw`
+require('node:http').createServer((req, res) => {
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
+  req.on('end', () => { process.stdout.write(Buffer.concat(chunks).toString()); res.writeHead(200).end(); });
+}).listen(Number(process.argv[1]), '127.0.0.1');
+`;
+
+const DNSMASQ_CONF = (listen: string[]) =>
+  [
+    'no-resolv',
+    'no-hosts',
+    'no-poll',
+    'bind-interfaces',
+    ...listen.map((a) => `listen-address=${a}`),
+    'port=53',
+    // TTL 1 s on every answer: with --dns-grace=2s a name is good for 3 s.
+    'local-ttl=1',
+    'address=/web.example.test/203.0.113.10',
+    'host-record=api.example.test,2001:db8::11',
+    'host-record=cdn.example.test,203.0.113.12',
+    'cname=www.example.test,cdn.example.test',
+    'host-record=tcp.example.test,203.0.113.14',
+    'host-record=stale.example.test,203.0.113.13',
+    '',
+  ].join('\n');
+
+interface SinkRecord {
+  dst_ip: string;
+  dst_dns_name: string;
+  dst_type: string;
+  tx_bytes: number;
+}
+
+describe.skipIf(!root)('DNS names learned on the node', () => {
+  let node: Netns;
+  let peer: Netns;
+  let dir: string;
+  let dnsmasq: ChildProcess | undefined;
+  let podflow: ChildProcess | undefined;
+  let receiver: ChildProcess | undefined;
+  let server4: TrafficServer | undefined;
+  let server6: TrafficServer | undefined;
+  let dnsServer: string;
+  let dnsServer6: string;
+  let podflowLog = '';
+  const records: SinkRecord[] = [];
+
+  beforeAll(async () => {
+    // The real executable runs dist/; `npm test` has just built it.
+    if (process.env.npm_lifecycle_event !== 'test')
+      await execFileP('npm', ['run', 'build', '--silent'], { cwd: ROOT });
+    const pair = await createPair(211);
+    node = pair.a;
+    peer = pair.b;
+    dnsServer = pair.b4;
+    dnsServer6 = pair.b6;
+    // The named addresses live in the peer namespace: documentation ranges stand in for the internet.
+    for (const a of ['203.0.113.10', '203.0.113.12', '203.0.113.13', '203.0.113.14'])
+      await peer.addAddress('pfb', `${a}/32`);
+    await peer.addAddress('pfb', '2001:db8::11/128');
+    await addRoute(node, '203.0.113.0/24', pair.b4);
+    await addRoute(node, '2001:db8::/64', pair.b6);
+    dir = await mkdtemp(join(tmpdir(), 'podflow-dns-'));
+    await writeFile(join(dir, 'dnsmasq.conf'), DNSMASQ_CONF([pair.b4, pair.b6]));
+    dnsmasq = peer.spawn('dnsmasq', [
+      '--keep-in-foreground',
+      `--conf-file=${join(dir, 'dnsmasq.conf')}`,
+      '--pid-file=',
+      '--user=root',
+      '--log-facility=-',
+    ]);
+    server4 = await startServer(peer, 'tcp', '0.0.0.0');
+    server6 = await startServer(peer, 'tcp', '::');
+    receiver = node.spawn(process.execPath, ['-e', RECEIVER_JS, '9501']);
+    createInterface({ input: receiver.stdout! }).on('line', (line) => {
+      if (line.trim() !== '') records.push(JSON.parse(line) as SinkRecord);
+    });
+    await node.exec('conntrack', ['-F']).catch(() => undefined);
+    const home = await mkdtemp(join(tmpdir(), 'podflow-dns-home-'));
+    podflow = node.spawn(
+      process.execPath,
+      [
+        BIN,
+        'standalone',
+        '--listen',
+        '127.0.0.1:9471',
+        '--interval',
+        '500ms',
+        '--export-interval',
+        '1s',
+        '--dns-grace',
+        '2s',
+        '--group-public-ips',
+        '--http-sink-url',
+        'http://127.0.0.1:9501/ingest',
+      ],
+      { HOME: home, KUBECONFIG: join(home, 'none') },
+    );
+    podflow.stderr?.on('data', (d) => {
+      podflowLog += d;
+    });
+    await waitFor('podflow ready', async () => {
+      if (podflow!.exitCode !== null) throw new Error(`podflow exited: ${podflowLog}`);
+      const { stdout } = await node.exec('curl', [
+        '-s',
+        '-o',
+        '/dev/null',
+        '-w',
+        '%{http_code}',
+        'http://127.0.0.1:9471/readyz',
+      ]);
+      return stdout === '200' ? true : undefined;
+    });
+  }, 120_000);
+
+  afterAll(async () => {
+    for (const p of [podflow, receiver, dnsmasq]) if (p) await kill(p);
+    await server4?.stop();
+    await server6?.stop();
+    await cleanupAll();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  const query = async (
+    name: string,
+    type: 'A' | 'AAAA',
+    transport: 'udp' | 'tcp',
+    server = dnsServer,
+  ): Promise<string[]> => {
+    const { stdout } = await node.exec(process.execPath, [
+      '-e',
+      QUERY_JS,
+      ROOT,
+      server,
+      name,
+      type,
+      transport,
+    ]);
+    return JSON.parse(stdout) as string[];
+  };
+
+  it('names peers by the name asked: A, AAAA, a CNAME chain, TCP; a stale answer names nothing', async () => {
+    expect(await query('stale.example.test', 'A', 'udp')).toEqual(['203.0.113.13']);
+    // TTL 1 s + grace 2 s: stale by the time its connection starts.
+    await new Promise((r) => setTimeout(r, 4000));
+    expect(await query('web.example.test', 'A', 'udp')).toEqual(['203.0.113.10']);
+    // Over IPv6 both ways: the answer comes from the server's IPv6 address.
+    expect(await query('api.example.test', 'AAAA', 'udp', dnsServer6)).toEqual(['2001:db8::11']);
+    expect(await query('www.example.test', 'A', 'udp')).toEqual(['cdn.example.test', '203.0.113.12']);
+    expect(await query('tcp.example.test', 'A', 'tcp')).toEqual(['203.0.113.14']);
+    const opts = { send: 1000, receive: 3000 };
+    const results = await Promise.all([
+      runClient(node, 'tcp', '203.0.113.10', server4!.port, opts),
+      runClient(node, 'tcp', '2001:db8::11', server6!.port, opts),
+      runClient(node, 'tcp', '203.0.113.12', server4!.port, opts),
+      runClient(node, 'tcp', '203.0.113.14', server4!.port, opts),
+      runClient(node, 'tcp', '203.0.113.13', server4!.port, { send: 777, receive: 100 }),
+    ]);
+    for (const r of results) expect(r.failed).toBe(0);
+
+    // Public peers are grouped (--group-public-ips): the name is what tells them apart.
+    const names = () => {
+      const m = new Map<string, number>();
+      for (const r of records) {
+        if (r.dst_type !== 'public') continue;
+        m.set(r.dst_dns_name, (m.get(r.dst_dns_name) ?? 0) + r.tx_bytes);
+      }
+      return m;
+    };
+    const want = ['web.example.test', 'api.example.test', 'www.example.test', 'tcp.example.test', ''];
+    await waitFor('sink records with every name', async () =>
+      want.every((n) => (names().get(n) ?? 0) > 0) ? true : undefined,
+    ).catch((err: Error) => {
+      throw new Error(`${err.message}: ${JSON.stringify([...names()])}; podflow: ${podflowLog.slice(-2000)}`);
+    });
+    expect([...names().keys()].sort()).toEqual([...want].sort());
+    expect(
+      records
+        .filter((r) => r.dst_type === 'public')
+        .every((r) => r.dst_ip === '0.0.0.0' || r.dst_ip === '::'),
+    ).toBe(true);
+    // The stale one: 777 bytes of payload plus headers, under no name.
+    expect(names().get('')).toBeGreaterThan(777);
+    expect(names().get('')).toBeLessThan(2000);
+
+    const { stdout: metrics } = await node.exec('curl', ['-s', 'http://127.0.0.1:9471/metrics']);
+    for (const n of ['web.example.test', 'api.example.test', 'www.example.test', 'tcp.example.test']) {
+      expect(metrics).toMatch(
+        new RegExp(
+          `^podflow_transmit_bytes_total\\{[^}]*dst_dns_name="${n.replaceAll('.', '\\.')}"[^}]*\\} [1-9]`,
+          'm',
+        ),
+      );
+    }
+    expect(metrics).not.toMatch(/dst_dns_name="cdn\.example\.test"/);
+    expect(metrics).toMatch(/^podflow_collector_dns_answers_total [5-9]/m);
+    expect(metrics).toMatch(/^podflow_collector_dns_learning 1/m);
+  }, 60_000);
+
+  it('without CAP_NET_RAW: one warning, no names, the collector runs on', async () => {
+    const proc = node.spawn('setpriv', [
+      '--inh-caps=-net_raw',
+      '--bounding-set=-net_raw',
+      process.execPath,
+      BIN,
+      'collector',
+      '--listen',
+      '127.0.0.1:9472',
+      '--interval',
+      '500ms',
+    ]);
+    let log = '';
+    proc.stderr?.on('data', (d) => {
+      log += d;
+    });
+    proc.stdout?.on('data', (d) => {
+      log += d;
+    });
+    try {
+      await waitFor('the collector ready', async () => {
+        if (proc.exitCode !== null) throw new Error(`collector exited: ${log}`);
+        const { stdout } = await node.exec('curl', [
+          '-s',
+          '-o',
+          '/dev/null',
+          '-w',
+          '%{http_code}',
+          'http://127.0.0.1:9472/readyz',
+        ]);
+        return stdout === '200' ? true : undefined;
+      });
+      const warnings = log.split('\n').filter((l) => l.includes('--dns-names'));
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toMatch(/CAP_NET_RAW/);
+      const { stdout: metrics } = await node.exec('curl', ['-s', 'http://127.0.0.1:9472/metrics']);
+      expect(metrics).toMatch(/^podflow_collector_dns_learning 0/m);
+      expect(proc.exitCode).toBeNull();
+    } finally {
+      await kill(proc);
+    }
+  }, 30_000);
+});
