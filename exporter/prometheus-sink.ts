@@ -38,12 +38,14 @@ export interface PrometheusSinkConfig {
 export interface SeriesTotals {
   /** Label names, in the order of each series' ids. */
   labels: readonly string[];
-  /** The counters: name, help, and the index of its count among a series' four. */
+  /** The counters: name, help, and the index of its count among a series' `perSeries`. */
   families: readonly { name: string; help: string; k: number }[];
+  /** Counts per series in `counts` (the stride). */
+  perSeries: number;
   count: number;
   /** Label value ids, `labels.length` per series (into `values`). */
   ids: Int32Array;
-  /** tx bytes, rx bytes, tx packets, rx packets per series. */
+  /** tx bytes, rx bytes, tx packets, rx packets, cost per series (`perSeries` each). */
   counts: Float64Array;
   values: string[][];
   /** Per series: its creation serial (a series with a serial above an earlier `serial` is newer). */
@@ -513,7 +515,7 @@ export class PrometheusSink implements Sink {
       return b;
     };
     const ids = copy(this.ids, n, (l) => new Int32Array(l));
-    const counts = copy(this.counts, 4, (l) => new Float64Array(l));
+    const counts = copy(this.counts, COUNTERS, (l) => new Float64Array(l));
     const serials = copy(this.serials, 1, (l) => new Float64Array(l));
     const born = copy(this.born, 1, (l) => new Float64Array(l));
     const values = this.values.map((v) => v.slice());
@@ -522,7 +524,7 @@ export class PrometheusSink implements Sink {
         ids[count * n + j] = values[j].length;
         values[j].push(OVERFLOW);
       }
-      counts.set(this.overflowCounts, count * 4);
+      counts.set(this.overflowCounts, count * COUNTERS);
       serials[count] = this.overflowSerial;
       born[count] = this.overflowBorn;
       count++;
@@ -530,6 +532,7 @@ export class PrometheusSink implements Sink {
     return {
       labels: this.labels.map((l) => l.name),
       families: this.families,
+      perSeries: COUNTERS,
       count,
       ids,
       counts,

@@ -259,7 +259,7 @@ export function remoteWrite(statics: Readonly<Record<string, string>>): TotalsEn
             w.ldelim();
           }
           if (fresh(s)) sample(w, 0, at - 1);
-          sample(w, t.counts[s * 4 + fam.k], at);
+          sample(w, t.counts[s * t.perSeries + fam.k], at);
           w.ldelim();
         }
       }
@@ -323,7 +323,7 @@ export function otlpMetrics(opts: OtlpOptions): TotalsEncoding {
                   startTime: hrTime(Math.floor(t.born[s])),
                   endTime: end,
                   attributes,
-                  value: t.counts[s * 4 + fam.k],
+                  value: t.counts[s * t.perSeries + fam.k],
                 };
               }),
             })),

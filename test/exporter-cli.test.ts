@@ -114,12 +114,12 @@ describe('podflow exporter', () => {
     expect(sum(text, 'podflow_transmit_packets_total')).toBe(6);
     expect(sum(text, 'podflow_received_packets_total')).toBe(9);
     expect(text).toContain(
-      'podflow_transmit_bytes_total{src_namespace="",src_pod="",src_workload="",src_node="node-1",src_zone="",src_region="",dst_namespace="",dst_pod="",dst_workload="",dst_node="",dst_zone="",dst_region="",dst_ip="8.8.8.8",dst_type="public",traffic_class="internet",cross_zone="false",proto="UDP"} 100',
+      'podflow_transmit_bytes_total{src_namespace="",src_pod="",src_workload="",src_node="node-1",src_zone="",src_region="",dst_namespace="",dst_pod="",dst_workload="",dst_node="",dst_zone="",dst_region="",dst_ip="8.8.8.8",dst_dns_name="",dst_type="public",traffic_class="internet",cross_zone="false",proto="UDP"} 100',
     );
     // No Kubernetes, no providerID: --cloud auto prices nothing, and says so.
     expect(text).toContain('# TYPE podflow_traffic_cost_total counter');
     expect(sum(text, 'podflow_traffic_cost_total')).toBe(0);
-    expect(text).toContain('dst_ip="10.5.0.9",dst_type="private"');
+    expect(text).toContain('dst_ip="10.5.0.9",dst_dns_name="",dst_type="private"');
     expect(text).toContain('src_node="node-2"');
     expect(sum(text, 'podflow_exporter_pull_errors_total', 'collector="http://127.0.0.1:1"')).toBeGreaterThan(
       0,

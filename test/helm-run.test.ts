@@ -423,7 +423,7 @@ describe.skipIf(!root)('chart containers started for real', () => {
     }
   }, 120_000);
 
-  it('cilium: the collector reads pinned maps with only the BPF capability', async () => {
+  it('cilium: the collector reads pinned maps with only the BPF capability (and NET_RAW for DNS names)', async () => {
     const bpf = await mountBpffs();
     try {
       const maps = join(bpf.dir, 'tc/globals');
@@ -448,7 +448,11 @@ describe.skipIf(!root)('chart containers started for real', () => {
       };
       const { objects } = await renderChart(bin, { values, namespace: 'monitoring' });
       const ds = objects.find((o) => o.kind === 'DaemonSet')!;
-      expect(ds.spec.template.spec.containers[0].securityContext.capabilities.add).toEqual(['BPF']);
+      // NET_RAW: the DNS answers that name peers (collector.dnsNames, on by default).
+      expect(ds.spec.template.spec.containers[0].securityContext.capabilities.add).toEqual([
+        'BPF',
+        'NET_RAW',
+      ]);
       const run = start(objects, ds, 'collector');
       try {
         const deadline = Date.now() + 30_000;

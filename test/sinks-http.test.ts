@@ -275,6 +275,7 @@ describe('sinks of the sinks map, in the export graph', () => {
       'podflow_received_bytes_total',
       'podflow_transmit_packets_total',
       'podflow_received_packets_total',
+      'podflow_traffic_cost_total',
     ]);
     const tx = metrics[0].sum;
     expect(tx.aggregationTemporality).toBe(2); // CUMULATIVE
