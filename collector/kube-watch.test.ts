@@ -274,4 +274,49 @@ describe('KubeWatch', () => {
     expect(w.lastError()).toMatch(/^list pods failed: .*(self.signed|certificate)/i);
     expect(w.synced()).toBe(false);
   });
+
+  it('runs a kubeconfig exec credential plugin for its token, and again when it is refused', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pf-exec-'));
+    dirs.push(dir);
+    h = await startHarness({ token: 'from-plugin' });
+    const plugin = join(dir, 'plugin.sh');
+    const runs = join(dir, 'runs');
+    writeFileSync(
+      plugin,
+      `#!/bin/sh\necho run >> ${runs}\necho '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"'"$(cat ${join(dir, 'token')})"'"}}'\n`,
+      { mode: 0o755 },
+    );
+    writeFileSync(join(dir, 'token'), 'from-plugin');
+    const kubeconfig = join(dir, 'kubeconfig');
+    writeFileSync(
+      kubeconfig,
+      h.server
+        .kubeconfigYaml()
+        .replace(
+          / {4}token: .*/,
+          '    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: ./plugin.sh',
+        ),
+    );
+    const target = resolveKubeTarget({ kubeconfig });
+    expect(target?.exec?.command).toBe(plugin);
+    h.server.create('pods', pod({ name: 'p', node: 'n1' }));
+    w = new KubeWatch(
+      target!,
+      { path: '/api/v1/pods', resource: 'pods' },
+      (o) => ({ metadata: compactMeta(o) }),
+      { log: captureLogger().log },
+      { initialBackoffMs: 50, maxBackoffMs: 100 },
+    );
+    w.start();
+    await w.whenSynced();
+    await until(() => h!.server.watchCount === 1, 'watch open');
+    expect(readFileSync(runs, 'utf8')).toBe('run\n'); // one run serves list and watch
+    // The token is revoked and the plugin hands out a new one: a 401, then the plugin runs again.
+    writeFileSync(join(dir, 'token'), 'renewed');
+    h.server.token = 'renewed';
+    h.server.dropConnections();
+    h.server.create('pods', pod({ name: 'q', node: 'n1' }));
+    await applied(w);
+    expect(readFileSync(runs, 'utf8')).toBe('run\nrun\n');
+  });
 });

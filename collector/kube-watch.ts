@@ -23,8 +23,7 @@
 import { readFile } from 'node:fs/promises';
 import { request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import type { KubeTarget } from '../shared/kube-access.js';
-import { readMaterial } from '../shared/kube-access.js';
+import { type ExecCredential, type KubeTarget, readMaterial, runExecPlugin } from '../shared/kube-access.js';
 import type { Compact } from '../shared/kube-object.js';
 import type { Logger } from '../shared/log.js';
 
@@ -80,6 +79,8 @@ export class KubeWatch<R extends Compact> {
   private failure: string | undefined;
   private authLogged = false;
   private counts = { lists: 0, relists: 0, watches: 0, restarts: 0 };
+  /** The credential plugin's last answer (kubeconfig `exec`), kept until it expires or is refused. */
+  private execCred: ExecCredential | undefined;
 
   constructor(
     private readonly target: KubeTarget,
@@ -348,7 +349,9 @@ export class KubeWatch<R extends Compact> {
     const t = this.target;
     const url = new URL(`${this.spec.path}?${query}`, t.server);
     const headers: Record<string, string> = { Accept: 'application/json' };
-    const token = t.tokenFile !== undefined ? (await readFile(t.tokenFile, 'utf8')).trim() : t.token;
+    const cred = await this.credential();
+    const token =
+      cred?.token ?? (t.tokenFile !== undefined ? (await readFile(t.tokenFile, 'utf8')).trim() : t.token);
     if (token) headers.Authorization = `Bearer ${token}`;
     else if (t.basic) {
       headers.Authorization = `Basic ${Buffer.from(`${t.basic.username}:${t.basic.password}`).toString('base64')}`;
@@ -357,8 +360,8 @@ export class KubeWatch<R extends Compact> {
     const options: RequestOptions & Record<string, unknown> = { method: 'GET', headers, agent: false };
     if (https) {
       options.ca = await readMaterial(t.ca);
-      options.cert = await readMaterial(t.cert);
-      options.key = await readMaterial(t.key);
+      options.cert = cred?.cert ?? (await readMaterial(t.cert));
+      options.key = cred?.key ?? (await readMaterial(t.key));
       options.rejectUnauthorized = !t.insecure;
       if (t.serverName !== undefined) options.servername = t.serverName;
     }
@@ -375,6 +378,8 @@ export class KubeWatch<R extends Compact> {
       req.end();
     });
     if (res.statusCode === 200) return res;
+    // A refused plugin credential is asked for again on the next attempt.
+    if (res.statusCode === 401) this.execCred = undefined;
     const body = await readBody(res).catch(() => Buffer.alloc(0));
     let message = `HTTP ${res.statusCode}`;
     try {
@@ -384,6 +389,16 @@ export class KubeWatch<R extends Compact> {
       // not a Status: the code says enough
     }
     throw new KubeHttpError(res.statusCode ?? 0, message);
+  }
+
+  private async credential(): Promise<ExecCredential | undefined> {
+    const exec = this.target.exec;
+    if (exec === undefined) return undefined;
+    const c = this.execCred;
+    // Renewed a little before it expires, as client-go does.
+    if (c !== undefined && (c.expiresAt === undefined || c.expiresAt - 10_000 > Date.now())) return c;
+    this.execCred = await runExecPlugin(exec);
+    return this.execCred;
   }
 
   private emit(verb: Verb, r: R): void {

@@ -55,16 +55,13 @@ describe('resolveKubeTarget', () => {
   });
 
   it('refuses what it cannot do with one line, as the exporter words the shared cases', () => {
-    const exec = file(
-      'exec.yaml',
-      config(
-        '    server: https://eks:443\n',
-        '    exec:\n      command: aws\n      apiVersion: client.authentication.k8s.io/v1\n',
-      ),
+    const legacy = file(
+      'auth-provider.yaml',
+      config('    server: https://gke:443\n', '    auth-provider:\n      name: gcp\n'),
     );
-    expect(() => resolveKubeTarget({ kubeconfig: exec })).toThrow(StartupError);
-    expect(() => resolveKubeTarget({ kubeconfig: exec })).toThrow(
-      `--kubeconfig ${exec}: user u authenticates with exec, which the collector does not run; give it a token, token file or client certificate`,
+    expect(() => resolveKubeTarget({ kubeconfig: legacy })).toThrow(StartupError);
+    expect(() => resolveKubeTarget({ kubeconfig: legacy })).toThrow(
+      `--kubeconfig ${legacy}: user u authenticates with auth-provider, which the collector does not run; give it a token, token file, client certificate or exec plugin`,
     );
     const plain = file('plain.yaml', config('    server: http://127.0.0.1:2\n', '    token: t\n'));
     const bad = file('bad.yaml', 'clusters: [');

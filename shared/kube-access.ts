@@ -9,13 +9,16 @@
 //
 // What a kubeconfig may hold for the collector: server, certificate-authority(-data),
 // insecure-skip-tls-verify, tls-server-name; user token, tokenFile, client-certificate(-data),
-// client-key(-data), username/password. Credential plugins (exec, auth-provider) need the full
-// client: such a kubeconfig stops start-up with one line that says so.
+// client-key(-data), username/password, and `exec` credential plugins (aws, gke-gcloud-auth-plugin,
+// kubelogin). The legacy `auth-provider` needs the full client: such a kubeconfig stops start-up
+// with one line that says so.
+import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { isIPv6 } from 'node:net';
 import { homedir } from 'node:os';
 import { delimiter, dirname, isAbsolute, join } from 'node:path';
+import { promisify } from 'node:util';
 import { parse as parseYaml } from 'yaml';
 import { StartupError } from './errors.js';
 
@@ -27,6 +30,8 @@ export interface ResolveOptions {
   /** Where the service account is mounted (tests point it elsewhere). */
   serviceAccountDir?: string;
 }
+
+const execFileP = promisify(execFile);
 
 export const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 
@@ -87,6 +92,49 @@ export interface KubeTarget {
   /** A bearer token file, re-read for every request: the kubelet rotates projected tokens. */
   tokenFile?: string;
   basic?: { username: string; password: string };
+  /** A credential plugin run for a token or client certificate (client.authentication.k8s.io). */
+  exec?: ExecPlugin;
+}
+
+export interface ExecPlugin {
+  command: string;
+  args: string[];
+  env: Record<string, string>;
+  apiVersion: string;
+}
+
+/** What a credential plugin gave, and until when. */
+export interface ExecCredential {
+  token?: string;
+  cert?: Buffer;
+  key?: Buffer;
+  /** ms since the epoch; undefined: until the API server refuses it. */
+  expiresAt?: number;
+}
+
+/** Runs the plugin as kubectl does (KUBERNETES_EXEC_INFO, non-interactive) and reads its status. */
+export async function runExecPlugin(p: ExecPlugin): Promise<ExecCredential> {
+  const info = { apiVersion: p.apiVersion, kind: 'ExecCredential', spec: { interactive: false } };
+  const { stdout } = await execFileP(p.command, p.args, {
+    env: { ...process.env, ...p.env, KUBERNETES_EXEC_INFO: JSON.stringify(info) },
+    timeout: 60_000,
+    maxBuffer: 1 << 20,
+  });
+  const status = (JSON.parse(stdout) as { status?: Record<string, unknown> }).status ?? {};
+  const str = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined);
+  const expires = str(status.expirationTimestamp);
+  const cred: ExecCredential = { token: str(status.token) };
+  const cert = str(status.clientCertificateData);
+  const key = str(status.clientKeyData);
+  if (cert !== undefined && key !== undefined) {
+    cred.cert = Buffer.from(cert);
+    cred.key = Buffer.from(key);
+  }
+  if (cred.token === undefined && cred.cert === undefined) {
+    throw new Error(`credential plugin ${p.command} gave neither a token nor a client certificate`);
+  }
+  if (expires !== undefined) cred.expiresAt = Date.parse(expires);
+  return cred;
 }
 
 /** The collector's access: `locateKubeConfig`, then the kubeconfig read without client-node. */
@@ -168,12 +216,10 @@ function loadKubeconfigFiles(files: string[], where: string): KubeTarget {
     dir: '',
   };
   const userName = String(context?.user ?? '');
-  for (const plugin of ['exec', 'auth-provider']) {
-    if (u.entry[plugin] !== undefined && u.entry[plugin] !== null) {
-      throw new StartupError(
-        `${where} ${file}: user ${userName} authenticates with ${plugin}, which the collector does not run; give it a token, token file or client certificate`,
-      );
-    }
+  if (u.entry['auth-provider'] !== undefined && u.entry['auth-provider'] !== null) {
+    throw new StartupError(
+      `${where} ${file}: user ${userName} authenticates with auth-provider, which the collector does not run; give it a token, token file, client certificate or exec plugin`,
+    );
   }
   const str = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined);
   const target: KubeTarget = {
@@ -187,6 +233,29 @@ function loadKubeconfigFiles(files: string[], where: string): KubeTarget {
     token: str(u.entry.token),
     tokenFile: str(u.entry.tokenFile) === undefined ? undefined : absolute(u.dir, String(u.entry.tokenFile)),
   };
+  const exec = u.entry.exec as {
+    command?: unknown;
+    args?: unknown;
+    env?: unknown;
+    apiVersion?: unknown;
+  } | null;
+  if (exec !== undefined && exec !== null) {
+    const command = str(exec.command);
+    if (command === undefined)
+      throw new StartupError(`${where} ${file}: user ${userName}: exec without a command`);
+    target.exec = {
+      // A command with a slash is relative to the kubeconfig's directory; a bare name is looked up in PATH.
+      command: command.includes('/') ? absolute(u.dir, command) : command,
+      args: Array.isArray(exec.args) ? exec.args.map(String) : [],
+      env: Object.fromEntries(
+        (Array.isArray(exec.env) ? exec.env : []).map((e: { name?: unknown; value?: unknown }) => [
+          String(e?.name),
+          String(e?.value ?? ''),
+        ]),
+      ),
+      apiVersion: str(exec.apiVersion) ?? 'client.authentication.k8s.io/v1',
+    };
+  }
   const username = str(u.entry.username);
   if (username !== undefined) target.basic = { username, password: String(u.entry.password ?? '') };
   return target;
