@@ -59,28 +59,45 @@ export class FlowColumns {
   toFlows(): Flow[] {
     const n = this.length;
     const out: Flow[] = new Array(n);
-    const c = this.cnt;
-    for (let k = 0; k < n; k++) {
-      const i = k * 4;
-      const f: Flow = {
-        src: this.src[k]!,
-        dst: this.dst[k]!,
-        proto: this.proto[k]!,
-        txBytes: c[i]!,
-        rxBytes: c[i + 2]!,
-        txPackets: c[i + 1]!,
-        rxPackets: c[i + 3]!,
-      };
-      // Only when known: most flows have none, and the wire carries no empty field for them.
-      const name = this.name[k]!;
-      if (name !== '') f.dstName = name;
-      out[k] = f;
-    }
+    for (let k = 0; k < n; k++) out[k] = this.flowAt(k);
     return out;
   }
 
-  /** As JSON, a flow list is its flows. */
+  /**
+   * As JSON, a flow list is its flows, made one at a time as the encoder reads them: an array in
+   * every respect an encoder looks at (Array.isArray, constructor, length, indices), whose element k
+   * is a fresh `Flow` built on access. msgpackr reads each element once, so a pull of 190k flows
+   * no longer holds 190k objects (~25 MB, promoted to the old generation while the encoder ran):
+   * each dies young.
+   */
   toJSON(): Flow[] {
-    return this.toFlows();
+    const n = this.length;
+    return new Proxy(new Array<Flow>(n), {
+      get: (target, key, receiver) => {
+        if (typeof key === 'string') {
+          const k = key.length <= 10 ? Number(key) : Number.NaN;
+          if (k >= 0 && k < n && Number.isInteger(k)) return this.flowAt(k);
+        }
+        return Reflect.get(target, key, receiver);
+      },
+    });
+  }
+
+  private flowAt(k: number): Flow {
+    const i = k * 4;
+    const c = this.cnt;
+    const f: Flow = {
+      src: this.src[k]!,
+      dst: this.dst[k]!,
+      proto: this.proto[k]!,
+      txBytes: c[i]!,
+      rxBytes: c[i + 2]!,
+      txPackets: c[i + 1]!,
+      rxPackets: c[i + 3]!,
+    };
+    // Only when known: most flows have none, and the wire carries no empty field for them.
+    const name = this.name[k]!;
+    if (name !== '') f.dstName = name;
+    return f;
   }
 }

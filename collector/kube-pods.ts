@@ -1,9 +1,9 @@
-// The collector's PodIndex from Kubernetes: the pods of this node, kept current by an informer
-// (pods with fieldSelector spec.nodeName=<node-name>), each pod's every IP (IPv4 and IPv6 from
-// status.podIPs).
+// The collector's PodIndex from Kubernetes: the pods of this node, kept current by the collector's
+// own list/watch (collector/kube-watch.ts; pods with fieldSelector spec.nodeName=<node-name>), each
+// pod's every IP (IPv4 and IPv6 from status.podIPs).
 //
 //   const pods = new KubePods({ nodeName, excludeNamespaces, hostNetwork, podRetention },
-//                             { kubeConfig, log });
+//                             { target, log });
 //   pods.start();            // returns at once; unreachable API server → logged, retried
 //   pods.synced();           // for /readyz
 //   pods.isLocal(ip);        // the PodIndex
@@ -16,9 +16,10 @@
 // - A pod that ended (deleted, or phase Succeeded/Failed) stays local for `pod-retention`: the
 //   kernel keeps its connections' counters after the pod is gone, and those bytes are still its.
 //   When a live pod holds the same IP, it is local anyway.
-import type { KubeConfig } from '@kubernetes/client-node';
-import { type Compact, compactMeta, type InformerOptions, KubeInformer, listers } from '../shared/kube.js';
+import type { KubeTarget } from '../shared/kube-access.js';
+import { type Compact, compactMeta } from '../shared/kube-object.js';
 import type { Logger } from '../shared/log.js';
+import { KubeWatch, type KubeWatchOptions } from './kube-watch.js';
 import type { PodIndex } from './pod-index.js';
 
 export interface KubePodsConfig {
@@ -30,7 +31,8 @@ export interface KubePodsConfig {
 }
 
 export interface KubePodsDeps {
-  kubeConfig: KubeConfig;
+  /** The API server and credentials (shared/kube-access.ts resolveKubeTarget). */
+  target: KubeTarget;
   log: Logger;
 }
 
@@ -70,7 +72,7 @@ interface IpHolders {
 }
 
 export class KubePods implements PodIndex {
-  private readonly informer: KubeInformer<PodRecord>;
+  private readonly informer: KubeWatch<PodRecord>;
   private readonly ips = new Map<string, IpHolders>();
   /** IPs registered per pod key, to undo them when the pod changes or goes. */
   private readonly byPod = new Map<string, string[]>();
@@ -81,17 +83,20 @@ export class KubePods implements PodIndex {
     private readonly config: KubePodsConfig,
     deps: KubePodsDeps,
     private readonly clock: Clock = Date,
-    informerOptions: InformerOptions = {},
+    informerOptions: KubeWatchOptions = {},
   ) {
     this.excluded = new Set(config.excludeNamespaces);
     const fields = [
       `spec.nodeName=${config.nodeName}`,
       ...config.excludeNamespaces.map((n) => `metadata.namespace!=${n}`),
     ];
-    this.informer = new KubeInformer(listers(deps.kubeConfig).pods(), toPodRecord, deps, {
-      ...informerOptions,
-      fieldSelector: fields.join(','),
-    });
+    this.informer = new KubeWatch(
+      deps.target,
+      { path: '/api/v1/pods', resource: 'pods', fieldSelector: fields.join(',') },
+      toPodRecord,
+      deps,
+      informerOptions,
+    );
     this.informer.on('add', (p) => this.apply(p));
     this.informer.on('update', (p) => this.apply(p));
     this.informer.on('delete', (p) => this.release(key(p), this.clock.now() + this.config.podRetention));
@@ -110,6 +115,11 @@ export class KubePods implements PodIndex {
 
   whenSynced(): Promise<void> {
     return this.informer.whenSynced();
+  }
+
+  /** Why the pods are not listed yet (the API server's last answer), for /readyz. */
+  lastError(): string | undefined {
+    return this.informer.lastError();
   }
 
   async close(): Promise<void> {

@@ -6,7 +6,7 @@
 //   cluster (kind, k3s) also reports its pods;
 // - without an API server: this host's addresses (src labels then describe the node itself).
 import type { Config } from '../shared/config.js';
-import { resolveKubeConfig } from '../shared/kube.js';
+import { resolveKubeTarget } from '../shared/kube-access.js';
 import type { Logger } from '../shared/log.js';
 import { HostIndex, type HostIndexDeps } from './host-index.js';
 import { KubePods } from './kube-pods.js';
@@ -44,7 +44,7 @@ export interface LocalIndexDeps {
 export async function createLocalIndex(config: LocalIndexConfig, deps: LocalIndexDeps): Promise<LocalIndex> {
   const { log } = deps;
   const host = new HostIndex({}, { log: log.child({ stage: 'host-index' }), interfaces: deps.interfaces });
-  const access = resolveKubeConfig({ kubeconfig: config.kubeconfig, env: deps.env, home: deps.home });
+  const access = resolveKubeTarget({ kubeconfig: config.kubeconfig, env: deps.env, home: deps.home });
   if (access === undefined) {
     return {
       index: host,
@@ -64,9 +64,13 @@ export async function createLocalIndex(config: LocalIndexConfig, deps: LocalInde
       hostNetwork: config.hostNetwork,
       podRetention: config.podRetention,
     },
-    { kubeConfig: access.kubeConfig, log: log.child({ stage: 'kube-pods' }) },
+    { target: access, log: log.child({ stage: 'kube-pods' }) },
   );
-  const notReady = () => (pods.synced() ? undefined : `pods of node ${config.nodeName} not listed yet`);
+  const notReady = () => {
+    if (pods.synced()) return undefined;
+    const why = pods.lastError();
+    return `pods of node ${config.nodeName} not listed yet${why === undefined ? '' : ` (${why})`}`;
+  };
   if (config.command === 'collector') {
     return {
       index: pods,

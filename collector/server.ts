@@ -253,6 +253,8 @@ export function pullApiRouter(deps: PullApiDeps): Router {
         return;
       }
       metrics.acks.inc({ result: 'ok' });
+      // The acknowledged body is not served again: let it go now rather than at the next pull.
+      if (cache !== undefined && cache.version !== backlog.version) cache = undefined;
       ctx.status = 204;
     } catch (err) {
       if (!(err instanceof BadRequest)) throw err;

@@ -11,8 +11,32 @@ import type { PullResponse } from '../shared/flow.js';
 const packr = new Packr({ useRecords: true });
 const gzipP = promisify(gzip);
 
-/** A pull response as the collector sends it (before optional gzip). */
-export const encodePullBody = (r: PullResponse): Buffer => packr.pack(r);
+/** Bytes per flow the target buffer is first sized for (33 measured, names longer in clusters). */
+const BYTES_PER_FLOW = 40;
+/** Bodies above this get a buffer of their own. */
+const BIG_BODY = 1 << 20;
+
+/**
+ * A pull response as the collector sends it (before optional gzip).
+ *
+ * msgpackr writes into one module-level buffer that it grows 4x (2x above 16 MB), copying as it
+ * goes, returns a view of it and keeps writing the next bodies after that view. After the pull of
+ * a big batch, that buffer — up to 4x the body — stayed for the life of the process. A big body
+ * is therefore written into a buffer sized for it beforehand (no growth chain of copies), and
+ * msgpackr is handed a small buffer afterwards: the big one lives exactly as long as the body.
+ */
+export function encodePullBody(r: PullResponse): Buffer {
+  let flows = 0;
+  for (const b of r.batches) flows += b.flows.length;
+  const estimate = flows * BYTES_PER_FLOW + 4096;
+  if (estimate < BIG_BODY) return packr.pack(r);
+  packr.useBuffer(Buffer.allocUnsafeSlow(estimate));
+  try {
+    return packr.pack(r);
+  } finally {
+    packr.useBuffer(Buffer.allocUnsafeSlow(8192));
+  }
+}
 
 /** Level 1: flow batches are repetitive, the fastest level gets most of the gain for little CPU. */
 export const gzipPullBody = (body: Buffer): Promise<Buffer> => gzipP(body, { level: constants.Z_BEST_SPEED });

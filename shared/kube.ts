@@ -35,10 +35,7 @@
 //    once (the ListWatch would): their re-opening backs off.
 // 8. `stop()` aborts the request and the ListWatch reports the AbortError to `error` callbacks: after
 //    close() errors are ignored.
-import { existsSync } from 'node:fs';
 import type { Agent } from 'node:http';
-import { homedir } from 'node:os';
-import { delimiter, join } from 'node:path';
 import {
   AppsV1Api,
   BatchV1Api,
@@ -50,6 +47,8 @@ import {
   Watch,
 } from '@kubernetes/client-node';
 import { StartupError } from './errors.js';
+import { locateKubeConfig, type ResolveOptions, SERVICE_ACCOUNT_DIR } from './kube-access.js';
+import type { Compact } from './kube-object.js';
 import type { Logger } from './log.js';
 
 // ---- kubeconfig ---------------------------------------------------------------------------------
@@ -62,34 +61,23 @@ export interface KubeAccess {
   server: string;
 }
 
-export interface ResolveOptions {
-  /** `--kubeconfig`. */
-  kubeconfig?: string;
-  env?: NodeJS.ProcessEnv;
-  home?: string;
-  /** Where the service account is mounted (tests point it elsewhere). */
-  serviceAccountDir?: string;
-}
-
-const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
+export type { ResolveOptions } from './kube-access.js';
 
 /**
- * The CONTRACT's `--kubeconfig` row: the flag's file; else in-cluster (service account token and
- * KUBERNETES_SERVICE_HOST); else the first existing file of $KUBECONFIG (a list, like kubectl);
- * else ~/.kube/config if present; else undefined (no Kubernetes). A file that is given but
- * unreadable or unusable stops start-up with a StartupError naming it.
+ * The CONTRACT's `--kubeconfig` row (search order in shared/kube-access.ts), as a client-node
+ * KubeConfig. A file that is given but unreadable or unusable stops start-up with a StartupError
+ * naming it.
  */
 export function resolveKubeConfig(opts: ResolveOptions = {}): KubeAccess | undefined {
-  const env = opts.env ?? process.env;
-  if (opts.kubeconfig !== undefined) return loadFile(opts.kubeconfig, '--kubeconfig');
-
-  const saDir = opts.serviceAccountDir ?? SERVICE_ACCOUNT_DIR;
-  if (env.KUBERNETES_SERVICE_HOST && env.KUBERNETES_SERVICE_PORT && existsSync(join(saDir, 'token'))) {
+  const loc = locateKubeConfig(opts);
+  if (loc === undefined) return undefined;
+  if (loc.kind === 'in-cluster') {
     const kc = new KubeConfig();
+    const saDir = loc.serviceAccountDir;
     // loadFromCluster reads the host and port from process.env; keep the given env authoritative.
     const saved = { host: process.env.KUBERNETES_SERVICE_HOST, port: process.env.KUBERNETES_SERVICE_PORT };
-    process.env.KUBERNETES_SERVICE_HOST = env.KUBERNETES_SERVICE_HOST;
-    process.env.KUBERNETES_SERVICE_PORT = env.KUBERNETES_SERVICE_PORT;
+    process.env.KUBERNETES_SERVICE_HOST = loc.host;
+    process.env.KUBERNETES_SERVICE_PORT = loc.port;
     try {
       kc.loadFromCluster(saDir === SERVICE_ACCOUNT_DIR ? '' : saDir.slice(0, -SERVICE_ACCOUNT_DIR.length));
     } finally {
@@ -98,22 +86,9 @@ export function resolveKubeConfig(opts: ResolveOptions = {}): KubeAccess | undef
     }
     return { kubeConfig: kc, source: 'in-cluster', server: kc.getCurrentCluster()?.server ?? '' };
   }
-
-  if (env.KUBECONFIG) {
-    const files = env.KUBECONFIG.split(delimiter).filter((f) => f.length > 0 && existsSync(f));
-    if (files.length > 0) {
-      const access = loadFile(files[0], 'KUBECONFIG');
-      for (const f of files.slice(1)) {
-        const more = loadFile(f, 'KUBECONFIG').kubeConfig;
-        access.kubeConfig.mergeConfig(more);
-      }
-      return access;
-    }
-  }
-  const home = opts.home ?? homedir();
-  const file = join(home, '.kube', 'config');
-  if (home && existsSync(file)) return loadFile(file, '~/.kube/config');
-  return undefined;
+  const access = loadFile(loc.files[0], loc.where);
+  for (const f of loc.files.slice(1)) access.kubeConfig.mergeConfig(loadFile(f, loc.where).kubeConfig);
+  return access;
 }
 
 function restoreEnv(key: string, value: string | undefined): void {
@@ -237,10 +212,7 @@ export function listers(kc: KubeConfig) {
 
 // ---- compact records ----------------------------------------------------------------------------
 
-/** The least the ListWatch cache needs of an object: its key and version. */
-export interface Compact {
-  metadata: { name: string; namespace?: string; resourceVersion?: string };
-}
+export { type Compact, compactMeta } from './kube-object.js';
 
 /** Timestamp as ms since the epoch: lists give Date objects, watches give RFC 3339 strings. */
 export function toMs(v: unknown): number | undefined {
@@ -250,18 +222,6 @@ export function toMs(v: unknown): number | undefined {
     return Number.isNaN(t) ? undefined : t;
   }
   return undefined;
-}
-
-/** The compact `metadata` of any object; never throws. */
-export function compactMeta(obj: unknown): Compact['metadata'] {
-  const m = ((obj as { metadata?: Record<string, unknown> } | null)?.metadata ?? {}) as Record<
-    string,
-    unknown
-  >;
-  const out: Compact['metadata'] = { name: String(m.name ?? '') };
-  if (typeof m.namespace === 'string' && m.namespace !== '') out.namespace = m.namespace;
-  if (typeof m.resourceVersion === 'string') out.resourceVersion = m.resourceVersion;
-  return out;
 }
 
 /** The controller owner reference (or the first one) as `{kind, name}`. */

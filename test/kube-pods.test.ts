@@ -1,4 +1,4 @@
-// The collector's PodIndex (collector/kube-pods.ts) through its real start-up path: the real client
+// The collector's PodIndex (collector/kube-pods.ts) through its real start-up path: its own client
 // against the test API server, with a clock the test moves for the retention window.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { KubePods, type KubePodsConfig } from '../collector/kube-pods.js';
@@ -35,7 +35,7 @@ async function start(over: Partial<KubePodsConfig> = {}, clock = new ManualClock
   const cap = captureLogger();
   index = new KubePods(
     { nodeName: 'n1', excludeNamespaces: [], hostNetwork: false, podRetention: 120_000, ...over },
-    { kubeConfig: h.kubeConfig, log: cap.log },
+    { target: h.target, log: cap.log },
     clock,
   );
   expect(index.synced()).toBe(false);

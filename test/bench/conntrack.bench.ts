@@ -19,7 +19,8 @@
 //   of its node listed and watched from a test API server in the namespace) with an exporter
 //   process pulling and acknowledging every second. At 10k: a minute of 5 s reads, 10% of the
 //   entries growing each time. At 250k: baseline, steady ticks, then ticks where every entry grew.
-//   Reported: its peak RSS (VmHWM; it has no child process) and its share of a core.
+//   Reported: its peak RSS (VmHWM; it has no child process) and its share of a core. It runs with
+//   the node flags the chart gives it (a 2 MB young generation).
 // Reported: wall time, CPU time, peak RSS (VmHWM), and ratios to the floor.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -436,14 +437,20 @@ const bundle = join(root, 'dist/bench/conntrack.bench.mjs');
 const floorBin = join(root, 'dist/bench/ct-floor');
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
+/** deploy/helm/podflow/templates/collector-daemonset.yaml, NODE_OPTIONS. */
+const COLLECTOR_NODE_ARGS = ['--max-semi-space-size=2'];
+
 /**
  * Extra node flags for the measured podflow process, for profiling (e.g.
  * `PF_BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'`). Figures taken so are not comparable.
  */
-const nodeArgs = (what: string | undefined): string[] =>
-  what === 'podflow' || what === 'collector'
+const nodeArgs = (what: string | undefined): string[] => [
+  // The whole collector runs as the chart runs it (NODE_OPTIONS of the DaemonSet).
+  ...(what === 'collector' ? COLLECTOR_NODE_ARGS : []),
+  ...(what === 'podflow' || what === 'collector'
     ? (process.env.PF_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')
-    : [];
+    : []),
+];
 
 function inner(ns: string, args: string[]): unknown {
   const node = [process.execPath, ...nodeArgs(args[0]), bundle, 'inner', ...args];
@@ -582,7 +589,7 @@ async function outer(sizes: number[]) {
               ? `${whole.reads} reads over ${whole.seconds.toFixed(0)} s, 10% growing`
               : `baseline ${whole.peaks.baseline!.toFixed(0)} MB, steady ${whole.peaks.steady!.toFixed(0)} MB, then 3 reads where every entry grew`;
           rows.push(
-            `  whole collector process (${what}): peak RSS ${whole.peakRssMb.toFixed(0)} MB, ${whole.children} child processes, ${(whole.coreShare * 100).toFixed(2)}% of a core (floor: ${((fc / 5000) * 100).toFixed(2)}% for one dump per 5 s), lost events ${whole.lostEvents}`,
+            `  whole collector process (${what}; node ${COLLECTOR_NODE_ARGS.join(' ')}): peak RSS ${whole.peakRssMb.toFixed(0)} MB, ${whole.children} child processes, ${(whole.coreShare * 100).toFixed(2)}% of a core (floor: ${((fc / 5000) * 100).toFixed(2)}% for one dump per 5 s), lost events ${whole.lostEvents}`,
           );
         }
         console.log(rows.splice(0).join('\n'));

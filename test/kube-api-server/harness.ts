@@ -5,6 +5,7 @@ import { Writable } from 'node:stream';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { resolveKubeConfig } from '../../shared/kube.js';
+import { type KubeTarget, resolveKubeTarget } from '../../shared/kube-access.js';
 import type { Logger } from '../../shared/log.js';
 import { KubeApiServer, type KubeApiServerOptions } from './server.js';
 
@@ -30,20 +31,24 @@ export interface Harness {
   server: KubeApiServer;
   kubeconfigPath: string;
   kubeConfig: KubeConfig;
+  /** The same kubeconfig as the collector reads it (its small client, no client-node). */
+  target: KubeTarget;
   close(): Promise<void>;
 }
 
-/** A listening test API server and a KubeConfig resolved the way podflow does (--kubeconfig). */
+/** A listening test API server and its kubeconfig resolved the way podflow does (--kubeconfig). */
 export async function startHarness(options: KubeApiServerOptions = {}): Promise<Harness> {
   const server = new KubeApiServer(options);
   await server.listen();
   const kubeconfigPath = server.writeKubeconfig();
   const access = resolveKubeConfig({ kubeconfig: kubeconfigPath });
-  if (!access) throw new Error('kubeconfig did not resolve');
+  const target = resolveKubeTarget({ kubeconfig: kubeconfigPath });
+  if (!access || !target) throw new Error('kubeconfig did not resolve');
   return {
     server,
     kubeconfigPath,
     kubeConfig: access.kubeConfig,
+    target,
     async close() {
       await server.stop();
       rmSync(kubeconfigPath, { force: true });

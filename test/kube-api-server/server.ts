@@ -190,7 +190,8 @@ function status(code: number, reason: string, message: string, details?: object)
 }
 
 export class KubeApiServer {
-  readonly token: string;
+  /** The bearer token accepted; tests change it to rotate credentials. */
+  token: string;
   readonly user: string;
   /** Every request served, in order (tests assert paging, selectors, retries). */
   readonly requests: RequestRecord[] = [];
