@@ -7,6 +7,7 @@ import { once } from 'node:events';
 import { InProcessCollectorClient } from '../exporter/in-process.js';
 import { createKubernetes, type Kubernetes } from '../exporter/kubernetes.js';
 import { createExportGraph } from '../exporter/pipeline.js';
+import { viewRouter } from '../exporter/view.js';
 import type { Config } from '../shared/config.js';
 import { StartupError } from '../shared/errors.js';
 import { createRegistry, HttpServer } from '../shared/http.js';
@@ -43,6 +44,7 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
       log: log.child({ stage: 'http' }),
       gzipMetrics: config.metricsGzip,
       auth: config.metricsAuth ? tokens : undefined,
+      router: graph.view && viewRouter({ ring: graph.view, log: log.child({ stage: 'view' }) }),
       notReady: () =>
         collector.notReady() ??
         kube?.notReady() ??

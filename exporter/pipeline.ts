@@ -29,6 +29,7 @@ import { ExporterMetrics } from './metrics.js';
 import { PrometheusSink } from './prometheus-sink.js';
 import { type CollectorClient, PullError } from './pull.js';
 import type { Sink } from './sink.js';
+import { TrafficRing } from './traffic-ring.js';
 
 /** The set of collectors to pull, asked afresh every round (static list, or Kubernetes discovery). */
 export interface CollectorDiscovery {
@@ -656,6 +657,8 @@ export interface ExportGraph {
   pipeline: Pipeline;
   prometheus: PrometheusSink;
   http?: HttpSink;
+  /** The built-in view's recent rounds (`--view`). */
+  view?: TrafficRing;
   metrics: ExporterMetrics;
 }
 
@@ -669,8 +672,8 @@ export interface ExportGraphDeps {
 }
 
 /**
- * The whole export side from the configuration: enrich → Prometheus sink (always) and HTTP sink
- * (with --http-sink-url). Used by `podflow exporter` (HTTP collectors) and `podflow standalone`
+ * The whole export side from the configuration: enrich → Prometheus sink (always), HTTP sink
+ * (with --http-sink-url) and the built-in view's ring (with --view, the default). Used by `podflow exporter` (HTTP collectors) and `podflow standalone`
  * (one in-process collector client). No I/O until `pipeline.start()`.
  */
 export function createExportGraph(config: Config, deps: ExportGraphDeps): ExportGraph {
@@ -706,6 +709,9 @@ export function createExportGraph(config: Config, deps: ExportGraphDeps): Export
     );
     sinks.push(http);
   }
+  // The view takes every push at once and never holds an ack back: it only keeps recent rounds.
+  const view = config.view ? new TrafficRing({ exportInterval: config.exportInterval }) : undefined;
+  if (view !== undefined) sinks.push(view);
   const pipeline = new Pipeline(
     {
       exportInterval: config.exportInterval,
@@ -714,5 +720,5 @@ export function createExportGraph(config: Config, deps: ExportGraphDeps): Export
     },
     { discovery: deps.discovery, enricher, sinks, log: deps.log.child({ stage: 'pipeline' }), metrics },
   );
-  return { pipeline, prometheus, http, metrics };
+  return { pipeline, prometheus, http, view, metrics };
 }

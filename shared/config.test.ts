@@ -459,6 +459,7 @@ describe('every bad value gets one clean line', () => {
     'cilium-clock': 'tsc',
     'pull-token-file': '',
     'metrics-auth': 'no way',
+    view: 'off',
     'shutdown-timeout': 'forever',
   };
   const JARGON =
