@@ -67,8 +67,8 @@ export function loadViewPage(): ViewPage | undefined {
 export interface ViewDeps {
   ring: TrafficRing;
   log: Logger;
-  /** @default loadViewPage() */
-  page?: ViewPage;
+  /** The page to serve; null: none (GET / answers 503). @default loadViewPage() */
+  page?: ViewPage | null;
 }
 
 /** Query parameters → TrafficQuery, or the one-line reason it is refused. */
@@ -111,7 +111,7 @@ export function parseTrafficQuery(
 }
 
 export function viewRouter(deps: ViewDeps): Router {
-  const page = deps.page ?? loadViewPage();
+  const page = deps.page === undefined ? loadViewPage() : (deps.page ?? undefined);
   if (page === undefined) {
     deps.log.warn(
       'the built-in view is not built (dist/view/index.html): GET / answers 503; run npm run build',
