@@ -147,6 +147,12 @@ describe('TrafficRing', () => {
     expect(res.seconds).toBe(30);
     expect(res.rows[0].rate).toBe(100);
     expect(res.total.rate).toBe(100);
+    // A collector's backlog from before the start (a restart) widens what rates divide by.
+    const backlog = ring();
+    backlog.at(T0 + 31_000);
+    await backlog.r.push([flow({ ts: T0 + 5000, intervalSeconds: 60, txBytes: 8600, rxBytes: 0 })]);
+    expect(backlog.q().seconds).toBe(86);
+    expect(backlog.q().total.rate).toBe(100);
     // Ten minutes on: out of the 5 minute window, still in the 15 minute one, whose rate spans
     // the 10 minutes since start.
     at(T0 + 601_000);

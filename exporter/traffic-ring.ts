@@ -150,7 +150,11 @@ export class TrafficRing implements Sink {
   readonly spanMs: number;
   private readonly buckets: Bucket[];
   private readonly maxPairs: number;
-  private readonly startedAt: number;
+  /**
+   * Since when the ring has seen traffic: the start, or the start of the oldest interval pushed
+   * when earlier (a collector's backlog after a restart). Rates divide by no more than the time since.
+   */
+  private since: number;
   /** Interned endpoints by id (undefined: a free id), with the number of pairs using each. */
   private readonly endpoints: (Endpoint | undefined)[] = [];
   private readonly refs: number[] = [];
@@ -169,7 +173,7 @@ export class TrafficRing implements Sink {
     this.width = Math.max(config.exportInterval, Math.ceil(span / MAX_BUCKETS));
     this.buckets = Array.from({ length: Math.ceil(span / this.width) }, () => new Bucket());
     this.maxPairs = config.maxPairsPerBucket ?? 50_000;
-    this.startedAt = clock();
+    this.since = clock();
     const other: Endpoint = {
       key: '',
       type: 'other',
@@ -216,6 +220,8 @@ export class TrafficRing implements Sink {
         this.late++;
         continue;
       }
+      const from = f.ts - f.intervalSeconds * 1000;
+      if (from < this.since) this.since = from;
       if (b === undefined || b.idx !== idx) b = this.bucketFor(idx);
       const cls = CLASS_INDEX.get(classOf(f)) as number;
       const cluster = (f as { cluster?: string }).cluster;
@@ -267,15 +273,15 @@ export class TrafficRing implements Sink {
 
   /**
    * The traffic of the last `window` (whole buckets, the current one included) grouped and
-   * filtered as asked. Rates divide by the time the window covers, or by the time since start when
-   * that is shorter, so a young process does not show rates too low.
+   * filtered as asked. Rates divide by the time the window covers, or by the time since the ring
+   * has traffic when that is shorter, so a young process does not show rates too low.
    */
   query(q: TrafficQuery): TrafficResponse {
     const now = this.clock();
     const current = Math.floor(now / this.width);
     const k = Math.max(1, Math.min(this.buckets.length, Math.ceil(q.window / this.width)));
     const first = current - k + 1;
-    const seconds = Math.max(0.001, (now - Math.max(first * this.width, this.startedAt)) / 1000);
+    const seconds = Math.max(0.001, (now - Math.max(first * this.width, this.since)) / 1000);
     const eps = this.endpoints;
     const gidOf = new Int32Array(eps.length).fill(-1);
     // Per endpoint: 0 not looked at yet, 1 matches, 2 does not (namespace and text filters apart).

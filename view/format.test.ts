@@ -24,6 +24,14 @@ describe('page number formats', () => {
     expect(formatCost(0.00123)).toBe('$0.0012');
     expect(formatCost(1.5)).toBe('$1.50');
     expect(formatCost(1234.5)).toBe('$1,234.50');
-    expect([60, 300, 900, 90, 3600].map(formatSeconds)).toEqual(['1m', '5m', '15m', '90s', '1h']);
+    expect([45, 60, 300, 890, 90, 3600, 299.6].map(formatSeconds)).toEqual([
+      '45s',
+      '1m',
+      '5m',
+      '14m50s',
+      '1m30s',
+      '1h',
+      '5m',
+    ]);
   });
 });

@@ -25,9 +25,10 @@ export function formatCost(usd: number | null): string {
   return `$${usd.toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`;
 }
 
-/** 5m, 90s, 1h — a window as the filter shows it. */
-export function formatSeconds(s: number): string {
+/** 45s, 5m, 14m50s, 1h: whole seconds as the filters write durations. */
+export function formatSeconds(seconds: number): string {
+  const s = Math.round(seconds);
   if (s >= 3600 && s % 3600 === 0) return `${s / 3600}h`;
-  if (s >= 60 && s % 60 === 0) return `${s / 60}m`;
-  return `${Math.round(s)}s`;
+  if (s >= 60) return `${Math.floor(s / 60)}m${s % 60 === 0 ? '' : `${s % 60}s`}`;
+  return `${s}s`;
 }

@@ -14,16 +14,25 @@ import { formatBytes, formatCost, formatRate, formatSeconds } from './format.js'
 import { ServiceMap } from './map.js';
 
 const WINDOWS = ['1m', '5m', '15m'];
-const FILTERS = ['window', 'group', 'namespace', 'class', 'q'] as const;
+const LIMITS = ['25', '50', '200', '1000'];
+const FILTERS = ['window', 'group', 'namespace', 'class', 'q', 'limit'] as const;
 type Filter = (typeof FILTERS)[number];
-const DEFAULTS: Record<Filter, string> = { window: '5m', group: 'workload', namespace: '', class: '', q: '' };
+const DEFAULTS: Record<Filter, string> = {
+  window: '5m',
+  group: 'workload',
+  namespace: '',
+  class: '',
+  q: '',
+  limit: '50',
+};
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const main = $<HTMLElement>('view');
 const form = $<HTMLFormElement>('filters');
 const status = $<HTMLElement>('status');
 const field = (name: Filter) => form.elements.namedItem(name) as HTMLInputElement | HTMLSelectElement;
-const map = new ServiceMap(document.getElementById('map') as unknown as SVGSVGElement);
+const mapSvg = document.getElementById('map') as unknown as SVGSVGElement;
+const map = new ServiceMap(mapSvg);
 
 function option(select: HTMLSelectElement, value: string, label = value): void {
   const o = document.createElement('option');
@@ -122,15 +131,19 @@ function renderNamespaces(res: TrafficResponse, chosen: string): void {
 
 function render(res: TrafficResponse, filters: Record<Filter, string>): void {
   performance.mark('podflow:render-start');
+  const box = { width: mapSvg.clientWidth, height: mapSvg.clientHeight };
   renderNamespaces(res, filters.namespace);
   renderTotals(res);
   renderTalkers(res);
-  map.render(res.rows);
+  performance.mark('podflow:map-start');
+  map.render(res.rows, box);
+  performance.measure('podflow:map', 'podflow:map-start');
   const at = new Date(res.now).toLocaleTimeString();
   $<HTMLElement>('cluster').textContent = res.cluster ?? '';
+  // The window is whole export rounds: a few seconds short of it is not worth a word.
   $<HTMLElement>('span').textContent =
     `Rates are averages over the last ${formatSeconds(Math.round(res.seconds))}` +
-    (res.seconds < res.window ? ` (running for less than the ${formatSeconds(res.window)} window)` : '') +
+    (res.seconds < res.window * 0.9 ? ' (the traffic seen so far)' : '') +
     '; each byte is counted once, by its sender.';
   status.textContent = `Live: updated ${at}, every ${formatSeconds(res.interval)}`;
   status.classList.remove('down');
@@ -158,7 +171,6 @@ async function poll(): Promise<void> {
   const filters = readFilters();
   const params = new URLSearchParams();
   for (const f of FILTERS) if (filters[f] !== '') params.set(f, filters[f]);
-  params.set('limit', '200');
   try {
     // Relative: the API beside this page, wherever it is mounted.
     const res = await fetch(`${TRAFFIC_PATH.slice(1)}?${params}`, { signal: abort.signal });
@@ -179,6 +191,7 @@ function setup(): void {
   const url = new URLSearchParams(location.search);
   for (const w of WINDOWS) option(field('window') as HTMLSelectElement, w);
   for (const g of VIEW_GROUPS) option(field('group') as HTMLSelectElement, g);
+  for (const l of LIMITS) option(field('limit') as HTMLSelectElement, l);
   option(field('namespace') as HTMLSelectElement, '', 'all');
   option(field('class') as HTMLSelectElement, '', 'all');
   for (const c of VIEW_CLASSES) option(field('class') as HTMLSelectElement, c);

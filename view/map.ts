@@ -51,7 +51,11 @@ export class ServiceMap {
 
   constructor(private readonly svg: SVGSVGElement) {}
 
-  render(rows: readonly TrafficRow[]): void {
+  /**
+   * Lays out and draws the largest rows. `box`: the SVG's size in pixels, read by the caller before
+   * it changed the page (reading it after would force the browser to lay the page out at once).
+   */
+  render(rows: readonly TrafficRow[], box: { width: number; height: number }): void {
     const top = rows.filter((r) => r.a.id !== r.b.id).slice(0, MAP_EDGES);
     const nodes = new Map<string, MapNode>();
     const add = (n: TrafficNode, bytes: number): MapNode => {
@@ -87,26 +91,29 @@ export class ServiceMap {
         'link',
         forceLink<MapNode, MapLink>(links)
           .id((d) => d.id)
-          .distance(130)
+          .distance(110)
           .strength(0.3),
       )
-      .force('charge', forceManyBody<MapNode>().strength(-600))
+      .force('charge', forceManyBody<MapNode>().strength(-450))
       .force(
         'collide',
-        forceCollide<MapNode>((d) => d.r + 26),
+        forceCollide<MapNode>((d) => d.r + 34),
       )
-      .force('x', forceX<MapNode>(0).strength(0.04))
-      .force('y', forceY<MapNode>(0).strength(0.08))
+      // Pulled harder up and down than sideways: the map's box is wide.
+      .force('x', forceX<MapNode>(0).strength(0.03))
+      .force('y', forceY<MapNode>(0).strength(0.12))
       .stop();
-    // Laid out at once (no animation): from scratch a full run, with everything known a nudge.
+    // Laid out at once (no animation): from scratch d3's full run (300 ticks); from the last
+    // round's places a shorter, faster-cooling one, which only settles what changed.
+    if (known > 0) sim.alphaDecay(0.05);
     sim.alpha(known === list.length ? 0.1 : known > 0 ? 0.5 : 1);
     sim.tick(Math.ceil(Math.log(sim.alphaMin() / sim.alpha()) / Math.log(1 - sim.alphaDecay())));
     this.positions.clear();
     for (const n of list) this.positions.set(n.id, { x: n.x ?? 0, y: n.y ?? 0 });
-    this.draw(list, links);
+    this.draw(list, links, box);
   }
 
-  private draw(list: MapNode[], links: MapLink[]): void {
+  private draw(list: MapNode[], links: MapLink[], box: { width: number; height: number }): void {
     const svg = this.svg;
     svg.replaceChildren();
     if (list.length === 0) {
@@ -126,6 +133,12 @@ export class ServiceMap {
       y1 = Math.max(y1, y + n.r + 30);
     }
     svg.setAttribute('viewBox', `${x0} ${y0} ${x1 - x0} ${y1 - y0}`);
+    // A layout wider than the box is drawn smaller: its text is scaled back up to stay readable.
+    const scale = Math.min(box.width / (x1 - x0), box.height / (y1 - y0));
+    svg.style.setProperty(
+      '--text-scale',
+      String(Number.isFinite(scale) && scale > 0 ? Math.min(1.3, 1 / scale) : 1),
+    );
     const maxRate = Math.max(...links.map((l) => l.row.rate), 1e-9);
     const edges = el('g', { class: 'edges' }, svg);
     links.forEach((l, i) => {
