@@ -148,6 +148,7 @@ function render(res: TrafficResponse, filters: Record<Filter, string>): void {
   status.textContent = `Live: updated ${at}, every ${formatSeconds(res.interval)}`;
   status.classList.remove('down');
   main.dataset.now = String(res.now);
+  main.dataset.seconds = String(res.seconds);
   main.dataset.rounds = String(Number(main.dataset.rounds ?? 0) + 1);
   main.setAttribute('aria-busy', 'false');
   performance.measure('podflow:render', 'podflow:render-start');
