@@ -97,11 +97,12 @@ export class ServiceMap {
       .force('charge', forceManyBody<MapNode>().strength(-450))
       .force(
         'collide',
-        forceCollide<MapNode>((d) => d.r + 34),
+        // Room for the label under the node too, not only the circle.
+        forceCollide<MapNode>((d) => Math.max(d.r + 26, Math.min(d.node.label.length, 30) * 2.8)),
       )
       // Pulled harder up and down than sideways: the map's box is wide.
       .force('x', forceX<MapNode>(0).strength(0.03))
-      .force('y', forceY<MapNode>(0).strength(0.12))
+      .force('y', forceY<MapNode>(0).strength(0.07))
       .stop();
     // Laid out at once (no animation): from scratch d3's full run (300 ticks); from the last
     // round's places a shorter, faster-cooling one, which only settles what changed.
