@@ -21,7 +21,9 @@ COPY cmd/ cmd/
 COPY collector/ collector/
 COPY exporter/ exporter/
 COPY shared/ shared/
-# `npm ci` runs the package's install script (builds native/) and prepare (tsc to dist/).
+COPY view/ view/
+# `npm ci` runs the package's install script (builds native/) and prepare (tsc to dist/, and the
+# built-in view's page to dist/view/).
 RUN npm ci --no-audit --no-fund
 RUN npm prune --omit=dev --no-audit --no-fund
 

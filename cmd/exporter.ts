@@ -5,6 +5,7 @@ import { startupDestinations } from '../exporter/destinations.js';
 import { createKubernetes, type Kubernetes } from '../exporter/kubernetes.js';
 import { type CollectorDiscovery, createExportGraph, staticDiscovery } from '../exporter/pipeline.js';
 import { httpCollectorClients } from '../exporter/pull.js';
+import { viewRouter } from '../exporter/view.js';
 import type { Config } from '../shared/config.js';
 import { StartupError } from '../shared/errors.js';
 import { createRegistry, HttpServer } from '../shared/http.js';
@@ -59,6 +60,7 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
       log: log.child({ stage: 'http' }),
       gzipMetrics: config.metricsGzip,
       auth: config.metricsAuth ? tokens : undefined,
+      router: graph.view && viewRouter({ ring: graph.view, log: log.child({ stage: 'view' }) }),
       notReady: () => kube?.notReady() ?? (pipeline.ready ? undefined : 'first export round not done yet'),
     },
   );

@@ -8,6 +8,7 @@ import { startupDestinations } from '../exporter/destinations.js';
 import { InProcessCollectorClient } from '../exporter/in-process.js';
 import { createKubernetes, type Kubernetes } from '../exporter/kubernetes.js';
 import { createExportGraph } from '../exporter/pipeline.js';
+import { viewRouter } from '../exporter/view.js';
 import type { Config } from '../shared/config.js';
 import { StartupError } from '../shared/errors.js';
 import { createRegistry, HttpServer } from '../shared/http.js';
@@ -46,6 +47,7 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
       log: log.child({ stage: 'http' }),
       gzipMetrics: config.metricsGzip,
       auth: config.metricsAuth ? tokens : undefined,
+      router: graph.view && viewRouter({ ring: graph.view, log: log.child({ stage: 'view' }) }),
       notReady: () =>
         collector.notReady() ??
         kube?.notReady() ??

@@ -32,6 +32,7 @@ import { PrometheusSink, type PrometheusSinkConfig } from './prometheus-sink.js'
 import { type CollectorClient, PullError } from './pull.js';
 import type { Sink } from './sink.js';
 import { otlpMetrics, remoteWrite, TotalsSink } from './totals-sink.js';
+import { TrafficRing } from './traffic-ring.js';
 
 /** The set of collectors to pull, asked afresh every round (static list, or Kubernetes discovery). */
 export interface CollectorDiscovery {
@@ -683,6 +684,8 @@ export interface ExportGraph {
   http?: HttpSink;
   /** The sinks of the `sinks:` map, in the file's order. */
   named: Sink[];
+  /** The built-in view's recent rounds (`--view`). */
+  view?: TrafficRing;
   metrics: ExporterMetrics;
 }
 
@@ -699,7 +702,7 @@ export interface ExportGraphDeps {
 
 /**
  * The whole export side from the configuration: enrich → Prometheus sink (always), HTTP sink
- * (with --http-sink-url) and the sinks of the `sinks:` map. Used by `podflow exporter` (HTTP collectors) and `podflow standalone`
+ * (with --http-sink-url), the sinks of the `sinks:` map and the built-in view's ring (with --view, the default). Used by `podflow exporter` (HTTP collectors) and `podflow standalone`
  * (one in-process collector client). No I/O until `pipeline.start()`.
  */
 export function createExportGraph(config: Config, deps: ExportGraphDeps): ExportGraph {
@@ -759,6 +762,9 @@ export function createExportGraph(config: Config, deps: ExportGraphDeps): Export
     namedSink(spec, series, { log: deps.log.child({ stage: 'sink', sink: spec.name }), metrics }),
   );
   sinks.push(...named);
+  // The view takes every push at once and never holds an ack back: it only keeps recent rounds.
+  const view = config.view ? new TrafficRing({ exportInterval: config.exportInterval }) : undefined;
+  if (view !== undefined) sinks.push(view);
   const pipeline = new Pipeline(
     {
       exportInterval: config.exportInterval,
@@ -767,7 +773,7 @@ export function createExportGraph(config: Config, deps: ExportGraphDeps): Export
     },
     { discovery: deps.discovery, enricher, sinks, log: deps.log.child({ stage: 'pipeline' }), metrics },
   );
-  return { pipeline, prometheus, http, named, metrics };
+  return { pipeline, prometheus, http, named, view, metrics };
 }
 
 /** One sink of the `sinks:` map: a record sink (HTTP delivery of records) or a totals sink. */

@@ -460,6 +460,7 @@ describe('every bad value gets one clean line', () => {
     'cilium-clock': 'tsc',
     'pull-token-file': '',
     'metrics-auth': 'no way',
+    view: 'off',
     'shutdown-timeout': 'forever',
     cloud: 'aws-govcloud',
     prices: 'cross-zone=cheap',

@@ -638,6 +638,12 @@ export const OPTIONS = {
     help: 'require a token of --pull-token-file on /metrics and the built-in view too',
     commands: ALL,
   }),
+  view: opt({
+    schema: bool,
+    default: true,
+    help: 'serve the built-in view on / (traffic of the last 15 minutes) and its JSON at /api/v1/traffic',
+    commands: EXPORTING,
+  }),
   'state-dir': opt({
     schema: text('a directory path'),
     arg: 'dir',

@@ -134,12 +134,14 @@ export class HttpServer {
         if (
           ctx.path === '/healthz' ||
           ctx.path === '/readyz' ||
-          auth.accepts(ctx.get('authorization') || undefined)
+          auth.accepts(asBearer(ctx.get('authorization') || undefined))
         ) {
           return next();
         }
         ctx.status = 401;
-        ctx.set('WWW-Authenticate', 'Bearer realm="podflow"');
+        // Basic too: a browser cannot send a bearer token, but asks for a password on this
+        // challenge and sends it with every request of the built-in view after.
+        ctx.set('WWW-Authenticate', ['Bearer realm="podflow"', 'Basic realm="podflow", charset="UTF-8"']);
         ctx.type = 'text/plain';
         ctx.body = 'unauthorized\n';
       });
@@ -208,6 +210,18 @@ export class HttpServer {
     await closed;
     clearTimeout(timer);
   }
+}
+
+/**
+ * `Basic base64(user:token)` (what a browser sends after its password prompt) as `Bearer token`;
+ * any other header as it is. The user name is ignored.
+ */
+export function asBearer(authorization: string | undefined): string | undefined {
+  const m = authorization === undefined ? null : /^Basic[ \t]+([A-Za-z0-9+/=]+)[ \t]*$/i.exec(authorization);
+  if (!m) return authorization;
+  const plain = Buffer.from(m[1], 'base64').toString('utf8');
+  const colon = plain.indexOf(':');
+  return colon < 0 ? undefined : `Bearer ${plain.slice(colon + 1)}`;
 }
 
 /**

@@ -8,6 +8,7 @@ const TOOLS: Record<string, string> = {
   ip: 'iproute2',
   conntrack: 'conntrack',
   prometheus: 'prometheus',
+  chromium: 'chromium',
 };
 
 export default function setup(): void {
