@@ -28,6 +28,8 @@ export interface HttpSinkConfig {
   httpSinkMaxRetries: number;
   httpSinkQueueMax: number;
   httpSinkBatchMax: number;
+  /** `cluster-name`: the `cluster` field of every record; none when unset. */
+  clusterName?: string;
   /** First retry delay, ms (doubles each retry, with jitter). @default 500 */
   retryBaseMs?: number;
   /** Longest wait between retries, also the cap on Retry-After, ms. @default 60000 */
@@ -40,11 +42,12 @@ export interface HttpSinkDeps {
   env?: NodeJS.ProcessEnv;
 }
 
-/** One snake_case NDJSON record. Field order is the contract's. */
-export function toRecord(f: EnrichedFlow): string {
+/** One snake_case NDJSON record. Field order is the contract's; `cluster` only when set. */
+export function toRecord(f: EnrichedFlow, cluster?: string): string {
   return JSON.stringify({
     ts: new Date(f.ts).toISOString(),
     interval_seconds: f.intervalSeconds,
+    ...(cluster !== undefined ? { cluster } : undefined),
     src_ip: f.srcIp,
     src_pod: f.srcPod,
     src_namespace: f.srcNamespace,
@@ -325,7 +328,8 @@ export class HttpSink implements Sink {
   }
 
   private async send(job: Job): Promise<Outcome> {
-    const text = `${job.flows.map(toRecord).join('\n')}\n`;
+    const cluster = this.config.clusterName;
+    const text = `${job.flows.map((f) => toRecord(f, cluster)).join('\n')}\n`;
     const body = this.config.httpSinkGzip ? await gzip(text) : Buffer.from(text);
     const headers = { ...this.headers, 'idempotency-key': job.key };
     const maxRetries = this.config.httpSinkMaxRetries;

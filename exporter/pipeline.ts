@@ -145,6 +145,9 @@ export class Pipeline {
   private failures: Failures = new Map();
   /** Pull, ack and sink failures that repeat every round: logged once per cause. */
   private readonly repeated: OncePerCause;
+  /** Collectors another exporter's lease held this round (id → holder), and the holders last logged. */
+  private leased = new Map<string, string>();
+  private leasedLogged = '';
 
   constructor(
     private readonly config: PipelineConfig,
@@ -249,6 +252,28 @@ export class Pipeline {
     return [...failures.keys()];
   }
 
+  /**
+   * One info line when the set of exporters holding some of this exporter's collectors changes:
+   * which, how many collectors, and why that is. Two exporters that both claim a collector never
+   * both deliver it (the lease), but the one that waits should say so once.
+   */
+  private reportLeased(): void {
+    const leased = this.leased;
+    this.leased = new Map();
+    const holders = [...new Set(leased.values())].sort();
+    const key = holders.join(',');
+    if (key === this.leasedLogged) return;
+    this.leasedLogged = key;
+    if (leased.size === 0) {
+      this.deps.log.info('every collector of this exporter is pulled again: no other exporter holds one');
+      return;
+    }
+    this.deps.log.info(
+      { collectors: leased.size, holders, example: leased.keys().next().value },
+      `${leased.size} collector(s) held by the pull lease of another exporter (${holders.join(', ')}): they are pulled here once that lease lapses (--pull-lease) or is released; if it stays, two exporters claim the same collectors (check --shard and --total-shards)`,
+    );
+  }
+
   /** Resolves once every push in flight settled, or at `deadline` (ms since the epoch). */
   private async settled(deadline: number): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
@@ -350,6 +375,7 @@ export class Pipeline {
         'sink still busy with earlier pushes: its batches wait on the collectors',
       );
     }
+    this.reportLeased();
     this.forget(now);
     metrics?.flows.inc(flowCount);
     this.rounds++;
@@ -481,10 +507,12 @@ export class Pipeline {
     } catch (err) {
       const reason = err instanceof PullError ? err.reason : 'network';
       metrics?.pullErrors.inc({ collector: client.id, reason });
-      // Another exporter holding the collector is the normal state of a standby: not a warning.
-      if (reason === 'leased')
+      // Another exporter holding the collector (a rollout, a reshard, a shard misconfigured): one
+      // line for all such collectors after the round (reportLeased), not one per collector.
+      if (reason === 'leased') {
+        this.leased.set(client.id, (err as PullError).holder ?? 'unknown');
         log.debug({ err, collector: client.id }, 'collector leased by another exporter');
-      else {
+      } else {
         this.repeated.failing(
           `pull ${client.id}`,
           causeOf(err),
@@ -686,6 +714,7 @@ export function createExportGraph(config: Config, deps: ExportGraphDeps): Export
       metricsTtl: config.metricsTtl,
       metricsPodIps: config.metricsPodIps,
       maxSeries: config.metricsMaxSeries,
+      clusterName: config.clusterName,
     },
     { registry: deps.registry, metrics, log: deps.log.child({ stage: 'prometheus' }) },
   );
@@ -701,6 +730,7 @@ export function createExportGraph(config: Config, deps: ExportGraphDeps): Export
         httpSinkMaxRetries: config.httpSinkMaxRetries,
         httpSinkQueueMax: config.httpSinkQueueMax,
         httpSinkBatchMax: config.httpSinkBatchMax,
+        clusterName: config.clusterName,
       },
       { log: deps.log.child({ stage: 'http-sink' }), metrics, env: deps.env },
     );

@@ -32,6 +32,12 @@ export interface PrometheusSinkConfig {
    * come. @default 300000 (5 min)
    */
   scrapeGraceMs?: number;
+  /**
+   * `cluster-name`: the label `cluster` with this value on every series (first, whatever
+   * `metricsLabels` keeps). The same on every series, so it is no part of a series' key: it is
+   * written into each line as it is rendered. None when unset.
+   */
+  clusterName?: string;
 }
 
 /** Label value of the overflow series: not a valid pod, namespace, node name or address. */
@@ -227,6 +233,8 @@ class FlowText {
     private readonly snap: Snapshot,
     names: readonly string[],
     private readonly size: number,
+    /** `cluster="…",` (the constant label), or empty. */
+    private readonly fixed: Buffer,
   ) {
     this.pieces = new Pieces(names, snap.values);
     this.at = new Int32Array(names.length);
@@ -278,7 +286,7 @@ class FlowText {
     const n = at.length;
     const ids = this.snap.ids;
     // name, braces, commas, space, a count of at most 24 characters, newline.
-    let need = sec.name.length + n + 28;
+    let need = sec.name.length + this.fixed.length + n + 28;
     for (let j = 0; j < n; j++) {
       const id = ids[s * n + j];
       at[j] = pieces.offset(j, id);
@@ -294,6 +302,7 @@ class FlowText {
     const n = at.length;
     const { count, counts } = this.snap;
     const name = sec.name;
+    const fixed = this.fixed;
     const out = new DataView(buf.buffer, buf.byteOffset, buf.length);
     let s = this.s;
     for (; s < count; s++) {
@@ -302,6 +311,7 @@ class FlowText {
       const from = this.pieces.view;
       for (let k = 0; k < name.length; k++) buf[o++] = name[k];
       buf[o++] = 123; // {
+      for (let k = 0; k < fixed.length; k++) buf[o++] = fixed[k];
       for (let j = 0; j < n; j++) {
         if (j > 0) buf[o++] = 44; // ,
         // Four bytes at a time through DataViews (about twice as fast as byte by byte), then the rest.
@@ -373,6 +383,8 @@ export class PrometheusSink implements Sink {
   private readonly overflowCounts = new Float64Array(4);
   private overflowLast = 0;
   private readonly overflowText: string;
+  /** `cluster="…",` written after `{` of every line, or empty. */
+  private readonly fixed: Buffer;
   /** Flows summed into the overflow series since the last push (for the self-metric). */
   private overflowed = 0;
   /** onDurable callbacks of pushes no complete scrape has served yet, oldest first. */
@@ -393,7 +405,9 @@ export class PrometheusSink implements Sink {
     this.interns = this.labels.map(() => new Map());
     this.values = this.labels.map(() => []);
     this.scratch = new Int32Array(this.n);
-    this.overflowText = `{${this.labels.map((l) => `${l.name}="${OVERFLOW}"`).join(',')}}`;
+    const fixed = config.clusterName !== undefined ? `cluster="${escapeLabel(config.clusterName)}",` : '';
+    this.fixed = Buffer.from(fixed);
+    this.overflowText = `{${fixed}${this.labels.map((l) => `${l.name}="${OVERFLOW}"`).join(',')}}`;
     const p = config.metricsPrefix;
     this.families = [
       {
@@ -511,6 +525,7 @@ export class PrometheusSink implements Sink {
       snap,
       this.labels.map((l) => l.name),
       chunkBytes,
+      this.fixed,
     );
   }
 

@@ -61,6 +61,8 @@ export type PullErrorReason =
 
 export class PullError extends Error {
   override name = 'PullError';
+  /** 'leased': the exporter that holds the collector's lease, as the collector names it. */
+  holder?: string;
   constructor(
     readonly reason: PullErrorReason,
     message: string,
@@ -311,7 +313,10 @@ export class HttpCollectorClient implements CollectorClient {
           throw new PullError('timeout', 'pull: timed out waiting for memory to decompress', { cause });
         });
         try {
-          body = await gunzip(body, { maxOutputLength: Math.max(claimed, 1) });
+          body = await gunzip(body, {
+            maxOutputLength: Math.max(claimed, 1),
+            chunkSize: Math.max(claimed, 64),
+          });
         } catch (cause) {
           if ((cause as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') {
             throw new PullError(
@@ -428,7 +433,11 @@ function refusal(what: string, res: Exchange, bootId?: string): PullError {
       if (res.headers[CONFLICT_HEADER.toLowerCase()] === 'boot') {
         return new PullError('boot', `${what}: collector restarted (boot id ${bootId} unknown)`);
       }
-      return new PullError('leased', `${what}: ${said}`);
+      {
+        const err = new PullError('leased', `${what}: ${said}`);
+        err.holder = /^leased by exporter (\S+)/.exec(said)?.[1];
+        return err;
+      }
     default:
       return new PullError('http', `${what}: HTTP ${res.status}${said ? `: ${said.split('\n')[0]}` : ''}`);
   }

@@ -33,6 +33,7 @@ import type { Flow, PullResponse } from '../../shared/flow.js';
 import { type ChunkedRegistry, HttpServer } from '../../shared/http.js';
 import { silentLogger } from '../../shared/log.js';
 import { seeded } from '../helpers/random.js';
+import { profileIf } from './profile.js';
 
 const arg = (name: string, def: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -142,7 +143,13 @@ async function serve(): Promise<void> {
         });
         return;
       }
-      res.writeHead(200, { 'content-type': 'application/x-msgpack', 'content-encoding': 'gzip' });
+      // One puller (the bench): every pull is granted the same lease, as a collector renews it.
+      res.writeHead(200, {
+        'content-type': 'application/x-msgpack',
+        'content-encoding': 'gzip',
+        'podflow-lease': `lease-${n}`,
+        'podflow-lease-seconds': '600',
+      });
       res.end(bodies[current]);
     });
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
@@ -295,7 +302,10 @@ async function main(): Promise<void> {
     });
     observer.observe({ entryTypes: ['gc'] });
     const cycles: number[] = [];
+    let stopProfile = async () => {};
     for (let round = 0; round < ROUNDS; round++) {
+      // The steady rounds alone (PF_BENCH_PROFILE_ROUNDS=/tmp/rounds.cpuprofile): the first creates series.
+      if (round === 1) stopProfile = await profileIf(process.env.PF_BENCH_PROFILE_ROUNDS);
       t = performance.now();
       const r = await pipeline.runOnce();
       cycles.push(performance.now() - t);
@@ -303,6 +313,7 @@ async function main(): Promise<void> {
         throw new Error(`round ${round}: ${JSON.stringify(r)}`);
       }
     }
+    await stopProfile();
     // GC entries arrive asynchronously: let the last ones in.
     await new Promise((r) => setTimeout(r, 50));
     observer.disconnect();
