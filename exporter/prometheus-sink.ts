@@ -330,6 +330,19 @@ class FlowText {
   }
 }
 
+/** The labels of one endpoint (src_… or dst_…), most specific first. */
+const ENDPOINT_LABELS = ['pod', 'workload', 'node', 'namespace', 'zone'];
+/** Endpoints remembered per group before starting over. */
+const GROUP_MEMO_MAX = 50_000;
+
+interface LabelGroup {
+  /** Label index whose value keys the memo. */
+  key: number;
+  /** Label indexes of the group, the key first. */
+  members: number[];
+  memo: Map<string, { values: string[]; ids: Int32Array }>;
+}
+
 const FNV_OFFSET = 0x811c9dc5 | 0;
 const FNV_PRIME = 0x01000193;
 const MIN_CAPACITY = 1024;
@@ -356,11 +369,13 @@ export class PrometheusSink implements Sink {
   /** Number of labels. */
   private readonly n: number;
   /**
-   * Open-addressing index over the slots: slot + 1 at the first free position from `hash & mask`
-   * (linear probing), 0 where free. At most half full. A Map from hash to slot cost a boxed
-   * number per lookup for hashes beyond the small-integer range, and more cache misses.
+   * Open-addressing index over the slots: at position p (from `hash & mask`, linear probing),
+   * `table[2p]` = slot + 1 (0 where free) and `table[2p + 1]` = the slot's hash, side by side so
+   * that a probe reads one cache line, not the slot's hash elsewhere. At most half full. A Map from
+   * hash to slot cost a boxed number per lookup for hashes beyond the small-integer range, and more
+   * cache misses.
    */
-  private table = new Int32Array(2);
+  private table = new Int32Array(4);
   private mask = 1;
   /** Live series: slots 0 … count-1. */
   private count = 0;
@@ -376,6 +391,11 @@ export class PrometheusSink implements Sink {
   private interns: Map<string, number>[];
   private values: string[][];
   private readonly scratch: Int32Array;
+  /** Labels taken per endpoint (labelIds), and the others with their last value and its id. */
+  private readonly groups: LabelGroup[];
+  private readonly singles: number[];
+  private readonly lastValue: (string | undefined)[];
+  private readonly lastId: Int32Array;
   private lastExpire = Number.NEGATIVE_INFINITY;
   private readonly maxSeries: number;
   /** The overflow series: present once the limit was hit (until it idles out). */
@@ -405,6 +425,19 @@ export class PrometheusSink implements Sink {
     this.interns = this.labels.map(() => new Map());
     this.values = this.labels.map(() => []);
     this.scratch = new Int32Array(this.n);
+    const names = this.labels.map((l) => l.name);
+    this.groups = [];
+    const grouped = new Set<number>();
+    for (const side of ['src', 'dst']) {
+      // Most specific first: the key of the group.
+      const members = ENDPOINT_LABELS.map((l) => names.indexOf(`${side}_${l}`)).filter((j) => j >= 0);
+      if (members.length < 2) continue;
+      for (const j of members) grouped.add(j);
+      this.groups.push({ key: members[0], members, memo: new Map() });
+    }
+    this.singles = names.map((_, j) => j).filter((j) => !grouped.has(j));
+    this.lastValue = this.singles.map(() => undefined);
+    this.lastId = new Int32Array(this.singles.length);
     const fixed = config.clusterName !== undefined ? `cluster="${escapeLabel(config.clusterName)}",` : '';
     this.fixed = Buffer.from(fixed);
     this.overflowText = `{${fixed}${this.labels.map((l) => `${l.name}="${OVERFLOW}"`).join(',')}}`;
@@ -531,38 +564,31 @@ export class PrometheusSink implements Sink {
 
   async push(flows: readonly EnrichedFlow[]): Promise<void> {
     const now = this.clock();
-    const getters = this.getters;
-    const interns = this.interns;
     const scratch = this.scratch;
     const n = this.n;
     let ids = this.ids;
     let table = this.table;
     let mask = this.mask;
-    let hashes = this.hashes;
+    let wrap = (mask << 1) | 1;
     let counts = this.counts;
     let last = this.last;
     for (let i = 0; i < flows.length; i++) {
       const f = flows[i];
+      this.labelIds(f);
       let h = FNV_OFFSET;
-      for (let j = 0; j < n; j++) {
-        const v = getters[j](f);
-        let id = interns[j].get(v);
-        if (id === undefined) id = this.intern(j, v);
-        scratch[j] = id;
-        h = Math.imul(h ^ id, FNV_PRIME);
-      }
+      for (let j = 0; j < n; j++) h = Math.imul(h ^ scratch[j], FNV_PRIME);
       // The index probes from the low bits: mix every id bit into them.
       h = fmix32(h) | 0;
-      let p = h & mask;
+      let p = (h & mask) << 1;
       let s = table[p] - 1;
       while (s >= 0) {
-        if (hashes[s] === h) {
+        if (table[p + 1] === h) {
           const base = s * n;
           let j = 0;
           while (j < n && ids[base + j] === scratch[j]) j++;
           if (j === n) break;
         }
-        p = (p + 1) & mask;
+        p = (p + 2) & wrap;
         s = table[p] - 1;
       }
       if (s < 0) {
@@ -574,7 +600,7 @@ export class PrometheusSink implements Sink {
         ids = this.ids;
         table = this.table;
         mask = this.mask;
-        hashes = this.hashes;
+        wrap = (mask << 1) | 1;
         counts = this.counts;
         last = this.last;
       }
@@ -592,6 +618,69 @@ export class PrometheusSink implements Sink {
       this.deps.metrics?.seriesOverflow.inc(this.overflowed);
       this.overflowed = 0;
     }
+  }
+
+  /**
+   * The value ids of flow `f`'s labels, into `scratch`. The labels of one endpoint come as a group
+   * (src_namespace, src_pod, src_workload, src_node, src_zone): remembered together under the most
+   * specific one's value, and taken from there when the others are the same strings (the enrich
+   * stage hands out the cluster view's own strings, so that is one pointer comparison each). Other
+   * labels remember their last value. A million flows a round pay one string lookup per group
+   * instead of one per label: the lookups were about a third of the sink's time.
+   */
+  private labelIds(f: EnrichedFlow): void {
+    const { getters, scratch, groups } = this;
+    for (let g = 0; g < groups.length; g++) {
+      const group = groups[g];
+      const members = group.members;
+      const key = getters[group.key](f);
+      let memo = group.memo.get(key);
+      if (memo !== undefined) {
+        let k = 0;
+        while (k < members.length && getters[members[k]](f) === memo.values[k]) k++;
+        if (k === members.length) {
+          for (k = 0; k < members.length; k++) scratch[members[k]] = memo.ids[k];
+          continue;
+        }
+      } else {
+        // Bounded: pods come and go; starting over costs one lookup per label once.
+        if (group.memo.size >= GROUP_MEMO_MAX) group.memo.clear();
+        memo = { values: new Array<string>(members.length), ids: new Int32Array(members.length) };
+        group.memo.set(key, memo);
+      }
+      for (let k = 0; k < members.length; k++) {
+        const j = members[k];
+        const v = getters[j](f);
+        const id = this.idOf(j, v);
+        memo.values[k] = v;
+        memo.ids[k] = id;
+        scratch[j] = id;
+      }
+    }
+    const { singles, lastValue, lastId } = this;
+    for (let k = 0; k < singles.length; k++) {
+      const j = singles[k];
+      const v = getters[j](f);
+      if (v === lastValue[k]) {
+        scratch[j] = lastId[k];
+        continue;
+      }
+      const id = this.idOf(j, v);
+      lastValue[k] = v;
+      lastId[k] = id;
+      scratch[j] = id;
+    }
+  }
+
+  private idOf(j: number, v: string): number {
+    const id = this.interns[j].get(v);
+    return id === undefined ? this.intern(j, v) : id;
+  }
+
+  /** Ids are about to be renumbered (reintern): what was remembered of them is void. */
+  private forgetIds(): void {
+    for (const g of this.groups) g.memo.clear();
+    this.lastValue.fill(undefined);
   }
 
   private intern(j: number, v: string): number {
@@ -679,8 +768,8 @@ export class PrometheusSink implements Sink {
   private rechain(): void {
     let size = 2;
     while (size < 2 * this.capacity) size *= 2;
-    if (this.table.length === size) this.table.fill(0);
-    else this.table = new Int32Array(size);
+    if (this.table.length === 2 * size) this.table.fill(0);
+    else this.table = new Int32Array(2 * size);
     this.mask = size - 1;
     for (let s = 0; s < this.count; s++) this.index(s);
   }
@@ -688,12 +777,15 @@ export class PrometheusSink implements Sink {
   /** Enters slot `s` (its hash in `hashes`) into the index. */
   private index(s: number): void {
     const { table, mask } = this;
-    let p = this.hashes[s] & mask;
-    while (table[p] !== 0) p = (p + 1) & mask;
-    table[p] = s + 1;
+    const h = this.hashes[s];
+    let p = h & mask;
+    while (table[2 * p] !== 0) p = (p + 1) & mask;
+    table[2 * p] = s + 1;
+    table[2 * p + 1] = h;
   }
 
   private reintern(): void {
+    this.forgetIds();
     const n = this.n;
     const old = this.values;
     this.interns = this.labels.map(() => new Map());

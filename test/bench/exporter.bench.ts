@@ -27,12 +27,11 @@ import { ExporterMetrics } from '../../exporter/metrics.js';
 import { Pipeline, staticDiscovery } from '../../exporter/pipeline.js';
 import { PrometheusSink } from '../../exporter/prometheus-sink.js';
 import { HttpCollectorClient } from '../../exporter/pull.js';
-import type { ClusterLookup, Endpoint } from '../../shared/cluster.js';
 import { FLOW_LABELS, type FlowLabel } from '../../shared/config.js';
-import type { Flow, PullResponse } from '../../shared/flow.js';
+import type { PullResponse } from '../../shared/flow.js';
 import { type ChunkedRegistry, HttpServer } from '../../shared/http.js';
 import { silentLogger } from '../../shared/log.js';
-import { seeded } from '../helpers/random.js';
+import { benchCluster } from './cluster-data.js';
 import { profileIf } from './profile.js';
 
 const arg = (name: string, def: string) => {
@@ -44,79 +43,7 @@ const FLOWS = Number(arg('flows', '5000'));
 const LABELS = arg('labels', 'all');
 const CONCURRENCY = Number(arg('concurrency', '16'));
 const ROUNDS = 3;
-const PODS_PER_NODE = 30;
-const ZONES = ['zone-a', 'zone-b', 'zone-c'];
-
-const podIp = (node: number, pod: number) => `10.${(node >> 8) + 100}.${node & 255}.${pod + 10}`;
-const nodeIp = (node: number) => `192.168.${node >> 8}.${node & 255}`;
-
-const APPS = 400;
-const appOf = (g: number) => g % APPS;
-/** Every app calls six others: traffic follows a dependency graph, as in real clusters. */
-const depsOf = (app: number) => Array.from({ length: 6 }, (_, k) => (app * 7 + k * 53 + 1) % APPS);
-
-/**
- * One collector's flows: pods of its node talking to pods of the apps they depend on, to nodes, to
- * private addresses outside the cluster and to a pool of public addresses.
- */
-function flowsOf(node: number): Flow[] {
-  const rand = seeded(node * 1000 + 1);
-  const seen = new Set<string>();
-  const flows: Flow[] = [];
-  const pods = PODS_PER_NODE * COLLECTORS;
-  while (flows.length < FLOWS) {
-    const p = Math.floor(rand() * PODS_PER_NODE);
-    const src = podIp(node, p);
-    const r = rand();
-    let dst: string;
-    if (r < 0.45) {
-      const deps = depsOf(appOf(node * PODS_PER_NODE + p));
-      const app = deps[Math.floor(rand() * deps.length)];
-      const g = Math.min(pods - 1, app + APPS * Math.floor(rand() * (pods / APPS)));
-      dst = podIp(Math.floor(g / PODS_PER_NODE), g % PODS_PER_NODE);
-    } else if (r < 0.5) dst = nodeIp(Math.floor(rand() * COLLECTORS));
-    else if (r < 0.55) dst = `172.20.0.${Math.floor(rand() * 50)}`;
-    else dst = `203.0.${Math.floor(rand() * 12)}.${Math.floor(rand() * 250)}`;
-    const proto = rand() < 0.8 ? 6 : 17;
-    const key = `${src} ${dst} ${proto}`;
-    if (seen.has(key)) continue;
-    seen.add(key);
-    const tx = Math.floor(rand() * 100_000);
-    flows.push({
-      src,
-      dst,
-      proto,
-      txBytes: tx,
-      rxBytes: tx * 3,
-      txPackets: 1 + (tx >> 10),
-      rxPackets: 2 + (tx >> 9),
-    });
-  }
-  return flows;
-}
-
-function clusterLookup(): ClusterLookup {
-  const ips = new Map<string, Endpoint>();
-  for (let n = 0; n < COLLECTORS; n++) {
-    const node = `node-${n}`;
-    const zone = ZONES[n % ZONES.length];
-    ips.set(nodeIp(n), { kind: 'node', name: node, namespace: '', workload: '', node, zone });
-    for (let p = 0; p < PODS_PER_NODE; p++) {
-      const a = appOf(n * PODS_PER_NODE + p);
-      const app = `app-${a}`;
-      ips.set(podIp(n, p), {
-        kind: 'pod',
-        name: `${app}-${n}-${p}`,
-        namespace: `ns-${a % 40}`,
-        workload: `Deployment/${app}`,
-        node,
-        zone,
-      });
-    }
-  }
-  return { lookup: (ip) => ips.get(ip), nodeZone: (n) => ZONES[Number(n.slice(5)) % ZONES.length] };
-}
-
+const { flowsOf, clusterLookup } = benchCluster(COLLECTORS, FLOWS);
 /** Child process: the 200 collectors. */
 async function serve(): Promise<void> {
   const ports: number[] = [];
