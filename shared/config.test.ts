@@ -417,7 +417,11 @@ describe('--total-shards and --shard', () => {
       'invalid --shard: expected a whole number from 0 to 1 (below --total-shards 2), got 2',
     );
     expect(
-      failure({ command: 'exporter', flags: { 'total-shards': '2' }, env: { POD_NAME: 'podflow-exporter-5' } }),
+      failure({
+        command: 'exporter',
+        flags: { 'total-shards': '2' },
+        env: { POD_NAME: 'podflow-exporter-5' },
+      }),
     ).toBe(
       'invalid --shard (from --pod-name "podflow-exporter-5"): expected a whole number from 0 to 1 (below --total-shards 2), got 5',
     );

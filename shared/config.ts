@@ -758,7 +758,10 @@ export function loadConfig(src: ConfigSources): Config {
     }
     out[camel(name)] = parsed.data;
   }
-  out.shard = resolveShard(out as Parsed, src.flags.shard !== undefined || src.env.PODFLOW_SHARD !== undefined);
+  out.shard = resolveShard(
+    out as Parsed,
+    src.flags.shard !== undefined || src.env.PODFLOW_SHARD !== undefined,
+  );
   return out as Config;
 }
 
