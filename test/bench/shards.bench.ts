@@ -98,6 +98,9 @@ async function serve(): Promise<void> {
       res.end(b.rounds[b.current]);
     });
   });
+  // Sockets idle between rounds stay open: a round of a loaded shard can outlast the default 5 s,
+  // and a pull on a socket the server is closing fails with a reset.
+  srv.keepAliveTimeout = 120_000;
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
   process.send!({ port: (srv.address() as { port: number }).port });
 }

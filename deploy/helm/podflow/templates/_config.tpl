@@ -36,6 +36,9 @@ that the pod's grace period, less a margin to exit (export-interval must fit in 
   "pull-concurrency" (int64 .Values.exporter.pullConcurrency)
   "pull-timeout" .Values.exporter.pullTimeout
 -}}
+{{- with .Values.exporter.clusterName }}
+{{- $_ := set $exporter "cluster-name" . }}
+{{- end }}
 {{- with .Values.exporter.metricsLabels }}
 {{- $_ := set $exporter "metrics-labels" . }}
 {{- end }}
