@@ -313,9 +313,12 @@ export class HttpCollectorClient implements CollectorClient {
           throw new PullError('timeout', 'pull: timed out waiting for memory to decompress', { cause });
         });
         try {
+          // Output chunks of the claimed size, up to 1 MiB: a pull of a few thousand flows is
+          // made in one piece instead of 16 kB pieces, each a round trip through the thread pool
+          // (about a tenth of a round at 200 collectors); a lying trailer gets no larger buffer.
           body = await gunzip(body, {
             maxOutputLength: Math.max(claimed, 1),
-            chunkSize: Math.max(claimed, 64),
+            chunkSize: Math.min(Math.max(claimed, 64), GUNZIP_CHUNK_MAX),
           });
         } catch (cause) {
           if ((cause as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') {
@@ -444,6 +447,7 @@ function refusal(what: string, res: Exchange, bootId?: string): PullError {
 }
 
 const gunzip = promisify(gunzipCb);
+const GUNZIP_CHUNK_MAX = 1 << 20;
 // Keep-alive: a collector is pulled every interval, its connection is reused.
 const httpAgent = new HttpAgent({ keepAlive: true });
 const httpsAgent = new HttpsAgent({ keepAlive: true });
