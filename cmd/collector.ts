@@ -27,10 +27,18 @@ export interface CollectorGraph {
   checkpoint: Checkpoint | undefined;
   /** Why the collecting half is not ready, or undefined. */
   notReady(): string | undefined;
+  /** Whether the backlog is the one to serve (after a `--state-dir` restore): pulls wait until then. */
+  pullable(): boolean;
   /** Opens the source (permission checks) and starts the index and the loop. */
   start(): Promise<void>;
   /** Stops the loop, then closes the source and the index. */
   close(): Promise<void>;
+}
+
+/** What the wiring takes from outside besides the configuration. */
+export interface CollectorDeps {
+  /** The conntrack source (the benchmark wraps the real one). @default the one `--source` selects */
+  source?: SelectedSource;
 }
 
 /** Builds the collecting half. Only `createLocalIndex` may touch the outside (kubeconfig lookup). */
@@ -38,8 +46,9 @@ export async function createCollectorGraph(
   config: Config,
   log: Logger,
   registry: Registry,
+  deps: CollectorDeps = {},
 ): Promise<CollectorGraph> {
-  const source = createSource(config, log);
+  const source = deps.source ?? createSource(config, log);
   const local = await createLocalIndex(config, { log });
   const store = config.stateDir === undefined ? undefined : new StateStore(config.stateDir);
   // With a state dir a tick's batch is handed out only once the state holding it is on disk.
@@ -112,6 +121,7 @@ export async function createCollectorGraph(
     checkpoint.mark();
   };
   let started = false;
+  let serving = false;
   return {
     source,
     local,
@@ -120,6 +130,7 @@ export async function createCollectorGraph(
     loop,
     checkpoint,
     notReady: () => loop.notReady() ?? local.notReady(),
+    pullable: () => serving,
     async start() {
       if (store !== undefined) {
         try {
@@ -134,6 +145,7 @@ export async function createCollectorGraph(
       await source.start();
       started = true;
       await restore();
+      serving = true;
       await local.start();
       loop.start();
       log.info(
@@ -179,10 +191,15 @@ export async function startServer(server: HttpServer, listen: ListenAddress): Pr
   }
 }
 
-export async function run(config: Config, log: Logger, signal: AbortSignal): Promise<void> {
+export async function run(
+  config: Config,
+  log: Logger,
+  signal: AbortSignal,
+  deps: CollectorDeps = {},
+): Promise<void> {
   const tokens = loadTokenFile(config, log);
   const registry = createRegistry();
-  const graph = await createCollectorGraph(config, log, registry);
+  const graph = await createCollectorGraph(config, log, registry, deps);
   const server = createCollectorServer(
     { listen: config.listen },
     {
@@ -196,6 +213,7 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
       tokens,
       metricsAuth: config.metricsAuth,
       boundariesDurable: graph.checkpoint && (() => graph.checkpoint!.boundariesDurable()),
+      pullable: graph.pullable,
     },
   );
   // Bind first: a taken or wrong address stops start-up before the source touches the host

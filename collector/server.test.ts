@@ -1,4 +1,3 @@
-import { request } from 'node:http';
 import { gunzipSync } from 'node:zlib';
 import { pack, unpack } from 'msgpackr';
 import { Registry } from 'prom-client';
@@ -7,6 +6,7 @@ import type { Flow, PullResponse } from '../shared/flow.js';
 import { createRegistry, type HttpServer } from '../shared/http.js';
 import { silentLogger } from '../shared/log.js';
 import { seededInt } from '../test/helpers/random.js';
+import { rawHttp as raw } from '../test/helpers/raw-http.js';
 import { Backlog } from './backlog.js';
 import { createCollectorMetrics } from './metrics.js';
 import { createCollectorServer } from './server.js';
@@ -20,28 +20,6 @@ const flow = (dst: string, tx: number): Flow => ({
   txPackets: 1,
   rxPackets: 2,
 });
-
-/** A raw HTTP exchange: the bytes as sent, without fetch's transparent decompression. */
-function raw(
-  port: number,
-  method: string,
-  path: string,
-  headers: Record<string, string> = {},
-  body?: Buffer,
-): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, method, path, headers }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () =>
-        resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }),
-      );
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
 
 /** What an exporter sends with every pull: its name (the lease holder). */
 const AS_EXPORTER = { 'podflow-exporter': 'exporter-1' };
@@ -267,5 +245,42 @@ describe('collector server', () => {
     expect(registry.getSingleMetric('podflow_collector_conntrack_entries')).not.toBe(
       other.getSingleMetric('podflow_collector_conntrack_entries'),
     );
+  });
+});
+
+describe('collector server while starting', () => {
+  it('answers the pull API 503 until its backlog is the one to serve (a --state-dir restore), then serves it', async () => {
+    const backlog = new Backlog({ backlogMaxFlows: 1000 }, { bootId: 'fresh' });
+    const registry = new Registry();
+    let ready = false;
+    const server = createCollectorServer(
+      { listen: { host: '127.0.0.1', port: 0 } },
+      {
+        backlog,
+        node: 'node-1',
+        source: 'netfilter',
+        metrics: createCollectorMetrics(registry, { backlog: () => backlog.stats() }),
+        log: silentLogger,
+        registry,
+        notReady: () => undefined,
+        pullable: () => ready,
+      },
+    );
+    const { port } = await server.start();
+    try {
+      const early = await raw(port, 'GET', '/api/v1/flows', AS_EXPORTER);
+      expect([early.status, early.headers['retry-after']]).toEqual([503, '1']);
+      // Nothing about the backlog it is not going to serve, its boot id least of all.
+      expect(early.body.toString()).not.toContain('fresh');
+      const ack = await raw(port, 'POST', '/api/v1/ack', {}, pack({ bootId: 'fresh', seq: 0, lease: 'x' }));
+      expect(ack.status).toBe(503);
+      expect((await raw(port, 'GET', '/healthz')).status).toBe(200);
+      ready = true;
+      const served = await raw(port, 'GET', '/api/v1/flows', AS_EXPORTER);
+      expect(served.status).toBe(200);
+      expect((unpack(served.body) as PullResponse).bootId).toBe('fresh');
+    } finally {
+      await server.close();
+    }
   });
 });

@@ -47,6 +47,12 @@ export interface PullApiDeps {
    * only then: a restarted collector keeps every boundary an exporter has seen.
    */
   boundariesDurable?: () => Promise<void>;
+  /**
+   * False while the collector starts (the HTTP server is bound first): its backlog may not be the
+   * one it will serve yet (`--state-dir` restores the previous process's, under that boot id), so
+   * the pull API answers 503 until then. @default always true
+   */
+  pullable?: () => boolean;
 }
 
 class BadRequest extends Error {
@@ -138,6 +144,11 @@ export function pullApiRouter(deps: PullApiDeps): Router {
       metrics.refused.inc({ reason: 'unauthorized' });
       ctx.set('WWW-Authenticate', 'Bearer realm="podflow"');
       return refuse(ctx, 401, 'unauthorized');
+    }
+    if (deps.pullable !== undefined && !deps.pullable()) {
+      // An exporter that saw a boot id now would take the restored one for yet another restart.
+      ctx.set('Retry-After', '1');
+      return refuse(ctx, 503, 'starting: the backlog is not ready yet');
     }
     await next();
   });

@@ -1,4 +1,7 @@
-// HTTP log sink: POSTs enriched flows as NDJSON records (CONTRACT.md "HTTP log sink records").
+// HTTP record sink: sends enriched flows as records, one per flow and interval: NDJSON (CONTRACT.md
+// "HTTP log sink records"), egressd's PodNetworkMetricBatch, Loki pushes or OTLP logs, as the
+// encoding it is given says (exporter/encodings.ts). `--http-sink-url` is one of these, and so is every
+// `http`, `loki` and `otlp_logs` entry of the `sinks:` map, each with its own queue and retries.
 //
 // push() resolves only when every request of the push was answered 2xx, or answered as malformed
 // (400, 422, 413 for a lone record: dropped, counted and logged once per status, so that one
@@ -12,9 +15,14 @@ import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
 import { gzip as gzipCb } from 'node:zlib';
 import type { EnrichedFlow } from '../shared/flow.js';
-import { causeOf, type Logger, OncePerCause } from '../shared/log.js';
+import type { Logger } from '../shared/log.js';
+import { Delivery, requestHeaders } from './delivery.js';
+import { ndjson, type RecordEncoding, toRecord } from './encodings.js';
 import type { ExporterMetrics } from './metrics.js';
 import type { PushInfo, Sink } from './sink.js';
+
+export { parseRetryAfter } from './delivery.js';
+export { toRecord };
 
 const gzip = promisify(gzipCb);
 
@@ -28,47 +36,24 @@ export interface HttpSinkConfig {
   httpSinkMaxRetries: number;
   httpSinkQueueMax: number;
   httpSinkBatchMax: number;
-  /** `cluster-name`: the `cluster` field of every record; none when unset. */
-  clusterName?: string;
   /** First retry delay, ms (doubles each retry, with jitter). @default 500 */
   retryBaseMs?: number;
   /** Longest wait between retries, also the cap on Retry-After, ms. @default 60000 */
   retryMaxMs?: number;
+  /** The sink's name: its cursor on the collectors, its `sink` label. @default 'http' */
+  name?: string;
+  /** @default 'POST' */
+  method?: string;
+  /** How flows become a request body. @default NDJSON records */
+  encoding?: RecordEncoding;
+  /** The header values are expanded already (the `sinks:` map is, at load). @default false */
+  headersExpanded?: boolean;
 }
 
 export interface HttpSinkDeps {
   log: Logger;
   metrics?: ExporterMetrics;
   env?: NodeJS.ProcessEnv;
-}
-
-/** One snake_case NDJSON record. Field order is the contract's; `cluster` only when set. */
-export function toRecord(f: EnrichedFlow, cluster?: string): string {
-  return JSON.stringify({
-    ts: new Date(f.ts).toISOString(),
-    interval_seconds: f.intervalSeconds,
-    ...(cluster !== undefined ? { cluster } : undefined),
-    src_ip: f.srcIp,
-    src_pod: f.srcPod,
-    src_namespace: f.srcNamespace,
-    src_workload: f.srcWorkload,
-    src_node: f.srcNode,
-    src_zone: f.srcZone,
-    dst_ip: f.dstIp,
-    dst_pod: f.dstPod,
-    dst_namespace: f.dstNamespace,
-    dst_workload: f.dstWorkload,
-    dst_node: f.dstNode,
-    dst_zone: f.dstZone,
-    dst_dns_name: f.dstDnsName,
-    dst_type: f.dstType,
-    cross_zone: f.crossZone,
-    proto: f.proto,
-    tx_bytes: f.txBytes,
-    rx_bytes: f.rxBytes,
-    tx_packets: f.txPackets,
-    rx_packets: f.rxPackets,
-  });
 }
 
 /**
@@ -133,18 +118,6 @@ export function expandHeaders(
   return out;
 }
 
-/** Retry-After as delay in ms: delta-seconds or an HTTP date; undefined when absent or unreadable. */
-export function parseRetryAfter(value: string | null, now: number): number | undefined {
-  if (value === null) return undefined;
-  const v = value.trim();
-  if (/^\d+$/.test(v)) return Number(v) * 1000;
-  // An HTTP date names a weekday and a month; Date.parse alone would take "-5" for a year.
-  if (!/^[A-Za-z]{3},/.test(v)) return undefined;
-  const at = Date.parse(v);
-  if (Number.isNaN(at)) return undefined;
-  return Math.max(0, at - now);
-}
-
 /** How a receiver's answer is handled (docs/exporter.md, "Answers"). */
 type Outcome =
   | { kind: 'taken' }
@@ -169,8 +142,10 @@ interface Job {
 }
 
 export class HttpSink implements Sink {
-  readonly name = 'http';
+  readonly name: string;
   private readonly headers: Record<string, string>;
+  private readonly encoding: RecordEncoding;
+  private readonly delivery: Delivery;
   /** Requests in the queue, in send order. */
   private readonly jobs: Job[] = [];
   /**
@@ -184,8 +159,6 @@ export class HttpSink implements Sink {
   private closing = false;
   /** Statuses already logged as "malformed": a receiver refusing every batch logs once, not per batch. */
   private readonly logged = new Set<number>();
-  /** Retries for the same cause (a receiver down for an hour): one warning, then debug. */
-  private readonly retries: OncePerCause;
   /** Aborts the POST or backoff in progress at the shutdown deadline. */
   private readonly stop = new AbortController();
   private idle: Promise<void> = Promise.resolve();
@@ -195,12 +168,25 @@ export class HttpSink implements Sink {
     private readonly deps: HttpSinkDeps,
     private readonly clock: () => number = Date.now,
   ) {
-    this.headers = {
-      ...expandHeaders(config.httpSinkHeaders, deps.env ?? process.env),
-      'content-type': 'application/x-ndjson',
-    };
-    if (config.httpSinkGzip) this.headers['content-encoding'] = 'gzip';
-    this.retries = new OncePerCause(deps.log);
+    this.name = config.name ?? 'http';
+    this.encoding = config.encoding ?? ndjson();
+    const user = config.headersExpanded
+      ? config.httpSinkHeaders
+      : expandHeaders(config.httpSinkHeaders, deps.env ?? process.env);
+    this.headers = requestHeaders(user, this.encoding.contentType, config.httpSinkGzip);
+    this.delivery = new Delivery(
+      {
+        name: this.name,
+        url: config.httpSinkUrl,
+        method: config.method,
+        timeout: config.httpSinkTimeout,
+        maxRetries: config.httpSinkMaxRetries,
+        retryBaseMs: config.retryBaseMs,
+        retryMaxMs: config.retryMaxMs,
+      },
+      deps,
+      clock,
+    );
   }
 
   /** Records in the queue (waiting or in flight). */
@@ -210,7 +196,7 @@ export class HttpSink implements Sink {
 
   push(flows: readonly EnrichedFlow[], info?: PushInfo): Promise<void> {
     if (flows.length === 0) return Promise.resolve();
-    if (this.closing) return Promise.reject(new Error('http sink: shutting down'));
+    if (this.closing) return Promise.reject(new Error(`${this.name} sink: shutting down`));
     const max = this.config.httpSinkQueueMax;
     // Taken when its first request fits the room left, or the queue is empty whatever its size
     // (the rest follows as the queue drains); refused otherwise, and offered again by the pipeline.
@@ -221,7 +207,7 @@ export class HttpSink implements Sink {
       const ahead = this.waiting.length > 0 ? ', a larger push is waiting for room' : '';
       return Promise.reject(
         new Error(
-          `http sink: queue full (${this.queued} + ${first} records > http-sink-queue-max ${max}${ahead})`,
+          `${this.name} sink: queue full (${this.queued} + ${first} records > http-sink-queue-max ${max}${ahead})`,
         ),
       );
     }
@@ -250,8 +236,11 @@ export class HttpSink implements Sink {
     clearTimeout(timer);
     if (this.jobs.length > 0 || this.waiting.length > 0 || this.running) {
       const records = this.queued + this.waiting.reduce((a, j) => a + j.flows.length, 0);
-      this.deps.log.warn({ records }, 'http sink: shutdown deadline reached, records not sent');
-      this.stop.abort(new Error('http sink: shutdown deadline reached'));
+      this.deps.log.warn(
+        { sink: this.name, records },
+        `${this.name} sink: shutdown deadline reached, records not sent`,
+      );
+      this.stop.abort(new Error(`${this.name} sink: shutdown deadline reached`));
       await this.idle;
     }
   }
@@ -322,72 +311,21 @@ export class HttpSink implements Sink {
     if (this.logged.has(status)) return;
     this.logged.add(status);
     this.deps.log.error(
-      { status, records: job.flows.length, key: job.key, answer: said },
-      `http sink: receiver refused records as malformed (${status}): dropped, counted in podflow_exporter_dropped_records_total{reason="${reason}"}; further ${status} answers are not logged`,
+      { sink: this.name, status, records: job.flows.length, key: job.key, answer: said },
+      `${this.name} sink: receiver refused records as malformed (${status}): dropped, counted in podflow_exporter_dropped_records_total{reason="${reason}"}; further ${status} answers are not logged`,
     );
   }
 
   private async send(job: Job): Promise<Outcome> {
-    const cluster = this.config.clusterName;
-    const text = `${job.flows.map((f) => toRecord(f, cluster)).join('\n')}\n`;
-    const body = this.config.httpSinkGzip ? await gzip(text) : Buffer.from(text);
+    if (this.stop.signal.aborted) throw this.stop.signal.reason as Error;
+    const encoded = this.encoding.encode(job.flows);
+    const body = this.config.httpSinkGzip ? await gzip(encoded) : Buffer.from(encoded);
     const headers = { ...this.headers, 'idempotency-key': job.key };
-    const maxRetries = this.config.httpSinkMaxRetries;
-    const base = this.config.retryBaseMs ?? 500;
-    const cap = this.config.retryMaxMs ?? 60_000;
-    let lastError: Error = new Error('http sink: not sent');
-    for (let attempt = 0; attempt <= maxRetries; attempt++) {
-      let wait: number | undefined;
-      const timeout = AbortSignal.timeout(this.config.httpSinkTimeout);
-      try {
-        const res = await fetch(this.config.httpSinkUrl, {
-          method: 'POST',
-          headers,
-          body,
-          signal: AbortSignal.any([timeout, this.stop.signal]),
-        });
-        this.deps.metrics?.httpRequests.inc({ code: String(res.status) });
-        if (res.status >= 200 && res.status < 300) {
-          await res.body?.cancel().catch(() => {});
-          this.retries.recovered(
-            'post',
-            { url: this.config.httpSinkUrl },
-            'http sink: receiver takes records again',
-          );
-          return { kind: 'taken' };
-        }
-        const said = await excerpt(res);
-        // Only what the receiver calls malformed is given up. Everything else keeps the records:
-        // 401/403 (a token being rotated), 404 (a receiver being redeployed), 408, 429, 5xx all
-        // end, and dropping would lose records that the collectors were told are delivered.
-        if (res.status === 400 || res.status === 422) return { kind: 'malformed', status: res.status, said };
-        if (res.status === 413) {
-          return job.flows.length > 1 ? { kind: 'halve' } : { kind: 'malformed', status: 413, said };
-        }
-        lastError = new Error(
-          `http sink: ${this.config.httpSinkUrl} answered ${res.status}${said === '' ? '' : `: ${said}`}`,
-        );
-        wait = parseRetryAfter(res.headers.get('retry-after'), this.clock());
-      } catch (err) {
-        if (this.stop.signal.aborted) throw this.stop.signal.reason as Error;
-        this.deps.metrics?.httpRequests.inc({ code: 'error' });
-        const e = err as Error & { cause?: { code?: string } };
-        const why = timeout.aborted ? 'timed out' : (e.cause?.code ?? e.message);
-        lastError = new Error(`http sink: POST ${this.config.httpSinkUrl}: ${why}`, { cause: err });
-      }
-      if (attempt === maxRetries) break;
-      // Full jitter over an exponential ceiling, so that many exporters do not retry in step.
-      const backoff = Math.min(cap, base * 2 ** attempt);
-      const delay = Math.min(cap, wait ?? backoff / 2 + Math.random() * (backoff / 2));
-      this.retries.failing(
-        'post',
-        causeOf(lastError),
-        { err: lastError.message, attempt: attempt + 1, delayMs: Math.round(delay) },
-        'http sink: retrying (repeats of the same cause are logged at debug)',
-      );
-      await sleep(delay, this.stop.signal);
+    const answer = await this.delivery.send(body, headers, this.stop.signal);
+    if (answer.kind === 'too_large') {
+      return job.flows.length > 1 ? { kind: 'halve' } : { kind: 'malformed', status: 413, said: answer.said };
     }
-    throw lastError;
+    return answer;
   }
 }
 
@@ -397,41 +335,4 @@ function settle(push: Push, err: Error | undefined): void {
   if (--push.open > 0) return;
   if (push.error !== undefined) push.reject(push.error);
   else push.resolve();
-}
-
-/** The start of a response body, on one line, for the log: what the receiver said it disliked. */
-async function excerpt(res: Response, max = 200): Promise<string> {
-  if (res.body === null) return '';
-  const reader = res.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let n = 0;
-  try {
-    while (n < max * 4) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      chunks.push(value);
-      n += value.length;
-    }
-  } catch {
-    // A body cut short says less, not nothing: keep what arrived.
-  } finally {
-    await reader.cancel().catch(() => {});
-  }
-  const text = Buffer.concat(chunks).toString('utf8').replace(/\s+/g, ' ').trim();
-  return text.length > max ? `${text.slice(0, max)}…` : text;
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(signal.reason);
-    };
-    const t = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
 }

@@ -15,7 +15,7 @@ export class ExporterMetrics {
   readonly acks: Counter<'result'>;
   readonly droppedRecords: Counter<'sink' | 'reason'>;
   readonly queueRecords: Gauge<'sink'>;
-  readonly httpRequests: Counter<'code'>;
+  readonly httpRequests: Counter<'code' | 'sink'>;
   readonly series: Gauge<string>;
   readonly seriesOverflow: Counter<string>;
 
@@ -93,8 +93,8 @@ export class ExporterMetrics {
     });
     this.httpRequests = new Counter({
       name: 'podflow_exporter_http_sink_requests_total',
-      help: 'POSTs of the HTTP sink by response status (or "error" for network errors and timeouts)',
-      labelNames: ['code'],
+      help: 'Requests of the HTTP-based sinks by sink and response status (or "error" for network errors and timeouts)',
+      labelNames: ['code', 'sink'],
       registers,
     });
     this.series = new Gauge({

@@ -20,15 +20,17 @@
 import { createHash } from 'node:crypto';
 import type { Registry } from 'prom-client';
 import type { ClusterLookup } from '../shared/cluster.js';
-import type { Config } from '../shared/config.js';
+import type { Config, SinkConfig } from '../shared/config.js';
 import type { EnrichedFlow, FlowBatch, PullResponse } from '../shared/flow.js';
 import { causeOf, type Logger, OncePerCause } from '../shared/log.js';
+import { egressdProtobuf, loki, ndjson, otlpLogs, type RecordEncoding } from './encodings.js';
 import { Enricher, emptyClusterLookup } from './enrich.js';
 import { HttpSink } from './http-sink.js';
 import { ExporterMetrics } from './metrics.js';
-import { PrometheusSink } from './prometheus-sink.js';
+import { PrometheusSink, type PrometheusSinkConfig } from './prometheus-sink.js';
 import { type CollectorClient, PullError } from './pull.js';
 import type { Sink } from './sink.js';
+import { otlpMetrics, remoteWrite, TotalsSink } from './totals-sink.js';
 
 /** The set of collectors to pull, asked afresh every round (static list, or Kubernetes discovery). */
 export interface CollectorDiscovery {
@@ -684,6 +686,8 @@ export interface ExportGraph {
   pipeline: Pipeline;
   prometheus: PrometheusSink;
   http?: HttpSink;
+  /** The sinks of the `sinks:` map, in the file's order. */
+  named: Sink[];
   metrics: ExporterMetrics;
 }
 
@@ -697,8 +701,8 @@ export interface ExportGraphDeps {
 }
 
 /**
- * The whole export side from the configuration: enrich → Prometheus sink (always) and HTTP sink
- * (with --http-sink-url). Used by `podflow exporter` (HTTP collectors) and `podflow standalone`
+ * The whole export side from the configuration: enrich → Prometheus sink (always), HTTP sink
+ * (with --http-sink-url) and the sinks of the `sinks:` map. Used by `podflow exporter` (HTTP collectors) and `podflow standalone`
  * (one in-process collector client). No I/O until `pipeline.start()`.
  */
 export function createExportGraph(config: Config, deps: ExportGraphDeps): ExportGraph {
@@ -707,17 +711,19 @@ export function createExportGraph(config: Config, deps: ExportGraphDeps): Export
     { groupPublicIps: config.groupPublicIps },
     { cluster: deps.cluster ?? emptyClusterLookup, log: deps.log.child({ stage: 'enrich' }) },
   );
-  const prometheus = new PrometheusSink(
-    {
-      metricsPrefix: config.metricsPrefix,
-      metricsLabels: config.metricsLabels,
-      metricsTtl: config.metricsTtl,
-      metricsPodIps: config.metricsPodIps,
-      maxSeries: config.metricsMaxSeries,
-      clusterName: config.clusterName,
-    },
-    { registry: deps.registry, metrics, log: deps.log.child({ stage: 'prometheus' }) },
-  );
+  const series = {
+    metricsPrefix: config.metricsPrefix,
+    metricsLabels: config.metricsLabels,
+    metricsTtl: config.metricsTtl,
+    metricsPodIps: config.metricsPodIps,
+    maxSeries: config.metricsMaxSeries,
+    clusterName: config.clusterName,
+  };
+  const prometheus = new PrometheusSink(series, {
+    registry: deps.registry,
+    metrics,
+    log: deps.log.child({ stage: 'prometheus' }),
+  });
   const sinks: Sink[] = [prometheus];
   let http: HttpSink | undefined;
   if (config.httpSinkUrl !== undefined) {
@@ -730,12 +736,16 @@ export function createExportGraph(config: Config, deps: ExportGraphDeps): Export
         httpSinkMaxRetries: config.httpSinkMaxRetries,
         httpSinkQueueMax: config.httpSinkQueueMax,
         httpSinkBatchMax: config.httpSinkBatchMax,
-        clusterName: config.clusterName,
+        encoding: ndjson({ cluster: config.clusterName }),
       },
       { log: deps.log.child({ stage: 'http-sink' }), metrics, env: deps.env },
     );
     sinks.push(http);
   }
+  const named = (config.sinks ?? []).map((spec) =>
+    namedSink(spec, series, { log: deps.log.child({ stage: 'sink', sink: spec.name }), metrics }),
+  );
+  sinks.push(...named);
   const pipeline = new Pipeline(
     {
       exportInterval: config.exportInterval,
@@ -744,5 +754,39 @@ export function createExportGraph(config: Config, deps: ExportGraphDeps): Export
     },
     { discovery: deps.discovery, enricher, sinks, log: deps.log.child({ stage: 'pipeline' }), metrics },
   );
-  return { pipeline, prometheus, http, metrics };
+  return { pipeline, prometheus, http, named, metrics };
+}
+
+/** One sink of the `sinks:` map: a record sink (HTTP delivery of records) or a totals sink. */
+function namedSink(
+  spec: SinkConfig,
+  series: PrometheusSinkConfig,
+  deps: { log: Logger; metrics: ExporterMetrics },
+): Sink {
+  const cluster = series.clusterName;
+  if (spec.kind === 'prom_remote_write' || spec.kind === 'otlp_metrics') {
+    const encoding = spec.kind === 'prom_remote_write' ? remoteWrite(spec.labels) : otlpMetrics(spec);
+    return new TotalsSink({ ...spec, series }, encoding, deps);
+  }
+  let encoding: RecordEncoding;
+  if (spec.kind === 'loki') encoding = loki(spec);
+  else if (spec.kind === 'otlp_logs') encoding = otlpLogs(spec);
+  else if (spec.encoding === 'protobuf') encoding = egressdProtobuf();
+  else encoding = ndjson({ fields: spec.fields, omitEmpty: spec.omitEmpty, cluster });
+  return new HttpSink(
+    {
+      name: spec.name,
+      httpSinkUrl: spec.url,
+      method: spec.kind === 'http' ? spec.method : 'POST',
+      httpSinkGzip: spec.gzip,
+      httpSinkHeaders: spec.headers,
+      headersExpanded: true,
+      httpSinkTimeout: spec.timeout,
+      httpSinkMaxRetries: spec.maxRetries,
+      httpSinkQueueMax: spec.queueMax,
+      httpSinkBatchMax: spec.batchMax,
+      encoding,
+    },
+    deps,
+  );
 }

@@ -395,6 +395,32 @@ describe('PrometheusSink --cluster-name', () => {
     expect(chunked(sink, '', 64).toString()).toBe(sink.render());
   });
 
+  it('the totals pushed to remote write and OTLP carry it first too; NDJSON records as a field', async () => {
+    const sink = new PrometheusSink(config({ metricsLabels: ['src_pod'], clusterName: 'c1' }), {
+      registry: new Registry(),
+    });
+    await sink.push([base, web2]);
+    const t = sink.totals();
+    expect(t.labels).toEqual(['cluster', 'src_pod']);
+    const series = Array.from({ length: t.count }, (_, s) =>
+      t.labels.map((_, j) => t.values[j][t.ids[s * t.labels.length + j]]),
+    );
+    expect(series).toEqual([
+      ['c1', 'web-1'],
+      ['c1', 'web-2'],
+    ]);
+    const { ndjson } = await import('./encodings.js');
+    const line = ndjson({ cluster: 'c1', fields: { env: 'x' } }).encode([base]) as string;
+    expect(Object.keys(JSON.parse(line)).slice(0, 5)).toEqual([
+      'env',
+      'ts',
+      'interval_seconds',
+      'cluster',
+      'src_ip',
+    ]);
+    expect(ndjson().encode([base])).not.toContain('cluster');
+  });
+
   it('egressd mode carries it too; without it no cluster label at all', async () => {
     const egressd = await render(
       config({ metricsPrefix: 'egressd', clusterName: 'c1' }),

@@ -40,6 +40,26 @@ export interface PrometheusSinkConfig {
   clusterName?: string;
 }
 
+/** What `PrometheusSink.totals()` returns: the live series, as typed arrays. */
+export interface SeriesTotals {
+  /** Label names, in the order of each series' ids. */
+  labels: readonly string[];
+  /** The counters: name, help, and the index of its count among a series' four. */
+  families: readonly { name: string; help: string; k: number }[];
+  count: number;
+  /** Label value ids, `labels.length` per series (into `values`). */
+  ids: Int32Array;
+  /** tx bytes, rx bytes, tx packets, rx packets per series. */
+  counts: Float64Array;
+  values: string[][];
+  /** Per series: its creation serial (a series with a serial above an earlier `serial` is newer). */
+  serials: Float64Array;
+  /** Per series: its creation time, clock ms. */
+  born: Float64Array;
+  /** The highest serial given so far. */
+  serial: number;
+}
+
 /** Label value of the overflow series: not a valid pod, namespace, node name or address. */
 export const OVERFLOW = '_overflow_';
 
@@ -387,6 +407,10 @@ export class PrometheusSink implements Sink {
   /** Last push that touched the slot (clock ms). */
   private last = new Float64Array(0);
   private hashes = new Int32Array(0);
+  /** Per slot: a serial number given at creation (ever increasing), and the creation time (clock ms). */
+  private serials = new Float64Array(0);
+  private born = new Float64Array(0);
+  private serial = 0;
   /** Per label: value → id, and id → value. Rebuilt from the live series when expired values pile up. */
   private interns: Map<string, number>[];
   private values: string[][];
@@ -402,6 +426,8 @@ export class PrometheusSink implements Sink {
   private overflowOn = false;
   private readonly overflowCounts = new Float64Array(4);
   private overflowLast = 0;
+  private overflowSerial = 0;
+  private overflowBorn = 0;
   private readonly overflowText: string;
   /** `cluster="…",` written after `{` of every line, or empty. */
   private readonly fixed: Buffer;
@@ -505,6 +531,65 @@ export class PrometheusSink implements Sink {
       return;
     }
     this.unscraped.push(fn);
+  }
+
+  /**
+   * Every live series with its totals, for sinks that push them (remote write, OTLP metrics) rather
+   * than being scraped: copies, as a scrape's snapshot. The overflow series, when present, is last,
+   * every label `_overflow_`.
+   */
+  totals(): SeriesTotals {
+    const n = this.n;
+    let count = this.count;
+    // One slot more than the live series: room for the overflow series.
+    const copy = <T extends Int32Array | Float64Array>(a: T, per: number, make: (len: number) => T): T => {
+      const b = make((count + 1) * per);
+      b.set(a.subarray(0, count * per));
+      return b;
+    };
+    const ids = copy(this.ids, n, (l) => new Int32Array(l));
+    const counts = copy(this.counts, 4, (l) => new Float64Array(l));
+    const serials = copy(this.serials, 1, (l) => new Float64Array(l));
+    const born = copy(this.born, 1, (l) => new Float64Array(l));
+    const values = this.values.map((v) => v.slice());
+    if (this.overflowOn) {
+      for (let j = 0; j < n; j++) {
+        ids[count * n + j] = values[j].length;
+        values[j].push(OVERFLOW);
+      }
+      counts.set(this.overflowCounts, count * 4);
+      serials[count] = this.overflowSerial;
+      born[count] = this.overflowBorn;
+      count++;
+    }
+    const cluster = this.config.clusterName;
+    if (cluster !== undefined) {
+      // The constant label first, as in the text: one more id per series, always 0.
+      const wide = new Int32Array(count * (n + 1));
+      for (let s = 0; s < count; s++) wide.set(ids.subarray(s * n, s * n + n), s * (n + 1) + 1);
+      return {
+        labels: ['cluster', ...this.labels.map((l) => l.name)],
+        families: this.families,
+        count,
+        ids: wide,
+        counts,
+        values: [[cluster], ...values],
+        serials,
+        born,
+        serial: this.serial,
+      };
+    }
+    return {
+      labels: this.labels.map((l) => l.name),
+      families: this.families,
+      count,
+      ids,
+      counts,
+      values,
+      serials,
+      born,
+      serial: this.serial,
+    };
   }
 
   /** Number of flow series currently exported (per counter). */
@@ -700,6 +785,8 @@ export class PrometheusSink implements Sink {
       );
       this.overflowOn = true;
       this.overflowCounts.fill(0);
+      this.overflowSerial = ++this.serial;
+      this.overflowBorn = now;
     }
     this.overflowLast = now;
     this.overflowCounts[0] += f.txBytes;
@@ -715,6 +802,8 @@ export class PrometheusSink implements Sink {
     this.ids.set(this.scratch, s * this.n);
     this.counts.fill(0, s * 4, s * 4 + 4);
     this.hashes[s] = h;
+    this.serials[s] = ++this.serial;
+    this.born[s] = this.clock();
     this.index(s);
     return s;
   }
@@ -729,6 +818,8 @@ export class PrometheusSink implements Sink {
     this.counts = grow(this.counts, 4, (l) => new Float64Array(l));
     this.last = grow(this.last, 1, (l) => new Float64Array(l));
     this.hashes = grow(this.hashes, 1, (l) => new Int32Array(l));
+    this.serials = grow(this.serials, 1, (l) => new Float64Array(l));
+    this.born = grow(this.born, 1, (l) => new Float64Array(l));
     this.capacity = capacity;
     this.rechain();
   }
@@ -740,7 +831,7 @@ export class PrometheusSink implements Sink {
     if (ttl <= 0) return;
     if (this.overflowOn && now - this.overflowLast >= ttl) this.overflowOn = false;
     const n = this.n;
-    const { ids, counts, last, hashes } = this;
+    const { ids, counts, last, hashes, serials, born } = this;
     // Live series are moved down over the expired ones, keeping their order.
     let w = 0;
     for (let r = 0; r < this.count; r++) {
@@ -750,6 +841,8 @@ export class PrometheusSink implements Sink {
         counts.copyWithin(w * 4, r * 4, r * 4 + 4);
         last[w] = last[r];
         hashes[w] = hashes[r];
+        serials[w] = serials[r];
+        born[w] = born[r];
       }
       w++;
     }

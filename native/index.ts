@@ -1,7 +1,9 @@
-// The one place where podflow's native addon (native/src/bpf_map.c) is loaded. Everything else
-// imports the typed surface below. The addon reads pinned BPF maps read-only; Linux only.
+// The one place where podflow's native addon (native/src/) is loaded. Everything else imports the
+// typed surface below. The addon reads pinned BPF maps read-only (bpf_map.c) and owns the netlink
+// sockets of the conntrack source (netlink.c); Linux only.
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -30,7 +32,21 @@ export interface BpfError extends Error {
 export const BPF_MAP_TYPE_HASH = 1;
 export const BPF_MAP_TYPE_LRU_HASH = 9;
 
+/** Opaque poll handle of a netlink socket (a libuv poll on its fd). */
+export type PollHandle = { readonly __brand: 'PollHandle' };
+
 interface Addon {
+  nlOpen(protocol: number): number;
+  nlSetRecvBuffer(fd: number, bytes: number): number;
+  nlAddMembership(fd: number, group: number): number;
+  nlSend(fd: number, msg: Buffer): number;
+  nlRecv(fd: number, buf: Buffer, offset: number, slot: number, info: Int32Array): number;
+  nlClose(fd: number): number;
+  nlPoll(fd: number, callback: (status: number) => void): PollHandle;
+  nlPollStart(h: PollHandle): number;
+  nlPollStop(h: PollHandle): number;
+  nlPollRef(h: PollHandle, ref: boolean): number;
+  nlPollClose(h: PollHandle): number;
   openPinned(path: string): number;
   close(fd: number): void;
   mapInfo(fd: number): BpfMapInfo;
@@ -92,16 +108,15 @@ function addonDir(): string {
   return here;
 }
 
-let cached: Bpf | undefined;
+let addon: Addon | undefined;
 
-/** Loads the addon once. Throws "not supported on this platform" off Linux. */
-export function loadBpf(): Bpf {
-  if (cached) return cached;
+/** Loads the addon once. Throws "<what> is not supported on this platform" off Linux. */
+function loadAddon(what: string): Addon {
   if (process.platform !== 'linux') {
-    throw new Error(`reading BPF maps is not supported on this platform (${process.platform})`);
+    throw new Error(`${what} is not supported on this platform (${process.platform})`);
   }
+  if (addon) return addon;
   const require = createRequire(import.meta.url);
-  let addon: Addon;
   try {
     const load = require('node-gyp-build') as (dir: string) => Addon;
     addon = load(addonDir());
@@ -111,6 +126,15 @@ export function loadBpf(): Bpf {
       { cause },
     );
   }
+  return addon;
+}
+
+let cached: Bpf | undefined;
+
+/** Loads the addon once. Throws "not supported on this platform" off Linux. */
+export function loadBpf(): Bpf {
+  if (cached) return cached;
+  const addon = loadAddon('reading BPF maps');
   const fd = (v: number) => {
     if (!Number.isInteger(v) || v < 0) throw new TypeError(`invalid file descriptor ${v}`);
     return v;
@@ -138,4 +162,100 @@ export function loadBpf(): Bpf {
     },
   };
   return cached;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Netlink sockets. Every call returns errors as values: a negative errno (see `errnoName`), never a
+// throw, so that an expected condition (ENOBUFS: the kernel dropped messages for this socket) is
+// handled where it happens. Only misuse (a bad argument) throws.
+
+/** Counters filled by `recv` (an Int32Array of RECV_INFO_LENGTH). */
+export const RECV_DATAGRAMS = 0;
+/** Datagrams larger than the space left (not appended: their messages are lost). */
+export const RECV_TRUNCATED = 1;
+/** ENOBUFS reports: the kernel dropped messages for this socket since the last read. */
+export const RECV_OVERRUNS = 2;
+/** The errno that stopped the read (0: none). */
+export const RECV_ERRNO = 3;
+export const RECV_INFO_LENGTH = 4;
+
+export interface Netlink {
+  /** A non-blocking netlink socket of `protocol`, bound to a kernel-assigned port: fd or -errno. */
+  open(protocol: number): number;
+  /** Receive buffer (SO_RCVBUFFORCE, else SO_RCVBUF capped by net.core.rmem_max): granted bytes or -errno. */
+  setRecvBuffer(fd: number, bytes: number): number;
+  /** Joins a multicast group: 0 or -errno. */
+  addMembership(fd: number, group: number): number;
+  /** Sends one datagram to the kernel: bytes sent or -errno. */
+  send(fd: number, msg: Buffer): number;
+  /**
+   * Appends waiting datagrams to `buf` from `offset` (rounded up to 4) while `slot` bytes are free,
+   * without blocking; returns the end offset. `info` gets the RECV_* counters.
+   */
+  recv(fd: number, buf: Buffer, offset: number, slot: number, info: Int32Array): number;
+  /** 0 or -errno. */
+  close(fd: number): number;
+  /**
+   * Calls `callback(0)` whenever the socket is readable once started, `callback(-errno)` on an error
+   * condition (the handle is then stopped: read, then start it again).
+   */
+  poll(fd: number, callback: (status: number) => void): PollHandle;
+  pollStart(h: PollHandle): number;
+  pollStop(h: PollHandle): void;
+  /** A referenced handle keeps the process alive. */
+  pollRef(h: PollHandle, ref: boolean): void;
+  /** Stops and frees the handle; the fd stays open. */
+  pollClose(h: PollHandle): void;
+}
+
+const errnoNames = new Map<number, string>(
+  Object.entries(constants.errno).map(([name, n]) => [n, name] as [number, string]),
+);
+
+/** `ENOBUFS` for 105 (the platform's own numbering); `E<n>` when unknown. */
+export function errnoName(errno: number): string {
+  return errnoNames.get(Math.abs(errno)) ?? `E${Math.abs(errno)}`;
+}
+
+let cachedNetlink: Netlink | undefined;
+
+/** Loads the addon once. Throws "netlink sockets are not supported on this platform" off Linux. */
+export function loadNetlink(): Netlink {
+  if (cachedNetlink) return cachedNetlink;
+  const a = loadAddon('netlink sockets');
+  const int = (name: string, v: number) => {
+    if (!Number.isInteger(v) || v < 0 || v > 0x7fffffff) throw new RangeError(`invalid ${name} ${v}`);
+    return v;
+  };
+  cachedNetlink = {
+    open: (protocol) => a.nlOpen(int('netlink protocol', protocol)),
+    setRecvBuffer: (fd, bytes) => a.nlSetRecvBuffer(int('file descriptor', fd), int('buffer size', bytes)),
+    addMembership: (fd, group) => a.nlAddMembership(int('file descriptor', fd), int('group', group)),
+    send(fd, msg) {
+      if (!Buffer.isBuffer(msg)) throw new TypeError('expected a Buffer');
+      return a.nlSend(int('file descriptor', fd), msg);
+    },
+    recv(fd, buf, offset, slot, info) {
+      if (!Buffer.isBuffer(buf)) throw new TypeError('expected a Buffer');
+      if (!(info instanceof Int32Array) || info.length < RECV_INFO_LENGTH)
+        throw new TypeError(`recv info must be an Int32Array(${RECV_INFO_LENGTH})`);
+      return a.nlRecv(int('file descriptor', fd), buf, int('offset', offset), int('slot', slot), info);
+    },
+    close: (fd) => a.nlClose(int('file descriptor', fd)),
+    poll(fd, callback) {
+      if (typeof callback !== 'function') throw new TypeError('poll callback must be a function');
+      return a.nlPoll(int('file descriptor', fd), callback);
+    },
+    pollStart: (h) => a.nlPollStart(h),
+    pollStop: (h) => {
+      a.nlPollStop(h);
+    },
+    pollRef: (h, ref) => {
+      a.nlPollRef(h, ref);
+    },
+    pollClose: (h) => {
+      a.nlPollClose(h);
+    },
+  };
+  return cachedNetlink;
 }

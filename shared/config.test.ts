@@ -1,8 +1,9 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { parse as parseYaml } from 'yaml';
 import {
   type Command,
   ConfigError,
@@ -531,5 +532,213 @@ describe('every bad value gets one clean line', () => {
       expect(msg).toMatch(new RegExp(`^invalid "${name}" in ${file}: `));
       expect(msg).not.toMatch(JARGON);
     }
+  });
+});
+
+describe('the sinks map (egressd exporter format)', () => {
+  const fixture = (name: string) =>
+    readFileSync(new URL(`../test/fixtures/egressd/${name}`, import.meta.url), 'utf8');
+  /** exporter.config of one of egressd's Helm values files: the exporter's config file. */
+  const exporterConfig = (values: string) =>
+    (parseYaml(values) as { exporter: { config: string } }).exporter.config;
+  const load = (name: string, text: string, env: NodeJS.ProcessEnv = {}) =>
+    loadConfig({ command: 'exporter', flags: { config: yamlFile(name, text) }, env });
+
+  it("loads egressd's config test file as it is", () => {
+    const c = load('egressd-config-test.yaml', fixture('config_test.yaml'), { API_KEY_ENV_VAR: 's3cret' });
+    expect(c.exportInterval).toBe(60_000);
+    expect(c.namespace).toBe('egressd');
+    expect(c.sinks).toEqual([
+      {
+        kind: 'http',
+        name: 'castai',
+        url: 'https://api.cast.ai',
+        method: 'POST',
+        gzip: true,
+        encoding: 'protobuf',
+        headers: { 'X-Api-Key': 's3cret' },
+        timeout: 30_000,
+        maxRetries: 5,
+        queueMax: 100_000,
+        batchMax: 10_000,
+        fields: {},
+        omitEmpty: false,
+      },
+      {
+        kind: 'prom_remote_write',
+        name: 'prom',
+        url: 'http://prometheus:8428/api/v1/write',
+        headers: { 'X-Scope-OrgID': 'org-id' },
+        labels: { 'label-key': 'label-value' },
+        gzip: false,
+        timeout: 30_000,
+        batchMax: 5000,
+      },
+    ]);
+  });
+
+  it("loads egressd's demo and Tilt exporter configs (remote write to VictoriaMetrics)", () => {
+    const demo = load('egressd-demo.yaml', exporterConfig(fixture('egressd-demo-values.yaml')));
+    expect(demo.exportInterval).toBe(15_000);
+    expect(demo.sinks).toMatchObject([
+      {
+        kind: 'prom_remote_write',
+        name: 'prom_sink',
+        url: 'http://egressd-victoria:8428/api/v1/write',
+        headers: { 'My-Optional-Header': 'my-header-value' },
+        labels: { my_custom_label: 'label_value' },
+      },
+    ]);
+    const tilt = load('egressd-tilt.yaml', exporterConfig(fixture('values-tilt.yaml')));
+    expect(tilt.exportInterval).toBe(10_000);
+    expect(tilt.sinks).toMatchObject([
+      {
+        kind: 'prom_remote_write',
+        name: 'tilt_prom',
+        url: 'http://victoria-metrics-single-server:8428/api/v1/write',
+      },
+    ]);
+  });
+
+  it("loads the egressd chart's default exporter config, rendered with an API key", () => {
+    // The chart's template with the API key set: the `if` kept, the API URL filled in.
+    const text = exporterConfig(fixture('values.yaml'))
+      .split('\n')
+      .filter((l) => !/^\s*\{\{-? (if|end)/.test(l))
+      .join('\n')
+      .replace('{{.Values.castai.apiURL}}', 'https://api.cast.ai');
+    const c = load('egressd-chart.yaml', text, { CLUSTER_ID: 'c-42', API_KEY: 'k' });
+    expect(c.sinks).toMatchObject([
+      {
+        kind: 'http',
+        name: 'castai',
+        url: 'https://api.cast.ai/v1/kubernetes/clusters/c-42/egressd-metrics',
+        encoding: 'protobuf',
+        gzip: true,
+        method: 'POST',
+        headers: { 'X-API-Key': 'k' },
+      },
+    ]);
+  });
+
+  it('takes several sinks of each kind, with podflow options and defaults from --http-sink-*', () => {
+    const c = load(
+      'many.yaml',
+      [
+        'http-sink-max-retries: 2',
+        'sinks:',
+        // biome-ignore lint/suspicious/noTemplateCurlyInString: the ${ENV} syntax of the file
+        '  a: {http: {url: "http://${HOST}/a", fields: {env: prod, n: 1}, omit_empty: true, headers: {Content-Type: application/json}}}',
+        '  b: {http: {url: "http://127.0.0.1/b", method: put, batch_max: 10}}',
+        '  l: {loki: {url: "http://127.0.0.1:3100/loki/api/v1/push", labels: {job: podflow}}}',
+        '  o: {otlp_logs: {url: "http://127.0.0.1:4318/v1/logs", resource: {service.name: podflow}}}',
+        '  m: {otlp_metrics: {url: "http://127.0.0.1:4318/v1/metrics"}}',
+        '  r: {prom_remote_write: {url: "http://127.0.0.1:9090/api/v1/write", batch_max: 100}}',
+      ].join('\n'),
+      { HOST: '127.0.0.1:8080' },
+    );
+    expect(c.sinks.map((s) => `${s.name}:${s.kind}`)).toEqual([
+      'a:http',
+      'b:http',
+      'l:loki',
+      'o:otlp_logs',
+      'm:otlp_metrics',
+      'r:prom_remote_write',
+    ]);
+    expect(c.sinks[0]).toMatchObject({
+      url: 'http://127.0.0.1:8080/a',
+      fields: { env: 'prod', n: '1' },
+      omitEmpty: true,
+      encoding: 'json',
+      maxRetries: 2,
+      headers: { 'Content-Type': 'application/json' },
+    });
+    expect(c.sinks[1]).toMatchObject({ method: 'PUT', batchMax: 10 });
+    expect(c.sinks[2]).toMatchObject({
+      streamLabels: ['src_namespace', 'src_node'],
+      labels: { job: 'podflow' },
+    });
+    expect(
+      loadConfig({
+        command: 'collector',
+        // biome-ignore lint/suspicious/noTemplateCurlyInString: the ${ENV} syntax of the file
+        flags: { config: yamlFile('c.yaml', 'sinks: {a: {http: {url: "${NOPE}"}}}') },
+        env: {},
+      }).sinks,
+    ).toEqual([]);
+  });
+
+  // Each problem is one line naming the path in the map.
+  it.each([
+    ['sinks: [1]', 'invalid sinks in F: expected a mapping of sink name to sink'],
+    ['sinks: {a: {kafka: {}}}', 'invalid sinks.a.kafka in F: unknown sink kind'],
+    [
+      'sinks: {a: {http: {url: "http://x"}, loki: {url: "http://x"}}}',
+      'invalid sinks.a in F: expected exactly one of',
+    ],
+    ['sinks: {a: {http: {}}}', 'invalid sinks.a.http.url in F: required'],
+    [
+      'sinks: {a: {http: {url: "ftp://x"}}}',
+      'invalid sinks.a.http.url in F: expected an http:// or https:// URL',
+    ],
+    [
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: the ${ENV} syntax of the file
+      'sinks: {a: {http: {url: "http://${NOPE}/"}}}',
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: the ${ENV} syntax of the file
+      'invalid sinks.a.http.url in F: uses ${NOPE} but NOPE is not set',
+    ],
+    [
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: the ${ENV} syntax of the file
+      'sinks: {a: {http: {url: "http://x", headers: {X-Key: "${NOPE}"}}}}',
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: the ${ENV} syntax of the file
+      'invalid sinks.a.http.headers.X-Key in F: uses ${NOPE}',
+    ],
+    [
+      'sinks: {a: {http: {url: "http://x", encoding: avro}}}',
+      'invalid sinks.a.http.encoding in F: expected json or protobuf, got "avro"',
+    ],
+    [
+      'sinks: {a: {http: {url: "http://x", timeout: 5}}}',
+      'invalid sinks.a.http.timeout in F: expected a duration',
+    ],
+    [
+      'sinks: {a: {http: {url: "http://x", method: GET}}}',
+      'invalid sinks.a.http.method in F: expected POST, PUT or PATCH',
+    ],
+    ['sinks: {a: {http: {url: "http://x", urls: 1}}}', 'invalid sinks.a.http.urls in F: unknown key'],
+    [
+      'sinks: {a: {http: {url: "http://x", headers: {Content-Encoding: br}}}}',
+      'invalid sinks.a.http.headers in F: header Content-Encoding is set by podflow itself',
+    ],
+    [
+      'sinks: {a: {prom_remote_write: {url: "http://x", labels: {src_pod: x}}}}',
+      'invalid sinks.a.prom_remote_write.labels.src_pod in F: a flow label',
+    ],
+    [
+      'sinks: {a: {loki: {url: "http://x", stream_labels: [dst_ip]}}}',
+      'invalid sinks.a.loki.stream_labels in F: "dst_ip" is not a low-cardinality field',
+    ],
+    ['sinks: {"a b": {http: {url: "http://x"}}}', 'invalid sinks.a b in F: a sink name is'],
+    ['sinks: {prometheus: {http: {url: "http://x"}}}', 'invalid sinks.prometheus in F: the name prometheus'],
+    [
+      'http-sink-url: http://x\nsinks: {http: {http: {url: "http://x"}}}',
+      'invalid sinks.http in F: the name http is the sink of --http-sink-url',
+    ],
+    [
+      'exportInterval: 5s\nexport-interval: 5s',
+      '"exportInterval" and "export-interval" in F are the same option',
+    ],
+    ['exportInterval: 5', 'invalid "exportInterval" in F: expected a duration'],
+  ])('%s', (text, message) => {
+    const file = yamlFile('bad-sinks.yaml', text);
+    let msg = '';
+    try {
+      loadConfig({ command: 'exporter', flags: { config: file }, env: {} });
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigError);
+      msg = (err as Error).message;
+    }
+    expect(msg).toContain(message.replace(' F', ` ${file}`));
+    expect(msg).not.toContain('\n');
   });
 });

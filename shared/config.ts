@@ -625,16 +625,338 @@ export const OPTIONS = {
   }),
 } as const;
 
+/**
+ * The sinks of an exporter beyond --http-sink-url and /metrics: the `sinks:` map of the YAML file, in
+ * castai/egressd's exporter format (`http`, `prom_remote_write`) plus podflow's own kinds. YAML only:
+ * a map of structured values has no sensible flag form. Each entry becomes one sink with its own
+ * queue, retries and delivery cursor on the collectors, kept under the entry's name: renaming an
+ * entry makes it a new sink (it starts at what the collectors still hold).
+ */
+export type SinkConfig =
+  | ({ kind: 'http'; encoding: 'json' | 'protobuf'; method: string } & RecordSinkConfig & {
+        /** json: fields added to every record. */
+        fields: Record<string, string | number | boolean>;
+        /** json: leave out fields that are empty strings (some receivers index them badly). */
+        omitEmpty: boolean;
+      })
+  | ({ kind: 'loki'; labels: Record<string, string>; streamLabels: string[] } & RecordSinkConfig)
+  | ({ kind: 'otlp_logs'; resource: Record<string, string> } & RecordSinkConfig)
+  | ({ kind: 'prom_remote_write'; labels: Record<string, string> } & CumulativeSinkConfig)
+  | ({ kind: 'otlp_metrics'; resource: Record<string, string> } & CumulativeSinkConfig);
+
+interface SinkBase {
+  name: string;
+  /** ${ENV} expanded. */
+  url: string;
+  /** ${ENV} expanded in the values. */
+  headers: Record<string, string>;
+  /** One request, ms. */
+  timeout: number;
+  gzip: boolean;
+}
+/** Sinks that send records (one per flow and interval): the HTTP sink's queue and delivery. */
+export interface RecordSinkConfig extends SinkBase {
+  maxRetries: number;
+  queueMax: number;
+  batchMax: number;
+}
+/** Sinks that send counter totals: a write carries every live series, at most batchMax per request. */
+export interface CumulativeSinkConfig extends SinkBase {
+  batchMax: number;
+}
+
+export const SINK_KINDS = ['http', 'prom_remote_write', 'loki', 'otlp_logs', 'otlp_metrics'] as const;
+
+/** Record fields a Loki stream label may come from: low-cardinality ones only. */
+export const LOKI_STREAM_LABELS = [
+  'src_namespace',
+  'src_node',
+  'src_zone',
+  'dst_namespace',
+  'dst_type',
+  'proto',
+] as const;
+
+/** Flow labels of either metric naming, and Prometheus' own: a static label may not take them. */
+const TAKEN_LABELS = new Set<string>([...FLOW_LABELS, 'src_ip', 'dst_ip_type', 'cluster', '__name__']);
+
+/** `${NAME}` expanded from `env`; an unset variable is a Problem naming it. */
+function expandEnv(value: string, env: NodeJS.ProcessEnv): string | Problem {
+  let missing: string | undefined;
+  const out = value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, v: string) => {
+    const got = env[v];
+    if (got === undefined) missing ??= v;
+    return got ?? '';
+  });
+  return missing === undefined ? out : new Problem(`uses \${${missing}} but ${missing} is not set`);
+}
+
+/** A mapping of name → text (labels, fields, resource attributes). */
+function textMap(v: unknown, what: string): Record<string, string> | Problem {
+  if (v === undefined || v === null) return {};
+  if (typeof v !== 'object' || Array.isArray(v)) return expected(`a mapping of ${what}`);
+  const out: Record<string, string> = {};
+  for (const [k, raw] of Object.entries(v)) {
+    if (typeof raw !== 'string' && typeof raw !== 'number' && typeof raw !== 'boolean') {
+      return new Problem(`${k}: expected a text value`);
+    }
+    out[k] = String(raw);
+  }
+  return out;
+}
+
+/** Sink names become cursor names on the collectors (1–64 printable characters) and metric labels. */
+const SINK_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+/** The collectors keep at most 64 cursors per exporter; /metrics and --http-sink-url take two. */
+const MAX_SINKS = 62;
+
+/** Keys podflow reads in each kind of sink. egressd's own come first; the rest are podflow's. */
+const SINK_KEYS: Record<SinkConfig['kind'], readonly string[]> = {
+  http: [
+    'url',
+    'method',
+    'compression',
+    'encoding',
+    'headers',
+    'timeout',
+    'max_retries',
+    'queue_max',
+    'batch_max',
+    'fields',
+    'omit_empty',
+  ],
+  // sendReceivedBytesMetric: egressd sends received bytes only when set; podflow always sends what
+  // /metrics has (the key is accepted so that an egressd file loads).
+  prom_remote_write: ['url', 'headers', 'labels', 'sendReceivedBytesMetric', 'timeout', 'batch_max'],
+  loki: [
+    'url',
+    'headers',
+    'labels',
+    'stream_labels',
+    'compression',
+    'timeout',
+    'max_retries',
+    'queue_max',
+    'batch_max',
+  ],
+  otlp_logs: [
+    'url',
+    'headers',
+    'resource',
+    'compression',
+    'timeout',
+    'max_retries',
+    'queue_max',
+    'batch_max',
+  ],
+  otlp_metrics: ['url', 'headers', 'resource', 'compression', 'timeout', 'batch_max'],
+};
+
+/**
+ * The `sinks:` map, validated: each problem is one line naming the path (`sinks.logs.http.url`).
+ * `defaults` are the --http-sink-* values (retries, queue and batch sizes of record sinks).
+ */
+function parseSinks(
+  doc: unknown,
+  env: NodeJS.ProcessEnv,
+  defaults: { maxRetries: number; queueMax: number; batchMax: number },
+  file: string,
+): SinkConfig[] {
+  const fail = (path: string, msg: string): never => {
+    throw new ConfigError(`invalid ${path} in ${file}: ${msg}`);
+  };
+  if (doc === undefined || doc === null) return [];
+  if (typeof doc !== 'object' || Array.isArray(doc)) {
+    fail('sinks', `expected a mapping of sink name to sink (${either(SINK_KINDS)})`);
+  }
+  const entries = Object.entries(doc as Record<string, unknown>);
+  if (entries.length > MAX_SINKS) fail('sinks', `at most ${MAX_SINKS} sinks`);
+  const out: SinkConfig[] = [];
+  for (const [name, body] of entries) {
+    const at = `sinks.${name}`;
+    if (!SINK_NAME.test(name)) {
+      fail(at, 'a sink name is 1 to 64 letters, digits, _ . or - (starting with a letter or digit)');
+    }
+    if (name === 'prometheus') fail(at, 'the name prometheus is the scraped /metrics');
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+      fail(at, `expected one of ${either(SINK_KINDS)}`);
+    }
+    const kinds = Object.keys(body as object);
+    const unknown = kinds.find((k) => !(SINK_KINDS as readonly string[]).includes(k));
+    if (unknown !== undefined) fail(`${at}.${unknown}`, `unknown sink kind: expected ${either(SINK_KINDS)}`);
+    if (kinds.length !== 1) fail(at, `expected exactly one of ${either(SINK_KINDS)}, got ${kinds.length}`);
+    const kind = kinds[0] as SinkConfig['kind'];
+    const path = `${at}.${kind}`;
+    const spec = (body as Record<string, unknown>)[kind];
+    if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) fail(path, 'expected a mapping');
+    const s = spec as Record<string, unknown>;
+    for (const key of Object.keys(s)) {
+      if (!SINK_KEYS[kind].includes(key)) {
+        fail(`${path}.${key}`, `unknown key: expected ${either(SINK_KEYS[kind])}`);
+      }
+    }
+    /** A key through a rule; `secret` values are not repeated in the message. */
+    const get = <T>(key: string, schema: z.ZodType<T>, dflt: unknown, secret = false): T => {
+      const raw = s[key] ?? dflt;
+      const r = schema.safeParse(raw);
+      if (!r.success)
+        fail(`${path}.${key}`, `${plain(r.error.issues[0])}${secret ? '' : `, got ${quote(raw)}`}`);
+      return (r as { data: T }).data;
+    };
+    const expanded = (key: string, raw: string): string => {
+      const r = expandEnv(raw, env);
+      if (r instanceof Problem) fail(`${path}.${key}`, r.message);
+      return r as string;
+    };
+    if (s.url === undefined) fail(`${path}.url`, 'required');
+    const urlText = expanded('url', get('url', text('an http:// or https:// URL'), undefined));
+    const u = httpUrl(urlText, false);
+    if (u instanceof Problem) fail(`${path}.url`, u.message);
+    const rawHeaders = get('headers', headers, {}, true);
+    const hdrs: Record<string, string> = {};
+    for (const [k, v] of Object.entries(rawHeaders)) {
+      hdrs[k] = expanded(`headers.${k}`, v);
+      if (/[\r\n\0]/.test(hdrs[k]))
+        fail(`${path}.headers.${k}`, 'the expanded value holds a line break or NUL');
+    }
+    const compression = get(
+      'compression',
+      rule((v) => (v === 'gzip' || v === 'none' || v === '' ? v : expected('gzip or none'))),
+      'none',
+    );
+    const base: SinkBase = {
+      name,
+      url: u as string,
+      headers: hdrs,
+      // egressd's default for one request.
+      timeout: get('timeout', duration(100, 10 * MINUTE), '30s'),
+      gzip: compression === 'gzip',
+    };
+    const records = (): RecordSinkConfig => ({
+      ...base,
+      maxRetries: get('max_retries', int(0, 100), defaults.maxRetries),
+      queueMax: get('queue_max', int(1, 1_000_000), defaults.queueMax),
+      batchMax: get('batch_max', int(1, 100_000), defaults.batchMax),
+    });
+    const labels = (key: string) => {
+      const m = get(
+        key,
+        rule((v) => textMap(v, 'label name: value')),
+        {},
+      );
+      for (const l of Object.keys(m)) {
+        if (l === '' || l.startsWith('__') || TAKEN_LABELS.has(l)) {
+          fail(`${path}.${key}.${l}`, 'a flow label or a reserved name (__…) cannot be a static label');
+        }
+      }
+      return m;
+    };
+    switch (kind) {
+      case 'http':
+        out.push({
+          kind,
+          ...records(),
+          method: get(
+            'method',
+            rule((v) =>
+              typeof v === 'string' && /^(POST|PUT|PATCH)$/i.test(v.trim())
+                ? v.trim().toUpperCase()
+                : expected('POST, PUT or PATCH'),
+            ),
+            'POST',
+          ),
+          encoding: get('encoding', oneOf(['json', 'protobuf']), 'json'),
+          fields: get(
+            'fields',
+            rule((v) => textMap(v, 'field: value')),
+            {},
+          ),
+          omitEmpty: get('omit_empty', bool, false),
+        });
+        break;
+      case 'loki':
+        out.push({
+          kind,
+          ...records(),
+          labels: labels('labels'),
+          streamLabels: get(
+            'stream_labels',
+            rule((v) => {
+              const items = splitList(v, `a list of ${either(LOKI_STREAM_LABELS)}`);
+              if (items instanceof Problem) return items;
+              const bad = items.find((i) => !(LOKI_STREAM_LABELS as readonly string[]).includes(i));
+              if (bad !== undefined) {
+                return new Problem(
+                  `"${bad}" is not a low-cardinality field: expected ${either(LOKI_STREAM_LABELS)}`,
+                );
+              }
+              return items;
+            }),
+            ['src_namespace', 'src_node'],
+          ),
+        });
+        break;
+      case 'otlp_logs':
+        out.push({
+          kind,
+          ...records(),
+          resource: get(
+            'resource',
+            rule((v) => textMap(v, 'attribute: value')),
+            {},
+          ),
+        });
+        break;
+      case 'prom_remote_write':
+        get('sendReceivedBytesMetric', bool, false);
+        out.push({
+          kind,
+          ...base,
+          labels: labels('labels'),
+          batchMax: get('batch_max', int(1, 100_000), 5000),
+        });
+        break;
+      case 'otlp_metrics':
+        out.push({
+          kind,
+          ...base,
+          resource: get(
+            'resource',
+            rule((v) => textMap(v, 'attribute: value')),
+            {},
+          ),
+          batchMax: get('batch_max', int(1, 100_000), 5000),
+        });
+        break;
+    }
+  }
+  return out;
+}
+
+/**
+ * Top-level keys of an egressd exporter config, so that such a file loads as it is: the ones with a
+ * podflow option, and the ones podflow has no use for (the pod's own IP; `log`, which egressd itself
+ * ignores in the file).
+ */
+const EGRESSD_KEYS: Record<string, OptionName | null> = {
+  exportInterval: 'export-interval',
+  collectorsConcurrentFetchCount: 'pull-concurrency',
+  collectorFetchTimeout: 'pull-timeout',
+  podNamespace: 'namespace',
+  podIP: null,
+  log: null,
+};
+
 export type OptionName = keyof typeof OPTIONS;
 type CamelCase<S extends string> = S extends `${infer H}-${infer T}` ? `${H}${Capitalize<CamelCase<T>>}` : S;
 type OutputOf<K extends OptionName> = z.output<(typeof OPTIONS)[K]['schema']>;
 type HasDefault<K extends OptionName> = (typeof OPTIONS)[K] extends { default: unknown } ? K : never;
 
-type Parsed = {
+type Parsed = { command: Command; configFile?: string; sinks: SinkConfig[] } & {
   [K in OptionName as CamelCase<K>]: K extends HasDefault<K> ? OutputOf<K> : OutputOf<K> | undefined;
 };
 /** The validated configuration, with camelCase keys (`httpSinkUrl`); `shard` resolved (see loadConfig). */
-export type Config = { command: Command; configFile?: string } & Omit<Parsed, 'shard'> & { shard: number };
+export type Config = Omit<Parsed, 'shard'> & { shard: number };
 
 export const envName = (name: string) => `PODFLOW_${name.toUpperCase().replace(/-/g, '_')}`;
 const camel = (name: string) => name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
@@ -685,6 +1007,8 @@ export function loadConfig(src: ConfigSources): Config {
   }
 
   let file: Record<string, unknown> = {};
+  /** Options given in the file under egressd's key: error messages name that key. */
+  const fileKeys = new Map<string, string>();
   const configFile = (src.flags.config as string | undefined) ?? src.env.PODFLOW_CONFIG;
   if (configFile !== undefined) {
     let text: string;
@@ -713,8 +1037,21 @@ export function loadConfig(src: ConfigSources): Config {
       if (typeof doc !== 'object' || Array.isArray(doc)) {
         throw new ConfigError(`--config ${configFile}: expected a mapping of option: value`);
       }
-      file = doc as Record<string, unknown>;
+      file = { ...(doc as Record<string, unknown>) };
       for (const key of Object.keys(file)) {
+        if (key === 'sinks') continue;
+        if (key in EGRESSD_KEYS) {
+          const name = EGRESSD_KEYS[key];
+          if (name !== null) {
+            if (file[name] !== undefined) {
+              throw new ConfigError(`"${key}" and "${name}" in ${configFile} are the same option: give one`);
+            }
+            fileKeys.set(name, key);
+            file[name] = file[key];
+          }
+          delete file[key];
+          continue;
+        }
         if (!known.has(key)) {
           throw new ConfigError(`unknown key "${key}" in ${configFile}: podflow has no such option`);
         }
@@ -735,7 +1072,7 @@ export function loadConfig(src: ConfigSources): Config {
       where = `${envName(name)}`;
     } else if (file[name] !== undefined) {
       raw = file[name];
-      where = `"${name}" in ${configFile}`;
+      where = `"${fileKeys.get(name) ?? name}" in ${configFile}`;
     } else if (spec.default !== undefined) {
       raw = typeof spec.default === 'function' ? spec.default(command, src.env) : spec.default;
       where = `default of --${name}`;
@@ -762,6 +1099,25 @@ export function loadConfig(src: ConfigSources): Config {
     out as Parsed,
     src.flags.shard !== undefined || src.env.PODFLOW_SHARD !== undefined,
   );
+  // Only the exporting side reads the map: a collector sharing the file lacks the sinks' variables.
+  out.sinks = !EXPORTING.includes(command)
+    ? []
+    : parseSinks(
+        file.sinks,
+        src.env,
+        {
+          maxRetries: out.httpSinkMaxRetries as number,
+          queueMax: out.httpSinkQueueMax as number,
+          batchMax: out.httpSinkBatchMax as number,
+        },
+        configFile ?? '',
+      );
+  const sinks = out.sinks as SinkConfig[];
+  if (out.httpSinkUrl !== undefined && sinks.some((s) => s.name === 'http')) {
+    throw new ConfigError(
+      `invalid sinks.http in ${configFile}: the name http is the sink of --http-sink-url`,
+    );
+  }
   return out as Config;
 }
 

@@ -353,7 +353,7 @@ describe('HTTP sink retries', () => {
     expect([...keys][0]).toMatch(/^[0-9a-f-]{36}$/);
     expect(rx.acceptedRecords()).toHaveLength(1);
     expect(await metric('podflow_exporter_http_sink_requests_total')).toContain(
-      'podflow_exporter_http_sink_requests_total{code="error"} 1',
+      'podflow_exporter_http_sink_requests_total{code="error",sink="http"} 1',
     );
   });
 

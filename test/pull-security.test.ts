@@ -6,7 +6,6 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -25,6 +24,7 @@ import { FLOW_LABELS } from '../shared/config.js';
 import type { EnrichedFlow, Flow, PullResponse } from '../shared/flow.js';
 import { silentLogger } from '../shared/log.js';
 import { TokenFile } from '../shared/token.js';
+import { type RawAnswer as Answer, rawHttp as raw } from './helpers/raw-http.js';
 import { startTestCollector, type TestCollector } from './helpers/test-collector.js';
 
 const TOKEN = 'Zq3-token-of-the-exporter';
@@ -60,27 +60,6 @@ const flow = (dst: string, tx: number): Flow => ({
   txPackets: 1,
   rxPackets: 2,
 });
-
-interface Answer {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: Buffer;
-}
-
-function raw(url: string, method: string, path: string, headers: Record<string, string> = {}, body?: Buffer) {
-  return new Promise<Answer>((resolve, reject) => {
-    const req = request(new URL(path, url), { method, headers }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () =>
-        resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }),
-      );
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
 
 /** An exporter's pipeline: its own name, the token file, a Prometheus sink and any other sinks. */
 function exporter(

@@ -1,9 +1,7 @@
-// Streaming dump of the conntrack table over one netlink socket. Each datagram is parsed in place as
-// it arrives and every entry handed to the visitor at once: the dump is never collected (a 250k-entry
-// table is ~60 MB of datagrams), so memory stays flat whatever the table size.
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
-import type { RawNetlinkSocket } from 'netlink';
+// Streaming dump of the conntrack table over one netlink socket. Each batch of datagrams is parsed
+// in place in the socket's receive buffer as it arrives and every entry handed to the visitor at once:
+// the dump is never collected (a 250k-entry table is ~60 MB of datagrams), and nothing is allocated
+// per datagram, so memory stays flat whatever the table size.
 import type { ConnSample } from '../source.js';
 import {
   AF_UNSPEC,
@@ -20,7 +18,9 @@ import {
   NLMSG_OVERRUN,
 } from './ctnetlink.js';
 import { CtSample, parseCtMessage } from './parser.js';
-import { openNetfilterSocket } from './socket.js';
+import { type NetfilterSocket, NetlinkError, openNetfilterSocket } from './socket.js';
+
+export { NetlinkError };
 
 export interface DumpResult {
   entries: number;
@@ -29,17 +29,6 @@ export interface DumpResult {
   noCounters: number;
   /** The table changed during the dump (NLM_F_DUMP_INTR) or a datagram was cut: entries may be missing. */
   interrupted: boolean;
-}
-
-/** A netlink request that failed with an errno (EPERM, ...). */
-export class NetlinkError extends Error {
-  override name = 'NetlinkError';
-  constructor(
-    message: string,
-    readonly errno: number,
-  ) {
-    super(message);
-  }
 }
 
 export const EPERM = 1;
@@ -57,7 +46,7 @@ interface Pending {
 }
 
 export interface DumperOptions {
-  /** Receive size per datagram: the kernel sizes dump datagrams to it (capped at 32 KiB). */
+  /** Largest datagram expected: the kernel sizes dump datagrams to the space offered, up to 32 KiB. @default 32768 */
   msgBufferSize?: number;
   /** Time allowed for one dump. @default 60000 */
   timeoutMs?: number;
@@ -67,32 +56,8 @@ const u32le = (b: Buffer, o: number) => (b[o] | (b[o + 1] << 8) | (b[o + 2] << 1
 const u16le = (b: Buffer, o: number) => b[o] | (b[o + 1] << 8);
 const i32le = (b: Buffer, o: number) => b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24);
 
-/**
- * Every datagram arrives in a fresh native buffer that V8 frees only when a garbage collection finds
- * its small JS wrapper dead. Parsing in place allocates almost nothing on the JS heap, so no
- * collection runs during a dump, and a 250k-entry dump (~60 MB of datagrams) would pile up until
- * V8's external-memory limit forces one. A young-generation collection every few MB received frees
- * them as we go (each costs well under a millisecond: nothing in the young generation survives).
- */
-const GC_EVERY_BYTES = 4 * 1024 * 1024;
-let minorGc: (() => void) | null | undefined;
-function getMinorGc(): (() => void) | null {
-  if (minorGc === undefined) {
-    try {
-      setFlagsFromString('--expose-gc');
-      const gc = runInNewContext('gc') as (opts?: { type: 'minor' | 'major' }) => void;
-      minorGc = () => gc({ type: 'minor' });
-    } catch {
-      minorGc = null;
-    }
-  }
-  return minorGc;
-}
-
 export class ConntrackDumper {
-  private bytesSinceGc = 0;
-  private readonly gc = getMinorGc();
-  private sock: RawNetlinkSocket | undefined;
+  private sock: NetfilterSocket | undefined;
   private pending: Pending | undefined;
   private seq = Math.floor(Math.random() * 0x7fffffff);
   private readonly sample = new CtSample();
@@ -133,7 +98,12 @@ export class ConntrackDumper {
 
   private request(msg: Buffer, visit: ((s: ConnSample) => void) | undefined, isDump: boolean) {
     if (this.pending) return Promise.reject(new Error('a conntrack dump is already running'));
-    const sock = this.socket();
+    let sock: NetfilterSocket;
+    try {
+      sock = this.socket();
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const seq = u32le(msg, 8);
     return new Promise<DumpResult>((resolve, reject) => {
       const p: Pending = {
@@ -153,19 +123,19 @@ export class ConntrackDumper {
       // Referenced while a request is in flight: a process that exits with a send pending in the
       // native layer aborts.
       sock.ref();
-      sock.send(msg, { port: 0 }, (err) => {
-        if (err) this.finish(p, new Error('sending the conntrack dump request failed', { cause: err }));
-      });
+      const err = sock.send(msg);
+      if (err) this.finish(p, new Error('sending the conntrack dump request failed', { cause: err }));
     });
   }
 
-  private socket(): RawNetlinkSocket {
+  private socket(): NetfilterSocket {
     if (!this.sock) {
       this.sock = openNetfilterSocket(
-        { msgBufferSize: this.msgBufferSize, recvBufferSize: 4 * 1024 * 1024 },
+        { msgBufferSize: this.msgBufferSize, recvBufferSize: 1024 * 1024 },
         {
           onMessage: (buf) => this.onDatagram(buf),
           onTruncated: () => {
+            // Cannot happen with a slot of 32 KiB (the kernel's largest dump datagram); counted anyway.
             // Part of a datagram is lost: entries may be missing from this read.
             const p = this.pending;
             if (p) {
@@ -209,12 +179,8 @@ export class ConntrackDumper {
     }
   }
 
+  /** Datagrams back to back (see SocketHandlers.onMessage): framed by their messages' lengths. */
   private onDatagram(b: Buffer): void {
-    this.bytesSinceGc += b.length;
-    if (this.bytesSinceGc >= GC_EVERY_BYTES && this.gc !== null) {
-      this.bytesSinceGc = 0;
-      this.gc();
-    }
     const p = this.pending;
     if (!p) return; // stale datagrams of an abandoned request
     const r = p.result;
@@ -223,7 +189,7 @@ export class ConntrackDumper {
     while (off + NLMSG_HDRLEN <= b.length) {
       const len = u32le(b, off);
       if (len < NLMSG_HDRLEN || off + len > b.length) {
-        // The rest of this datagram cannot be framed: its entries are missing from this read.
+        // The rest of this batch cannot be framed: its entries are missing from this read.
         r.parseErrors++;
         r.interrupted = true;
         return;

@@ -14,7 +14,7 @@ export interface NetfilterSourceConfig {
   conntrackAcct: boolean;
   /** Subscribe to DESTROY events. @default true */
   events?: boolean;
-  /** SO_RCVBUF of the events socket. @default 8 MiB (capped by net.core.rmem_max) */
+  /** SO_RCVBUF of the events socket. @default 8 MiB (SO_RCVBUFFORCE: not capped by net.core.rmem_max) */
   eventsRecvBuffer?: number;
   /** Receive size per dump datagram. @default 32768 */
   dumpBufferSize?: number;

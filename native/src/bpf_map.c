@@ -16,113 +16,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <node_api.h>
-
-#ifndef ENOTSUPP
-// Kernel-internal "operation not supported" (not in the uapi errno list); bpf() may return it.
-#define ENOTSUPP 524
-#endif
-
-// Checks a napi_* call; on failure throws (unless an exception is already pending) and returns NULL
-// from the calling N-API callback.
-#define NAPI_CALL(env, call)                                                                 \
-  do {                                                                                       \
-    napi_status status_ = (call);                                                            \
-    if (status_ != napi_ok) {                                                                \
-      throw_napi_failure((env), status_, #call);                                             \
-      return NULL;                                                                           \
-    }                                                                                        \
-  } while (0)
-
-static void throw_napi_failure(napi_env env, napi_status status, const char *call) {
-  bool pending = false;
-  napi_is_exception_pending(env, &pending);
-  if (pending) return;
-  const napi_extended_error_info *info = NULL;
-  napi_get_last_error_info(env, &info);
-  char msg[256];
-  snprintf(msg, sizeof msg, "podflow_bpf: %s failed: %s (status %d)", call,
-           info && info->error_message ? info->error_message : "unknown N-API error", (int)status);
-  napi_throw_error(env, "ERR_NAPI", msg);
-}
-
-static const char *errno_code(int err) {
-  switch (err) {
-    case EPERM: return "EPERM";
-    case ENOENT: return "ENOENT";
-    case EBADF: return "EBADF";
-    case EBADFD: return "EBADFD";
-    case ENOMEM: return "ENOMEM";
-    case EACCES: return "EACCES";
-    case EFAULT: return "EFAULT";
-    case EINVAL: return "EINVAL";
-    case ENOSPC: return "ENOSPC";
-    case ENOSYS: return "ENOSYS";
-    case ENOTDIR: return "ENOTDIR";
-    case E2BIG: return "E2BIG";
-    case EOPNOTSUPP: return "EOPNOTSUPP";
-    case ENOTSUPP: return "ENOTSUPP";
-    default: return "EUNKNOWN";
-  }
-}
-
-// Throws Error("<what>: <strerror>") with code/errno/syscall set. Returns NULL for tail calls.
-static napi_value throw_errno(napi_env env, int err, const char *syscall_name, const char *what) {
-  char msg[512];
-  const char *text = err == ENOTSUPP ? "Operation not supported" : strerror(err);
-  snprintf(msg, sizeof msg, "%s: %s", what, text);
-  napi_value code, message, error, errno_value, syscall_value;
-  // On failure here there is nothing better to do than a plain throw.
-  if (napi_create_string_utf8(env, errno_code(err), NAPI_AUTO_LENGTH, &code) != napi_ok ||
-      napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message) != napi_ok ||
-      napi_create_error(env, code, message, &error) != napi_ok ||
-      napi_create_int32(env, err, &errno_value) != napi_ok ||
-      napi_create_string_utf8(env, syscall_name, NAPI_AUTO_LENGTH, &syscall_value) != napi_ok ||
-      napi_set_named_property(env, error, "errno", errno_value) != napi_ok ||
-      napi_set_named_property(env, error, "syscall", syscall_value) != napi_ok) {
-    napi_throw_error(env, errno_code(err), msg);
-    return NULL;
-  }
-  napi_throw(env, error);
-  return NULL;
-}
+#include "napi_util.h"
 
 static long sys_bpf(int cmd, union bpf_attr *attr) {
   return syscall(__NR_bpf, cmd, attr, sizeof(*attr));
-}
-
-// --- argument helpers (TypeScript validates types; these only guard against misuse) ---------------
-
-static napi_value get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
-  size_t argc = want;
-  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < want) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG", "podflow_bpf: missing arguments");
-    return NULL;
-  }
-  napi_value ok;
-  NAPI_CALL(env, napi_get_boolean(env, true, &ok));
-  return ok;
-}
-
-static napi_value get_buffer(napi_env env, napi_value value, void **data, size_t *len) {
-  bool is_buffer = false;
-  NAPI_CALL(env, napi_is_buffer(env, value, &is_buffer));
-  if (!is_buffer) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG", "podflow_bpf: expected a Buffer");
-    return NULL;
-  }
-  NAPI_CALL(env, napi_get_buffer_info(env, value, data, len));
-  napi_value ok;
-  NAPI_CALL(env, napi_get_boolean(env, true, &ok));
-  return ok;
-}
-
-static napi_value set_u32(napi_env env, napi_value obj, const char *name, uint32_t v) {
-  napi_value value;
-  NAPI_CALL(env, napi_create_uint32(env, v, &value));
-  NAPI_CALL(env, napi_set_named_property(env, obj, name, value));
-  return obj;
 }
 
 // --- openPinned(path): fd -------------------------------------------------------------------------
@@ -316,7 +213,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"readChunk", NULL, read_chunk, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   NAPI_CALL(env, napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
-  return exports;
+  return netlink_register(env, exports);
 }
 
 NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

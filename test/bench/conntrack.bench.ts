@@ -1,4 +1,4 @@
-// Benchmark of one collector tick on the netfilter source against the floor measured in the same run.
+// Benchmark of the netfilter collector against the floor measured in the same run.
 //
 //   npm run bench:conntrack            (root; creates and deletes its own network namespaces)
 //   npm run bench:conntrack -- 10000   (only the given table sizes)
@@ -8,19 +8,25 @@
 // For each table size N and shape (few flows per peer pair / many flows per peer pair) it fills a
 // fresh namespace's conntrack table with N entries through ctnetlink NEW (a batch of messages per
 // datagram), then measures in separate processes inside that namespace:
-// - floor: the same dump received through the `netlink` package's RawNetlinkSocket, framing only
-//   (no attribute parsing), with the same socket settings podflow uses;
-// - podflow: reducer.tick() on the netfilter source: the baseline tick, steady ticks with no
+// - floor: a minimal C loop (native/test/ct-floor.c) receiving the same dump into one 32 KiB buffer
+//   and walking only the netlink headers; the physical floor of reading the table;
+// - addon receive: podflow's netlink socket (native/) receiving the dump, framing only;
+// - podflow ticks: reducer.tick() on the netfilter source: the baseline tick, steady ticks with no
 //   counter change, ticks where 10% and 100% of the entries grew (counters bumped on the way from
-//   the real dump to the tracker, as the kernel cannot be told to set counters).
-// Reported: wall time, CPU time (process.cpuUsage), peak RSS (VmHWM), and ratios to the floor.
-// For N = 10k it also runs a 5 s interval loop for 30 s and reports the average share of a core, with
-// and without the events subscriber child.
-import { execFileSync } from 'node:child_process';
+//   the real dump to the tracker, as the kernel cannot be told to set counters);
+// - the whole collector process (first shape, N ≤ 10k and N ≥ 250k): the real `podflow collector`
+//   wiring (cmd/collector.ts run(): source, reducer, backlog, HTTP pull API and /metrics, the pods
+//   of its node listed and watched from a test API server in the namespace) with an exporter
+//   process pulling and acknowledging every second. At 10k: a minute of 5 s reads, 10% of the
+//   entries growing each time. At 250k: baseline, steady ticks, then ticks where every entry grew.
+//   Reported: its peak RSS (VmHWM; it has no child process) and its share of a core.
+// Reported: wall time, CPU time, peak RSS (VmHWM), and ratios to the floor.
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
 import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { RawNetlinkSocket } from 'netlink';
 import {
   AF_UNSPEC,
   buildDumpRequest,
@@ -28,15 +34,14 @@ import {
   type EntrySpec,
   entryAttrs,
   IPCTNL_MSG_CT_NEW,
-  NETLINK_NETFILTER,
   NLM_F_CREATE,
   NLM_F_EXCL,
   NLM_F_REQUEST,
   NLMSG_DONE,
   NLMSG_ERROR,
 } from '../../collector/netfilter/ctnetlink.js';
-import { createNetfilterSource } from '../../collector/netfilter/source.js';
-import { createReducer } from '../../collector/reduce.js';
+import { openNetfilterSocket } from '../../collector/netfilter/socket.js';
+import type { SelectedSource } from '../../collector/select-source.js';
 import type { ConnSample, ConntrackSource } from '../../collector/source.js';
 import { profileIf } from './profile.js';
 
@@ -94,154 +99,127 @@ function resetPeak(): void {
   } catch {}
 }
 
-/**
- * Memory of our child processes (the events subscriber): RSS, and its proportional share (Pss),
- * which counts the node binary's pages shared with this process only once.
- */
-function childrenMemMb(): { rss: number; pss: number } {
-  let rss = 0;
-  let pss = 0;
-  for (const pid of readFileSync(`/proc/self/task/${process.pid}/children`, 'utf8').trim().split(/\s+/)) {
-    if (!pid) continue;
-    const t = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
-    rss += Number(/^Rss:\s+(\d+)/m.exec(t)?.[1] ?? 0) / 1024;
-    pss += Number(/^Pss:\s+(\d+)/m.exec(t)?.[1] ?? 0) / 1024;
-  }
-  return { rss, pss };
+/** CPU time (ms) this process has used, from /proc (user + system, 10 ms steps). */
+function cpuMsOf(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(f[11]) + Number(f[12])) * 10;
 }
 
-/** CPU time (ms) used so far by our child processes (the events subscriber), from /proc (10 ms steps). */
-function childrenCpuMs(): number {
-  let ms = 0;
-  for (const pid of readFileSync(`/proc/self/task/${process.pid}/children`, 'utf8').trim().split(/\s+/)) {
-    if (!pid) continue;
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    ms += (Number(f[11]) + Number(f[12])) * 10; // utime + stime in clock ticks (USER_HZ = 100)
-  }
-  return ms;
-}
+const childCount = () =>
+  readFileSync(`/proc/self/task/${process.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).length;
 
 async function fill(n: number, shape: Shape): Promise<{ created: number; errors: number }> {
-  const sock = new RawNetlinkSocket(NETLINK_NETFILTER, { recvBufferSize: 8 << 20, sendBufferSize: 4 << 20 });
   let errors = 0;
-  sock.on('error', () => {
-    errors++;
-  });
-  sock.on('message', (b: Buffer) => {
-    try {
-      for (let off = 0; off + 16 <= b.length; ) {
-        const len = b.readUInt32LE(off);
-        if (len < 16) break;
-        if (b.readUInt16LE(off + 4) === NLMSG_ERROR && b.readInt32LE(off + 16) !== 0) errors++;
-        off += (len + 3) & ~3;
-      }
-    } catch {}
-  });
+  const sock = openNetfilterSocket(
+    { msgBufferSize: 32768, recvBufferSize: 8 << 20 },
+    {
+      onMessage(b) {
+        for (let off = 0; off + 16 <= b.length; ) {
+          const len = b.readUInt32LE(off);
+          if (len < 16) break;
+          if (b.readUInt16LE(off + 4) === NLMSG_ERROR && b.readInt32LE(off + 16) !== 0) errors++;
+          off += (len + 3) & ~3;
+        }
+      },
+      onTruncated: () => undefined,
+      onLost: () => {
+        errors++;
+      },
+      onError: () => {
+        errors++;
+      },
+    },
+  );
   const perDatagram = 64;
   let seq = 1;
-  const pending: Promise<void>[] = [];
   for (let i = 0; i < n; i += perDatagram) {
     const msgs: Buffer[] = [];
     for (let j = i; j < Math.min(n, i + perDatagram); j++) {
+      const e = entry(j, shape);
       msgs.push(
         buildMessage(
           IPCTNL_MSG_CT_NEW,
           NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL,
           seq++,
-          AF_UNSPEC + (entry(j, shape).orig.src.includes(':') ? 10 : 2),
-          entryAttrs(entry(j, shape)),
+          AF_UNSPEC + (e.orig.src.includes(':') ? 10 : 2),
+          entryAttrs(e),
         ),
       );
     }
-    const dgram = Buffer.concat(msgs);
-    pending.push(new Promise<void>((resolve) => sock.send(dgram, { port: 0 }, () => resolve())));
-    if (pending.length >= 256) await Promise.all(pending.splice(0));
+    // The kernel handles a request inside the send call: nothing is left in flight.
+    if (sock.send(Buffer.concat(msgs))) errors += msgs.length;
+    if ((i / perDatagram) % 64 === 0) await new Promise((r) => setImmediate(r)); // read error replies
   }
-  await Promise.all(pending);
   await new Promise((r) => setTimeout(r, 200)); // let error replies arrive
   sock.close();
   return { created: n - errors, errors };
 }
 
-/** Three dumps in one process (as podflow's steady ticks are measured after warm-up): the median. */
-async function floor(bufferSize: number): Promise<{ wallMs: number; cpuMs: number; entries: number }> {
+/** podflow's own socket receiving the dump, framing only (three dumps: the median). */
+async function addonReceive(): Promise<{ wallMs: number; cpuMs: number; entries: number }> {
   const runs = [];
-  for (let i = 0; i < 3; i++) runs.push(await floorOnce(bufferSize));
+  for (let i = 0; i < 3; i++) {
+    let entries = 0;
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    await new Promise<void>((resolve, reject) => {
+      const sock = openNetfilterSocket(
+        { msgBufferSize: 32768, recvBufferSize: 1 << 20 },
+        {
+          onMessage(b) {
+            for (let off = 0; off + 16 <= b.length; ) {
+              const len = b.readUInt32LE(off);
+              if (len < 16) break;
+              if (b.readUInt16LE(off + 4) === NLMSG_DONE) {
+                sock.close();
+                resolve();
+                return;
+              }
+              entries++;
+              off += (len + 3) & ~3;
+            }
+          },
+          onTruncated: () => undefined,
+          onError: reject,
+        },
+      );
+      sock.ref();
+      const err = sock.send(buildDumpRequest(1, AF_UNSPEC));
+      if (err) reject(err);
+    });
+    const c = process.cpuUsage(c0);
+    runs.push({ wallMs: performance.now() - t0, cpuMs: (c.user + c.system) / 1000, entries });
+  }
   runs.sort((a, b) => a.wallMs - b.wallMs);
   return runs[1]!;
 }
 
-async function floorOnce(bufferSize: number): Promise<{ wallMs: number; cpuMs: number; entries: number }> {
-  const sock = new RawNetlinkSocket(NETLINK_NETFILTER, {
-    messagePeeking: bufferSize === 0,
-    msgBufferSize: bufferSize || 4096,
-    recvBufferSize: 4 << 20,
-    sendBufferSize: 256 << 10,
-  });
-  let entries = 0;
-  let done: () => void = () => {};
-  sock.on('error', () => {});
-  sock.on('message', (b: Buffer) => {
-    try {
-      // Framing only: find message boundaries and the DONE that ends the dump.
-      for (let off = 0; off + 16 <= b.length; ) {
-        const len = b.readUInt32LE(off);
-        if (len < 16) break;
-        if (b.readUInt16LE(off + 4) === NLMSG_DONE) done();
-        else entries++;
-        off += (len + 3) & ~3;
+/**
+ * Makes `share` of the entries (1 = all, 0 = none) look grown by `bump` on their way from the real
+ * dump to the tracker. Changes `inner.read` in place (the source keeps its other members).
+ */
+function bumping<S extends ConntrackSource>(inner: S, state: { bump: number; share: number }): S {
+  const read = inner.read.bind(inner);
+  inner.read = (visit) => {
+    let i = 0;
+    const step = state.share > 0 ? Math.round(1 / state.share) : 0;
+    return read((s: ConnSample) => {
+      if (step > 0 && i++ % step === 0) {
+        s.origBytes += state.bump * 100;
+        s.origPackets += state.bump;
+        s.replyBytes += state.bump * 300;
+        s.replyPackets += state.bump;
       }
-    } catch {}
-  });
-  const c0 = process.cpuUsage();
-  const t0 = performance.now();
-  await new Promise<void>((resolve) => {
-    done = resolve;
-    sock.send(buildDumpRequest(1, AF_UNSPEC), { port: 0 }, () => {});
-  });
-  const wallMs = performance.now() - t0;
-  const c = process.cpuUsage(c0);
-  sock.close();
-  return { wallMs, cpuMs: (c.user + c.system) / 1000, entries };
-}
-
-/** The floor of the collector's steady state: one bare dump every 5 s. */
-async function floorLoop(seconds: number): Promise<{ coreShare: number; seconds: number }> {
-  const c0 = process.cpuUsage();
-  const t0 = performance.now();
-  while (performance.now() - t0 < seconds * 1000) {
-    await floorOnce(32768);
-    await new Promise((r) => setTimeout(r, 5000));
-  }
-  const c = process.cpuUsage(c0);
-  const secs = (performance.now() - t0) / 1000;
-  return { coreShare: (c.user + c.system) / 1e6 / secs, seconds: secs };
-}
-
-/** A source whose samples' counters grew by `bump` for `share` of the entries (1 = all). */
-function bumping(inner: ConntrackSource, state: { bump: number; share: number }): ConntrackSource {
-  return {
-    name: inner.name,
-    start: () => inner.start(),
-    close: () => inner.close(),
-    drainEnded: (v) => inner.drainEnded(v),
-    read: (visit) => {
-      let i = 0;
-      const step = state.share > 0 ? Math.round(1 / state.share) : 0;
-      return inner.read((s: ConnSample) => {
-        if (step > 0 && i++ % step === 0) {
-          s.origBytes += state.bump * 100;
-          s.origPackets += state.bump;
-          s.replyBytes += state.bump * 300;
-          s.replyPackets += state.bump;
-        }
-        visit(s);
-      });
-    },
+      visit(s);
+    });
   };
+  return inner;
 }
 
-async function podflow(loopSeconds: number) {
+async function podflow() {
+  // Each measured process imports only what it runs (a static import would load every mode's modules).
+  const { createNetfilterSource } = await import('../../collector/netfilter/source.js');
+  const { createReducer } = await import('../../collector/reduce.js');
   const local = new Set<string>();
   for (let i = 0; i < LOCAL_PODS; i++) local.add(localV4(i)).add(localV6(i));
   const state = { bump: 0, share: 0 };
@@ -301,30 +279,148 @@ async function podflow(loopSeconds: number) {
       `after full GC: heapUsed ${(m.heapUsed / 1048576).toFixed(0)} MB, rss ${(m.rss / 1048576).toFixed(0)} MB`,
     );
   }
-  let loop: { coreShare: number; childShare: number; seconds: number } | undefined;
-  if (loopSeconds > 0) {
-    // The collector's steady state: a tick every 5 s with 10% of the entries growing. The events
-    // subscriber's CPU counts too.
-    state.share = 0.1;
-    const c0 = process.cpuUsage();
-    const ch0 = childrenCpuMs();
-    const t0 = performance.now();
-    while (performance.now() - t0 < loopSeconds * 1000) {
-      state.bump++;
-      await reducer.tick(source);
-      await new Promise((r) => setTimeout(r, 5000));
-    }
-    const c = process.cpuUsage(c0);
-    const secs = (performance.now() - t0) / 1000;
-    loop = {
-      coreShare: (c.user + c.system) / 1e6 / secs,
-      childShare: (childrenCpuMs() - ch0) / 1000 / secs,
-      seconds: secs,
-    };
-  }
-  const child = childrenMemMb();
   await source.close();
-  return { baseline, steady, changed10, changed100, loop, peaks, child };
+  return { baseline, steady, changed10, changed100, peaks };
+}
+
+const BENCH_NODE = 'bench-node';
+
+/**
+ * The test API server (real list/watch protocol) with the LOCAL_PODS pods of the bench node at the
+ * table's local addresses, and pods of other nodes around them. Prints {kubeconfig}; runs until
+ * its stdin closes.
+ */
+async function kubeApi(): Promise<void> {
+  const { KubeApiServer } = await import('../kube-api-server/server.js');
+  const { pod } = await import('../kube-api-server/objects.js');
+  const server = new KubeApiServer();
+  for (let i = 0; i < LOCAL_PODS; i++) {
+    server.create(
+      'pods',
+      pod({ name: `local-${i}`, namespace: 'bench', node: BENCH_NODE, ips: [localV4(i), localV6(i)] }),
+    );
+  }
+  for (let i = 0; i < 2000; i++) {
+    server.create(
+      'pods',
+      pod({ name: `other-${i}`, namespace: 'bench', node: `node-${i % 50}`, ips: [peerV4(i), peerV6(i)] }),
+    );
+  }
+  await server.listen();
+  console.log(JSON.stringify({ kubeconfig: server.writeKubeconfig() }));
+  process.stdin.on('end', () => process.exit(0));
+  process.stdin.resume();
+}
+
+/** An exporter's pull loop reduced to its HTTP: pull (gzip), decode, acknowledge; every second. */
+async function puller(port: number): Promise<void> {
+  const { Packr } = await import('msgpackr');
+  const { ACK_PATH, EXPORTER_HEADER, LEASE_HEADER, PULL_PATH } = await import('../../shared/flow.js');
+  const packr = new Packr({ useRecords: true });
+  const call = (method: string, path: string, headers: Record<string, string>, body?: Buffer) =>
+    new Promise<{ status: number; headers: Record<string, unknown>; body: Buffer }>((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port, method, path, headers }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }),
+        );
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+  process.stdin.on('end', () => process.exit(0));
+  process.stdin.resume();
+  for (;;) {
+    try {
+      const r = await call('GET', PULL_PATH, { [EXPORTER_HEADER]: 'bench' });
+      if (r.status === 200) {
+        const p = packr.unpack(r.body) as { bootId: string; batches: { seq: number }[] };
+        const last = p.batches.at(-1);
+        if (last) {
+          const ack = packr.pack({
+            bootId: p.bootId,
+            seq: last.seq,
+            lease: String(r.headers[LEASE_HEADER.toLowerCase()]),
+          });
+          await call('POST', ACK_PATH, { 'content-type': 'application/x-msgpack' }, ack);
+        }
+      }
+    } catch {
+      // Not listening yet.
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+/**
+ * The whole collector process: cmd/collector.ts run() with the real netfilter source, its reads
+ * bumped as the plan says. `loop`: `seconds` of 5 s reads, 10% of the entries growing each time;
+ * `ticks`: baseline, 3 steady reads, 3 where every entry grew.
+ */
+async function collectorProcess(kubeconfig: string, port: number, plan: 'loop' | 'ticks', seconds: number) {
+  const { loadConfig } = await import('../../shared/config.js');
+  const { createLogger } = await import('../../shared/log.js');
+  const { createSource } = await import('../../collector/select-source.js');
+  const { run: runCollector } = await import('../../cmd/collector.js');
+  const config = loadConfig({
+    command: 'collector',
+    flags: {
+      source: 'netfilter',
+      kubeconfig,
+      'node-name': BENCH_NODE,
+      listen: `127.0.0.1:${port}`,
+      interval: '5s',
+      'log-level': 'warn',
+      'conntrack-acct': false,
+    },
+    env: {},
+  });
+  const log = createLogger(config.logLevel, { pretty: false });
+  const state = { bump: 0, share: 0 };
+  let reads = 0;
+  let readDone: () => void = () => {};
+  const source = bumping(createSource(config, log), state) as SelectedSource;
+  const read = source.read.bind(source);
+  source.read = async (visit) => {
+    state.bump++;
+    const r = await read(visit);
+    reads++;
+    readDone();
+    return r;
+  };
+  const nextRead = () => new Promise<void>((r) => (readDone = r));
+  const abort = new AbortController();
+  void runCollector(config, log, abort.signal, { source });
+  const c0 = cpuMsOf(process.pid);
+  const t0 = performance.now();
+  const peaks: Record<string, number> = {};
+  if (plan === 'loop') {
+    state.share = 0.1;
+    while (performance.now() - t0 < seconds * 1000) await nextRead();
+  } else {
+    await nextRead(); // baseline
+    peaks.baseline = peakRssMb();
+    for (let k = 0; k < 3; k++) await nextRead();
+    peaks.steady = peakRssMb();
+    state.share = 1;
+    for (let k = 0; k < 3; k++) await nextRead();
+    // The pull of the last all-grew batch: an exporter takes it within a second.
+    await new Promise((r) => setTimeout(r, 2500));
+  }
+  const secs = (performance.now() - t0) / 1000;
+  const m = process.memoryUsage();
+  return {
+    reads,
+    seconds: secs,
+    coreShare: (cpuMsOf(process.pid) - c0) / 1000 / secs,
+    peakRssMb: peakRssMb(),
+    peaks,
+    children: childCount(),
+    heapUsedMb: m.heapUsed / 1048576,
+    lostEvents: source.lostEvents,
+  };
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -337,6 +433,7 @@ const root = join(dirname(self), '../..');
  * so that neither the TypeScript loader's time nor its memory is counted.
  */
 const bundle = join(root, 'dist/bench/conntrack.bench.mjs');
+const floorBin = join(root, 'dist/bench/ct-floor');
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 /**
@@ -344,7 +441,9 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
  * `PF_BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'`). Figures taken so are not comparable.
  */
 const nodeArgs = (what: string | undefined): string[] =>
-  what === 'podflow' ? (process.env.PF_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '') : [];
+  what === 'podflow' || what === 'collector'
+    ? (process.env.PF_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')
+    : [];
 
 function inner(ns: string, args: string[]): unknown {
   const node = [process.execPath, ...nodeArgs(args[0]), bundle, 'inner', ...args];
@@ -356,17 +455,66 @@ function inner(ns: string, args: string[]): unknown {
   return JSON.parse(out.trim().split('\n').pop()!);
 }
 
+/** A long-running inner process (API server, puller); ends when its stdin closes. */
+function background(ns: string, args: string[]): ChildProcess {
+  return spawn('ip', ['netns', 'exec', ns, process.execPath, bundle, 'inner', ...args], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+}
+
+interface FloorRun {
+  wallMs: number;
+  cpuMs: number;
+  entries: number;
+}
+
+/** The C loop, three dumps: the median. */
+function cFloor(ns: string): FloorRun {
+  const out = execFileSync('ip', ['netns', 'exec', ns, floorBin, '3'], { encoding: 'utf8' });
+  const runs = out
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as FloorRun)
+    .sort((a, b) => a.wallMs - b.wallMs);
+  return runs[1]!;
+}
+
+async function wholeCollector(ns: string, n: number) {
+  const api = background(ns, ['kubeapi']);
+  const first = await createInterface({ input: api.stdout! })[Symbol.asyncIterator]().next();
+  const { kubeconfig } = JSON.parse(String(first.value)) as { kubeconfig: string };
+  const port = 9470;
+  const pull = background(ns, ['puller', String(port)]);
+  try {
+    const plan = n <= 10_000 ? 'loop' : 'ticks';
+    return {
+      plan,
+      ...(inner(ns, ['collector', kubeconfig, String(port), plan, '60']) as Awaited<
+        ReturnType<typeof collectorProcess>
+      >),
+    };
+  } finally {
+    pull.stdin?.end();
+    api.stdin?.end();
+  }
+}
+
 async function outer(sizes: number[]) {
   if (process.getuid?.() !== 0) throw new Error('the benchmark needs root (network namespaces, conntrack)');
-  // The events subscriber child is bundled beside it (the source finds it next to itself).
   const esbuild = join(root, 'node_modules/.bin/esbuild');
-  const common = ['--bundle', '--platform=node', '--format=esm', '--external:netlink', '--log-level=warning'];
-  execFileSync(esbuild, [self, ...common, '--external:pino', `--outfile=${bundle}`]);
   execFileSync(esbuild, [
-    join(root, 'collector/netfilter/events-child.ts'),
-    ...common,
-    `--outfile=${join(dirname(bundle), 'events-child.mjs')}`,
+    self,
+    '--bundle',
+    '--platform=node',
+    '--format=esm',
+    '--log-level=warning',
+    '--packages=external',
+    // Chunks per dynamic import: each measured process loads only the modules of its mode.
+    '--splitting',
+    '--out-extension:.js=.mjs',
+    `--outdir=${dirname(bundle)}`,
   ]);
+  execFileSync('cc', ['-O2', '-o', floorBin, join(root, 'native/test/ct-floor.c')]);
   const rows: string[] = [];
   // PF_BENCH_SHAPE=few-flows-per-pair (or many-…) measures one shape only.
   const shapes = (['few-flows-per-pair', 'many-flows-per-pair'] as Shape[]).filter(
@@ -380,53 +528,34 @@ async function outer(sizes: number[]) {
       const ns = `pf-${process.pid}-${Math.random().toString(16).slice(2, 8)}-bench`;
       execFileSync('ip', ['netns', 'add', ns]);
       try {
+        execFileSync('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up']);
         execFileSync('ip', ['netns', 'exec', ns, 'nft', 'add table inet bench']);
         execFileSync('ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', 'net.netfilter.nf_conntrack_acct=1']);
         try {
           execFileSync(
             'ip',
             ['netns', 'exec', ns, 'sysctl', '-q', '-w', `net.netfilter.nf_conntrack_max=${n + 10000}`],
-            {
-              stdio: 'ignore',
-            },
+            { stdio: 'ignore' },
           );
         } catch {
           // Capped by the root namespace's value; fine while it is above n.
         }
         const filled = inner(ns, ['fill', String(n), shape]) as { created: number; errors: number };
-        const floors32 = [
-          inner(ns, ['floor', '32768']) as {
-            wallMs: number;
-            cpuMs: number;
-            entries: number;
-            peakRssMb: number;
-          },
-        ];
-        const floorsPeek = [
-          inner(ns, ['floor', '0']) as { wallMs: number; cpuMs: number; peakRssMb: number },
-        ];
-        const loopSeconds = n <= 10_000 && shape === shapes[0] ? 30 : 0;
-        const p = inner(ns, ['podflow', String(loopSeconds)]) as Awaited<ReturnType<typeof podflow>>;
+        const floors = [cFloor(ns)];
+        const addon = inner(ns, ['addon']) as FloorRun;
+        const p = inner(ns, ['podflow']) as Awaited<ReturnType<typeof podflow>>;
+        const whole =
+          shape === shapes[0] && (n <= 10_000 || n >= 250_000) ? await wholeCollector(ns, n) : undefined;
         // The machine may be shared: measure the floor again after podflow and keep the better one.
-        floors32.push(inner(ns, ['floor', '32768']) as (typeof floors32)[number]);
-        const floorLoopResult =
-          loopSeconds > 0
-            ? (inner(ns, ['floorloop', String(loopSeconds)]) as { coreShare: number })
-            : undefined;
-        const fw = Math.min(...floors32.map((f) => f.wallMs));
-        const fc = Math.min(...floors32.map((f) => f.cpuMs));
-        const fr = Math.max(...floors32.map((f) => f.peakRssMb));
+        floors.push(cFloor(ns));
+        const fw = Math.min(...floors.map((f) => f.wallMs));
+        const fc = Math.min(...floors.map((f) => f.cpuMs));
         const line = (name: string, wall: number, cpu: number, extra = '') =>
           `  ${name.padEnd(26)} wall ${fmt(wall)} ms (${ratio(wall, fw)})  cpu ${fmt(cpu)} ms (${ratio(cpu, fc)})${extra}`;
         rows.push(
-          `N=${n} ${shape}: ${filled.created} entries created (${filled.errors} errors), dump saw ${floors32[0]!.entries}`,
-          line('floor (32 KiB datagrams)', fw, fc, `  peak RSS ${fr.toFixed(0)} MB`),
-          line(
-            'floor (peeking, pkg default)',
-            median(floorsPeek.map((f) => f.wallMs)),
-            median(floorsPeek.map((f) => f.cpuMs)),
-            `  peak RSS ${Math.max(...floorsPeek.map((f) => f.peakRssMb)).toFixed(0)} MB`,
-          ),
+          `N=${n} ${shape}: ${filled.created} entries created (${filled.errors} errors), dump saw ${floors[0]!.entries}`,
+          line('floor (C loop, headers)', fw, fc),
+          line('addon receive (framing)', addon.wallMs, addon.cpuMs),
           line('podflow baseline tick', p.baseline.wallMs, p.baseline.cpuMs),
           line(
             'podflow steady tick',
@@ -445,13 +574,15 @@ async function outer(sizes: number[]) {
             median(p.changed100.map((t) => t.cpuMs)),
             `  flows ${p.changed100[1]!.flows}`,
           ),
-          `  podflow peak RSS: baseline ${p.peaks.baseline!.toFixed(0)} MB, steady ${p.peaks.steady!.toFixed(0)} MB, 10% grew ${p.peaks.changed10!.toFixed(0)} MB, 100% grew ${p.peaks.changed100!.toFixed(0)} MB (floor process ${fr.toFixed(0)} MB)`,
-          `  events subscriber child: RSS ${p.child.rss.toFixed(0)} MB, Pss ${p.child.pss.toFixed(0)} MB (most of its RSS is the node binary, shared)`,
+          `  source+reducer peak RSS: baseline ${p.peaks.baseline!.toFixed(0)} MB, steady ${p.peaks.steady!.toFixed(0)} MB, 10% grew ${p.peaks.changed10!.toFixed(0)} MB, 100% grew ${p.peaks.changed100!.toFixed(0)} MB`,
         );
-        if (p.loop && floorLoopResult) {
+        if (whole) {
+          const what =
+            whole.plan === 'loop'
+              ? `${whole.reads} reads over ${whole.seconds.toFixed(0)} s, 10% growing`
+              : `baseline ${whole.peaks.baseline!.toFixed(0)} MB, steady ${whole.peaks.steady!.toFixed(0)} MB, then 3 reads where every entry grew`;
           rows.push(
-            `  5 s interval loop at N=${n}, 10% growing: ${(p.loop.coreShare * 100).toFixed(2)}% of a core over ${p.loop.seconds.toFixed(0)} s; floor loop ${(floorLoopResult.coreShare * 100).toFixed(2)}% (${ratio(p.loop.coreShare, floorLoopResult.coreShare)})`,
-            `    with the events subscriber: ${((p.loop.coreShare + p.loop.childShare) * 100).toFixed(2)}% (child ${(p.loop.childShare * 100).toFixed(2)}%, ${ratio(p.loop.coreShare + p.loop.childShare, floorLoopResult.coreShare)})`,
+            `  whole collector process (${what}): peak RSS ${whole.peakRssMb.toFixed(0)} MB, ${whole.children} child processes, ${(whole.coreShare * 100).toFixed(2)}% of a core (floor: ${((fc / 5000) * 100).toFixed(2)}% for one dump per 5 s), lost events ${whole.lostEvents}`,
           );
         }
         console.log(rows.splice(0).join('\n'));
@@ -464,14 +595,19 @@ async function outer(sizes: number[]) {
 
 const [mode, ...rest] = process.argv.slice(2);
 if (mode === 'inner') {
-  const [what, a, b] = rest;
+  const [what, a, b, c, d] = rest;
   let result: unknown;
   if (what === 'fill') result = await fill(Number(a), b as Shape);
-  else if (what === 'floor') result = { ...(await floor(Number(a))), peakRssMb: peakRssMb() };
-  else if (what === 'podflow') result = await podflow(Number(a));
-  else if (what === 'floorloop') result = await floorLoop(Number(a));
-  console.log(JSON.stringify(result));
-  process.exit(0);
+  else if (what === 'addon') result = await addonReceive();
+  else if (what === 'podflow') result = await podflow();
+  else if (what === 'kubeapi') await kubeApi();
+  else if (what === 'puller') await puller(Number(a));
+  else if (what === 'collector')
+    result = await collectorProcess(a!, Number(b), c as 'loop' | 'ticks', Number(d));
+  if (result !== undefined) {
+    console.log(JSON.stringify(result));
+    process.exit(0);
+  }
 } else {
   const sizes = mode ? [mode, ...rest].map(Number) : [10_000, 100_000, 250_000];
   await outer(sizes);

@@ -8,8 +8,8 @@
 // Options: {"local": ["10.1.0.1", ...], "groupPublicIps": false, "eventsRecvBuffer": n,
 //           "countExisting": false, "events": true, "conntrackAcct": true}
 import { createInterface } from 'node:readline';
-import { RawNetlinkSocket } from 'netlink';
 import { AF_UNSPEC, buildDumpRequest, NLMSG_DONE } from '../../collector/netfilter/ctnetlink.js';
+import { openNetfilterSocket } from '../../collector/netfilter/socket.js';
 import { createNetfilterSource } from '../../collector/netfilter/source.js';
 import { createReducer } from '../../collector/reduce.js';
 import { createLogger } from '../../shared/log.js';
@@ -39,30 +39,38 @@ const reducer = createReducer(
   { podIndex: { isLocal: (ip) => local.has(ip) }, log },
 );
 
+/** The datagrams of one dump as received (batches of datagrams back to back, copied). */
 function rawDump(): Promise<Buffer[]> {
-  const sock = new RawNetlinkSocket(12, { recvBufferSize: 1 << 20, sendBufferSize: 1 << 16 });
   const got: Buffer[] = [];
   return new Promise((resolve, reject) => {
-    sock.on('error', (err) => {
+    const sock = openNetfilterSocket(
+      { msgBufferSize: 32768, recvBufferSize: 1 << 20 },
+      {
+        onMessage(b) {
+          got.push(Buffer.from(b));
+          for (let off = 0; off + 16 <= b.length; ) {
+            const len = b.readUInt32LE(off);
+            if (len < 16) break;
+            if (b.readUInt16LE(off + 4) === NLMSG_DONE) {
+              sock.close();
+              resolve(got);
+              return;
+            }
+            off += (len + 3) & ~3;
+          }
+        },
+        onTruncated: () => undefined,
+        onError(err) {
+          sock.close();
+          reject(err);
+        },
+      },
+    );
+    const err = sock.send(buildDumpRequest(1, AF_UNSPEC));
+    if (err) {
       sock.close();
       reject(err);
-    });
-    sock.on('message', (b: Buffer) => {
-      try {
-        got.push(Buffer.from(b));
-        for (let off = 0; off + 16 <= b.length; ) {
-          const len = b.readUInt32LE(off);
-          if (len < 16) break;
-          if (b.readUInt16LE(off + 4) === NLMSG_DONE) {
-            sock.close();
-            resolve(got);
-            return;
-          }
-          off += (len + 3) & ~3;
-        }
-      } catch {}
-    });
-    sock.send(buildDumpRequest(1, AF_UNSPEC), { port: 0 }, () => {});
+    }
   });
 }
 

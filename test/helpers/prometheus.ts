@@ -22,6 +22,8 @@ export interface PrometheusOptions {
   targetLabels?: Record<string, Record<string, string>>;
   /** Port inside `ns` (a second Prometheus in the same namespace needs another). @default 9090 */
   port?: number;
+  /** More command-line flags, e.g. `--web.enable-remote-write-receiver`. */
+  extraArgs?: string[];
 }
 
 export interface PromSample {
@@ -31,8 +33,8 @@ export interface PromSample {
 
 export interface Prometheus {
   readonly url: string;
-  /** Instant PromQL query; returns the vector (or one sample for a scalar). */
-  query(promql: string): Promise<PromSample[]>;
+  /** Instant PromQL query (at `time`, seconds since the epoch, else now); the vector or one scalar. */
+  query(promql: string, time?: number): Promise<PromSample[]>;
   /** Sum of a query's samples, or undefined when the result is empty. */
   scalar(promql: string): Promise<number | undefined>;
   /**
@@ -58,9 +60,9 @@ export async function startPrometheus(opts: PrometheusOptions): Promise<Promethe
       'global:',
       `  scrape_interval: ${interval}`,
       `  scrape_timeout: ${interval}`,
-      'scrape_configs:',
-      '  - job_name: podflow',
-      '    static_configs:',
+      ...(opts.targets.length === 0
+        ? []
+        : ['scrape_configs:', '  - job_name: podflow', '    static_configs:']),
       ...opts.targets.flatMap((t) => {
         const labels = Object.entries(opts.targetLabels?.[t] ?? {});
         return [
@@ -78,6 +80,7 @@ export async function startPrometheus(opts: PrometheusOptions): Promise<Promethe
     `--storage.tsdb.path=${join(dir, 'data')}`,
     `--web.listen-address=127.0.0.1:${port}`,
     '--log.level=warn',
+    ...(opts.extraArgs ?? []),
   ];
   const bin = opts.bin ?? 'prometheus';
   let proc: ChildProcess;
@@ -133,8 +136,11 @@ export async function startPrometheus(opts: PrometheusOptions): Promise<Promethe
     throw err;
   }
 
-  const query = async (promql: string): Promise<PromSample[]> => {
-    const r = await get('/api/v1/query', { query: promql });
+  const query = async (promql: string, time?: number): Promise<PromSample[]> => {
+    const r = await get('/api/v1/query', {
+      query: promql,
+      ...(time === undefined ? {} : { time: String(time) }),
+    });
     const doc = JSON.parse(r.body) as {
       status: string;
       error?: string;
