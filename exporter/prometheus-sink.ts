@@ -352,15 +352,18 @@ class FlowText {
 
 /** The labels of one endpoint (src_… or dst_…), most specific first. */
 const ENDPOINT_LABELS = ['pod', 'workload', 'node', 'namespace', 'zone'];
-/** Endpoints remembered per group before starting over. */
-const GROUP_MEMO_MAX = 50_000;
+/**
+ * Endpoints remembered per group before starting over: above the pods of a large cluster (every
+ * pod can be a peer of every shard), so that a round does not start over again and again.
+ */
+const GROUP_MEMO_MAX = 250_000;
 
 interface LabelGroup {
   /** Label index whose value keys the memo. */
   key: number;
   /** Label indexes of the group, the key first. */
   members: number[];
-  memo: Map<string, { values: string[]; ids: Int32Array }>;
+  memo: Map<string, { values: string[]; ids: number[] }>;
 }
 
 const FNV_OFFSET = 0x811c9dc5 | 0;
@@ -730,7 +733,10 @@ export class PrometheusSink implements Sink {
       } else {
         // Bounded: pods come and go; starting over costs one lookup per label once.
         if (group.memo.size >= GROUP_MEMO_MAX) group.memo.clear();
-        memo = { values: new Array<string>(members.length), ids: new Int32Array(members.length) };
+        memo = {
+          values: new Array<string>(members.length).fill(''),
+          ids: new Array<number>(members.length).fill(0),
+        };
         group.memo.set(key, memo);
       }
       for (let k = 0; k < members.length; k++) {

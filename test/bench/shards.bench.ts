@@ -9,7 +9,7 @@
 // its own (http://127.0.0.1:port/c/17): the pull API below it, pre-encoded bodies (the collector's
 // encoder, gzip) made for a shard's collectors before that shard runs, a lease granted to every
 // pull, and each ack moving a collector on to its next batch.
-// Usage: npm run bench:shards [-- --collectors N --flows N --shards N]
+// Usage: npm run bench:shards [-- --collectors N --flows N --shards N --only N]
 import { fork } from 'node:child_process';
 import { createServer, request } from 'node:http';
 import { gunzipSync } from 'node:zlib';
@@ -35,6 +35,8 @@ const COLLECTORS = Number(arg('collectors', '2000'));
 const FLOWS = Number(arg('flows', '5000'));
 const SHARDS = Number(arg('shards', '8'));
 const ROUNDS = 3;
+/** `--only N`: run shard N alone (profiling one shard). */
+const ONLY = arg('only', '');
 
 const post = (url: string, body: unknown) =>
   new Promise<string>((resolve, reject) => {
@@ -114,6 +116,8 @@ interface ShardResult {
   steadyMs: number;
   series: number;
   peakRss: number;
+  heapTotal: number;
+  external: number;
 }
 
 /** Child process: one shard exporter, measured. */
@@ -124,27 +128,6 @@ async function shard(index: number, port: number): Promise<void> {
   for (let n = 0; n < COLLECTORS; n++) if (mine(`${base}/c/${n}`)) nodes.push(n);
   await post(`${base}/prepare`, nodes);
   const urls = nodes.map((n) => `${base}/c/${n}`);
-
-  // Floor: this shard's bodies fetched once, then gunzipped and decoded one by one.
-  const bodies = await Promise.all(
-    urls.map(
-      (u) =>
-        new Promise<Buffer>((resolve, reject) => {
-          request(`${u}/api/v1/flows`, { headers: { 'accept-encoding': 'gzip' } }, (res) => {
-            const chunks: Buffer[] = [];
-            res.on('data', (c: Buffer) => chunks.push(c));
-            res.on('end', () => resolve(Buffer.concat(chunks)));
-          })
-            .on('error', reject)
-            .end();
-        }),
-    ),
-  );
-  const unpackr = new Unpackr({ mapsAsObjects: true, int64AsType: 'number' });
-  let t = performance.now();
-  for (const b of bodies) unpackr.unpack(gunzipSync(b));
-  const floorMs = performance.now() - t;
-  bodies.length = 0;
 
   const registry = new Registry();
   const metrics = new ExporterMetrics(registry);
@@ -177,6 +160,7 @@ async function shard(index: number, port: number): Promise<void> {
   );
   const cycles: number[] = [];
   let flows = 0;
+  let t = 0;
   for (let round = 0; round < ROUNDS; round++) {
     t = performance.now();
     const r = await pipeline.runOnce();
@@ -186,6 +170,30 @@ async function shard(index: number, port: number): Promise<void> {
     }
     flows = r.flows;
   }
+  // Peak RSS of the exporter's own work, before the floor's copies of the bodies add to it.
+  const peakRss = process.resourceUsage().maxRSS * 1024;
+  const mem = process.memoryUsage();
+  // Floor: this shard's bodies fetched once, then gunzipped and decoded one by one.
+  const bodies = await Promise.all(
+    urls.map(
+      (u) =>
+        new Promise<Buffer>((resolve, reject) => {
+          request(`${u}/api/v1/flows`, { headers: { 'accept-encoding': 'gzip' } }, (res) => {
+            const chunks: Buffer[] = [];
+            res.on('data', (c: Buffer) => chunks.push(c));
+            res.on('end', () => resolve(Buffer.concat(chunks)));
+          })
+            .on('error', reject)
+            .end();
+        }),
+    ),
+  );
+  const unpackr = new Unpackr({ mapsAsObjects: true, int64AsType: 'number' });
+  t = performance.now();
+  for (const b of bodies) unpackr.unpack(gunzipSync(b));
+  const floorMs = performance.now() - t;
+  bodies.length = 0;
+
   const result: ShardResult = {
     shard: index,
     collectors: urls.length,
@@ -194,7 +202,9 @@ async function shard(index: number, port: number): Promise<void> {
     firstMs: cycles[0],
     steadyMs: Math.min(...cycles.slice(1)),
     series: prometheus.seriesCount,
-    peakRss: process.resourceUsage().maxRSS * 1024,
+    peakRss,
+    heapTotal: mem.heapTotal,
+    external: mem.external + mem.arrayBuffers,
   };
   process.send!(result);
 }
@@ -211,6 +221,7 @@ async function main(): Promise<void> {
     );
     const results: ShardResult[] = [];
     for (let s = 0; s < SHARDS; s++) {
+      if (ONLY !== '' && s !== Number(ONLY)) continue;
       const child = fork(self, ['shard', String(s), String(port), ...process.argv.slice(2)], {
         execArgv: ['--import', 'tsx'],
       });
@@ -222,7 +233,7 @@ async function main(): Promise<void> {
       results.push(r);
       const us = (r.steadyMs * 1000) / r.flows;
       console.log(
-        `shard ${r.shard}: ${r.collectors} collectors, ${r.flows} flows, ${r.series} series; floor ${r.floorMs.toFixed(0)} ms; round: first ${r.firstMs.toFixed(0)} ms, steady ${r.steadyMs.toFixed(0)} ms = ${(r.steadyMs / r.floorMs).toFixed(2)}× floor, ${us.toFixed(2)} µs per flow (target ≤ 3000 ms); peak RSS ${(r.peakRss / 2 ** 20).toFixed(0)} MB (target ≤ 300 MB)`,
+        `shard ${r.shard}: ${r.collectors} collectors, ${r.flows} flows, ${r.series} series; floor ${r.floorMs.toFixed(0)} ms; round: first ${r.firstMs.toFixed(0)} ms, steady ${r.steadyMs.toFixed(0)} ms = ${(r.steadyMs / r.floorMs).toFixed(2)}× floor, ${us.toFixed(2)} µs per flow (target ≤ 3000 ms); peak RSS ${(r.peakRss / 2 ** 20).toFixed(0)} MB (target ≤ 300 MB; heap ${(r.heapTotal / 2 ** 20).toFixed(0)} MB, buffers ${(r.external / 2 ** 20).toFixed(0)} MB after the rounds)`,
       );
     }
     const worst = (f: (r: ShardResult) => number) => Math.max(...results.map(f));
