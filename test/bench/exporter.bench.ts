@@ -79,6 +79,9 @@ async function serve(): Promise<void> {
       });
       res.end(bodies[current]);
     });
+    // Idle sockets stay open between rounds: a pull on a socket the server is closing (after the
+    // default 5 s, a round on a loaded machine) fails with a reset.
+    srv.keepAliveTimeout = 120_000;
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
     ports.push((srv.address() as { port: number }).port);
   }
@@ -119,6 +122,7 @@ async function floorOf(urls: string[]) {
   const unpackr = new Unpackr({ mapsAsObjects: true, int64AsType: 'number' });
   // Each body is decoded and summed on its own, so the floor holds no more in memory than a pull.
   const t = performance.now();
+  const cpu0 = process.cpuUsage();
   let sum = 0;
   let rawMs = 0;
   for (const b of bodies) {
@@ -128,8 +132,10 @@ async function floorOf(urls: string[]) {
     rawMs += performance.now() - t1;
   }
   const decodeMs = performance.now() - t - rawMs;
+  const c = process.cpuUsage(cpu0);
+  const decodeCpuMs = (c.user + c.system) / 1000;
   const wire = bodies.reduce((a, b) => a + b.length, 0);
-  return { decodeMs, rawMs, sum, wire };
+  return { decodeMs, decodeCpuMs, rawMs, sum, wire };
 }
 
 /** Makes the whole /metrics body into two reused buffers, as the HTTP server does; its length. */
@@ -174,7 +180,7 @@ async function main(): Promise<void> {
     const urls = ports.map((p) => `http://127.0.0.1:${p}`);
 
     // The floor's bodies are gone before the rounds: the exporter holds no such copies.
-    const { decodeMs, rawMs, sum, wire } = await floorOf(urls);
+    const { decodeMs, decodeCpuMs, rawMs, sum, wire } = await floorOf(urls);
     let t = 0;
 
     const keep: FlowLabel[] =
@@ -207,7 +213,8 @@ async function main(): Promise<void> {
         }),
     );
     const pipeline = new Pipeline(
-      { exportInterval: 15_000, pullConcurrency: CONCURRENCY, pullTimeout: 30_000 },
+      // A round waits for its acks until the next is due: long enough on a loaded machine.
+      { exportInterval: 600_000, pullConcurrency: CONCURRENCY, pullTimeout: 30_000 },
       {
         discovery: staticDiscovery(clients),
         enricher: new Enricher({ groupPublicIps: false }, { cluster: clusterLookup(), log: silentLogger }),
@@ -229,13 +236,19 @@ async function main(): Promise<void> {
     });
     observer.observe({ entryTypes: ['gc'] });
     const cycles: number[] = [];
+    // CPU time of this process per round (every thread: main, gzip pool, GC): steadier than the
+    // wall time on a machine other work shares.
+    const cpus: number[] = [];
     let stopProfile = async () => {};
     for (let round = 0; round < ROUNDS; round++) {
       // The steady rounds alone (PF_BENCH_PROFILE_ROUNDS=/tmp/rounds.cpuprofile): the first creates series.
       if (round === 1) stopProfile = await profileIf(process.env.PF_BENCH_PROFILE_ROUNDS);
       t = performance.now();
+      const cpu0 = process.cpuUsage();
       const r = await pipeline.runOnce();
       cycles.push(performance.now() - t);
+      const c = process.cpuUsage(cpu0);
+      cpus.push((c.user + c.system) / 1000);
       if (r.flows !== COLLECTORS * FLOWS || r.acked !== COLLECTORS) {
         throw new Error(`round ${round}: ${JSON.stringify(r)}`);
       }
@@ -300,7 +313,13 @@ async function main(): Promise<void> {
     const x = (v: number) => `${(v / floor).toFixed(2)}× floor`;
     console.log(`labels: ${LABELS} (${keep.length}); series per counter: ${prometheus.seriesCount}`);
     console.log(`wire: ${mb(wire)} gzip for ${COLLECTORS * FLOWS} flows (checksum ${sum})`);
-    console.log(`floor: gunzip+decode ${ms(decodeMs)}; raw pass over flows ${ms(rawMs)}`);
+    console.log(
+      `floor: gunzip+decode ${ms(decodeMs)} (CPU ${ms(decodeCpuMs)}); raw pass over flows ${ms(rawMs)}`,
+    );
+    const cpu = Math.min(...cpus.slice(1));
+    console.log(
+      `cycle CPU: steady ${ms(cpu)} = ${(cpu / decodeCpuMs).toFixed(2)}× the floor's CPU, ${((cpu * 1000) / (COLLECTORS * FLOWS)).toFixed(2)} µs per flow`,
+    );
     console.log(
       `cycle: first ${ms(cycles[0])} (creates series), steady ${ms(steady)} = ${x(steady).replace('.00', '')} (target ≤ 3000 ms); GC in ${ROUNDS} rounds: ${gcs.minor} scavenges, ${gcs.major} mark-compacts, ${ms(gcs.ms)}`,
     );
