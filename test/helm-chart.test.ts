@@ -1161,7 +1161,7 @@ describe('exporter shards', () => {
     }
   });
 
-  it('a headless governing Service, a disruption budget over the shards, one scrape per shard', () => {
+  it('a headless governing Service, a disruption budget over the shards, one scrape per shard, the notes', async () => {
     const sts = one(objs, 'StatefulSet', 'exporter');
     const podLabels = sts.spec.template.metadata.labels;
     const headless = one(objs, 'Service', 'exporter-shards');
@@ -1176,6 +1176,9 @@ describe('exporter shards', () => {
     const sm = one(objs, 'ServiceMonitor');
     const services = byKind(objs, 'Service').filter((s) => matches(sm.spec.selector, s.metadata.labels));
     expect(services.map((s) => s.metadata.name)).toEqual([one(objs, 'Service', 'exporter').metadata.name]);
+    const notes = await renderNotes(bin, { values: SHARDED, name: 'pf', namespace: NS });
+    expect(notes).toContain(`3 exporter shards (StatefulSet ${sts.metadata.name})`);
+    expect(notes).not.toMatch(/<no value>|\{\{|Deployment/);
     const rule = JSON.stringify(one(objs, 'PrometheusRule').spec);
     expect(rule).toContain('kube_statefulset_status_replicas_ready');
     expect(rule).not.toContain('kube_deployment_status_replicas_available');
