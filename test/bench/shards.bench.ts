@@ -26,6 +26,7 @@ import { FLOW_LABELS } from '../../shared/config.js';
 import type { PullResponse } from '../../shared/flow.js';
 import { silentLogger } from '../../shared/log.js';
 import { benchCluster } from './cluster-data.js';
+import { profileIf } from './profile.js';
 
 const arg = (name: string, def: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -161,7 +162,10 @@ async function shard(index: number, port: number): Promise<void> {
   const cycles: number[] = [];
   let flows = 0;
   let t = 0;
+  let stopProfile = async () => {};
   for (let round = 0; round < ROUNDS; round++) {
+    // The steady rounds alone (PF_BENCH_PROFILE_ROUNDS=/tmp/shard.cpuprofile).
+    if (round === 1) stopProfile = await profileIf(process.env.PF_BENCH_PROFILE_ROUNDS);
     t = performance.now();
     const r = await pipeline.runOnce();
     cycles.push(performance.now() - t);
@@ -170,6 +174,7 @@ async function shard(index: number, port: number): Promise<void> {
     }
     flows = r.flows;
   }
+  await stopProfile();
   // Peak RSS of the exporter's own work, before the floor's copies of the bodies add to it.
   const peakRss = process.resourceUsage().maxRSS * 1024;
   const mem = process.memoryUsage();
