@@ -5,6 +5,7 @@ import { startupDestinations } from '../exporter/destinations.js';
 import { createKubernetes, type Kubernetes } from '../exporter/kubernetes.js';
 import { type CollectorDiscovery, createExportGraph, staticDiscovery } from '../exporter/pipeline.js';
 import { httpCollectorClients } from '../exporter/pull.js';
+import { shardFilter } from '../exporter/shard.js';
 import { viewRouter } from '../exporter/view.js';
 import type { Config } from '../shared/config.js';
 import { StartupError } from '../shared/errors.js';
@@ -27,7 +28,9 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
 
   let discovery: CollectorDiscovery;
   if (config.collectors !== undefined && config.collectors.length > 0) {
-    discovery = staticDiscovery(config.collectors.map(clientFor));
+    // Static mode shards by URL: the node behind a URL is not known before it answers.
+    const mine = shardFilter(config);
+    discovery = staticDiscovery(config.collectors.filter(mine).map(clientFor));
   } else if (kube?.discovery !== undefined) {
     discovery = kube.discovery;
   } else {
@@ -79,6 +82,8 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
     {
       collectors: config.collectors ?? 'kubernetes',
       name: config.podName,
+      shard: config.totalShards > 1 ? `${config.shard} of ${config.totalShards}` : undefined,
+      cluster: config.clusterName,
       interval: config.exportInterval,
       httpSink: config.httpSinkUrl !== undefined,
     },

@@ -17,11 +17,15 @@ export interface RecordEncoding {
 
 type Value = string | number | boolean;
 
-/** One record's fields, snake_case, in the contract's order (CONTRACT.md "HTTP log sink records"). */
-export function recordOf(f: EnrichedFlow): Record<string, Value> {
+/**
+ * One record's fields, snake_case, in the contract's order (CONTRACT.md "HTTP log sink records");
+ * `cluster` (--cluster-name) after `interval_seconds`, only when set.
+ */
+export function recordOf(f: EnrichedFlow, cluster?: string): Record<string, Value> {
   return {
     ts: new Date(f.ts).toISOString(),
     interval_seconds: f.intervalSeconds,
+    ...(cluster !== undefined ? { cluster } : undefined),
     src_ip: f.srcIp,
     src_pod: f.srcPod,
     src_namespace: f.srcNamespace,
@@ -50,23 +54,26 @@ export function recordOf(f: EnrichedFlow): Record<string, Value> {
 }
 
 /** One snake_case NDJSON record. Field order is the contract's. */
-export const toRecord = (f: EnrichedFlow): string => JSON.stringify(recordOf(f));
+export const toRecord = (f: EnrichedFlow, cluster?: string): string => JSON.stringify(recordOf(f, cluster));
 
 export interface NdjsonOptions {
   /** Added to every record, before the flow's own fields (which win on a clash). */
   fields?: Readonly<Record<string, Value>>;
   /** Leave out fields whose value is an empty string. */
   omitEmpty?: boolean;
+  /** `--cluster-name`: the record field `cluster`. */
+  cluster?: string;
 }
 
 /** NDJSON: one record per line, each line ending in a newline. */
 export function ndjson(opts: NdjsonOptions = {}): RecordEncoding {
   const fields = opts.fields ?? {};
+  const { cluster } = opts;
   const plain = Object.keys(fields).length === 0 && !opts.omitEmpty;
   const line = plain
-    ? toRecord
+    ? (f: EnrichedFlow) => toRecord(f, cluster)
     : (f: EnrichedFlow) => {
-        const rec: Record<string, Value> = { ...fields, ...recordOf(f) };
+        const rec: Record<string, Value> = { ...fields, ...recordOf(f, cluster) };
         if (opts.omitEmpty) for (const k in rec) if (rec[k] === '') delete rec[k];
         return JSON.stringify(rec);
       };

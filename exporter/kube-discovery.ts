@@ -5,6 +5,7 @@
 //
 //   const d = new KubeDiscovery({ namespace, collectorSelector, collectorPort }, { kubeConfig, log });
 //   d.start(); d.synced(); d.current() → ['http://10.0.1.5:9470', 'http://[fd00::5]:9470']
+//   d.collectors() → [{ url: 'http://10.0.1.5:9470', node: 'node-a' }, …] (the node: the shard key)
 //   d.onChange(urls => …); await d.close();
 import type { KubeConfig } from '@kubernetes/client-node';
 import { type Compact, compactMeta, type InformerOptions, KubeInformer, listers } from '../shared/kube.js';
@@ -24,6 +25,14 @@ export interface KubeDiscoveryDeps {
 interface CollectorPod extends Compact {
   ip: string;
   up: boolean;
+  /** spec.nodeName: the shard key (exporter/shard.ts). */
+  node: string;
+}
+
+/** A discovered collector: its base URL and the node it runs on. */
+export interface DiscoveredCollector {
+  url: string;
+  node: string;
 }
 
 export function toCollectorPod(obj: unknown): CollectorPod {
@@ -35,6 +44,7 @@ export function toCollectorPod(obj: unknown): CollectorPod {
   };
   const ready = (status.conditions ?? []).some((c) => c?.type === 'Ready' && c.status === 'True');
   const ip = status.podIP || status.podIPs?.[0]?.ip || '';
+  const node = ((obj as { spec?: { nodeName?: unknown } } | null)?.spec?.nodeName ?? '') as unknown;
   // A terminating collector (deletionTimestamp set) is still pulled while it runs and is ready: on
   // SIGTERM it reads conntrack one last time and waits for its backlog to be acknowledged, so a
   // rolling update loses no bytes. Its pulls simply fail once it has exited.
@@ -42,6 +52,7 @@ export function toCollectorPod(obj: unknown): CollectorPod {
     metadata: compactMeta(obj),
     ip: typeof ip === 'string' ? ip : '',
     up: status.phase === 'Running' && ready,
+    node: typeof node === 'string' ? node : '',
   };
 }
 
@@ -52,6 +63,7 @@ export function baseUrl(ip: string, port: number): string {
 export class KubeDiscovery {
   private readonly informer: KubeInformer<CollectorPod>;
   private urls: string[] = [];
+  private found: DiscoveredCollector[] = [];
   private readonly listeners: ((urls: readonly string[]) => void)[] = [];
 
   constructor(
@@ -86,6 +98,11 @@ export class KubeDiscovery {
     return this.urls;
   }
 
+  /** The collectors that are up now with their nodes, sorted by URL. */
+  collectors(): readonly DiscoveredCollector[] {
+    return this.found;
+  }
+
   /** Called with the new list whenever it changes. */
   onChange(cb: (urls: readonly string[]) => void): void {
     this.listeners.push(cb);
@@ -96,13 +113,19 @@ export class KubeDiscovery {
   }
 
   private recompute(): void {
-    const next = this.informer
+    const found = this.informer
       .list()
       .filter((p) => p.up && p.ip !== '')
-      .map((p) => baseUrl(p.ip, this.config.collectorPort))
-      .sort();
-    if (next.length === this.urls.length && next.every((u, i) => u === this.urls[i])) return;
+      .map((p) => ({ url: baseUrl(p.ip, this.config.collectorPort), node: p.node }))
+      .sort((a, b) => (a.url < b.url ? -1 : a.url > b.url ? 1 : 0));
+    const same =
+      found.length === this.found.length &&
+      found.every((c, i) => c.url === this.found[i].url && c.node === this.found[i].node);
+    if (same) return;
+    this.found = found;
+    const next = found.map((c) => c.url);
+    const urlsChanged = next.length !== this.urls.length || next.some((u, i) => u !== this.urls[i]);
     this.urls = next;
-    for (const cb of this.listeners) cb(next);
+    if (urlsChanged) for (const cb of this.listeners) cb(next);
   }
 }

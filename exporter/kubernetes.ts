@@ -11,6 +11,7 @@ import { KubeCluster } from './kube-cluster.js';
 import { KubeDiscovery } from './kube-discovery.js';
 import type { CollectorDiscovery } from './pipeline.js';
 import { type CollectorClient, httpCollectorClients } from './pull.js';
+import { shardFilter } from './shard.js';
 
 export interface Kubernetes {
   cluster: ClusterLookup;
@@ -62,12 +63,17 @@ export async function createKubernetes(
     kd.start();
     found = kd;
     const clientFor = deps.clientFor ?? httpCollectorClients(config);
+    // This shard's collectors: by node name, stable across collector restarts (a new pod IP).
+    const mine = shardFilter(config);
     // One client per URL for as long as the pod is up: its id names it in self-metrics.
     let clients = new Map<string, CollectorClient>();
     discovery = {
       current: () => {
         const next = new Map<string, CollectorClient>();
-        for (const url of kd.current()) next.set(url, clients.get(url) ?? clientFor(url));
+        for (const { url, node } of kd.collectors()) {
+          if (!mine(node !== '' ? node : url)) continue;
+          next.set(url, clients.get(url) ?? clientFor(url));
+        }
         clients = next;
         return [...next.values()];
       },

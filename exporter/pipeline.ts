@@ -152,6 +152,9 @@ export class Pipeline {
   private failures: Failures = new Map();
   /** Pull, ack and sink failures that repeat every round: logged once per cause. */
   private readonly repeated: OncePerCause;
+  /** Collectors another exporter's lease held this round (id → holder), and the holders last logged. */
+  private leased = new Map<string, string>();
+  private leasedLogged = '';
 
   constructor(
     private readonly config: PipelineConfig,
@@ -254,6 +257,28 @@ export class Pipeline {
       );
     }
     return [...failures.keys()];
+  }
+
+  /**
+   * One info line when the set of exporters holding some of this exporter's collectors changes:
+   * which, how many collectors, and why that is. Two exporters that both claim a collector never
+   * both deliver it (the lease), but the one that waits should say so once.
+   */
+  private reportLeased(): void {
+    const leased = this.leased;
+    this.leased = new Map();
+    const holders = [...new Set(leased.values())].sort();
+    const key = holders.join(',');
+    if (key === this.leasedLogged) return;
+    this.leasedLogged = key;
+    if (leased.size === 0) {
+      this.deps.log.info('every collector of this exporter is pulled again: no other exporter holds one');
+      return;
+    }
+    this.deps.log.info(
+      { collectors: leased.size, holders, example: leased.keys().next().value },
+      `${leased.size} collector(s) held by the pull lease of another exporter (${holders.join(', ')}): they are pulled here once that lease lapses (--pull-lease) or is released; if it stays, two exporters claim the same collectors (check --shard and --total-shards)`,
+    );
   }
 
   /** Resolves once every push in flight settled, or at `deadline` (ms since the epoch). */
@@ -373,6 +398,7 @@ export class Pipeline {
         'sink still busy with earlier pushes: its batches wait on the collectors',
       );
     }
+    this.reportLeased();
     this.forget(now);
     metrics?.flows.inc(flowCount);
     this.rounds++;
@@ -504,10 +530,12 @@ export class Pipeline {
     } catch (err) {
       const reason = err instanceof PullError ? err.reason : 'network';
       metrics?.pullErrors.inc({ collector: client.id, reason });
-      // Another exporter holding the collector is the normal state of a standby: not a warning.
-      if (reason === 'leased')
+      // Another exporter holding the collector (a rollout, a reshard, a shard misconfigured): one
+      // line for all such collectors after the round (reportLeased), not one per collector.
+      if (reason === 'leased') {
+        this.leased.set(client.id, (err as PullError).holder ?? 'unknown');
         log.debug({ err, collector: client.id }, 'collector leased by another exporter');
-      else {
+      } else {
         this.repeated.failing(
           `pull ${client.id}`,
           causeOf(err),
@@ -730,6 +758,7 @@ export function createExportGraph(config: Config, deps: ExportGraphDeps): Export
     metricsTtl: config.metricsTtl,
     metricsPodIps: config.metricsPodIps,
     maxSeries: config.metricsMaxSeries,
+    clusterName: config.clusterName,
   };
   const prometheus = new PrometheusSink(series, {
     registry: deps.registry,
@@ -748,6 +777,7 @@ export function createExportGraph(config: Config, deps: ExportGraphDeps): Export
         httpSinkMaxRetries: config.httpSinkMaxRetries,
         httpSinkQueueMax: config.httpSinkQueueMax,
         httpSinkBatchMax: config.httpSinkBatchMax,
+        encoding: ndjson({ cluster: config.clusterName }),
       },
       {
         log: deps.log.child({ stage: 'http-sink' }),
@@ -782,6 +812,7 @@ function namedSink(
   series: PrometheusSinkConfig,
   deps: { log: Logger; metrics: ExporterMetrics },
 ): Sink {
+  const cluster = series.clusterName;
   if (spec.kind === 'prom_remote_write' || spec.kind === 'otlp_metrics') {
     const encoding = spec.kind === 'prom_remote_write' ? remoteWrite(spec.labels) : otlpMetrics(spec);
     return new TotalsSink({ ...spec, series }, encoding, deps);
@@ -790,7 +821,7 @@ function namedSink(
   if (spec.kind === 'loki') encoding = loki(spec);
   else if (spec.kind === 'otlp_logs') encoding = otlpLogs(spec);
   else if (spec.encoding === 'protobuf') encoding = egressdProtobuf();
-  else encoding = ndjson({ fields: spec.fields, omitEmpty: spec.omitEmpty });
+  else encoding = ndjson({ fields: spec.fields, omitEmpty: spec.omitEmpty, cluster });
   return new HttpSink(
     {
       name: spec.name,

@@ -424,6 +424,58 @@ describe('PrometheusSink series limit', () => {
   });
 });
 
+describe('PrometheusSink --cluster-name', () => {
+  it('puts cluster first on every series, the overflow series too, whatever the labels kept', async () => {
+    const registry = new Registry();
+    const sink = new PrometheusSink(
+      config({ metricsLabels: ['src_pod', 'proto'], maxSeries: 1, clusterName: 'prod-"eu"' }),
+      { registry },
+    );
+    await sink.push([base, web2]);
+    expect(await block(registry, 'podflow_transmit_bytes_total')).toBe(
+      `${HELP_TX}podflow_transmit_bytes_total{cluster="prod-\\"eu\\"",src_pod="web-1",proto="TCP"} 100\npodflow_transmit_bytes_total{cluster="prod-\\"eu\\"",src_pod="_overflow_",proto="_overflow_"} 50`,
+    );
+    // Chunked (what /metrics serves) is the same text.
+    expect(chunked(sink, '', 64).toString()).toBe(sink.render());
+  });
+
+  it('the totals pushed to remote write and OTLP carry it first too; NDJSON records as a field', async () => {
+    const sink = new PrometheusSink(config({ metricsLabels: ['src_pod'], clusterName: 'c1' }), {
+      registry: new Registry(),
+    });
+    await sink.push([base, web2]);
+    const t = sink.totals();
+    expect(t.labels).toEqual(['cluster', 'src_pod']);
+    const series = Array.from({ length: t.count }, (_, s) =>
+      t.labels.map((_, j) => t.values[j][t.ids[s * t.labels.length + j]]),
+    );
+    expect(series).toEqual([
+      ['c1', 'web-1'],
+      ['c1', 'web-2'],
+    ]);
+    const { ndjson } = await import('./encodings.js');
+    const line = ndjson({ cluster: 'c1', fields: { env: 'x' } }).encode([base]) as string;
+    expect(Object.keys(JSON.parse(line)).slice(0, 5)).toEqual([
+      'env',
+      'ts',
+      'interval_seconds',
+      'cluster',
+      'src_ip',
+    ]);
+    expect(ndjson().encode([base])).not.toContain('cluster');
+  });
+
+  it('egressd mode carries it too; without it no cluster label at all', async () => {
+    const egressd = await render(
+      config({ metricsPrefix: 'egressd', clusterName: 'c1' }),
+      [[base]],
+      'egressd_transmit_bytes_total',
+    );
+    expect(egressd.split('\n')[2]).toMatch(/^egressd_transmit_bytes_total\{cluster="c1",cross_zone="true",/);
+    expect(await render(config(), [[base]], 'podflow_transmit_bytes_total')).not.toContain('cluster=');
+  });
+});
+
 /** All chunks of a response joined, made through two reused buffers of `size` bytes. */
 function chunked(sink: PrometheusSink, head: string, size: number, into = true): Buffer {
   const text = sink.chunks(head, size);

@@ -397,6 +397,54 @@ describe('--metrics-labels', () => {
   });
 });
 
+describe('--total-shards and --shard', () => {
+  const load = (flags: Record<string, unknown>, env: NodeJS.ProcessEnv = {}) =>
+    loadConfig({ command: 'exporter', flags, env });
+
+  it('is one shard, number 0, by default', () => {
+    const c = load({});
+    expect([c.totalShards, c.shard]).toEqual([1, 0]);
+  });
+
+  it('takes the shard from a StatefulSet pod name when the total is above 1', () => {
+    expect(load({ 'total-shards': '3' }, { POD_NAME: 'podflow-exporter-2' }).shard).toBe(2);
+    expect(load({ 'total-shards': '3', 'pod-name': 'podflow-exporter-0' }).shard).toBe(0);
+    // Given, it wins over the pod name.
+    expect(load({ 'total-shards': '3', shard: '1' }, { POD_NAME: 'podflow-exporter-2' }).shard).toBe(1);
+  });
+
+  it('refuses a shard outside the total, and a pod name without an ordinal', () => {
+    expect(failure({ command: 'exporter', flags: { 'total-shards': '2', shard: '2' } })).toBe(
+      'invalid --shard: expected a whole number from 0 to 1 (below --total-shards 2), got 2',
+    );
+    expect(
+      failure({
+        command: 'exporter',
+        flags: { 'total-shards': '2' },
+        env: { POD_NAME: 'podflow-exporter-5' },
+      }),
+    ).toBe(
+      'invalid --shard (from --pod-name "podflow-exporter-5"): expected a whole number from 0 to 1 (below --total-shards 2), got 5',
+    );
+    expect(
+      failure({ command: 'exporter', flags: { 'total-shards': '2' }, env: { POD_NAME: 'exporter-abc' } }),
+    ).toBe(
+      '--shard: not given, and --pod-name "exporter-abc" does not end in a StatefulSet ordinal (-N): give --shard from 0 to 1 with --total-shards 2',
+    );
+    expect(failure({ command: 'exporter', flags: { shard: '1' } })).toContain(
+      'expected a whole number from 0 to 0 (below --total-shards 1), got 1',
+    );
+  });
+
+  it('--cluster-name applies to exporter and standalone', () => {
+    expect(load({ 'cluster-name': 'prod-eu' }).clusterName).toBe('prod-eu');
+    expect(load({}).clusterName).toBeUndefined();
+    expect(failure({ command: 'collector', flags: { 'cluster-name': 'x' } })).toContain(
+      'does not apply to "podflow collector"',
+    );
+  });
+});
+
 describe('--listen', () => {
   it.each([
     [':9470', { host: '', port: 9470 }],
@@ -467,6 +515,9 @@ describe('every bad value gets one clean line', () => {
     'destinations-file': '',
     'dns-names': 'sometimes',
     'dns-grace': '2h',
+    'total-shards': '0',
+    shard: '-1',
+    'cluster-name': 'prod east',
   };
   const JARGON =
     /Invalid input|Invalid option|expected string, received|expected number|Too small|Too big|received|\n/;

@@ -632,6 +632,30 @@ export const OPTIONS = {
     help: "exporter: its name as collectors' leases show it; the same name takes its lease back at once after a restart (env POD_NAME, else the hostname)",
     commands: ['exporter'],
   }),
+  'total-shards': opt({
+    schema: int(1, 1000),
+    default: 1,
+    arg: 'n',
+    help: 'exporter: split the collectors among this many exporters, each pulling those whose node name (static mode: URL) hashes to its --shard (at most 1000)',
+    commands: ['exporter'],
+  }),
+  shard: opt({
+    // No default here: it depends on --total-shards and --pod-name (resolved in loadConfig).
+    schema: int(0, 999),
+    arg: 'n',
+    help: 'exporter: which shard this exporter is, 0 to --total-shards - 1 (default: the ordinal of a StatefulSet pod name like podflow-exporter-2 when --total-shards > 1, else 0)',
+    commands: ['exporter'],
+  }),
+  'cluster-name': opt({
+    schema: rule((v) =>
+      typeof v === 'string' && /^[\x21-\x7e]{1,200}$/.test(v.trim())
+        ? v.trim()
+        : expected('a name without spaces (at most 200 characters)'),
+    ),
+    arg: 'name',
+    help: 'adds the label cluster="<name>" to every flow series and the field "cluster" to every log record, so that many clusters share one store',
+    commands: EXPORTING,
+  }),
   'metrics-auth': opt({
     schema: bool,
     default: false,
@@ -1019,10 +1043,11 @@ type CamelCase<S extends string> = S extends `${infer H}-${infer T}` ? `${H}${Ca
 type OutputOf<K extends OptionName> = z.output<(typeof OPTIONS)[K]['schema']>;
 type HasDefault<K extends OptionName> = (typeof OPTIONS)[K] extends { default: unknown } ? K : never;
 
-/** The validated configuration, with camelCase keys (`httpSinkUrl`). */
-export type Config = { command: Command; configFile?: string; sinks: SinkConfig[] } & {
+type Parsed = { command: Command; configFile?: string; sinks: SinkConfig[] } & {
   [K in OptionName as CamelCase<K>]: K extends HasDefault<K> ? OutputOf<K> : OutputOf<K> | undefined;
 };
+/** The validated configuration, with camelCase keys (`httpSinkUrl`); `shard` resolved (see loadConfig). */
+export type Config = Omit<Parsed, 'shard'> & { shard: number };
 
 export const envName = (name: string) => `PODFLOW_${name.toUpperCase().replace(/-/g, '_')}`;
 const camel = (name: string) => name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
@@ -1161,6 +1186,10 @@ export function loadConfig(src: ConfigSources): Config {
     }
     out[camel(name)] = parsed.data;
   }
+  out.shard = resolveShard(
+    out as Parsed,
+    src.flags.shard !== undefined || src.env.PODFLOW_SHARD !== undefined,
+  );
   // Only the exporting side reads the map: a collector sharing the file lacks the sinks' variables.
   out.sinks = !EXPORTING.includes(command)
     ? []
@@ -1181,4 +1210,30 @@ export function loadConfig(src: ConfigSources): Config {
     );
   }
   return out as Config;
+}
+
+/**
+ * `--shard`, checked against `--total-shards`; when not given and the total is above 1, the ordinal
+ * of a StatefulSet pod name (`podflow-exporter-2` → 2), as kube-state-metrics does: every pod of the
+ * StatefulSet runs with the same arguments.
+ */
+function resolveShard(c: Parsed, given: boolean): number {
+  const total = c.totalShards;
+  let shard = c.shard;
+  if (shard === undefined) {
+    if (total === 1) return 0;
+    const ordinal = /-(\d{1,3})$/.exec(c.podName)?.[1];
+    if (ordinal === undefined) {
+      throw new ConfigError(
+        `--shard: not given, and --pod-name "${c.podName}" does not end in a StatefulSet ordinal (-N): give --shard from 0 to ${total - 1} with --total-shards ${total}`,
+      );
+    }
+    shard = Number(ordinal);
+  }
+  if (shard >= total) {
+    throw new ConfigError(
+      `invalid ${given ? '--shard' : `--shard (from --pod-name "${c.podName}")`}: expected a whole number from 0 to ${total - 1} (below --total-shards ${total}), got ${shard}`,
+    );
+  }
+  return shard;
 }

@@ -801,7 +801,7 @@ function merge(a: Batch, b: Batch): Batch {
 }
 
 const flat = (batches: Batch[]) => batches.flatMap((b) => [...b.flows.values()]);
-const body = (parts: (readonly EnrichedFlow[])[]) => parts.map((p) => p.map(toRecord).join('\n'));
+const body = (parts: (readonly EnrichedFlow[])[]) => parts.map((p) => p.map((f) => toRecord(f)).join('\n'));
 
 describe('HTTP sink requests of a push (partsOf)', () => {
   it('a push that fits is one part, as it came', () => {

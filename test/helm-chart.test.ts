@@ -1280,3 +1280,75 @@ describe('chart: alerts', () => {
     }
   });
 });
+
+describe('exporter shards', () => {
+  const matches = (sel: { matchLabels: Record<string, string> }, labels: Record<string, string> = {}) =>
+    Object.entries(sel.matchLabels).every(([k, v]) => labels[k] === v);
+  const SHARDED = {
+    exporter: { shards: 3, clusterName: 'prod-eu' },
+    metrics: { annotations: false, serviceMonitor: { enabled: true }, prometheusRule: { enabled: true } },
+  };
+  let objs: K8sObject[] = [];
+  beforeAll(async () => {
+    objs = (await renderChart(bin, { values: SHARDED, name: 'pf', namespace: NS })).objects;
+  }, 120_000);
+
+  it('shards > 1: a StatefulSet of that many exporters and no Deployment, valid objects', async () => {
+    expect(checkValues(SHARDED)).toEqual([]);
+    expect(byKind(objs, 'Deployment').filter((o) => o.metadata.name.endsWith('-exporter'))).toEqual([]);
+    const sts = one(objs, 'StatefulSet', 'exporter');
+    expect(sts.spec.replicas).toBe(3);
+    expect(sts.spec.podManagementPolicy).toBe('Parallel');
+    const errors: string[] = [];
+    for (const o of objs) errors.push(...(await validateObject(o)));
+    expect(errors).toEqual([]);
+  });
+
+  it('every pod gets its shard from its ordinal, the total and the cluster name from its arguments', () => {
+    const sts = one(objs, 'StatefulSet', 'exporter');
+    for (let i = 0; i < 3; i++) {
+      const cfg = loadContainerConfig(
+        containerInputs(objs, sts, 'exporter', { 'metadata.name': `${sts.metadata.name}-${i}` }),
+      );
+      expect([cfg.shard, cfg.totalShards, cfg.clusterName, cfg.podName]).toEqual([
+        i,
+        3,
+        'prod-eu',
+        `${sts.metadata.name}-${i}`,
+      ]);
+    }
+  });
+
+  it('a headless governing Service, a disruption budget over the shards, one scrape per shard, the notes', async () => {
+    const sts = one(objs, 'StatefulSet', 'exporter');
+    const podLabels = sts.spec.template.metadata.labels;
+    const headless = one(objs, 'Service', 'exporter-shards');
+    expect(headless.metadata.name).toBe(sts.spec.serviceName);
+    expect(headless.spec.clusterIP).toBe('None');
+    expect(matches({ matchLabels: headless.spec.selector }, podLabels)).toBe(true);
+    const pdb = one(objs, 'PodDisruptionBudget');
+    expect(pdb.spec.maxUnavailable).toBe(1);
+    expect(matches(pdb.spec.selector, podLabels)).toBe(true);
+    // The ServiceMonitor scrapes every pod behind the exporter Service, and not again through the
+    // headless one.
+    const sm = one(objs, 'ServiceMonitor');
+    const services = byKind(objs, 'Service').filter((s) => matches(sm.spec.selector, s.metadata.labels));
+    expect(services.map((s) => s.metadata.name)).toEqual([one(objs, 'Service', 'exporter').metadata.name]);
+    const notes = await renderNotes(bin, { values: SHARDED, name: 'pf', namespace: NS });
+    expect(notes).toContain(`3 exporter shards (StatefulSet ${sts.metadata.name})`);
+    expect(notes).not.toMatch(/<no value>|\{\{|Deployment/);
+    const rule = JSON.stringify(one(objs, 'PrometheusRule').spec);
+    expect(rule).toContain('kube_statefulset_status_replicas_ready');
+    expect(rule).not.toContain('kube_deployment_status_replicas_available');
+  });
+
+  it('shards 1 stays a Deployment without a shard argument; the schema bounds shards and the cluster name', async () => {
+    const plain = (await renderChart(bin, { values: {}, name: 'pf', namespace: NS })).objects;
+    expect(byKind(plain, 'StatefulSet')).toEqual([]);
+    const cfg = loadContainerConfig(containerInputs(plain, one(plain, 'Deployment', 'exporter'), 'exporter'));
+    expect([cfg.shard, cfg.totalShards, cfg.clusterName]).toEqual([0, 1, undefined]);
+    for (const bad of [{ shards: 0 }, { shards: 101 }, { shards: '2' }, { clusterName: 'two words' }]) {
+      expect(checkValues({ exporter: bad }), JSON.stringify(bad)).not.toEqual([]);
+    }
+  });
+});

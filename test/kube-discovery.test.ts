@@ -78,6 +78,11 @@ describe('KubeDiscovery', () => {
     expect(d.synced()).toBe(true);
     // IPv6 in brackets; a dual-stack pod appears once, by its first IP.
     expect(d.current()).toEqual(['http://10.0.0.1:9470', 'http://[fd00::2]:9470']);
+    // With their nodes: the key that shards the collectors among exporters (exporter/shard.ts).
+    expect(d.collectors()).toEqual([
+      { url: 'http://10.0.0.1:9470', node: 'n1' },
+      { url: 'http://[fd00::2]:9470', node: 'n2' },
+    ]);
     const q = h.server.requests.filter((r) => !r.watch)[0];
     expect(q.path).toBe('/api/v1/namespaces/podflow/pods');
     expect(q.query.get('labelSelector')).toBe(SELECTOR);

@@ -27,12 +27,12 @@ import { ExporterMetrics } from '../../exporter/metrics.js';
 import { Pipeline, staticDiscovery } from '../../exporter/pipeline.js';
 import { PrometheusSink } from '../../exporter/prometheus-sink.js';
 import { HttpCollectorClient } from '../../exporter/pull.js';
-import type { ClusterLookup, Endpoint } from '../../shared/cluster.js';
 import { FLOW_LABELS, type FlowLabel } from '../../shared/config.js';
-import type { Flow, PullResponse } from '../../shared/flow.js';
+import type { PullResponse } from '../../shared/flow.js';
 import { type ChunkedRegistry, HttpServer } from '../../shared/http.js';
 import { silentLogger } from '../../shared/log.js';
-import { seeded } from '../helpers/random.js';
+import { benchCluster } from './cluster-data.js';
+import { profileIf } from './profile.js';
 
 const arg = (name: string, def: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -43,83 +43,7 @@ const FLOWS = Number(arg('flows', '5000'));
 const LABELS = arg('labels', 'all');
 const CONCURRENCY = Number(arg('concurrency', '16'));
 const ROUNDS = 3;
-const PODS_PER_NODE = 30;
-const ZONES = ['zone-a', 'zone-b', 'zone-c'];
-
-const podIp = (node: number, pod: number) => `10.${(node >> 8) + 100}.${node & 255}.${pod + 10}`;
-const nodeIp = (node: number) => `192.168.${node >> 8}.${node & 255}`;
-
-const APPS = 400;
-const appOf = (g: number) => g % APPS;
-/** Every app calls six others: traffic follows a dependency graph, as in real clusters. */
-const depsOf = (app: number) => Array.from({ length: 6 }, (_, k) => (app * 7 + k * 53 + 1) % APPS);
-
-/**
- * One collector's flows: pods of its node talking to pods of the apps they depend on, to nodes, to
- * private addresses outside the cluster and to a pool of public addresses.
- */
-function flowsOf(node: number): Flow[] {
-  const rand = seeded(node * 1000 + 1);
-  const seen = new Set<string>();
-  const flows: Flow[] = [];
-  const pods = PODS_PER_NODE * COLLECTORS;
-  while (flows.length < FLOWS) {
-    const p = Math.floor(rand() * PODS_PER_NODE);
-    const src = podIp(node, p);
-    const r = rand();
-    let dst: string;
-    if (r < 0.45) {
-      const deps = depsOf(appOf(node * PODS_PER_NODE + p));
-      const app = deps[Math.floor(rand() * deps.length)];
-      const g = Math.min(pods - 1, app + APPS * Math.floor(rand() * (pods / APPS)));
-      dst = podIp(Math.floor(g / PODS_PER_NODE), g % PODS_PER_NODE);
-    } else if (r < 0.5) dst = nodeIp(Math.floor(rand() * COLLECTORS));
-    else if (r < 0.55) dst = `172.20.0.${Math.floor(rand() * 50)}`;
-    else dst = `203.0.${Math.floor(rand() * 12)}.${Math.floor(rand() * 250)}`;
-    const proto = rand() < 0.8 ? 6 : 17;
-    const key = `${src} ${dst} ${proto}`;
-    if (seen.has(key)) continue;
-    seen.add(key);
-    const tx = Math.floor(rand() * 100_000);
-    flows.push({
-      src,
-      dst,
-      proto,
-      txBytes: tx,
-      rxBytes: tx * 3,
-      txPackets: 1 + (tx >> 10),
-      rxPackets: 2 + (tx >> 9),
-    });
-  }
-  return flows;
-}
-
-function clusterLookup(): ClusterLookup {
-  const ips = new Map<string, Endpoint>();
-  for (let n = 0; n < COLLECTORS; n++) {
-    const node = `node-${n}`;
-    const zone = ZONES[n % ZONES.length];
-    ips.set(nodeIp(n), { kind: 'node', name: node, namespace: '', workload: '', node, zone });
-    for (let p = 0; p < PODS_PER_NODE; p++) {
-      const a = appOf(n * PODS_PER_NODE + p);
-      const app = `app-${a}`;
-      ips.set(podIp(n, p), {
-        kind: 'pod',
-        name: `${app}-${n}-${p}`,
-        namespace: `ns-${a % 40}`,
-        workload: `Deployment/${app}`,
-        node,
-        zone,
-      });
-    }
-  }
-  return {
-    lookup: (ip) => ips.get(ip),
-    nodeZone: (n) => ZONES[Number(n.slice(5)) % ZONES.length],
-    nodeRegion: () => 'region-1',
-  };
-}
-
+const { flowsOf, clusterLookup } = benchCluster(COLLECTORS, FLOWS);
 /** Child process: the 200 collectors. */
 async function serve(): Promise<void> {
   const ports: number[] = [];
@@ -146,9 +70,18 @@ async function serve(): Promise<void> {
         });
         return;
       }
-      res.writeHead(200, { 'content-type': 'application/x-msgpack', 'content-encoding': 'gzip' });
+      // One puller (the bench): every pull is granted the same lease, as a collector renews it.
+      res.writeHead(200, {
+        'content-type': 'application/x-msgpack',
+        'content-encoding': 'gzip',
+        'podflow-lease': `lease-${n}`,
+        'podflow-lease-seconds': '600',
+      });
       res.end(bodies[current]);
     });
+    // Idle sockets stay open between rounds: a pull on a socket the server is closing (after the
+    // default 5 s, a round on a loaded machine) fails with a reset.
+    srv.keepAliveTimeout = 120_000;
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
     ports.push((srv.address() as { port: number }).port);
   }
@@ -189,6 +122,7 @@ async function floorOf(urls: string[]) {
   const unpackr = new Unpackr({ mapsAsObjects: true, int64AsType: 'number' });
   // Each body is decoded and summed on its own, so the floor holds no more in memory than a pull.
   const t = performance.now();
+  const cpu0 = process.cpuUsage();
   let sum = 0;
   let rawMs = 0;
   for (const b of bodies) {
@@ -198,8 +132,10 @@ async function floorOf(urls: string[]) {
     rawMs += performance.now() - t1;
   }
   const decodeMs = performance.now() - t - rawMs;
+  const c = process.cpuUsage(cpu0);
+  const decodeCpuMs = (c.user + c.system) / 1000;
   const wire = bodies.reduce((a, b) => a + b.length, 0);
-  return { decodeMs, rawMs, sum, wire };
+  return { decodeMs, decodeCpuMs, rawMs, sum, wire };
 }
 
 /** Makes the whole /metrics body into two reused buffers, as the HTTP server does; its length. */
@@ -244,7 +180,7 @@ async function main(): Promise<void> {
     const urls = ports.map((p) => `http://127.0.0.1:${p}`);
 
     // The floor's bodies are gone before the rounds: the exporter holds no such copies.
-    const { decodeMs, rawMs, sum, wire } = await floorOf(urls);
+    const { decodeMs, decodeCpuMs, rawMs, sum, wire } = await floorOf(urls);
     let t = 0;
 
     const keep: FlowLabel[] =
@@ -277,7 +213,8 @@ async function main(): Promise<void> {
         }),
     );
     const pipeline = new Pipeline(
-      { exportInterval: 15_000, pullConcurrency: CONCURRENCY, pullTimeout: 30_000 },
+      // A round waits for its acks until the next is due: long enough on a loaded machine.
+      { exportInterval: 600_000, pullConcurrency: CONCURRENCY, pullTimeout: 30_000 },
       {
         discovery: staticDiscovery(clients),
         enricher: new Enricher({ groupPublicIps: false }, { cluster: clusterLookup(), log: silentLogger }),
@@ -299,14 +236,24 @@ async function main(): Promise<void> {
     });
     observer.observe({ entryTypes: ['gc'] });
     const cycles: number[] = [];
+    // CPU time of this process per round (every thread: main, gzip pool, GC): steadier than the
+    // wall time on a machine other work shares.
+    const cpus: number[] = [];
+    let stopProfile = async () => {};
     for (let round = 0; round < ROUNDS; round++) {
+      // The steady rounds alone (PF_BENCH_PROFILE_ROUNDS=/tmp/rounds.cpuprofile): the first creates series.
+      if (round === 1) stopProfile = await profileIf(process.env.PF_BENCH_PROFILE_ROUNDS);
       t = performance.now();
+      const cpu0 = process.cpuUsage();
       const r = await pipeline.runOnce();
       cycles.push(performance.now() - t);
+      const c = process.cpuUsage(cpu0);
+      cpus.push((c.user + c.system) / 1000);
       if (r.flows !== COLLECTORS * FLOWS || r.acked !== COLLECTORS) {
         throw new Error(`round ${round}: ${JSON.stringify(r)}`);
       }
     }
+    await stopProfile();
     // GC entries arrive asynchronously: let the last ones in.
     await new Promise((r) => setTimeout(r, 50));
     observer.disconnect();
@@ -366,7 +313,13 @@ async function main(): Promise<void> {
     const x = (v: number) => `${(v / floor).toFixed(2)}× floor`;
     console.log(`labels: ${LABELS} (${keep.length}); series per counter: ${prometheus.seriesCount}`);
     console.log(`wire: ${mb(wire)} gzip for ${COLLECTORS * FLOWS} flows (checksum ${sum})`);
-    console.log(`floor: gunzip+decode ${ms(decodeMs)}; raw pass over flows ${ms(rawMs)}`);
+    console.log(
+      `floor: gunzip+decode ${ms(decodeMs)} (CPU ${ms(decodeCpuMs)}); raw pass over flows ${ms(rawMs)}`,
+    );
+    const cpu = Math.min(...cpus.slice(1));
+    console.log(
+      `cycle CPU: steady ${ms(cpu)} = ${(cpu / decodeCpuMs).toFixed(2)}× the floor's CPU, ${((cpu * 1000) / (COLLECTORS * FLOWS)).toFixed(2)} µs per flow`,
+    );
     console.log(
       `cycle: first ${ms(cycles[0])} (creates series), steady ${ms(steady)} = ${x(steady).replace('.00', '')} (target ≤ 3000 ms); GC in ${ROUNDS} rounds: ${gcs.minor} scavenges, ${gcs.major} mark-compacts, ${ms(gcs.ms)}`,
     );

@@ -38,6 +38,9 @@ that the pod's grace period, less a margin to exit (export-interval must fit in 
   "pull-timeout" .Values.exporter.pullTimeout
   "cloud" .Values.exporter.cloud
 -}}
+{{- with .Values.exporter.clusterName }}
+{{- $_ := set $exporter "cluster-name" . }}
+{{- end }}
 {{- with .Values.exporter.metricsLabels }}
 {{- $_ := set $exporter "metrics-labels" . }}
 {{- end }}
