@@ -103,7 +103,8 @@ describe('view routes', () => {
           class: 'internet',
           aToB: 2000,
           bToA: 0,
-          cost: null,
+          // The flows' cost (0 here: no price table) summed.
+          cost: 0,
         }),
       ]);
       // Defaults: 5 minutes by workload.
