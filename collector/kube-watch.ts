@@ -24,7 +24,7 @@ import { readFile } from 'node:fs/promises';
 import { request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { type ExecCredential, type KubeTarget, readMaterial, runExecPlugin } from '../shared/kube-access.js';
-import type { Compact } from '../shared/kube-object.js';
+import type { Compact, InformerOptions } from '../shared/kube-object.js';
 import type { Logger } from '../shared/log.js';
 
 export interface KubeWatchSpec {
@@ -35,20 +35,8 @@ export interface KubeWatchSpec {
   fieldSelector?: string;
 }
 
-export interface KubeWatchOptions {
-  /** Items per list page. @default 500 */
-  pageSize?: number;
-  /** timeoutSeconds asked of the server for each watch. @default 300 */
-  watchTimeoutSeconds?: number;
-  /** A socket with no byte for this long is cut. @default watchTimeoutSeconds + 60 s */
-  idleTimeoutMs?: number;
-  /** Deadline of one list page. @default 60 s */
-  listTimeoutMs?: number;
-  /** First retry delay after an error; doubles up to maxBackoffMs. @default 500 */
-  initialBackoffMs?: number;
-  /** @default 30 s */
-  maxBackoffMs?: number;
-}
+/** Paging, watch and backoff settings: the informers' (the selectors are the client's own). */
+export type KubeWatchOptions = Omit<InformerOptions, 'labelSelector' | 'fieldSelector'>;
 
 type Verb = 'add' | 'update' | 'delete';
 

@@ -130,7 +130,8 @@ const pairKey = (src: number, dst: number, cls: number): number => (src * MAX_EN
  * else derived from what every flow has: the peer's type and the zones of both ends.
  */
 export function classOf(f: EnrichedFlow): ViewClass {
-  const given = (f as { trafficClass?: string }).trafficClass;
+  // Checked, not trusted: a flow from a sink test or an older exporter may carry anything.
+  const given: string | undefined = f.trafficClass;
   if (given !== undefined && CLASS_INDEX.has(given)) return given as ViewClass;
   if (f.dstType === 'public') return 'internet';
   if (f.dstType === 'private') return 'private';
@@ -211,7 +212,7 @@ export class TrafficRing implements Sink {
       const outside = f.dstType === 'private' || f.dstType === 'public';
       const ab = f.txBytes;
       const ba = outside ? f.rxBytes : 0;
-      const fc = (f as { cost?: number }).cost;
+      const fc: number | undefined = f.cost;
       const cost = typeof fc === 'number' && Number.isFinite(fc) ? fc : undefined;
       if (ab === 0 && ba === 0 && (cost ?? 0) === 0) continue;
       // A collector's clock ahead of ours puts its flows in our current bucket, not in the future.

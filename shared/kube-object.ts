@@ -17,3 +17,21 @@ export function compactMeta(obj: unknown): Compact['metadata'] {
   if (typeof m.resourceVersion === 'string') out.resourceVersion = m.resourceVersion;
   return out;
 }
+
+/** How a list/watch client pages, watches and backs off (the exporter's informers, the collector's own client). */
+export interface InformerOptions {
+  labelSelector?: string;
+  fieldSelector?: string;
+  /** Items per list page. @default 500 */
+  pageSize?: number;
+  /** timeoutSeconds asked of the server for each watch (it then ends it cleanly). @default 300 */
+  watchTimeoutSeconds?: number;
+  /** A socket with no byte for this long is cut. @default watchTimeoutSeconds + 60 s */
+  idleTimeoutMs?: number;
+  /** Deadline of one list page. @default 60 s */
+  listTimeoutMs?: number;
+  /** First retry delay after an error; doubles up to maxBackoffMs. @default 500 */
+  initialBackoffMs?: number;
+  /** @default 30 s */
+  maxBackoffMs?: number;
+}

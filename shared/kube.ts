@@ -48,7 +48,7 @@ import {
 } from '@kubernetes/client-node';
 import { StartupError } from './errors.js';
 import { locateKubeConfig, type ResolveOptions, SERVICE_ACCOUNT_DIR } from './kube-access.js';
-import type { Compact } from './kube-object.js';
+import type { Compact, InformerOptions } from './kube-object.js';
 import type { Logger } from './log.js';
 
 // ---- kubeconfig ---------------------------------------------------------------------------------
@@ -212,7 +212,7 @@ export function listers(kc: KubeConfig) {
 
 // ---- compact records ----------------------------------------------------------------------------
 
-export { type Compact, compactMeta } from './kube-object.js';
+export { type Compact, compactMeta, type InformerOptions } from './kube-object.js';
 
 /** Timestamp as ms since the epoch: lists give Date objects, watches give RFC 3339 strings. */
 export function toMs(v: unknown): number | undefined {
@@ -237,23 +237,6 @@ export function controllerOf(obj: unknown): { kind: string; name: string } | und
 }
 
 // ---- informer -----------------------------------------------------------------------------------
-
-export interface InformerOptions {
-  labelSelector?: string;
-  fieldSelector?: string;
-  /** Items per list page. @default 500 */
-  pageSize?: number;
-  /** timeoutSeconds asked of the server for each watch (it then ends it cleanly). @default 300 */
-  watchTimeoutSeconds?: number;
-  /** A socket with no byte for this long is cut. @default watchTimeoutSeconds + 60 s */
-  idleTimeoutMs?: number;
-  /** Deadline of one list page. @default 60 s */
-  listTimeoutMs?: number;
-  /** First retry delay after an error; doubles up to maxBackoffMs. @default 500 */
-  initialBackoffMs?: number;
-  /** @default 30 s */
-  maxBackoffMs?: number;
-}
 
 export interface InformerDeps {
   kubeConfig: KubeConfig;

@@ -1,18 +1,13 @@
 // The built-in view's JSON API (GET /api/v1/traffic): plain data shared by the exporter, which
 // computes it from its recent rounds (exporter/traffic-ring.ts), and the page (view/), which draws it.
 
+import { TRAFFIC_CLASSES, type TrafficClass } from './flow.js';
+
 export const TRAFFIC_PATH = '/api/v1/traffic';
 
-/** Traffic classes as CONTRACT.md `traffic_class` names them, cheapest first. */
-export const VIEW_CLASSES = [
-  'same-zone',
-  'cross-zone',
-  'cross-region',
-  'internet',
-  'private',
-  'unknown',
-] as const;
-export type ViewClass = (typeof VIEW_CLASSES)[number];
+/** Traffic classes as CONTRACT.md `traffic_class` names them, cheapest first (the flows' own list). */
+export const VIEW_CLASSES = TRAFFIC_CLASSES;
+export type ViewClass = TrafficClass;
 
 /** How finely the endpoints of the map and table are grouped. */
 export const VIEW_GROUPS = ['namespace', 'workload', 'pod'] as const;
