@@ -1190,6 +1190,11 @@ describe('chart: alerts', () => {
         `podflow_exporter_pull_errors_total{${ns}, pod="e", collector="http://10.0.0.2:9470", reason="timeout"}`,
         '0+2x40',
       ],
+      // Another exporter holding a collector's lease (a standby, a rollout, a reshard): no alert.
+      [
+        `podflow_exporter_pull_errors_total{${ns}, pod="e", collector="http://10.0.0.3:9470", reason="leased"}`,
+        '0+2x40',
+      ],
       [
         `podflow_exporter_dropped_records_total{${ns}, pod="e", sink="http", reason="rejected"}`,
         '0x20 5+5x20',

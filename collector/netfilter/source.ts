@@ -99,7 +99,7 @@ export class NetfilterSource implements ConntrackSource {
     if (lost > this.reportedLost) {
       this.log?.warn(
         { lostEvents: lost - this.reportedLost },
-        'conntrack DESTROY events were dropped (socket buffer full): bytes of connections that ended since the last read may be missing; raise net.core.rmem_max',
+        'conntrack DESTROY events were dropped (socket buffer full): bytes of connections that ended since the last read may be missing; without CAP_NET_ADMIN the buffer is capped by net.core.rmem_max',
       );
       this.reportedLost = lost;
     }
