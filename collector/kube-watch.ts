@@ -26,6 +26,7 @@ import { request as httpsRequest } from 'node:https';
 import { type ExecCredential, type KubeTarget, readMaterial, runExecPlugin } from '../shared/kube-access.js';
 import type { Compact, InformerOptions } from '../shared/kube-object.js';
 import type { Logger } from '../shared/log.js';
+import { pause } from '../shared/sleep.js';
 
 export interface KubeWatchSpec {
   /** Collection path, e.g. /api/v1/pods. */
@@ -160,7 +161,7 @@ export class KubeWatch<R extends Compact> {
         });
         // A server (or proxy) that ends every watch at once would make re-watching a busy loop.
         quickEnds = progressed || Date.now() - opened > 1000 ? 0 : quickEnds + 1;
-        if (quickEnds > 0) await this.sleep(this.backoff(quickEnds - 1));
+        if (quickEnds > 0) await pause(this.backoff(quickEnds - 1), this.abort.signal);
       } catch (err) {
         if (this.closed) break;
         if (err instanceof Expired || (err instanceof KubeHttpError && err.status === 410)) {
@@ -172,7 +173,7 @@ export class KubeWatch<R extends Compact> {
         }
         this.report(verb, err);
         this.counts.restarts++;
-        await this.sleep(this.backoff(attempts++));
+        await pause(this.backoff(attempts++), this.abort.signal);
       }
     }
   }
@@ -404,19 +405,6 @@ export class KubeWatch<R extends Compact> {
     this.isSynced = true;
     this.deps.log.info(`kube: ${this.what} synced (${this.cache.size} objects)`);
     for (const w of this.syncWaiters.splice(0)) w();
-  }
-
-  private sleep(ms: number): Promise<void> {
-    const signal = this.abort.signal;
-    return new Promise((resolve) => {
-      const t = setTimeout(done, ms);
-      function done() {
-        clearTimeout(t);
-        signal.removeEventListener('abort', done);
-        resolve();
-      }
-      signal.addEventListener('abort', done, { once: true });
-    });
   }
 }
 

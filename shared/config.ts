@@ -115,6 +115,10 @@ const oneOf = <const V extends readonly string[]>(values: V) =>
 const text = (what: string) =>
   rule((v) => (typeof v === 'string' && v.trim() !== '' ? v.trim() : expected(what)));
 
+/** 1 to 200 printable ASCII characters, no space (names that go into HTTP headers and labels). */
+const printableName = (what: string) =>
+  rule((v) => (typeof v === 'string' && /^[\x21-\x7e]{1,200}$/.test(v.trim()) ? v.trim() : expected(what)));
+
 /** Comma-separated in flags and env, a string or a list in YAML. Empty items are dropped. */
 function splitList(v: unknown, what: string): string[] | Problem {
   const items = typeof v === 'string' ? v.split(',') : Array.isArray(v) ? v : undefined;
@@ -622,11 +626,7 @@ export const OPTIONS = {
     commands: ['exporter'],
   }),
   'pod-name': opt({
-    schema: rule((v) =>
-      typeof v === 'string' && /^[\x21-\x7e]{1,200}$/.test(v.trim())
-        ? v.trim()
-        : expected('a name without spaces'),
-    ),
+    schema: printableName('a name without spaces'),
     default: (_cmd: Command, env: NodeJS.ProcessEnv) => nonEmpty(env.POD_NAME) ?? hostname(),
     arg: 'name',
     help: "exporter: its name as collectors' leases show it; the same name takes its lease back at once after a restart (env POD_NAME, else the hostname)",
@@ -647,11 +647,7 @@ export const OPTIONS = {
     commands: ['exporter'],
   }),
   'cluster-name': opt({
-    schema: rule((v) =>
-      typeof v === 'string' && /^[\x21-\x7e]{1,200}$/.test(v.trim())
-        ? v.trim()
-        : expected('a name without spaces (at most 200 characters)'),
-    ),
+    schema: printableName('a name without spaces (at most 200 characters)'),
     arg: 'name',
     help: 'adds the label cluster="<name>" to every flow series and the field "cluster" to every log record, so that many clusters share one store',
     commands: EXPORTING,

@@ -50,6 +50,7 @@ import { StartupError } from './errors.js';
 import { locateKubeConfig, type ResolveOptions, SERVICE_ACCOUNT_DIR } from './kube-access.js';
 import type { Compact, InformerOptions } from './kube-object.js';
 import type { Logger } from './log.js';
+import { pause } from './sleep.js';
 
 // ---- kubeconfig ---------------------------------------------------------------------------------
 
@@ -473,7 +474,7 @@ export class KubeInformer<R extends Compact> {
       // The ListWatch re-watches at once whenever a watch ends without error. A server (or proxy)
       // that ends every watch at once would make that a busy loop against the API server.
       const ms = Math.min(this.opts.maxBackoffMs, this.opts.initialBackoffMs * 2 ** (this.quickEnds - 1));
-      await sleep(ms, this.abort.signal);
+      await pause(ms, this.abort.signal);
       if (this.closed) return new AbortController();
     }
     let ended = false;
@@ -606,18 +607,6 @@ async function leanList<T>(
   const lean = JSON.stringify({ ...parsed, items: [] });
   res.body = { text: async () => lean, binary: async () => Buffer.from(lean) };
   return r;
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 }
 
 /** HTTP status of a client error: ApiException.code (lists) or statusCode (watch). */
