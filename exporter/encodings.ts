@@ -140,6 +140,8 @@ export interface LokiOptions {
   labels: Readonly<Record<string, string>>;
   /** Record fields that become stream labels too: low-cardinality ones (namespace, node). */
   streamLabels: readonly string[];
+  /** `--cluster-name`: the record field `cluster` and a stream label, so clusters share one Loki. */
+  cluster?: string;
 }
 
 /**
@@ -153,9 +155,11 @@ export function loki(opts: LokiOptions): RecordEncoding {
     contentType: 'application/json',
     encode: (flows) => {
       const streams = new Map<string, { stream: Record<string, string>; values: [string, string][] }>();
+      const base: Record<string, string> =
+        opts.cluster !== undefined ? { cluster: opts.cluster, ...opts.labels } : { ...opts.labels };
       for (const f of flows) {
-        const rec = recordOf(f);
-        const stream: Record<string, string> = { ...opts.labels };
+        const rec = recordOf(f, opts.cluster);
+        const stream: Record<string, string> = { ...base };
         for (const l of opts.streamLabels) {
           const v = rec[l];
           if (v !== '' && v !== undefined) stream[l] = String(v);
@@ -177,12 +181,21 @@ export function loki(opts: LokiOptions): RecordEncoding {
 export interface OtlpOptions {
   /** Resource attributes besides service.name=podflow (cluster, environment). */
   resource: Readonly<Record<string, string>>;
+  /**
+   * `--cluster-name`: the attribute `cluster` of every log record (as in the NDJSON record) and the
+   * resource's `k8s.cluster.name` unless the sink's resource names one itself.
+   */
+  cluster?: string;
 }
 
 /** The OTLP resource and scope of every record and data point podflow sends. */
 export function otlpResource(opts: OtlpOptions) {
   return {
-    resource: resourceFromAttributes({ 'service.name': 'podflow', ...opts.resource }),
+    resource: resourceFromAttributes({
+      'service.name': 'podflow',
+      ...(opts.cluster !== undefined ? { 'k8s.cluster.name': opts.cluster } : undefined),
+      ...opts.resource,
+    }),
     scope: { name: 'podflow', version: VERSION },
   };
 }
@@ -201,7 +214,7 @@ export function otlpLogs(opts: OtlpOptions): RecordEncoding {
     contentType: 'application/x-protobuf',
     encode: (flows) => {
       const records: ReadableLogRecord[] = flows.map((f) => {
-        const { ts: _, ...attributes } = recordOf(f);
+        const { ts: _, ...attributes } = recordOf(f, opts.cluster);
         const t = hrTime(f.ts);
         return {
           hrTime: t,

@@ -814,12 +814,13 @@ function namedSink(
 ): Sink {
   const cluster = series.clusterName;
   if (spec.kind === 'prom_remote_write' || spec.kind === 'otlp_metrics') {
-    const encoding = spec.kind === 'prom_remote_write' ? remoteWrite(spec.labels) : otlpMetrics(spec);
+    const encoding =
+      spec.kind === 'prom_remote_write' ? remoteWrite(spec.labels) : otlpMetrics({ ...spec, cluster });
     return new TotalsSink({ ...spec, series }, encoding, deps);
   }
   let encoding: RecordEncoding;
-  if (spec.kind === 'loki') encoding = loki(spec);
-  else if (spec.kind === 'otlp_logs') encoding = otlpLogs(spec);
+  if (spec.kind === 'loki') encoding = loki({ ...spec, cluster });
+  else if (spec.kind === 'otlp_logs') encoding = otlpLogs({ ...spec, cluster });
   else if (spec.encoding === 'protobuf') encoding = egressdProtobuf();
   else encoding = ndjson({ fields: spec.fields, omitEmpty: spec.omitEmpty, cluster });
   return new HttpSink(
