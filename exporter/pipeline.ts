@@ -793,7 +793,9 @@ export function createExportGraph(config: Config, deps: ExportGraphDeps): Export
   );
   sinks.push(...named);
   // The view takes every push at once and never holds an ack back: it only keeps recent rounds.
-  const view = config.view ? new TrafficRing({ exportInterval: config.exportInterval }) : undefined;
+  const view = config.view
+    ? new TrafficRing({ exportInterval: config.exportInterval, clusterName: config.clusterName })
+    : undefined;
   if (view !== undefined) sinks.push(view);
   const pipeline = new Pipeline(
     {

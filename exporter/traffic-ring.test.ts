@@ -48,10 +48,10 @@ const toStripe = (over: Partial<EnrichedFlow> = {}) =>
     ...over,
   });
 
-function ring(opts: { interval?: number; maxPairs?: number } = {}) {
+function ring(opts: { interval?: number; maxPairs?: number; cluster?: string } = {}) {
   let now = T0 + 1000;
   const r = new TrafficRing(
-    { exportInterval: opts.interval ?? 15_000, maxPairsPerBucket: opts.maxPairs },
+    { exportInterval: opts.interval ?? 15_000, maxPairsPerBucket: opts.maxPairs, clusterName: opts.cluster },
     () => now,
   );
   return {
@@ -225,12 +225,12 @@ describe('TrafficRing', () => {
     expect(classOf(flow({ trafficClass: 'cross-region' }))).toBe('cross-region');
     expect(classOf(flow({ trafficClass: 'not-a-class' as never }))).toBe('cross-zone');
 
-    const { r, q } = ring();
+    const { r, q } = ring({ cluster: 'prod' });
     await r.push([flow({})]);
     expect(q().rows[0].cost).toBeNull();
     expect(q().total.cost).toBeNull();
     await r.push([
-      flow({ trafficClass: 'cross-region', cost: 0.25, cluster: 'prod' }),
+      flow({ trafficClass: 'cross-region', cost: 0.25 }),
       flow({ trafficClass: 'cross-region', cost: 0.5 }),
     ]);
     const res = q();

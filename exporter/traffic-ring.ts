@@ -31,6 +31,8 @@ export interface TrafficRingConfig {
   spanMs?: number;
   /** Most pairs one bucket keeps apart; the rest go to "other". @default 50000 */
   maxPairsPerBucket?: number;
+  /** `--cluster-name`, shown by the page's header. @default none */
+  clusterName?: string;
 }
 
 export interface TrafficQuery {
@@ -162,7 +164,7 @@ export class TrafficRing implements Sink {
   private readonly byKey = new Map<string, number>();
   private readonly free: number[] = [];
   private late = 0;
-  private cluster: string | undefined;
+  private readonly cluster: string | undefined;
 
   constructor(
     config: TrafficRingConfig,
@@ -174,6 +176,7 @@ export class TrafficRing implements Sink {
     this.width = Math.max(config.exportInterval, Math.ceil(span / MAX_BUCKETS));
     this.buckets = Array.from({ length: Math.ceil(span / this.width) }, () => new Bucket());
     this.maxPairs = config.maxPairsPerBucket ?? 50_000;
+    this.cluster = config.clusterName;
     this.since = clock();
     const other: Endpoint = {
       key: '',
@@ -225,8 +228,6 @@ export class TrafficRing implements Sink {
       if (from < this.since) this.since = from;
       if (b === undefined || b.idx !== idx) b = this.bucketFor(idx);
       const cls = CLASS_INDEX.get(classOf(f)) as number;
-      const cluster = (f as { cluster?: string }).cluster;
-      if (cluster !== undefined && cluster !== '') this.cluster = cluster;
       const s = this.intern(srcKey(f), f, 'src');
       if (s < 0) {
         this.late++;

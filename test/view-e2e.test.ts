@@ -120,6 +120,8 @@ describe.skipIf(!root)('built-in view in Chromium', () => {
         '1s',
         '--node-name',
         'view-node',
+        '--cluster-name',
+        'lab-1',
       ],
       { HOME: home, KUBECONFIG: join(home, 'none') },
     );
@@ -146,6 +148,8 @@ describe.skipIf(!root)('built-in view in Chromium', () => {
       'the first round on the page',
       `Number(document.getElementById('view').dataset.rounds) >= 1`,
     );
+    // --cluster-name names the cluster in the header.
+    expect(await page.evaluate<string>(`document.getElementById('cluster').textContent`)).toBe('lab-1');
 
     // Round one: TCP over IPv4.
     const sent = await runClient(host, 'tcp', addr.b4, tcp.port, { send: 10_000, receive: 30_000, count: 5 });
