@@ -3,47 +3,11 @@ import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import type { Flow } from '../shared/flow.js';
 import { silentLogger } from '../shared/log.js';
+import { ManualClock, settle } from '../test/fixtures/clock.js';
 import { Backlog } from './backlog.js';
 import { FlowColumns } from './flow-columns.js';
-import { type Clock, CollectorLoop, type TickResult } from './loop.js';
+import { CollectorLoop, type TickResult } from './loop.js';
 import { createCollectorMetrics } from './metrics.js';
-
-/** A clock that moves only when told to; timers fire in due order. */
-class FakeClock implements Clock {
-  t = 1_000_000;
-  private timers: { at: number; fn: () => void; id: number }[] = [];
-  private nextId = 0;
-  now = () => this.t;
-  setTimeout(fn: () => void, ms: number): () => void {
-    const id = this.nextId++;
-    this.timers.push({ at: this.t + ms, fn, id });
-    return () => {
-      this.timers = this.timers.filter((x) => x.id !== id);
-    };
-  }
-  get pending(): number {
-    return this.timers.length;
-  }
-  /** Advances time by `ms`, firing due timers and letting their promises settle. */
-  async advance(ms: number): Promise<void> {
-    const until = this.t + ms;
-    for (;;) {
-      await settle();
-      this.timers.sort((a, b) => a.at - b.at);
-      const next = this.timers[0];
-      if (!next || next.at > until) break;
-      this.timers.shift();
-      this.t = Math.max(this.t, next.at);
-      next.fn();
-    }
-    this.t = until;
-    await settle();
-  }
-}
-
-const settle = async () => {
-  for (let i = 0; i < 20; i++) await Promise.resolve();
-};
 
 const flow = (tx: number): Flow => ({
   src: '10.0.0.1',
@@ -56,7 +20,7 @@ const flow = (tx: number): Flow => ({
 });
 
 function setup(tick: () => Promise<TickResult>) {
-  const clock = new FakeClock();
+  const clock = new ManualClock(1_000_000);
   const backlog = new Backlog({ backlogMaxFlows: 1000 });
   const registry = new Registry();
   const metrics = createCollectorMetrics(registry, { backlog: () => backlog.stats() });
@@ -163,7 +127,7 @@ describe('CollectorLoop', () => {
   it('warns once with the hint when the first good read finds an empty table', async () => {
     const lines: string[] = [];
     const log = pino({ level: 'info' }, { write: (l: string) => lines.push(l) });
-    const clock = new FakeClock();
+    const clock = new ManualClock(1_000_000);
     const backlog = new Backlog({ backlogMaxFlows: 1000 });
     const metrics = createCollectorMetrics(new Registry(), { backlog: () => backlog.stats() });
     let n = 0;
@@ -274,7 +238,7 @@ describe('CollectorLoop first tick after a restore', () => {
       [1_200, 1_200],
       [60_000, 2_000],
     ] as const) {
-      const clock = new FakeClock();
+      const clock = new ManualClock(1_000_000);
       const start = clock.t;
       const backlog = new Backlog({ backlogMaxFlows: 1000 });
       const metrics = createCollectorMetrics(new Registry(), { backlog: () => backlog.stats() });
@@ -306,7 +270,7 @@ describe('CollectorLoop first tick after a restore', () => {
   });
 
   it('awaits commit after each good tick before the next may start', async () => {
-    const clock = new FakeClock();
+    const clock = new ManualClock(1_000_000);
     const backlog = new Backlog({ backlogMaxFlows: 1000, holdNew: true });
     const metrics = createCollectorMetrics(new Registry(), { backlog: () => backlog.stats() });
     let release: (() => void) | undefined;
