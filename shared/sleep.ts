@@ -4,16 +4,16 @@
 import { type Clock, systemClock } from './clock.js';
 
 /** Resolves after `ms`, or at once when `signal` aborts (never rejects). */
-export function pause(ms: number, signal: AbortSignal, clock: Clock = systemClock): Promise<void> {
+export function pause(ms: number, signal?: AbortSignal, clock: Clock = systemClock): Promise<void> {
   return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
+    if (signal?.aborted) return resolve();
     const cancel = clock.setTimeout(done, ms);
     function done() {
       cancel();
-      signal.removeEventListener('abort', done);
+      signal?.removeEventListener('abort', done);
       resolve();
     }
-    signal.addEventListener('abort', done, { once: true });
+    signal?.addEventListener('abort', done, { once: true });
   });
 }
 
