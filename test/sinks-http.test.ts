@@ -19,6 +19,7 @@ import { loadConfig } from '../shared/config.js';
 import type { EnrichedFlow, Flow } from '../shared/flow.js';
 import { silentLogger } from '../shared/log.js';
 import { VERSION } from '../shared/version.js';
+import { ManualClock } from './fixtures/clock.js';
 import { HttpReceiver, type ReceivedRequest } from './helpers/http-receiver.js';
 
 const EGRESSD_PROTO = fileURLToPath(new URL('../exporter/proto/egressd-metrics.proto', import.meta.url));
@@ -317,7 +318,7 @@ describe('remote write with --metrics-prefix egressd', () => {
         },
         remoteWrite({ my_custom_label: 'v' }),
         { log: silentLogger },
-        () => 1_700_000_000_000,
+        new ManualClock(1_700_000_000_000),
       );
       const flow = { ...enriched, txBytes: 5, rxBytes: 7 };
       await sink.push([flow]);
