@@ -44,7 +44,7 @@ describe('CollectorLoop', () => {
       parseErrors: 0,
     }));
     loop.start();
-    await clock.advance(0);
+    await clock.elapse(0);
     expect(backlog.pull().map((b) => b.flows.map((f) => f.txBytes))).toEqual([[5, 6]]);
     expect(await value('podflow_collector_flows_total')).toBe(2);
     expect(await value('podflow_collector_ticks_total', { result: 'ok' })).toBe(1);
@@ -65,14 +65,14 @@ describe('CollectorLoop', () => {
     });
     expect(loop.notReady()).toBe('first conntrack read not done yet');
     loop.start();
-    await clock.advance(0);
+    await clock.elapse(0);
     expect(n).toBe(1);
     expect(loop.notReady()).toBeUndefined();
-    await clock.advance(4999);
+    await clock.elapse(4999);
     expect(n).toBe(1);
-    await clock.advance(1);
+    await clock.elapse(1);
     expect(n).toBe(2);
-    await clock.advance(5000);
+    await clock.elapse(5000);
     expect(n).toBe(3);
     expect(
       backlog.pull().map((b) => [b.seq, b.from - 1_000_000, b.to - 1_000_000, b.flows[0]!.txBytes]),
@@ -97,7 +97,7 @@ describe('CollectorLoop', () => {
       return { flows: [flow(n)], entries: 1, parseErrors: 0 };
     });
     loop.start();
-    await clock.advance(7000);
+    await clock.elapse(7000);
     expect(n).toBe(2);
     await loop.close({ finalTick: true });
     expect(n).toBe(3);
@@ -108,7 +108,7 @@ describe('CollectorLoop', () => {
     ]);
     // A second close does not read again, and nothing is scheduled any more.
     await loop.close({ finalTick: true });
-    await clock.advance(20_000);
+    await clock.elapse(20_000);
     expect(n).toBe(3);
   });
 
@@ -119,7 +119,7 @@ describe('CollectorLoop', () => {
       throw new Error('EPERM');
     });
     loop.start();
-    await clock.advance(0);
+    await clock.elapse(0);
     await loop.close({ finalTick: true });
     expect(n).toBe(1);
   });
@@ -142,7 +142,7 @@ describe('CollectorLoop', () => {
       clock,
     );
     loop.start();
-    await clock.advance(3000);
+    await clock.elapse(3000);
     await loop.close();
     expect(n).toBe(4);
     expect(lines.filter((l) => l.includes('table is empty: check hostNetwork'))).toHaveLength(1);
@@ -156,7 +156,7 @@ describe('CollectorLoop', () => {
       return { flows: [flow(n)], entries: 1, parseErrors: 0 };
     });
     loop.start();
-    await clock.advance(15_000);
+    await clock.elapse(15_000);
     expect(n).toBe(4);
     expect(await value('podflow_collector_ticks_total', { result: 'error' })).toBe(2);
     expect(await value('podflow_collector_ticks_total', { result: 'ok' })).toBe(2);
@@ -172,7 +172,7 @@ describe('CollectorLoop', () => {
       throw new Error('permission denied');
     });
     loop.start();
-    await clock.advance(0);
+    await clock.elapse(0);
     expect(loop.notReady()).toBe('no conntrack read succeeded yet (last: permission denied)');
     await loop.close();
   });
@@ -191,13 +191,13 @@ describe('CollectorLoop', () => {
       return { flows: [], entries: 0, parseErrors: 0 };
     });
     loop.start();
-    await clock.advance(30_000);
+    await clock.elapse(30_000);
     expect(maxInFlight).toBe(1);
     // Starts at 0, 12 000 and 24 000: back to back, never two at once.
     expect(n).toBe(3);
     // Closing during the third tick waits for it, then starts nothing more.
     const closing = loop.close();
-    await clock.advance(12_000);
+    await clock.elapse(12_000);
     await closing;
     expect(n).toBe(3);
   });
@@ -213,7 +213,7 @@ describe('CollectorLoop', () => {
       return { flows: [flow(1)], entries: 1, parseErrors: 0 };
     });
     loop.start();
-    await clock.advance(0);
+    await clock.elapse(0);
     expect(n).toBe(1);
     let closed = false;
     const closing = loop.close().then(() => {
@@ -225,7 +225,7 @@ describe('CollectorLoop', () => {
     await closing;
     expect(closed).toBe(true);
     expect(clock.pending).toBe(0);
-    await clock.advance(60_000);
+    await clock.elapse(60_000);
     expect(n).toBe(1);
   });
 });
@@ -261,7 +261,7 @@ describe('CollectorLoop first tick after a restore', () => {
         clock,
       );
       loop.start();
-      await clock.advance(10_000);
+      await clock.elapse(10_000);
       expect(ticks[0]).toBe(firstAt);
       // Later ticks do not wait again.
       expect(ticks[1]).toBe(firstAt + 5_000);
@@ -296,13 +296,13 @@ describe('CollectorLoop first tick after a restore', () => {
       clock,
     );
     loop.start();
-    await clock.advance(5_000);
+    await clock.elapse(5_000);
     expect(ticks).toBe(1);
     expect(backlog.pull()).toEqual([]);
     release!();
-    await clock.advance(0);
+    await clock.elapse(0);
     expect(backlog.pull().map((b) => b.seq)).toEqual([1]);
-    await clock.advance(1_000);
+    await clock.elapse(1_000);
     expect(ticks).toBe(2);
     release!();
     await loop.close();

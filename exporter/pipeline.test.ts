@@ -110,7 +110,7 @@ describe('Pipeline', () => {
     const { pipeline, sinks, promTx, clock } = setup([local(b, 'n1')], ['a']);
     b.append(0, 1, [flow('10.0.0.2', 100)]);
     pipeline.start();
-    await clock.advance(50);
+    await clock.elapse(50);
     expect(sinks[0]!.txBytes).toBe(100);
     // The collector's last read lands between two rounds (standalone shutdown).
     b.append(1, 2, [flow('10.0.0.2', 23)]);
@@ -120,7 +120,7 @@ describe('Pipeline', () => {
     expect(b.stats().batches).toBe(0);
     // No further round runs after close.
     b.append(2, 3, [flow('10.0.0.2', 1)]);
-    await clock.advance(1200);
+    await clock.elapse(1200);
     expect(sinks[0]!.txBytes).toBe(123);
   });
 
@@ -213,7 +213,7 @@ describe('Pipeline', () => {
     expect(bl.stats().batches).toBe(4);
     // The slow sink takes its push: the collector is acknowledged up to it at once, not a round later.
     slow.open();
-    await clock.advance(50);
+    await clock.elapse(50);
     expect(slow.txBytes).toBe(1);
     expect(bl.stats().batches).toBe(3);
     // The next round gives it what it lacks, each batch once; everybody else nothing again.
