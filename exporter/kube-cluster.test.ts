@@ -67,15 +67,8 @@ describe('records of API objects', () => {
   });
 
   it('a node: internal and external addresses (not its host name), zone, region, cloud from providerID', () => {
-    const r = toNodeRecord(
-      node({
-        name: 'n1',
-        zone: 'eu-west-1a',
-        region: 'eu-west-1',
-        internalIPs: ['10.0.0.1', 'fd00::1'],
-        externalIPs: ['203.0.113.1'],
-      }),
-    );
+    const addresses = { internalIPs: ['10.0.0.1', 'fd00::1'], externalIPs: ['203.0.113.1'] };
+    const r = toNodeRecord(node({ name: 'n1', zone: 'eu-west-1a', region: 'eu-west-1', ...addresses }));
     expect(r).toMatchObject({
       metadata: { name: 'n1' },
       ips: ['10.0.0.1', 'fd00::1', '203.0.113.1'],
