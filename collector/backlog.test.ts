@@ -1,18 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import type { Flow, FlowBatch } from '../shared/flow.js';
 import { ManualClock } from '../test/fixtures/clock.js';
+import { flow as base } from '../test/fixtures/flows.js';
 import { Backlog, MAX_CURSORS } from './backlog.js';
 import { FlowColumns } from './flow-columns.js';
 
-const flow = (src: string, dst: string, tx: number, rx = 0, proto = 6): Flow => ({
-  src,
-  dst,
-  proto,
-  txBytes: tx,
-  rxBytes: rx,
-  txPackets: tx > 0 ? 1 : 0,
-  rxPackets: rx > 0 ? 1 : 0,
-});
+const flow = (src: string, dst: string, tx: number, rx = 0, proto = 6): Flow =>
+  base({ src, dst, proto, txBytes: tx, rxBytes: rx, txPackets: tx > 0 ? 1 : 0, rxPackets: rx > 0 ? 1 : 0 });
 
 const bytes = (batches: FlowBatch[]) =>
   batches.reduce((n, b) => n + b.flows.reduce((m, f) => m + f.txBytes + f.rxBytes, 0), 0);

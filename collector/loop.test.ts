@@ -4,20 +4,13 @@ import { describe, expect, it } from 'vitest';
 import type { Flow } from '../shared/flow.js';
 import { silentLogger } from '../shared/log.js';
 import { ManualClock, settle } from '../test/fixtures/clock.js';
+import { flow as base } from '../test/fixtures/flows.js';
 import { Backlog } from './backlog.js';
 import { FlowColumns } from './flow-columns.js';
 import { CollectorLoop, type TickResult } from './loop.js';
 import { createCollectorMetrics } from './metrics.js';
 
-const flow = (tx: number): Flow => ({
-  src: '10.0.0.1',
-  dst: '10.0.0.2',
-  proto: 17,
-  txBytes: tx,
-  rxBytes: 0,
-  txPackets: 1,
-  rxPackets: 0,
-});
+const flow = (tx: number): Flow => base({ proto: 17, txBytes: tx });
 
 function setup(tick: () => Promise<TickResult>) {
   const clock = new ManualClock(1_000_000);

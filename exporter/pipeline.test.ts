@@ -5,6 +5,7 @@ import { FLOW_LABELS, loadConfig } from '../shared/config.js';
 import type { EnrichedFlow, Flow, PullResponse } from '../shared/flow.js';
 import { silentLogger } from '../shared/log.js';
 import { ManualClock } from '../test/fixtures/clock.js';
+import { flow as base } from '../test/fixtures/flows.js';
 import { Enricher, emptyClusterLookup } from './enrich.js';
 import { InProcessCollectorClient } from './in-process.js';
 import { ExporterMetrics } from './metrics.js';
@@ -41,15 +42,8 @@ const sumOf = (text: string, name: string) =>
     .filter((l) => l.startsWith(`${name}{`))
     .reduce((a, l) => a + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
 
-const flow = (dst: string, txBytes: number): Flow => ({
-  src: '10.0.0.1',
-  dst,
-  proto: 6,
-  txBytes,
-  rxBytes: txBytes * 2,
-  txPackets: 1,
-  rxPackets: 1,
-});
+const flow = (dst: string, txBytes: number): Flow =>
+  base({ dst, txBytes, rxBytes: txBytes * 2, rxPackets: 1 });
 
 /** A sink whose pushes wait until the test opens the gate: a receiver that hangs. */
 class GatedSink extends RecordingSink {
