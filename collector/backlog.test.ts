@@ -1,17 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import type { Flow, FlowBatch } from '../shared/flow.js';
+import { ManualClock } from '../test/fixtures/clock.js';
+import { flow as base } from '../test/fixtures/flows.js';
 import { Backlog, MAX_CURSORS } from './backlog.js';
 import { FlowColumns } from './flow-columns.js';
 
-const flow = (src: string, dst: string, tx: number, rx = 0, proto = 6): Flow => ({
-  src,
-  dst,
-  proto,
-  txBytes: tx,
-  rxBytes: rx,
-  txPackets: tx > 0 ? 1 : 0,
-  rxPackets: rx > 0 ? 1 : 0,
-});
+const flow = (src: string, dst: string, tx: number, rx = 0, proto = 6): Flow =>
+  base({ src, dst, proto, txBytes: tx, rxBytes: rx, txPackets: tx > 0 ? 1 : 0, rxPackets: rx > 0 ? 1 : 0 });
 
 const bytes = (batches: FlowBatch[]) =>
   batches.reduce((n, b) => n + b.flows.reduce((m, f) => m + f.txBytes + f.rxBytes, 0), 0);
@@ -256,17 +251,18 @@ describe('Backlog', () => {
   });
 
   it('drained() resolves when everything is acknowledged, or false at the deadline', async () => {
-    const b = new Backlog({ backlogMaxFlows: 1000 });
-    expect(await b.drained(Date.now() + 1000)).toBe(true);
+    const clock = new ManualClock();
+    const b = new Backlog({ backlogMaxFlows: 1000 }, {}, clock);
+    expect(await b.drained(clock.now() + 1000)).toBe(true);
     b.append(0, 1, [
       { src: '10.0.0.1', dst: '10.0.0.2', proto: 6, txBytes: 1, rxBytes: 0, txPackets: 1, rxPackets: 0 },
     ]);
-    const t0 = Date.now();
-    expect(await b.drained(t0 + 150, 10)).toBe(false);
-    expect(Date.now() - t0).toBeGreaterThanOrEqual(140);
+    const t0 = clock.now();
+    expect(await clock.run(b.drained(t0 + 150, 10))).toBe(false);
+    expect(clock.now() - t0).toBeGreaterThanOrEqual(140);
     const [batch] = b.pull();
-    setTimeout(() => b.ack(b.bootId, batch!.seq), 30);
-    expect(await b.drained(Date.now() + 5000, 10)).toBe(true);
+    clock.setTimeout(() => b.ack(b.bootId, batch!.seq), 30);
+    expect(await clock.run(b.drained(clock.now() + 5000, 10))).toBe(true);
   });
 });
 

@@ -3,7 +3,9 @@
 // oldest batches are merged (bytes are kept, only the time resolution is lost), and only when no
 // merge is left to make are the oldest flows dropped, and counted.
 import { randomBytes } from 'node:crypto';
+import { type Clock, systemClock } from '../shared/clock.js';
 import type { Flow, FlowBatch } from '../shared/flow.js';
+import { pause } from '../shared/sleep.js';
 import { FlowColumns } from './flow-columns.js';
 
 export interface BacklogConfig {
@@ -110,6 +112,7 @@ export class Backlog {
   constructor(
     private readonly config: BacklogConfig,
     deps: { bootId?: string } = {},
+    private readonly clock: Clock = systemClock,
   ) {
     this.boot = deps.bootId ?? randomBytes(8).toString('hex');
   }
@@ -311,8 +314,8 @@ export class Backlog {
    * first. Returns whether the backlog is empty.
    */
   async drained(deadline: number, pollMs = 100): Promise<boolean> {
-    while (this.batches.length > 0 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, Math.min(pollMs, Math.max(0, deadline - Date.now()))));
+    while (this.batches.length > 0 && this.clock.now() < deadline) {
+      await pause(Math.min(pollMs, Math.max(0, deadline - this.clock.now())), undefined, this.clock);
     }
     return this.batches.length === 0;
   }

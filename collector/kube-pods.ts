@@ -16,6 +16,7 @@
 // - A pod that ended (deleted, or phase Succeeded/Failed) stays local for `pod-retention`: the
 //   kernel keeps its connections' counters after the pod is gone, and those bytes are still its.
 //   When a live pod holds the same IP, it is local anyway.
+import { type Cancel, type Clock, systemClock } from '../shared/clock.js';
 import type { KubeTarget } from '../shared/kube-access.js';
 import { type Compact, compactMeta } from '../shared/kube-object.js';
 import type { Logger } from '../shared/log.js';
@@ -34,10 +35,6 @@ export interface KubePodsDeps {
   /** The API server and credentials (shared/kube-access.ts resolveKubeTarget). */
   target: KubeTarget;
   log: Logger;
-}
-
-export interface Clock {
-  now(): number;
 }
 
 interface PodRecord extends Compact {
@@ -77,12 +74,12 @@ export class KubePods implements PodIndex {
   /** IPs registered per pod key, to undo them when the pod changes or goes. */
   private readonly byPod = new Map<string, string[]>();
   private readonly excluded: Set<string>;
-  private sweepTimer: NodeJS.Timeout | undefined;
+  private cancelSweep: Cancel | undefined;
 
   constructor(
     private readonly config: KubePodsConfig,
     deps: KubePodsDeps,
-    private readonly clock: Clock = Date,
+    private readonly clock: Clock = systemClock,
     informerOptions: KubeWatchOptions = {},
   ) {
     this.excluded = new Set(config.excludeNamespaces);
@@ -104,9 +101,15 @@ export class KubePods implements PodIndex {
 
   start(): void {
     this.informer.start();
+    this.scheduleSweep();
+  }
+
+  private scheduleSweep(): void {
     const period = Math.max(1000, Math.min(this.config.podRetention / 2, 30_000));
-    this.sweepTimer = setInterval(() => this.sweep(), period);
-    this.sweepTimer.unref();
+    this.cancelSweep = this.clock.setTimeout(() => {
+      this.sweep();
+      this.scheduleSweep();
+    }, period);
   }
 
   synced(): boolean {
@@ -123,7 +126,7 @@ export class KubePods implements PodIndex {
   }
 
   async close(): Promise<void> {
-    clearInterval(this.sweepTimer);
+    this.cancelSweep?.();
     await this.informer.close();
   }
 

@@ -3,60 +3,17 @@ import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import type { Flow } from '../shared/flow.js';
 import { silentLogger } from '../shared/log.js';
+import { ManualClock, settle } from '../test/fixtures/clock.js';
+import { flow as base } from '../test/fixtures/flows.js';
 import { Backlog } from './backlog.js';
 import { FlowColumns } from './flow-columns.js';
-import { type Clock, CollectorLoop, type TickResult } from './loop.js';
+import { CollectorLoop, type TickResult } from './loop.js';
 import { createCollectorMetrics } from './metrics.js';
 
-/** A clock that moves only when told to; timers fire in due order. */
-class FakeClock implements Clock {
-  t = 1_000_000;
-  private timers: { at: number; fn: () => void; id: number }[] = [];
-  private nextId = 0;
-  now = () => this.t;
-  setTimeout(fn: () => void, ms: number): () => void {
-    const id = this.nextId++;
-    this.timers.push({ at: this.t + ms, fn, id });
-    return () => {
-      this.timers = this.timers.filter((x) => x.id !== id);
-    };
-  }
-  get pending(): number {
-    return this.timers.length;
-  }
-  /** Advances time by `ms`, firing due timers and letting their promises settle. */
-  async advance(ms: number): Promise<void> {
-    const until = this.t + ms;
-    for (;;) {
-      await settle();
-      this.timers.sort((a, b) => a.at - b.at);
-      const next = this.timers[0];
-      if (!next || next.at > until) break;
-      this.timers.shift();
-      this.t = Math.max(this.t, next.at);
-      next.fn();
-    }
-    this.t = until;
-    await settle();
-  }
-}
-
-const settle = async () => {
-  for (let i = 0; i < 20; i++) await Promise.resolve();
-};
-
-const flow = (tx: number): Flow => ({
-  src: '10.0.0.1',
-  dst: '10.0.0.2',
-  proto: 17,
-  txBytes: tx,
-  rxBytes: 0,
-  txPackets: 1,
-  rxPackets: 0,
-});
+const flow = (tx: number): Flow => base({ proto: 17, txBytes: tx });
 
 function setup(tick: () => Promise<TickResult>) {
-  const clock = new FakeClock();
+  const clock = new ManualClock(1_000_000);
   const backlog = new Backlog({ backlogMaxFlows: 1000 });
   const registry = new Registry();
   const metrics = createCollectorMetrics(registry, { backlog: () => backlog.stats() });
@@ -80,7 +37,7 @@ describe('CollectorLoop', () => {
       parseErrors: 0,
     }));
     loop.start();
-    await clock.advance(0);
+    await clock.elapse(0);
     expect(backlog.pull().map((b) => b.flows.map((f) => f.txBytes))).toEqual([[5, 6]]);
     expect(await value('podflow_collector_flows_total')).toBe(2);
     expect(await value('podflow_collector_ticks_total', { result: 'ok' })).toBe(1);
@@ -101,14 +58,14 @@ describe('CollectorLoop', () => {
     });
     expect(loop.notReady()).toBe('first conntrack read not done yet');
     loop.start();
-    await clock.advance(0);
+    await clock.elapse(0);
     expect(n).toBe(1);
     expect(loop.notReady()).toBeUndefined();
-    await clock.advance(4999);
+    await clock.elapse(4999);
     expect(n).toBe(1);
-    await clock.advance(1);
+    await clock.elapse(1);
     expect(n).toBe(2);
-    await clock.advance(5000);
+    await clock.elapse(5000);
     expect(n).toBe(3);
     expect(
       backlog.pull().map((b) => [b.seq, b.from - 1_000_000, b.to - 1_000_000, b.flows[0]!.txBytes]),
@@ -133,7 +90,7 @@ describe('CollectorLoop', () => {
       return { flows: [flow(n)], entries: 1, parseErrors: 0 };
     });
     loop.start();
-    await clock.advance(7000);
+    await clock.elapse(7000);
     expect(n).toBe(2);
     await loop.close({ finalTick: true });
     expect(n).toBe(3);
@@ -144,7 +101,7 @@ describe('CollectorLoop', () => {
     ]);
     // A second close does not read again, and nothing is scheduled any more.
     await loop.close({ finalTick: true });
-    await clock.advance(20_000);
+    await clock.elapse(20_000);
     expect(n).toBe(3);
   });
 
@@ -155,7 +112,7 @@ describe('CollectorLoop', () => {
       throw new Error('EPERM');
     });
     loop.start();
-    await clock.advance(0);
+    await clock.elapse(0);
     await loop.close({ finalTick: true });
     expect(n).toBe(1);
   });
@@ -163,7 +120,7 @@ describe('CollectorLoop', () => {
   it('warns once with the hint when the first good read finds an empty table', async () => {
     const lines: string[] = [];
     const log = pino({ level: 'info' }, { write: (l: string) => lines.push(l) });
-    const clock = new FakeClock();
+    const clock = new ManualClock(1_000_000);
     const backlog = new Backlog({ backlogMaxFlows: 1000 });
     const metrics = createCollectorMetrics(new Registry(), { backlog: () => backlog.stats() });
     let n = 0;
@@ -178,7 +135,7 @@ describe('CollectorLoop', () => {
       clock,
     );
     loop.start();
-    await clock.advance(3000);
+    await clock.elapse(3000);
     await loop.close();
     expect(n).toBe(4);
     expect(lines.filter((l) => l.includes('table is empty: check hostNetwork'))).toHaveLength(1);
@@ -192,7 +149,7 @@ describe('CollectorLoop', () => {
       return { flows: [flow(n)], entries: 1, parseErrors: 0 };
     });
     loop.start();
-    await clock.advance(15_000);
+    await clock.elapse(15_000);
     expect(n).toBe(4);
     expect(await value('podflow_collector_ticks_total', { result: 'error' })).toBe(2);
     expect(await value('podflow_collector_ticks_total', { result: 'ok' })).toBe(2);
@@ -208,7 +165,7 @@ describe('CollectorLoop', () => {
       throw new Error('permission denied');
     });
     loop.start();
-    await clock.advance(0);
+    await clock.elapse(0);
     expect(loop.notReady()).toBe('no conntrack read succeeded yet (last: permission denied)');
     await loop.close();
   });
@@ -227,13 +184,13 @@ describe('CollectorLoop', () => {
       return { flows: [], entries: 0, parseErrors: 0 };
     });
     loop.start();
-    await clock.advance(30_000);
+    await clock.elapse(30_000);
     expect(maxInFlight).toBe(1);
     // Starts at 0, 12 000 and 24 000: back to back, never two at once.
     expect(n).toBe(3);
     // Closing during the third tick waits for it, then starts nothing more.
     const closing = loop.close();
-    await clock.advance(12_000);
+    await clock.elapse(12_000);
     await closing;
     expect(n).toBe(3);
   });
@@ -249,7 +206,7 @@ describe('CollectorLoop', () => {
       return { flows: [flow(1)], entries: 1, parseErrors: 0 };
     });
     loop.start();
-    await clock.advance(0);
+    await clock.elapse(0);
     expect(n).toBe(1);
     let closed = false;
     const closing = loop.close().then(() => {
@@ -261,7 +218,7 @@ describe('CollectorLoop', () => {
     await closing;
     expect(closed).toBe(true);
     expect(clock.pending).toBe(0);
-    await clock.advance(60_000);
+    await clock.elapse(60_000);
     expect(n).toBe(1);
   });
 });
@@ -274,7 +231,7 @@ describe('CollectorLoop first tick after a restore', () => {
       [1_200, 1_200],
       [60_000, 2_000],
     ] as const) {
-      const clock = new FakeClock();
+      const clock = new ManualClock(1_000_000);
       const start = clock.t;
       const backlog = new Backlog({ backlogMaxFlows: 1000 });
       const metrics = createCollectorMetrics(new Registry(), { backlog: () => backlog.stats() });
@@ -297,7 +254,7 @@ describe('CollectorLoop first tick after a restore', () => {
         clock,
       );
       loop.start();
-      await clock.advance(10_000);
+      await clock.elapse(10_000);
       expect(ticks[0]).toBe(firstAt);
       // Later ticks do not wait again.
       expect(ticks[1]).toBe(firstAt + 5_000);
@@ -306,7 +263,7 @@ describe('CollectorLoop first tick after a restore', () => {
   });
 
   it('awaits commit after each good tick before the next may start', async () => {
-    const clock = new FakeClock();
+    const clock = new ManualClock(1_000_000);
     const backlog = new Backlog({ backlogMaxFlows: 1000, holdNew: true });
     const metrics = createCollectorMetrics(new Registry(), { backlog: () => backlog.stats() });
     let release: (() => void) | undefined;
@@ -332,13 +289,13 @@ describe('CollectorLoop first tick after a restore', () => {
       clock,
     );
     loop.start();
-    await clock.advance(5_000);
+    await clock.elapse(5_000);
     expect(ticks).toBe(1);
     expect(backlog.pull()).toEqual([]);
     release!();
-    await clock.advance(0);
+    await clock.elapse(0);
     expect(backlog.pull().map((b) => b.seq)).toEqual([1]);
-    await clock.advance(1_000);
+    await clock.elapse(1_000);
     expect(ticks).toBe(2);
     release!();
     await loop.close();

@@ -1,6 +1,7 @@
 // The collector's heartbeat: every `interval`, one read + reduce tick; its flows become a backlog
 // batch. Ticks never overlap (the next is scheduled when the previous has finished); a failed tick
 // is logged with its cause and the loop goes on, and the next good tick's batch covers the gap.
+import { type Clock, systemClock } from '../shared/clock.js';
 import type { Flow } from '../shared/flow.js';
 import type { Logger } from '../shared/log.js';
 import type { FlowList } from './backlog.js';
@@ -21,21 +22,6 @@ export interface TickResult {
   /** Connections the reducer remembers after the tick. */
   tracked?: number;
 }
-
-export interface Clock {
-  now(): number;
-  /** Calls `fn` after `ms`; returns a cancel function. Must not keep the process alive. */
-  setTimeout(fn: () => void, ms: number): () => void;
-}
-
-export const systemClock: Clock = {
-  now: () => Date.now(),
-  setTimeout(fn, ms) {
-    const t = setTimeout(fn, ms);
-    t.unref();
-    return () => clearTimeout(t);
-  },
-};
 
 export interface LoopConfig {
   /** Milliseconds between the starts of two ticks (option `interval`). */

@@ -8,6 +8,7 @@ import { crc32 } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Flow } from '../shared/flow.js';
 import { silentLogger } from '../shared/log.js';
+import { conn } from '../test/fixtures/flows.js';
 import { seeded, seededInt } from '../test/helpers/random.js';
 import { Backlog } from './backlog.js';
 import { Checkpoint } from './checkpoint.js';
@@ -24,25 +25,19 @@ import {
 } from './state.js';
 import { Tracker } from './tracker.js';
 
-const sample = (id: number, ob: number, rb: number, over: Partial<ConnSample> = {}): ConnSample => ({
-  family: 4,
-  proto: 6,
-  zone: 0,
-  id,
-  origSrc: '10.0.0.1',
-  origDst: '10.0.0.2',
-  origSport: 1000 + id,
-  origDport: 80,
-  replySrc: `10.0.1.${id % 250}`,
-  origBytes: ob,
-  origPackets: ob > 0 ? 1 : 0,
-  replyBytes: rb,
-  replyPackets: rb > 0 ? 1 : 0,
-  hasCounters: true,
-  key: (id * 2654435761) >>> 0,
-  key2: id,
-  ...over,
-});
+const sample = (id: number, ob: number, rb: number, over: Partial<ConnSample> = {}): ConnSample =>
+  conn({
+    id,
+    origSport: 1000 + id,
+    replySrc: `10.0.1.${id % 250}`,
+    origBytes: ob,
+    origPackets: ob > 0 ? 1 : 0,
+    replyBytes: rb,
+    replyPackets: rb > 0 ? 1 : 0,
+    key: (id * 2654435761) >>> 0,
+    key2: id,
+    ...over,
+  });
 
 /** A tracker that sums what it counts per connection id. */
 function tracker() {

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { conn as connSample } from '../test/fixtures/flows.js';
 import { seededInt } from '../test/helpers/random.js';
 import type { ConnSample } from './source.js';
 import { type TrackedConn, Tracker } from './tracker.js';
@@ -9,23 +10,15 @@ function conn(
   bytes: [number, number],
   opts: Partial<ConnSample> = {},
 ): ConnSample {
-  return {
-    family: 4,
-    proto: 6,
-    zone: 0,
+  return connSample({
     id,
-    origSrc: '10.0.0.1',
-    origDst: '10.0.0.2',
     origSport: sport,
-    origDport: 80,
-    replySrc: '10.0.0.2',
     origBytes: bytes[0],
     origPackets: bytes[0] > 0 ? 1 : 0,
     replyBytes: bytes[1],
     replyPackets: bytes[1] > 0 ? 1 : 0,
-    hasCounters: true,
     ...opts,
-  };
+  });
 }
 
 /** The same connection with a numeric identity, as the netfilter source provides it. */

@@ -3,7 +3,9 @@
 // protobuf, Loki, OTLP logs; totals: remote write, OTLP metrics) sends through this, so they all
 // answer the same way to the same statuses (docs/exporter.md, "Answers").
 
+import { type Clock, systemClock } from '../shared/clock.js';
 import { causeOf, type Logger, OncePerCause } from '../shared/log.js';
+import { pause } from '../shared/sleep.js';
 import { VERSION } from '../shared/version.js';
 import type { ExporterMetrics } from './metrics.js';
 
@@ -56,7 +58,7 @@ export class Delivery {
   constructor(
     private readonly config: DeliveryConfig,
     private readonly deps: { log: Logger; metrics?: ExporterMetrics },
-    private readonly clock: () => number = Date.now,
+    private readonly clock: Clock = systemClock,
   ) {
     this.retries = new OncePerCause(deps.log);
   }
@@ -74,6 +76,7 @@ export class Delivery {
     let lastError: Error = new Error(`${name} sink: not sent`);
     for (let attempt = 0; attempt <= maxRetries; attempt++) {
       let wait: number | undefined;
+      // Real time, not the clock's: it bounds a socket, which a test's clock does not move.
       const timeout = AbortSignal.timeout(this.config.timeout);
       try {
         const res = await fetch(url, {
@@ -92,7 +95,7 @@ export class Delivery {
         if (res.status === 400 || res.status === 422) return { kind: 'malformed', status: res.status, said };
         if (res.status === 413) return { kind: 'too_large', said };
         lastError = new Error(`${name} sink: ${url} answered ${res.status}${said === '' ? '' : `: ${said}`}`);
-        wait = parseRetryAfter(res.headers.get('retry-after'), this.clock());
+        wait = parseRetryAfter(res.headers.get('retry-after'), this.clock.now());
       } catch (err) {
         if (signal.aborted) throw signal.reason as Error;
         this.deps.metrics?.httpRequests.inc({ code: 'error', sink: name });
@@ -110,7 +113,8 @@ export class Delivery {
         { sink: name, err: lastError.message, attempt: attempt + 1, delayMs: Math.round(delay) },
         `${name} sink: retrying (repeats of the same cause are logged at debug)`,
       );
-      await sleep(delay, signal);
+      await pause(delay, signal, this.clock);
+      if (signal.aborted) throw signal.reason as Error;
     }
     throw lastError;
   }
@@ -148,19 +152,4 @@ async function excerpt(res: Response, max = 200): Promise<string> {
   }
   const text = Buffer.concat(chunks).toString('utf8').replace(/\s+/g, ' ').trim();
   return text.length > max ? `${text.slice(0, max)}…` : text;
-}
-
-export function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(signal.reason);
-    };
-    const t = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
 }

@@ -14,8 +14,10 @@
 import { randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
 import { gzip as gzipCb } from 'node:zlib';
+import { type Clock, systemClock } from '../shared/clock.js';
 import type { EnrichedFlow } from '../shared/flow.js';
 import type { Logger } from '../shared/log.js';
+import { within } from '../shared/sleep.js';
 import { Delivery, requestHeaders } from './delivery.js';
 import { ndjson, type RecordEncoding, toRecord } from './encodings.js';
 import type { ExporterMetrics } from './metrics.js';
@@ -177,7 +179,7 @@ export class HttpSink implements Sink {
   constructor(
     private readonly config: HttpSinkConfig,
     private readonly deps: HttpSinkDeps,
-    private readonly clock: () => number = Date.now,
+    private readonly clock: Clock = systemClock,
   ) {
     this.name = config.name ?? 'http';
     this.encoding = config.encoding ?? ndjson();
@@ -237,14 +239,7 @@ export class HttpSink implements Sink {
 
   async close(deadline: number): Promise<void> {
     this.closing = true;
-    const left = deadline - this.clock();
-    let timer: NodeJS.Timeout | undefined;
-    const expired = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, Math.max(0, left));
-      timer.unref();
-    });
-    await Promise.race([this.idle, expired]);
-    clearTimeout(timer);
+    await within(this.idle, deadline - this.clock.now(), this.clock);
     if (this.jobs.length > 0 || this.waiting.length > 0 || this.running) {
       const records = this.queued + this.waiting.reduce((a, j) => a + j.flows.length, 0);
       this.deps.log.warn(

@@ -4,6 +4,8 @@ import { Backlog } from '../collector/backlog.js';
 import { FLOW_LABELS, loadConfig } from '../shared/config.js';
 import type { EnrichedFlow, Flow, PullResponse } from '../shared/flow.js';
 import { silentLogger } from '../shared/log.js';
+import { ManualClock } from '../test/fixtures/clock.js';
+import { flow as base } from '../test/fixtures/flows.js';
 import { Enricher, emptyClusterLookup } from './enrich.js';
 import { InProcessCollectorClient } from './in-process.js';
 import { ExporterMetrics } from './metrics.js';
@@ -40,15 +42,8 @@ const sumOf = (text: string, name: string) =>
     .filter((l) => l.startsWith(`${name}{`))
     .reduce((a, l) => a + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
 
-const flow = (dst: string, txBytes: number): Flow => ({
-  src: '10.0.0.1',
-  dst,
-  proto: 6,
-  txBytes,
-  rxBytes: txBytes * 2,
-  txPackets: 1,
-  rxPackets: 1,
-});
+const flow = (dst: string, txBytes: number): Flow =>
+  base({ dst, txBytes, rxBytes: txBytes * 2, rxPackets: 1 });
 
 /** A sink whose pushes wait until the test opens the gate: a receiver that hangs. */
 class GatedSink extends RecordingSink {
@@ -77,6 +72,7 @@ class GatedSink extends RecordingSink {
 }
 
 function setup(collectors: CollectorClient[], sinkNames = ['a', 'b']) {
+  const clock = new ManualClock();
   const registry = new Registry();
   const metrics = new ExporterMetrics(registry);
   const prometheus = new PrometheusSink(
@@ -93,9 +89,10 @@ function setup(collectors: CollectorClient[], sinkNames = ['a', 'b']) {
       log: silentLogger,
       metrics,
     },
+    clock,
   );
   const promTx = async () => sumOf(await registry.metrics(), 'podflow_transmit_bytes_total');
-  return { registry, pipeline, sinks, promTx };
+  return { registry, pipeline, sinks, promTx, clock };
 }
 
 const local = (backlog: Backlog, node: string) =>
@@ -104,20 +101,20 @@ const local = (backlog: Backlog, node: string) =>
 describe('Pipeline', () => {
   it('close({ finalRound }) exports what arrived after the last round, then stops the loop', async () => {
     const b = new Backlog({ backlogMaxFlows: 10_000 });
-    const { pipeline, sinks, promTx } = setup([local(b, 'n1')], ['a']);
+    const { pipeline, sinks, promTx, clock } = setup([local(b, 'n1')], ['a']);
     b.append(0, 1, [flow('10.0.0.2', 100)]);
     pipeline.start();
-    await new Promise((r) => setTimeout(r, 50));
+    await clock.elapse(50);
     expect(sinks[0]!.txBytes).toBe(100);
     // The collector's last read lands between two rounds (standalone shutdown).
     b.append(1, 2, [flow('10.0.0.2', 23)]);
-    await pipeline.close(Date.now() + 5000, { finalRound: true });
+    await clock.run(pipeline.close(clock.now() + 5000, { finalRound: true }));
     expect(sinks[0]!.txBytes).toBe(123);
     expect(await promTx()).toBe(123);
     expect(b.stats().batches).toBe(0);
     // No further round runs after close.
     b.append(2, 3, [flow('10.0.0.2', 1)]);
-    await new Promise((r) => setTimeout(r, 1200));
+    await clock.elapse(1200);
     expect(sinks[0]!.txBytes).toBe(123);
   });
 
@@ -168,6 +165,7 @@ describe('Pipeline', () => {
     );
     const fast = new RecordingSink('fast');
     const slow = new GatedSink('slow');
+    const clock = new ManualClock();
     const pipeline = new Pipeline(
       // A round waits for its pushes until the next one is due (300 ms), never longer.
       { exportInterval: 300, pullConcurrency: 4, pullTimeout: 200 },
@@ -178,6 +176,7 @@ describe('Pipeline', () => {
         log: silentLogger,
         metrics: new ExporterMetrics(registry),
       },
+      clock,
     );
     const promTx = async () => sumOf(await registry.metrics(), 'podflow_transmit_bytes_total');
     let total = 0;
@@ -190,15 +189,15 @@ describe('Pipeline', () => {
     // The first round hands the slow sink its push, which hangs; the round waits for it only until
     // the next round is due.
     tick();
-    const first = pipeline.runOnce();
+    const first = clock.run(pipeline.runOnce());
     const r0 = await Promise.race([first, new Promise((r) => setTimeout(() => r('stuck'), 5000))]);
     expect(r0).toMatchObject({ failedSinks: [], busySinks: [], acked: 0 });
     expect(await promTx()).toBe(total);
     for (let round = 1; round < 4; round++) {
       tick();
-      const began = Date.now();
-      const r = await pipeline.runOnce();
-      expect(Date.now() - began).toBeLessThan(2000);
+      const began = clock.now();
+      const r = await clock.run(pipeline.runOnce());
+      expect(clock.now() - began).toBeLessThan(2000);
       expect(r).toMatchObject({ failedSinks: [], busySinks: ['slow'], acked: 0 });
       // Prometheus and the fast sink took this round's batch, once.
       expect(await promTx()).toBe(total);
@@ -208,7 +207,7 @@ describe('Pipeline', () => {
     expect(bl.stats().batches).toBe(4);
     // The slow sink takes its push: the collector is acknowledged up to it at once, not a round later.
     slow.open();
-    await new Promise((r) => setTimeout(r, 50));
+    await clock.elapse(50);
     expect(slow.txBytes).toBe(1);
     expect(bl.stats().batches).toBe(3);
     // The next round gives it what it lacks, each batch once; everybody else nothing again.
@@ -499,10 +498,10 @@ describe('Pipeline', () => {
       },
       ack: async () => {},
     };
-    const { pipeline, promTx, registry } = setup([corrupt, hanging, local(good, 'n1'), dead]);
-    const began = Date.now();
-    const r = await pipeline.runOnce();
-    expect(Date.now() - began).toBeLessThan(2000);
+    const { pipeline, promTx, registry, clock } = setup([corrupt, hanging, local(good, 'n1'), dead]);
+    const began = clock.now();
+    const r = await clock.run(pipeline.runOnce());
+    expect(clock.now() - began).toBeLessThan(2000);
     expect(r).toMatchObject({ collectors: 4, pulled: 1, flows: 1, acked: 1 });
     expect(await promTx()).toBe(3);
     const text = await registry.getSingleMetricAsString('podflow_exporter_pull_errors_total');

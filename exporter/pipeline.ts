@@ -19,10 +19,12 @@
 // holds back the ack (the batches stay on the collector), never the other sinks' rounds.
 import { createHash } from 'node:crypto';
 import type { Registry } from 'prom-client';
+import { type Cancel, type Clock, systemClock } from '../shared/clock.js';
 import type { ClusterLookup } from '../shared/cluster.js';
 import type { Config, SinkConfig } from '../shared/config.js';
 import type { EnrichedFlow, FlowBatch, PullResponse } from '../shared/flow.js';
 import { causeOf, type Logger, OncePerCause } from '../shared/log.js';
+import { within } from '../shared/sleep.js';
 import type { Destinations } from './destinations.js';
 import { egressdProtobuf, loki, ndjson, otlpLogs, type RecordEncoding } from './encodings.js';
 import { Enricher, emptyClusterLookup } from './enrich.js';
@@ -138,7 +140,8 @@ const FORGET_AFTER_MS = 3_600_000;
 
 export class Pipeline {
   private readonly states = new Map<string, CollectorState>();
-  private timer: NodeJS.Timeout | undefined;
+  /** Cancels the timer of the next round. */
+  private nextRound: Cancel | undefined;
   private current: Promise<unknown> = Promise.resolve();
   /** Aborts pulls at close(); acks of the last round still go out, until the shutdown deadline. */
   private readonly abort = new AbortController();
@@ -159,7 +162,7 @@ export class Pipeline {
   constructor(
     private readonly config: PipelineConfig,
     private readonly deps: PipelineDeps,
-    private readonly clock: () => number = Date.now,
+    private readonly clock: Clock = systemClock,
   ) {
     this.repeated = new OncePerCause(deps.log);
   }
@@ -173,7 +176,7 @@ export class Pipeline {
   start(): void {
     if (this.abort.signal.aborted) return;
     const tick = () => {
-      const began = this.clock();
+      const began = this.clock.now();
       this.current = this.runOnce()
         .then((r) =>
           this.deps.log.debug(
@@ -183,7 +186,7 @@ export class Pipeline {
               flows: r.flows,
               acked: r.acked,
               failedSinks: r.failedSinks,
-              ms: this.clock() - began,
+              ms: this.clock.now() - began,
             },
             'export round',
           ),
@@ -191,9 +194,8 @@ export class Pipeline {
         .catch((err: unknown) => this.deps.log.error({ err }, 'export round failed'))
         .finally(() => {
           if (this.abort.signal.aborted || this.stopping) return;
-          const wait = Math.max(0, this.config.exportInterval - (this.clock() - began));
-          this.timer = setTimeout(tick, wait);
-          this.timer.unref();
+          const wait = Math.max(0, this.config.exportInterval - (this.clock.now() - began));
+          this.nextRound = this.clock.setTimeout(tick, wait);
         });
     };
     tick();
@@ -208,29 +210,30 @@ export class Pipeline {
       // Let the round in progress finish, stop the loop, then run one more round (standalone: the
       // collector's last read is in the in-process backlog and dies with the process otherwise).
       this.stopping = true;
-      clearTimeout(this.timer);
+      this.nextRound?.();
       await this.current;
-      clearTimeout(this.timer);
+      this.nextRound?.();
       // Pushes of earlier rounds first: a sink still busy with one would take nothing of the final
       // round.
       await this.settled(deadline);
-      const left = deadline - this.clock();
+      const left = deadline - this.clock.now();
       if (left > 0) {
-        const cut = setTimeout(() => this.abort.abort(new Error('shutdown deadline reached')), left);
-        cut.unref();
+        const cut = this.clock.setTimeout(
+          () => this.abort.abort(new Error('shutdown deadline reached')),
+          left,
+        );
         await this.runOnce().catch((err: unknown) =>
           this.deps.log.error({ err }, 'final export round failed'),
         );
-        clearTimeout(cut);
+        cut();
       }
     }
     this.abort.abort(new Error('exporter shutting down'));
-    clearTimeout(this.timer);
-    const timer = setTimeout(
+    this.nextRound?.();
+    const cut = this.clock.setTimeout(
       () => this.ackAbort.abort(new Error('shutdown deadline reached')),
-      Math.max(0, deadline - this.clock()),
+      deadline - this.clock.now(),
     );
-    timer.unref();
     const closing = this.deps.sinks.map((s) =>
       s
         .close(deadline)
@@ -240,7 +243,7 @@ export class Pipeline {
     // Pushes that outlived their round settle once the sinks flushed or gave up; their acks go out
     // until the deadline.
     await Promise.all([...this.pending]);
-    clearTimeout(timer);
+    cut();
     this.report();
   }
 
@@ -283,13 +286,7 @@ export class Pipeline {
 
   /** Resolves once every push in flight settled, or at `deadline` (ms since the epoch). */
   private async settled(deadline: number): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const expired = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, Math.max(0, deadline - this.clock()));
-      timer.unref();
-    });
-    await Promise.race([Promise.all([...this.pending]), expired]);
-    clearTimeout(timer);
+    await within(Promise.all([...this.pending]), deadline - this.clock.now(), this.clock);
   }
 
   /**
@@ -303,7 +300,7 @@ export class Pipeline {
   async runOnce(): Promise<RoundResult> {
     const { metrics, sinks } = this.deps;
     const began = performance.now();
-    const now = this.clock();
+    const now = this.clock.now();
     const clients = this.deps.discovery.current();
     metrics?.collectors.set(clients.length);
     // Listed collectors are remembered even while they fail to answer: their sinks' progress must
@@ -349,7 +346,7 @@ export class Pipeline {
         top = Math.max(top, p.segments[p.segments.length - 1].end);
       }
       let open = 0;
-      let early: NodeJS.Timeout | undefined;
+      let early: Cancel | undefined;
       const pushes = takers.map((si) => {
         if (top <= state.delivered[si]) return Promise.resolve();
         state.inFlight[si] = top;
@@ -357,18 +354,17 @@ export class Pipeline {
         return this.pushOne(sinks[si], si, p).finally(() => {
           state.inFlight[si] = -1;
           if (--open === 0) {
-            clearTimeout(early);
+            early?.();
             return;
           }
           // A sink that is done while another is still busy reports its cursor soon (the ack
           // after all pushes carries it when they all settle within EARLY_CURSOR_MS): should this
           // process die before the slow one settles, the next must not give this sink the
           // batches again (a totals sink would count them twice).
-          early ??= setTimeout(() => {
+          early ??= this.clock.setTimeout(() => {
             early = undefined;
             if (open > 0 && this.states.get(p.client.id) === state) this.track(this.ackOne(p, true));
           }, EARLY_CURSOR_MS);
-          early.unref();
         });
       });
       const settled = Promise.all(pushes).then(async () => {
@@ -383,13 +379,7 @@ export class Pipeline {
       );
     });
     // Wait for this round's pushes until the next round is due; what is still running goes on.
-    let timer: NodeJS.Timeout | undefined;
-    const due = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, Math.max(0, this.config.exportInterval - (performance.now() - began)));
-      timer.unref();
-    });
-    await Promise.race([Promise.all(settling), due]);
-    clearTimeout(timer);
+    await within(Promise.all(settling), this.config.exportInterval - (this.clock.now() - now), this.clock);
     // One line per refusing sink and round, not one per collector.
     const failedSinks = this.report();
     if (busy.size > 0) {
@@ -526,7 +516,7 @@ export class Pipeline {
     const began = performance.now();
     let res: PullResponse;
     try {
-      res = await withTimeout(client.pull(this.abort.signal), this.config.pullTimeout);
+      res = await withTimeout(client.pull(this.abort.signal), this.config.pullTimeout, this.clock);
     } catch (err) {
       const reason = err instanceof PullError ? err.reason : 'network';
       metrics?.pullErrors.inc({ collector: client.id, reason });
@@ -688,13 +678,12 @@ function segmentsOf(res: PullResponse): Segment[] | undefined {
   return out;
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
+function withTimeout<T>(p: Promise<T>, ms: number, clock: Clock): Promise<T> {
+  let cancel: Cancel | undefined;
   const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new PullError('timeout', `pull: no answer within ${ms}ms`)), ms);
-    timer.unref();
+    cancel = clock.setTimeout(() => reject(new PullError('timeout', `pull: no answer within ${ms}ms`)), ms);
   });
-  return Promise.race([p, expired]).finally(() => clearTimeout(timer));
+  return Promise.race([p, expired]).finally(() => cancel?.());
 }
 
 /** Runs `fn` over `items` with at most `limit` at once. */

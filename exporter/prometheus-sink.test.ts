@@ -6,64 +6,22 @@ import { FLOW_LABELS, type FlowLabel } from '../shared/config.js';
 import type { EnrichedFlow } from '../shared/flow.js';
 import { HttpServer } from '../shared/http.js';
 import { silentLogger } from '../shared/log.js';
+import { enriched, toInternet } from '../test/fixtures/flows.js';
 import { Enricher, emptyClusterLookup } from './enrich.js';
 import { OVERFLOW, PrometheusSink, type PrometheusSinkConfig } from './prometheus-sink.js';
 
-const base: EnrichedFlow = {
-  ts: 0,
-  intervalSeconds: 5,
-  srcIp: '10.0.1.5',
-  srcPod: 'web-1',
-  srcNamespace: 'shop',
-  srcWorkload: 'Deployment/web',
-  srcNode: 'node-a',
-  srcZone: 'zone-a',
-  srcRegion: 'region-1',
-  dstIp: '10.0.2.7',
-  dstPod: 'db-0',
-  dstNamespace: 'shop',
-  dstWorkload: 'StatefulSet/db',
-  dstNode: 'node-b',
-  dstZone: 'zone-b',
-  dstRegion: 'region-1',
-  dstDnsName: '',
-  dstType: 'pod',
-  crossZone: true,
-  trafficClass: 'cross-zone',
-  proto: 'TCP',
-  txBytes: 100,
-  rxBytes: 1000,
-  txPackets: 2,
-  rxPackets: 3,
-  cost: 0.25,
-};
-const web2: EnrichedFlow = {
-  ...base,
-  srcIp: '10.0.1.6',
-  srcPod: 'web-2',
-  txBytes: 50,
-  rxBytes: 7,
-  cost: 0.125,
-};
-const pub: EnrichedFlow = {
-  ...base,
+const base = enriched();
+const web2 = enriched({ srcIp: '10.0.1.6', srcPod: 'web-2', txBytes: 50, rxBytes: 7, cost: 0.125 });
+const pub = enriched({
+  ...toInternet,
   dstIp: '8.8.8.8',
-  dstPod: '',
-  dstNamespace: '',
-  dstWorkload: '',
-  dstNode: '',
-  dstZone: '',
-  dstRegion: '',
-  dstType: 'public',
-  crossZone: false,
-  trafficClass: 'internet',
   proto: 'UDP',
   txBytes: 60,
   rxBytes: 61,
   txPackets: 1,
   rxPackets: 1,
   cost: 0.5,
-};
+});
 
 const config = (over: Partial<PrometheusSinkConfig> = {}): PrometheusSinkConfig => ({
   metricsPrefix: 'podflow',

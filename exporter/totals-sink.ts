@@ -29,8 +29,10 @@ import { AggregationTemporality, DataPointType, type ResourceMetrics } from '@op
 import { Registry } from 'prom-client';
 import protobuf from 'protobufjs/minimal.js';
 import { compressSync } from 'snappy';
+import { type Clock, systemClock } from '../shared/clock.js';
 import type { EnrichedFlow } from '../shared/flow.js';
 import type { Logger } from '../shared/log.js';
+import { within } from '../shared/sleep.js';
 import { Delivery, requestHeaders } from './delivery.js';
 import { hrTime, type OtlpOptions, otlpResource } from './encodings.js';
 import type { ExporterMetrics } from './metrics.js';
@@ -93,10 +95,12 @@ export class TotalsSink implements Sink {
     private readonly config: TotalsSinkConfig,
     private readonly encoding: TotalsEncoding,
     private readonly deps: { log: Logger; metrics?: ExporterMetrics },
-    private readonly clock: () => number = Date.now,
+    private readonly clock: Clock = systemClock,
   ) {
     this.name = config.name;
-    this.table = new PrometheusSink(config.series, { registry: new Registry(), log: deps.log }, clock);
+    this.table = new PrometheusSink(config.series, { registry: new Registry(), log: deps.log }, () =>
+      clock.now(),
+    );
     this.headers = {
       ...requestHeaders(config.headers, encoding.contentType, config.gzip),
       ...encoding.headers,
@@ -135,13 +139,7 @@ export class TotalsSink implements Sink {
 
   async close(deadline: number): Promise<void> {
     this.closing = true;
-    let timer: NodeJS.Timeout | undefined;
-    const expired = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, Math.max(0, deadline - this.clock()));
-      timer.unref();
-    });
-    await Promise.race([this.idle, expired]);
-    clearTimeout(timer);
+    await within(this.idle, deadline - this.clock.now(), this.clock);
     if (this.running) {
       this.deps.log.warn(
         { sink: this.name },
@@ -170,7 +168,7 @@ export class TotalsSink implements Sink {
   /** One write: every live series at one timestamp, `batchMax` series per request, in order. */
   private async write(): Promise<void> {
     const t = this.table.totals();
-    const at = Math.max(Math.floor(this.clock()), this.lastAt + 2);
+    const at = Math.max(Math.floor(this.clock.now()), this.lastAt + 2);
     const since = this.written;
     const fresh = (s: number) => t.serials[s] > since;
     const ranges: [number, number][] = [];

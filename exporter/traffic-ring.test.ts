@@ -1,29 +1,18 @@
 import { describe, expect, it } from 'vitest';
 import type { EnrichedFlow } from '../shared/flow.js';
 import type { TrafficResponse } from '../shared/traffic.js';
+import { fromApi, toDb } from '../test/fixtures/flows.js';
 import { classOf, type TrafficQuery, TrafficRing } from './traffic-ring.js';
 
 const T0 = 1_700_000_000_000 - (1_700_000_000_000 % 60_000);
 
+/** shop/api-1 to data/db-0 across zones, without the class and cost the enrich stage adds. */
 function flow(over: Partial<EnrichedFlow> & Record<string, unknown>): EnrichedFlow {
   return {
     ts: T0,
     intervalSeconds: 15,
-    srcIp: '10.0.0.1',
-    srcPod: 'api-1',
-    srcNamespace: 'shop',
-    srcWorkload: 'Deployment/api',
-    srcNode: 'n1',
-    srcZone: 'a',
-    dstIp: '10.0.1.1',
-    dstPod: 'db-0',
-    dstNamespace: 'data',
-    dstWorkload: 'StatefulSet/db',
-    dstNode: 'n2',
-    dstZone: 'b',
-    dstDnsName: '',
-    dstType: 'pod',
-    crossZone: true,
+    ...fromApi,
+    ...toDb,
     proto: 'TCP',
     txBytes: 1000,
     rxBytes: 3000,

@@ -14,41 +14,30 @@ import { createRegistry, HttpServer } from '../shared/http.js';
 import { silentLogger } from '../shared/log.js';
 import { TokenFile } from '../shared/token.js';
 import type { TrafficResponse } from '../shared/traffic.js';
+import { enriched, fromApi, toInternet } from '../test/fixtures/flows.js';
 import { createExportGraph, staticDiscovery } from './pipeline.js';
 import { TrafficRing } from './traffic-ring.js';
 import { loadViewPage, type ViewPage, viewRouter } from './view.js';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 
-const flow = (over: Partial<EnrichedFlow>): EnrichedFlow => ({
-  ts: Date.now(),
-  intervalSeconds: 1,
-  srcIp: '10.0.0.1',
-  srcPod: 'api-1',
-  srcNamespace: 'shop',
-  srcWorkload: 'Deployment/api',
-  srcNode: 'n1',
-  srcZone: 'a',
-  srcRegion: '',
-  dstIp: '203.0.113.7',
-  dstPod: '',
-  dstNamespace: '',
-  dstWorkload: '',
-  dstNode: '',
-  dstZone: '',
-  dstRegion: '',
-  dstDnsName: 'api.stripe.com',
-  dstType: 'public',
-  trafficClass: 'internet',
-  crossZone: false,
-  proto: 'TCP',
-  txBytes: 100,
-  rxBytes: 900,
-  txPackets: 1,
-  rxPackets: 1,
-  cost: 0,
-  ...over,
-});
+/** shop/api-1 to the internet name api.stripe.com. */
+const flow = (over: Partial<EnrichedFlow>): EnrichedFlow =>
+  enriched({
+    ts: Date.now(),
+    intervalSeconds: 1,
+    ...fromApi,
+    srcRegion: '',
+    ...toInternet,
+    dstIp: '203.0.113.7',
+    dstDnsName: 'api.stripe.com',
+    txBytes: 100,
+    rxBytes: 900,
+    txPackets: 1,
+    rxPackets: 1,
+    cost: 0,
+    ...over,
+  });
 
 async function serve(page: ViewPage | null | undefined, auth?: TokenFile) {
   const ring = new TrafficRing({ exportInterval: 1000 });

@@ -16,6 +16,7 @@ import { type CollectorClient, PullError } from '../exporter/pull.js';
 import { FLOW_LABELS } from '../shared/config.js';
 import type { EnrichedFlow, Flow } from '../shared/flow.js';
 import { silentLogger } from '../shared/log.js';
+import { enriched, toInternet } from './fixtures/flows.js';
 import { HttpReceiver } from './helpers/http-receiver.js';
 import { freePort } from './helpers/ports.js';
 import { seededInt } from './helpers/random.js';
@@ -23,35 +24,19 @@ import { startTestCollector } from './helpers/test-collector.js';
 import { waitFor } from './helpers/wait.js';
 import { captureLogger } from './kube-api-server/harness.js';
 
-const flow = (i: number, over: Partial<EnrichedFlow> = {}): EnrichedFlow => ({
-  ts: Date.UTC(2026, 0, 2, 3, 4, 5, 0),
-  intervalSeconds: 15,
-  srcIp: '10.0.1.5',
-  srcPod: 'web-1',
-  srcNamespace: 'shop',
-  srcWorkload: 'Deployment/web',
-  srcNode: 'node-a',
-  srcZone: 'zone-a',
-  srcRegion: 'region-1',
-  dstIp: `8.8.8.${i % 256}`,
-  dstPod: '',
-  dstNamespace: '',
-  dstWorkload: '',
-  dstNode: '',
-  dstZone: '',
-  dstRegion: '',
-  dstDnsName: '',
-  dstType: 'public',
-  crossZone: false,
-  trafficClass: 'internet',
-  proto: 'TCP',
-  txBytes: 1000 + i,
-  rxBytes: 2000 + i,
-  txPackets: 10,
-  rxPackets: 20,
-  cost: 0,
-  ...over,
-});
+const flow = (i: number, over: Partial<EnrichedFlow> = {}): EnrichedFlow =>
+  enriched({
+    ts: Date.UTC(2026, 0, 2, 3, 4, 5, 0),
+    intervalSeconds: 15,
+    ...toInternet,
+    dstIp: `8.8.8.${i % 256}`,
+    txBytes: 1000 + i,
+    rxBytes: 2000 + i,
+    txPackets: 10,
+    rxPackets: 20,
+    cost: 0,
+    ...over,
+  });
 
 /** Internet egress at the AWS preset's price, as the enricher would price these records. */
 const price = (f: EnrichedFlow) => f.txBytes * 0.09 * 2 ** -30;

@@ -19,6 +19,8 @@ import { loadConfig } from '../shared/config.js';
 import type { EnrichedFlow, Flow } from '../shared/flow.js';
 import { silentLogger } from '../shared/log.js';
 import { VERSION } from '../shared/version.js';
+import { ManualClock } from './fixtures/clock.js';
+import * as fixtures from './fixtures/flows.js';
 import { HttpReceiver, type ReceivedRequest } from './helpers/http-receiver.js';
 
 const EGRESSD_PROTO = fileURLToPath(new URL('../exporter/proto/egressd-metrics.proto', import.meta.url));
@@ -36,34 +38,17 @@ const decode = (type: protobuf.Type, body: Buffer) =>
     string,
     unknown
   >;
-const enriched: EnrichedFlow = {
+const enriched: EnrichedFlow = fixtures.enriched({
   ts: Date.UTC(2026, 0, 2, 3, 4, 5),
   intervalSeconds: 15,
-  srcIp: '10.0.1.5',
-  srcPod: 'web-1',
-  srcNamespace: 'shop',
-  srcWorkload: 'Deployment/web',
-  srcNode: 'node-a',
-  srcZone: 'zone-a',
-  srcRegion: 'region-1',
+  ...fixtures.toInternet,
   dstIp: '8.8.8.8',
-  dstPod: '',
-  dstNamespace: '',
-  dstWorkload: '',
-  dstNode: '',
-  dstZone: '',
-  dstRegion: '',
-  dstDnsName: '',
-  dstType: 'public',
-  trafficClass: 'internet',
-  crossZone: false,
-  proto: 'TCP',
   txBytes: 0,
   rxBytes: 0,
   txPackets: 1,
   rxPackets: 1,
   cost: 0,
-};
+});
 
 /** An OTLP KeyValue list as a plain object. */
 const attrs = (kvs: { key: string; value: Record<string, unknown> }[] = []) =>
@@ -317,7 +302,7 @@ describe('remote write with --metrics-prefix egressd', () => {
         },
         remoteWrite({ my_custom_label: 'v' }),
         { log: silentLogger },
-        () => 1_700_000_000_000,
+        new ManualClock(1_700_000_000_000),
       );
       const flow = { ...enriched, txBytes: 5, rxBytes: 7 };
       await sink.push([flow]);

@@ -68,12 +68,4 @@ export async function until(cond: () => boolean, what: string, timeoutMs = 15_00
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A clock the test moves by hand. */
-export class ManualClock {
-  constructor(public t = Date.parse('2026-06-01T12:00:00Z')) {}
-  now(): number {
-    return this.t;
-  }
-  advance(ms: number): void {
-    this.t += ms;
-  }
-}
+export { ManualClock } from '../fixtures/clock.js';
