@@ -4,37 +4,16 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
 import { describe, expect, it } from 'vitest';
-import type { EnrichedFlow } from '../shared/flow.js';
+import { enriched, toInternet } from '../test/fixtures/flows.js';
 import { loki, ndjson, otlpLogs } from './encodings.js';
 
-const flow: EnrichedFlow = {
+const flow = enriched({
+  ...toInternet,
   ts: Date.UTC(2026, 0, 2, 3, 4, 5),
-  intervalSeconds: 15,
-  srcIp: '10.0.1.5',
-  srcPod: 'web-1',
-  srcNamespace: 'shop',
-  srcWorkload: 'Deployment/web',
-  srcNode: 'node-a',
-  srcZone: 'zone-a',
-  srcRegion: 'region-1',
   dstIp: '203.0.113.7',
-  dstPod: '',
-  dstNamespace: '',
-  dstWorkload: '',
-  dstNode: '',
-  dstZone: '',
-  dstRegion: '',
   dstDnsName: 'api.example.com',
-  dstType: 'public',
-  trafficClass: 'internet',
-  crossZone: false,
-  proto: 'TCP',
   txBytes: 1200,
-  rxBytes: 300,
-  txPackets: 3,
-  rxPackets: 2,
-  cost: 0,
-};
+});
 
 const text = (b: Uint8Array | string) => (typeof b === 'string' ? b : Buffer.from(b).toString());
 
