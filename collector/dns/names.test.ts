@@ -184,3 +184,76 @@ describe('NameCache store', () => {
     expect(c.stats().names).toBe(2);
   });
 });
+
+/** The cache's behaviour in plain JS (a Map keeps insertion order: the oldest first). */
+class Model {
+  readonly map = new Map<string, { name: string; client: string; until: number }[]>();
+  evicted = 0;
+  constructor(
+    private readonly max: number,
+    private readonly graceMs: number,
+    private readonly now: () => number,
+  ) {}
+  add(ip: string, name: string, ttl: number, client: string): void {
+    const until = Math.ceil((this.now() + this.graceMs) / 1000) + ttl;
+    const old = (this.map.get(ip) ?? []).filter((h) => h.client !== client);
+    this.map.delete(ip);
+    this.map.set(ip, [{ name, client, until }, ...old].slice(0, 4));
+    for (const k of this.map.keys()) {
+      if (this.map.size <= this.max) break;
+      this.map.delete(k);
+      this.evicted++;
+    }
+  }
+  nameOf(ip: string, client: string): string {
+    const fresh = (this.map.get(ip) ?? []).filter((h) => h.until >= this.now() / 1000);
+    if (fresh.length === 0) {
+      this.map.delete(ip);
+      return '';
+    }
+    const list = this.map.get(ip)!;
+    this.map.delete(ip);
+    this.map.set(ip, list);
+    return (fresh.find((h) => h.client === client) ?? fresh[0]!).name;
+  }
+  sweep(): void {
+    for (const [ip, list] of this.map)
+      if (list.every((h) => h.until < this.now() / 1000)) this.map.delete(ip);
+  }
+}
+
+describe('NameCache against a plain model', () => {
+  it('answers, evicts and expires as the model does over random operations', () => {
+    let seed = 7;
+    const rnd = (n: number) => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return (seed >>> 8) % n;
+    };
+    for (let trial = 0; trial < 6; trial++) {
+      let now = 1_000_000;
+      const max = 1 + rnd(40);
+      const grace = rnd(3) * 1000;
+      const model = new Model(max, grace, () => now);
+      const c = new NameCache({ maxNames: max, graceMs: grace }, () => now);
+      for (let step = 0; step < 3000; step++) {
+        const r = rnd(100);
+        const ip = rnd(2) ? `192.0.2.${rnd(12)}` : `2001:db8::${rnd(12).toString(16)}`;
+        const client = `10.0.0.${rnd(6)}`;
+        if (r < 50) {
+          const name = `n${rnd(50)}.test`;
+          const ttl = rnd(4);
+          model.add(ip, name, ttl, client);
+          c.add(ip, name, ttl, client);
+        } else if (r < 95) {
+          expect(c.nameOf(ip, client)).toBe(model.nameOf(ip, client));
+        } else if (r < 98) {
+          now += rnd(1200);
+        } else {
+          model.sweep();
+          c.sweep();
+        }
+        expect(c.stats()).toEqual({ names: model.map.size, evictions: model.evicted });
+      }
+    }
+  });
+});
