@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { isPrivateIp } from './ip.js';
+import { addressWords, isPrivateIp } from './ip.js';
 
 describe('isPrivateIp', () => {
   const table: [string, boolean][] = [
@@ -46,5 +46,24 @@ describe('isPrivateIp', () => {
   ];
   it.each(table)('%s → %s', (ip, want) => {
     expect(isPrivateIp(ip)).toBe(want);
+  });
+});
+
+describe('addressWords', () => {
+  const words = (ip: string) => {
+    const w = new Uint32Array(4);
+    return addressWords(ip, w) ? [...w].map((x) => x.toString(16)) : undefined;
+  };
+  it('parses IPv4 as its mapped form and IPv6 in any spelling', () => {
+    expect(words('203.0.113.5')).toEqual(['0', '0', 'ffff', 'cb007105']);
+    expect(words('::ffff:203.0.113.5')).toEqual(words('203.0.113.5'));
+    expect(words('2001:DB8::a')).toEqual(['20010db8', '0', '0', 'a']);
+    expect(words('2001:db8:0:0:0:0:0:a')).toEqual(words('2001:db8::a'));
+    expect(words('::')).toEqual(['0', '0', '0', '0']);
+  });
+  it('refuses what is not an address', () => {
+    for (const bad of ['', '1.2.3', '1.2.3.256', 'a.b.c.d', '2001:db8::1::2', '1:2:3:4:5:6:7:8:9', 'x']) {
+      expect(words(bad), bad).toBeUndefined();
+    }
   });
 });

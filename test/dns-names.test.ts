@@ -5,12 +5,13 @@
 // sink records and /metrics series must carry the names asked. Without CAP_NET_RAW: one warning,
 // no names, the collector keeps running.
 import { type ChildProcess, execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Dnsmasq, queryDns, startDnsmasq } from './helpers/dnsmasq.js';
 import {
   addRoute,
   cleanupAll,
@@ -29,24 +30,6 @@ const ROOT = new URL('..', import.meta.url).pathname;
 const BIN = join(ROOT, 'bin/podflow.js');
 const root = requireRoot();
 
-/** Asks `server` for `name` (type A or AAAA) over UDP or TCP; prints the addresses as JSON. */
-const QUERY_JS = String.raw`
-const [root, server, name, type, transport] = process.argv.slice(1);
-const packet = require(root + '/node_modules/dns-packet');
-const msg = packet.encode({ type: 'query', id: 4242, flags: packet.RECURSION_DESIRED, questions: [{ type, name }] });
-const done = (buf) => { const r = packet.decode(buf); console.log(JSON.stringify(r.answers.map((a) => a.data))); process.exit(0); };
-if (transport === 'udp') {
-  const s = require('node:dgram').createSocket(server.includes(':') ? 'udp6' : 'udp4');
-  s.on('message', done);
-  s.send(msg, 53, server);
-} else {
-  const c = require('node:net').connect(53, server, () => c.write(packet.streamEncode({ type: 'query', id: 4243, flags: packet.RECURSION_DESIRED, questions: [{ type, name }] })));
-  let got = Buffer.alloc(0);
-  c.on('data', (d) => { got = Buffer.concat([got, d]); if (got.length >= 2 && got.length >= 2 + got.readUInt16BE(0)) done(got.subarray(2)); });
-}
-setTimeout(() => { console.error('no answer'); process.exit(1); }, 5000);
-`;
-
 /** An HTTP log receiver inside the namespace: one line per NDJSON record. */
 const RECEIVER_JS = String.raw`
 require('node:http').createServer((req, res) => {
@@ -56,24 +39,16 @@ require('node:http').createServer((req, res) => {
 }).listen(Number(process.argv[1]), '127.0.0.1');
 `;
 
-const DNSMASQ_CONF = (listen: string[]) =>
-  [
-    'no-resolv',
-    'no-hosts',
-    'no-poll',
-    'bind-interfaces',
-    ...listen.map((a) => `listen-address=${a}`),
-    'port=53',
-    // TTL 1 s on every answer: with --dns-grace=2s a name is good for 3 s.
-    'local-ttl=1',
-    'address=/web.example.test/203.0.113.10',
-    'host-record=api.example.test,2001:db8::11',
-    'host-record=cdn.example.test,203.0.113.12',
-    'cname=www.example.test,cdn.example.test',
-    'host-record=tcp.example.test,203.0.113.14',
-    'host-record=stale.example.test,203.0.113.13',
-    '',
-  ].join('\n');
+const RECORDS = [
+  // TTL 1 s on every answer: with --dns-grace=2s a name is good for 3 s.
+  'local-ttl=1',
+  'address=/web.example.test/203.0.113.10',
+  'host-record=api.example.test,2001:db8::11',
+  'host-record=cdn.example.test,203.0.113.12',
+  'cname=www.example.test,cdn.example.test',
+  'host-record=tcp.example.test,203.0.113.14',
+  'host-record=stale.example.test,203.0.113.13',
+];
 
 interface SinkRecord {
   dst_ip: string;
@@ -86,7 +61,7 @@ describe.skipIf(!root)('DNS names learned on the node', () => {
   let node: Netns;
   let peer: Netns;
   let dir: string;
-  let dnsmasq: ChildProcess | undefined;
+  let dnsmasq: Dnsmasq | undefined;
   let podflow: ChildProcess | undefined;
   let receiver: ChildProcess | undefined;
   let server4: TrafficServer | undefined;
@@ -112,14 +87,7 @@ describe.skipIf(!root)('DNS names learned on the node', () => {
     await addRoute(node, '203.0.113.0/24', pair.b4);
     await addRoute(node, '2001:db8::/64', pair.b6);
     dir = await mkdtemp(join(tmpdir(), 'podflow-dns-'));
-    await writeFile(join(dir, 'dnsmasq.conf'), DNSMASQ_CONF([pair.b4, pair.b6]));
-    dnsmasq = peer.spawn('dnsmasq', [
-      '--keep-in-foreground',
-      `--conf-file=${join(dir, 'dnsmasq.conf')}`,
-      '--pid-file=',
-      '--user=root',
-      '--log-facility=-',
-    ]);
+    dnsmasq = await startDnsmasq(peer, { listen: [pair.b4, pair.b6], records: RECORDS, dir });
     server4 = await startServer(peer, 'tcp', '0.0.0.0');
     server6 = await startServer(peer, 'tcp', '::');
     receiver = node.spawn(process.execPath, ['-e', RECEIVER_JS, '9501']);
@@ -165,30 +133,20 @@ describe.skipIf(!root)('DNS names learned on the node', () => {
   }, 120_000);
 
   afterAll(async () => {
-    for (const p of [podflow, receiver, dnsmasq]) if (p) await kill(p);
+    for (const p of [podflow, receiver]) if (p) await kill(p);
+    await dnsmasq?.stop();
     await server4?.stop();
     await server6?.stop();
     await cleanupAll();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  const query = async (
+  const query = (
     name: string,
     type: 'A' | 'AAAA',
     transport: 'udp' | 'tcp',
     server = dnsServer,
-  ): Promise<string[]> => {
-    const { stdout } = await node.exec(process.execPath, [
-      '-e',
-      QUERY_JS,
-      ROOT,
-      server,
-      name,
-      type,
-      transport,
-    ]);
-    return JSON.parse(stdout) as string[];
-  };
+  ): Promise<string[]> => queryDns(node, server, name, type, transport);
 
   it('names peers by the name asked: A, AAAA, a CNAME chain, TCP; a stale answer names nothing', async () => {
     expect(await query('stale.example.test', 'A', 'udp')).toEqual(['203.0.113.13']);

@@ -7,7 +7,9 @@
 // connection, each collector reports only its own pod's side. A third node shares node-a's zone:
 // traffic between those two nodes is cross-node but not cross-zone. All three are in one region and
 // carry an AWS providerID: --cloud auto prices the traffic with the AWS preset, checked through
-// Prometheus against the bytes conntrack counted.
+// Prometheus against the bytes conntrack counted. A DNS server in a pod stands in for CoreDNS: a pod
+// resolves the names of hosts outside the cluster (behind node-a's masquerade) before it talks to
+// them, and node-a's collector names those peers by the names asked (`dst_dns_name`).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Cluster, txOf } from './helpers/cluster.js';
 import { requireRoot, runClient, startServer } from './helpers/netns.js';
@@ -17,6 +19,11 @@ const root = requireRoot();
 const WEB = '10.244.1.5';
 const DB = '10.244.2.7';
 const QUEUE = '10.244.3.9';
+const COREDNS = '10.244.2.53';
+// Hosts on the internet as far as podflow can tell (documentation range, behind node-a), named by
+// the cluster's DNS server only.
+const API_HOST = '203.0.113.10';
+const FILES_HOST = '203.0.113.11';
 
 describe.skipIf(!root)('three-node cluster end to end', () => {
   const c = new Cluster({
@@ -35,7 +42,15 @@ describe.skipIf(!root)('three-node cluster end to end', () => {
         region: 'region-1',
         ip: '10.250.0.3',
         podCidrs: ['10.244.2.0/24'],
-        pods: [{ name: 'db-0', namespace: 'shop', workload: 'StatefulSet/db', ips: [DB] }],
+        pods: [
+          { name: 'db-0', namespace: 'shop', workload: 'StatefulSet/db', ips: [DB] },
+          {
+            name: 'coredns-5d78c-k8dns',
+            namespace: 'kube-system',
+            workload: 'Deployment/coredns',
+            ips: [COREDNS],
+          },
+        ],
       },
       {
         name: 'node-c',
@@ -46,6 +61,12 @@ describe.skipIf(!root)('three-node cluster end to end', () => {
         pods: [{ name: 'queue-7d9f8-q2', namespace: 'jobs', workload: 'Deployment/queue', ips: [QUEUE] }],
       },
     ],
+    publicHost: { ip: API_HOST, via: 'node-a', nodeIp: '203.0.113.1' },
+    dns: {
+      pod: 'coredns-5d78c-k8dns',
+      // TTL 0 (dnsmasq's default for its own records): the name lasts --dns-grace (60 s).
+      records: [`host-record=api.partner.test,${API_HOST}`, `host-record=files.partner.test,${FILES_HOST}`],
+    },
     // Prometheus asks for gzip: every scrape below goes through the compressed /metrics.
     exporterArgs: ['--metrics-gzip'],
   });
@@ -217,5 +238,59 @@ describe.skipIf(!root)('three-node cluster end to end', () => {
       src_workload: 'Deployment/queue',
       dst_workload: 'Deployment/web',
     });
+  }, 60_000);
+
+  it('peers outside the cluster named by what the pod resolved first (UDP and TCP lookups)', async () => {
+    const pub = c.ns('public');
+    await pub.addAddress('eth0', `${FILES_HOST}/32`);
+    const [tcp, udp] = await Promise.all([
+      startServer(pub, 'tcp', API_HOST),
+      startServer(pub, 'udp', FILES_HOST),
+    ]);
+    // As an application does: look the name up, then connect to the address it got.
+    expect(await c.resolve('web-5f7c9-x1', 'api.partner.test')).toEqual([API_HOST]);
+    expect(await c.resolve('web-5f7c9-x1', 'files.partner.test', { transport: 'tcp' })).toEqual([FILES_HOST]);
+    const web = c.ns('web-5f7c9-x1');
+    const results = await Promise.all([
+      runClient(web, 'tcp', API_HOST, tcp.port, { send: 4_321, receive: 12_000, count: 2 }),
+      runClient(web, 'udp', FILES_HOST, udp.port, { send: 900, receive: 1_400, count: 3 }),
+    ]);
+    for (const r of results) expect(r.failed).toBe(0);
+    await new Promise((r) => setTimeout(r, 1000));
+    const toApi = await c.sentBy('node-a', WEB, API_HOST);
+    const toFiles = await c.sentBy('node-a', WEB, FILES_HOST);
+    expect(toApi).toBeGreaterThan(2 * 4_321);
+    expect(toFiles).toBeGreaterThan(3 * 900);
+
+    const api = 'podflow_transmit_bytes_total{src_pod="web-5f7c9-x1",dst_dns_name="api.partner.test"}';
+    const files = 'podflow_transmit_bytes_total{src_pod="web-5f7c9-x1",dst_dns_name="files.partner.test"}';
+    const now = async () => `${await c.q(`sum(${api})`)}/${await c.q(`sum(${files})`)}`;
+    await c.waitFor(
+      'Prometheus to see the named peers',
+      async () => ((await now()) === `${toApi}/${toFiles}` ? true : undefined),
+      30_000,
+      async () => `${await now()}, want ${toApi}/${toFiles}`,
+    );
+    const series = await c.prom.query(
+      `podflow_transmit_bytes_total{src_pod="web-5f7c9-x1",dst_type="public"}`,
+    );
+    expect(series.map((s) => `${s.metric.proto} ${s.metric.dst_ip} ${s.metric.dst_dns_name}`).sort()).toEqual(
+      [`TCP ${API_HOST} api.partner.test`, `UDP ${FILES_HOST} files.partner.test`],
+    );
+
+    // The HTTP records: every one to these hosts carries the name, the bytes are conntrack's.
+    const named = (host: string, name: string) => {
+      const recs = c.deliveredRecords().filter((r) => r.src_pod === 'web-5f7c9-x1' && r.dst_ip === host);
+      const bytes = recs.filter((r) => r.dst_dns_name === name).reduce((a, r) => a + Number(r.tx_bytes), 0);
+      return `${recs.length > 0 && recs.every((r) => r.dst_dns_name === name)}/${bytes}`;
+    };
+    const http = () => `${named(API_HOST, 'api.partner.test')} ${named(FILES_HOST, 'files.partner.test')}`;
+    await c.waitFor(
+      'HTTP records with the names',
+      async () => (http() === `true/${toApi} true/${toFiles}` ? true : undefined),
+      30_000,
+      () => `${http()}, want true/${toApi} true/${toFiles}`,
+    );
+    await Promise.all([tcp.stop(), udp.stop()]);
   }, 60_000);
 });

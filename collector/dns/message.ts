@@ -1,9 +1,9 @@
 // A DNS response read in place (RFC 1035 §4): only what naming needs — the header, the first
 // question's name, and the A, AAAA and CNAME records of the answer section. Hand-written on
 // purpose: dns-packet (well kept, used by the tests to build packets) decodes every section into
-// objects — 3.2–3.4 µs of CPU per typical answer by itself in test/bench/dns.bench.ts, more than
+// objects — 2.9–3.4 µs of CPU per typical answer by itself in test/bench/dns.bench.ts, more than
 // half of what the whole learner (this reader, the duplicate check, the cache) costs with it
-// replaced (5.6–5.8 µs) — and its AAAA text is not always RFC 5952, the form conntrack addresses
+// replaced (4.4–4.9 µs) — and its AAAA text is not always RFC 5952, the form conntrack addresses
 // take here (collector/netfilter/parser.ts formatV6).
 // Compression pointers must point backwards (as RFC 1035 §4.1.4 describes them), so a pointer loop
 // cannot happen; names longer than 255 octets are refused.

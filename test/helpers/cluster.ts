@@ -10,6 +10,8 @@
 //   counted by the node's conntrack, the table the collector reads;
 // - a public host (documentation range) linked to one node, which masquerades pod traffic to it as a
 //   real cluster's egress does: its replies go to the node's address;
+// - a DNS server standing in for CoreDNS (dnsmasq in a pod of the spec, `spec.dns`): pods resolve
+//   names there (`resolve`) before they talk, and the answers cross the nodes as CoreDNS's do;
 // - the control namespace: `podflow exporter` discovering the collectors and enriching through the test
 //   API server, a real Prometheus scraping it, and its HTTP sink forwarded to a real HttpReceiver.
 // The API server and the receiver run in this process; namespaces reach them through relays (Unix
@@ -26,6 +28,7 @@ import { expect } from 'vitest';
 import { type Harness, startHarness } from '../kube-api-server/harness.js';
 import { node, pod, replicaSet } from '../kube-api-server/objects.js';
 import { sentBy } from './conntrack-table.js';
+import { type Dnsmasq, queryDns, startDnsmasq } from './dnsmasq.js';
 import { HttpReceiver } from './http-receiver.js';
 import { addRoute, attachPod, cleanupAll, connect, createNetns, kill, type Netns, run } from './netns.js';
 import { type Prometheus, startPrometheus } from './prometheus.js';
@@ -77,9 +80,17 @@ export interface PublicHostDef {
   nodeIp: string;
 }
 
+export interface DnsDef {
+  /** The pod (one of `nodes[].pods`) that answers DNS on its addresses, as CoreDNS does. */
+  pod: string;
+  /** Its only records: dnsmasq.conf lines (`host-record=name,address`, `cname=…`, `local-ttl=…`). */
+  records: string[];
+}
+
 export interface ClusterSpec {
   nodes: NodeDef[];
   publicHost?: PublicHostDef;
+  dns?: DnsDef;
   /** Added to the exporter's command line. */
   exporterArgs?: string[];
   /** A `--destinations-file` for the exporter (YAML text, written at start). */
@@ -113,6 +124,7 @@ export class Cluster {
   private readonly collectors = new Map<string, ChildProcess>();
   private readonly relays: Relay[] = [];
   private api: Harness | undefined;
+  private dns: Dnsmasq | undefined;
   private dir = '';
   private logs = '';
 
@@ -136,6 +148,13 @@ export class Cluster {
       await writeFile(join(this.dir, 'destinations.yaml'), this.spec.destinations);
     }
     await this.buildNetwork();
+    if (this.spec.dns) {
+      this.dns = await startDnsmasq(this.ns(this.spec.dns.pod), {
+        listen: this.podDef(this.spec.dns.pod).ips,
+        records: this.spec.dns.records,
+        dir: this.dir,
+      });
+    }
     await this.startApiServer();
     this.rx = await HttpReceiver.start();
     this.relays.push(await relayIntoNetns(this.ctl, SINK_PORT, Number(new URL(this.rx.url).port), this.dir));
@@ -143,6 +162,26 @@ export class Cluster {
     await this.startExporter();
     for (const n of this.spec.nodes) await this.collectorReady(n);
     this.prom = await startPrometheus({ targets: [EXPORTER], ns: this.ctl });
+  }
+
+  /**
+   * Pod `podName` asks the cluster's DNS server (`spec.dns`) for `name`, as its resolver would;
+   * the answers' data (CNAME targets, then addresses).
+   */
+  resolve(
+    podName: string,
+    name: string,
+    opts: { type?: 'A' | 'AAAA'; transport?: 'udp' | 'tcp' } = {},
+  ): Promise<string[]> {
+    if (!this.spec.dns) throw new Error('the cluster has no DNS server (spec.dns)');
+    const server = this.podDef(this.spec.dns.pod).ips[0]!;
+    return queryDns(this.ns(podName), server, name, opts.type ?? 'A', opts.transport ?? 'udp');
+  }
+
+  private podDef(name: string): PodDef {
+    const p = this.spec.nodes.flatMap((n) => n.pods).find((x) => x.name === name);
+    if (!p) throw new Error(`no pod named ${name} in the cluster spec`);
+    return p;
   }
 
   private spawnCollector(n: NodeDef): void {
@@ -433,6 +472,7 @@ export class Cluster {
   async close(): Promise<void> {
     // Unset when start() failed before it: the same for rx below.
     await this.prom?.stop().catch(() => undefined);
+    await this.dns?.stop().catch(() => undefined);
     for (const p of this.procs) await kill(p, 'SIGKILL').catch(() => undefined);
     await cleanupAll();
     for (const r of this.relays) await r.close().catch(() => undefined);
