@@ -15,7 +15,7 @@ import { createServer, request } from 'node:http';
 import { gunzipSync } from 'node:zlib';
 import { Unpackr } from 'msgpackr';
 import { Registry } from 'prom-client';
-import { encodePullBody, gzipPullBody } from '../../collector/wire.js';
+import { encodePullBody, gzipPullBody } from '../../shared/pull-contract.js';
 import { Enricher } from '../../exporter/enrich.js';
 import { ExporterMetrics } from '../../exporter/metrics.js';
 import { Pipeline, staticDiscovery } from '../../exporter/pipeline.js';
