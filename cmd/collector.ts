@@ -1,5 +1,4 @@
 // Wiring of `podflow collector`: source → reduce (+ DNS names) → loop → backlog → HTTP (pull API, /metrics).
-import { once } from 'node:events';
 import type { Registry } from 'prom-client';
 import { Backlog } from '../collector/backlog.js';
 import { Checkpoint } from '../collector/checkpoint.js';
@@ -16,7 +15,7 @@ import { StartupError } from '../shared/errors.js';
 import { createRegistry } from '../shared/http.js';
 import type { Logger } from '../shared/log.js';
 import { loadTokenFile } from '../shared/token.js';
-import { startServer } from './listen.js';
+import { startServer, untilStopped } from './lifecycle.js';
 
 /** The collecting half, shared by `podflow collector` and `podflow standalone`. */
 export interface CollectorGraph {
@@ -223,13 +222,12 @@ export async function run(
       'the pull API is open: anyone who reaches this address can read and acknowledge (erase) the flows; set --pull-token-file',
     );
   }
-  if (!signal.aborted) await once(signal, 'abort');
   // Ordered shutdown. Read conntrack one last time, then keep serving pulls until an exporter has
   // acknowledged everything (or the deadline): without --state-dir the backlog lives in memory, and
   // what is not delivered before exit is lost; with it, the final read is on disk before the wait
   // and the state is written once more last (graph.close), so the wait only saves the next process
   // some work (and covers a collector that does not come back).
-  const deadline = Date.now() + config.shutdownTimeout;
+  const deadline = await untilStopped(signal, config.shutdownTimeout);
   await graph.loop.close({ finalTick: true });
   const pending = graph.backlog.stats();
   if (pending.batches > 0) {

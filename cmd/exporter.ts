@@ -1,6 +1,5 @@
 // Wiring of `podflow exporter`: collectors (static --collectors, or discovered through Kubernetes)
 // → pipeline (pull → enrich → Prometheus + HTTP sinks → ack) → /metrics, /healthz, /readyz.
-import { once } from 'node:events';
 import type { Registry } from 'prom-client';
 import { startupDestinations } from '../exporter/destinations.js';
 import { createKubernetes } from '../exporter/kubernetes.js';
@@ -15,7 +14,7 @@ import { createRegistry, HttpServer } from '../shared/http.js';
 import { resolveKubeConfig } from '../shared/kube.js';
 import type { Logger } from '../shared/log.js';
 import { loadTokenFile, type TokenFile } from '../shared/token.js';
-import { startServer } from './listen.js';
+import { startServer, untilStopped } from './lifecycle.js';
 
 /** What the exporting half is built on, besides the configuration. */
 export interface ExportSideDeps {
@@ -136,9 +135,8 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
     'exporter running',
   );
 
-  if (!signal.aborted) await once(signal, 'abort');
   // Ordered shutdown: stop pulling, flush sinks (acknowledging what they took), close the socket.
-  const deadline = Date.now() + config.shutdownTimeout;
+  const deadline = await untilStopped(signal, config.shutdownTimeout);
   await pipeline.close(deadline);
   // Let go of every collector's lease, so that the next exporter (a rollout) pulls at once.
   const releasing = AbortSignal.timeout(Math.max(1, deadline - Date.now()));

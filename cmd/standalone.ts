@@ -4,7 +4,6 @@
 // self-metrics. Kubernetes access is resolved once; with it, one pod informer serves both the
 // exporter's cluster view and the collector's pods of this node. Without it the local endpoints
 // are this host's addresses and src labels describe the node itself.
-import { once } from 'node:events';
 import { createLocalIndex } from '../collector/select-index.js';
 import { InProcessCollectorClient } from '../exporter/in-process.js';
 import { createKubernetes } from '../exporter/kubernetes.js';
@@ -15,7 +14,7 @@ import type { Logger } from '../shared/log.js';
 import { loadTokenFile } from '../shared/token.js';
 import { createCollectorGraph } from './collector.js';
 import { createExportSide } from './exporter.js';
-import { startServer } from './listen.js';
+import { startServer, untilStopped } from './lifecycle.js';
 
 export async function run(config: Config, log: Logger, signal: AbortSignal): Promise<void> {
   // Standalone has no pull API: the token file only guards /metrics (with --metrics-auth).
@@ -69,11 +68,10 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
     'standalone running',
   );
 
-  if (!signal.aborted) await once(signal, 'abort');
   // Ordered shutdown: stop reading, then flush the sinks (acknowledging what they took), then stop
   // serving /metrics last so a final scrape can still see the counters.
   // The final round exports the last read, so the HTTP sink gets every byte counted.
-  const deadline = Date.now() + config.shutdownTimeout;
+  const deadline = await untilStopped(signal, config.shutdownTimeout);
   await collector.loop.close({ finalTick: true });
   await pipeline.close(deadline, { finalRound: true });
   await collector.close();

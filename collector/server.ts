@@ -5,25 +5,23 @@ import type { IncomingMessage } from 'node:http';
 import Router from '@koa/router';
 import type Koa from 'koa';
 import type { Registry } from 'prom-client';
+import type { AckRequest } from '../shared/flow.js';
+import { HttpServer } from '../shared/http.js';
+import type { Logger } from '../shared/log.js';
 import {
   ACK_PATH,
-  type AckRequest,
+  ackProblem,
   CONFLICT_HEADER,
+  decodeRequest,
   EXPORTER_HEADER,
+  encodePullBody,
+  gzipPullBody,
   LEASE_HEADER,
   LEASE_SECONDS_HEADER,
   MSGPACK_TYPE,
   PULL_PATH,
-  RELEASE_PATH,
-} from '../shared/flow.js';
-import { HttpServer } from '../shared/http.js';
-import type { Logger } from '../shared/log.js';
-import {
-  ackProblem,
-  decodeRequest,
-  encodePullBody,
-  gzipPullBody,
   pullResponse,
+  RELEASE_PATH,
 } from '../shared/pull-contract.js';
 import type { TokenFile } from '../shared/token.js';
 import type { Backlog } from './backlog.js';

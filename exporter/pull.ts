@@ -8,24 +8,21 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { promisify } from 'node:util';
 import { gunzip as gunzipCb } from 'node:zlib';
 import type { Config } from '../shared/config.js';
+import type { AckRequest, PullResponse } from '../shared/flow.js';
 import {
   ACK_PATH,
-  type AckRequest,
   CONFLICT_HEADER,
+  type CollectorClient,
+  decodePullResponse,
   EXPORTER_HEADER,
+  encodeAck,
+  encodeRelease,
   LEASE_HEADER,
   LEASE_SECONDS_HEADER,
   MSGPACK_TYPE,
   PULL_PATH,
-  type PullResponse,
-  RELEASE_PATH,
-} from '../shared/flow.js';
-import {
-  type CollectorClient,
-  decodePullResponse,
-  encodeAck,
-  encodeRelease,
   PullError,
+  RELEASE_PATH,
 } from '../shared/pull-contract.js';
 import type { TokenFile } from '../shared/token.js';
 import { ByteBudget } from './byte-budget.js';

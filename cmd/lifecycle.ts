@@ -1,4 +1,6 @@
-// Binding the HTTP server of any command, with the usual failures said in one start-up line.
+// What every command does alike around its wiring: bind its HTTP server (the usual failures said
+// in one start-up line), then wait for the stop signal and give shutdown its deadline.
+import { once } from 'node:events';
 import type { ListenAddress } from '../shared/config.js';
 import { StartupError } from '../shared/errors.js';
 import type { HttpServer } from '../shared/http.js';
@@ -23,4 +25,13 @@ export async function startServer(server: HttpServer, listen: ListenAddress): Pr
     }
     throw fail((err as Error).message);
   }
+}
+
+/**
+ * Waits for the stop signal (SIGTERM, SIGINT: cmd/podflow.ts), then returns the shutdown deadline,
+ * `--shutdown-timeout` from now (ms since the epoch).
+ */
+export async function untilStopped(signal: AbortSignal, shutdownTimeout: number): Promise<number> {
+  if (!signal.aborted) await once(signal, 'abort');
+  return Date.now() + shutdownTimeout;
 }
