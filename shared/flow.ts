@@ -122,17 +122,38 @@ export interface EnrichedFlow {
   cost: number;
 }
 
-// The pull API's paths and headers live with the rest of the pull contract.
-export {
-  ACK_PATH,
-  CONFLICT_HEADER,
-  EXPORTER_HEADER,
-  LEASE_HEADER,
-  LEASE_SECONDS_HEADER,
-  MSGPACK_TYPE,
-  PULL_PATH,
-  RELEASE_PATH,
-} from './pull-contract.js';
+/**
+ * The collector's pull API (served by collector/server.ts, used by exporter/pull.ts).
+ *
+ * With `--pull-token-file`, every request needs `Authorization: Bearer <token>`; without it the
+ * answer is 401 and nothing else is looked at.
+ *
+ * - `GET  /api/v1/flows` with `Podflow-Exporter: <name>` (and optionally `Podflow-Lease-Seconds:
+ *   N`, default 60) → 200, `Content-Type: application/x-msgpack`, a msgpackr-encoded
+ *   `PullResponse` holding every batch not yet acknowledged, oldest first. The pull takes or renews
+ *   the collector's lease for that exporter: the response's `Podflow-Lease` header is the lease id
+ *   and `Podflow-Lease-Seconds` its remaining time. While another exporter holds a lease: 409 with
+ *   `Podflow-Conflict: lease` and `Retry-After` (seconds until it lapses). `Accept-Encoding: gzip`
+ *   gets a gzip body. Optional `?max_flows=N` caps the flows returned (whole batches only, at least
+ *   one batch). Too many pulls at once: 429 with `Retry-After`.
+ * - `POST /api/v1/ack` with a msgpackr body `AckRequest` → 204 once every batch with `seq <= seq` is
+ *   dropped (and the lease renewed); 409 `Podflow-Conflict: boot` when `bootId` is not this
+ *   collector's (it restarted: the exporter starts over), 409 `Podflow-Conflict: lease` when the
+ *   lease is no longer the current one (another exporter took over: the ack changes nothing).
+ * - `POST /api/v1/release` with a msgpackr body `{lease}` → 204: the exporter lets go on shutdown,
+ *   so that the next one need not wait for the lease to lapse.
+ *
+ * A batch stays in the backlog until acknowledged, so a failed pull, a failed sink or an exporter
+ * restart re-delivers it; the exporter acknowledges only after every sink accepted the batch.
+ */
+export const PULL_PATH = '/api/v1/flows';
+export const ACK_PATH = '/api/v1/ack';
+export const RELEASE_PATH = '/api/v1/release';
+export const MSGPACK_TYPE = 'application/x-msgpack';
+export const EXPORTER_HEADER = 'Podflow-Exporter';
+export const LEASE_HEADER = 'Podflow-Lease';
+export const LEASE_SECONDS_HEADER = 'Podflow-Lease-Seconds';
+export const CONFLICT_HEADER = 'Podflow-Conflict';
 
 export interface AckRequest {
   bootId: string;
