@@ -1,8 +1,8 @@
 import { isIPv4 } from 'node:net';
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
-import type { PullResponse } from './flow.js';
 import { seeded } from '../test/helpers/random.js';
+import type { PullResponse } from './flow.js';
 import { decodePullResponse, encodePullResponse, isDottedQuad, PullError } from './pull-contract.js';
 
 const valid = (): PullResponse => ({

@@ -21,7 +21,6 @@ import { PerformanceObserver } from 'node:perf_hooks';
 import { gunzipSync } from 'node:zlib';
 import { Unpackr } from 'msgpackr';
 import { Registry } from 'prom-client';
-import { encodePullBody, gzipPullBody } from '../../shared/pull-contract.js';
 import { Enricher } from '../../exporter/enrich.js';
 import { ExporterMetrics } from '../../exporter/metrics.js';
 import { Pipeline, staticDiscovery } from '../../exporter/pipeline.js';
@@ -31,6 +30,7 @@ import { FLOW_LABELS, type FlowLabel } from '../../shared/config.js';
 import type { PullResponse } from '../../shared/flow.js';
 import { type ChunkedRegistry, HttpServer } from '../../shared/http.js';
 import { silentLogger } from '../../shared/log.js';
+import { encodePullBody, gzipPullBody } from '../../shared/pull-contract.js';
 import { benchCluster } from './cluster-data.js';
 import { profileIf } from './profile.js';
 
