@@ -1,5 +1,4 @@
 // Wiring of `podflow collector`: source → reduce (+ DNS names) → loop → backlog → HTTP (pull API, /metrics).
-import { once } from 'node:events';
 import type { Registry } from 'prom-client';
 import { Backlog } from '../collector/backlog.js';
 import { Checkpoint } from '../collector/checkpoint.js';
@@ -7,15 +6,16 @@ import { DnsLearner } from '../collector/dns/learner.js';
 import { CollectorLoop } from '../collector/loop.js';
 import { type CollectorMetrics, createCollectorMetrics } from '../collector/metrics.js';
 import { createReducer } from '../collector/reduce.js';
-import { createLocalIndex, type LocalIndex } from '../collector/select-index.js';
+import { type LocalIndex, nodeLocalIndex } from '../collector/select-index.js';
 import { createSource, type SelectedSource } from '../collector/select-source.js';
 import { createCollectorServer } from '../collector/server.js';
 import { StateStore } from '../collector/state.js';
-import type { Config, ListenAddress } from '../shared/config.js';
+import type { Config } from '../shared/config.js';
 import { StartupError } from '../shared/errors.js';
-import { createRegistry, type HttpServer } from '../shared/http.js';
+import { createRegistry } from '../shared/http.js';
 import type { Logger } from '../shared/log.js';
 import { loadTokenFile } from '../shared/token.js';
+import { startServer, untilStopped } from './lifecycle.js';
 
 /** The collecting half, shared by `podflow collector` and `podflow standalone`. */
 export interface CollectorGraph {
@@ -42,15 +42,18 @@ export interface CollectorDeps {
   source?: SelectedSource;
 }
 
-/** Builds the collecting half. Only `createLocalIndex` may touch the outside (kubeconfig lookup). */
-export async function createCollectorGraph(
+/**
+ * Builds the collecting half over the local endpoints the command chose (`local`: this node's pods,
+ * this host, or both). No I/O until start().
+ */
+export function createCollectorGraph(
   config: Config,
   log: Logger,
   registry: Registry,
-  deps: CollectorDeps = {},
-): Promise<CollectorGraph> {
+  deps: CollectorDeps & { local: LocalIndex },
+): CollectorGraph {
+  const { local } = deps;
   const source = deps.source ?? createSource(config, log);
-  const local = await createLocalIndex(config, { log });
   const store = config.stateDir === undefined ? undefined : new StateStore(config.stateDir);
   // With a state dir a tick's batch is handed out only once the state holding it is on disk.
   const backlog = new Backlog({ backlogMaxFlows: config.backlogMaxFlows, holdNew: store !== undefined });
@@ -176,28 +179,6 @@ export async function createCollectorGraph(
   };
 }
 
-/**
- * Starts the HTTP server, turning the usual bind failures into one clear start-up line. A bind
- * failure is a configuration problem (exit 2, like a bad option): the commands bind before anything
- * else starts, so nothing has been changed on the host when it happens.
- */
-export async function startServer(server: HttpServer, listen: ListenAddress): Promise<void> {
-  try {
-    await server.start();
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    const where = `--listen ${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${listen.port}`;
-    const fail = (why: string) => new StartupError(`${where}: ${why}`, { cause: err, exitCode: 2 });
-    if (code === 'EADDRINUSE') throw fail('address already in use');
-    if (code === 'EACCES') throw fail('permission denied (ports below 1024 need root)');
-    if (code === 'EADDRNOTAVAIL') throw fail('no such local address');
-    if (code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EAI_NODATA' || code === 'EAI_FAIL') {
-      throw fail(`cannot resolve host "${listen.host}"`);
-    }
-    throw fail((err as Error).message);
-  }
-}
-
 export async function run(
   config: Config,
   log: Logger,
@@ -206,7 +187,9 @@ export async function run(
 ): Promise<void> {
   const tokens = loadTokenFile(config, log);
   const registry = createRegistry();
-  const graph = await createCollectorGraph(config, log, registry, deps);
+  // Local endpoints: the pods of this node (own small watch), or this host without an API server.
+  const local = await nodeLocalIndex(config, { log });
+  const graph = createCollectorGraph(config, log, registry, { ...deps, local });
   const server = createCollectorServer(
     { listen: config.listen },
     {
@@ -239,13 +222,12 @@ export async function run(
       'the pull API is open: anyone who reaches this address can read and acknowledge (erase) the flows; set --pull-token-file',
     );
   }
-  if (!signal.aborted) await once(signal, 'abort');
   // Ordered shutdown. Read conntrack one last time, then keep serving pulls until an exporter has
   // acknowledged everything (or the deadline): without --state-dir the backlog lives in memory, and
   // what is not delivered before exit is lost; with it, the final read is on disk before the wait
   // and the state is written once more last (graph.close), so the wait only saves the next process
   // some work (and covers a collector that does not come back).
-  const deadline = Date.now() + config.shutdownTimeout;
+  const deadline = await untilStopped(signal, config.shutdownTimeout);
   await graph.loop.close({ finalTick: true });
   const pending = graph.backlog.stats();
   if (pending.batches > 0) {

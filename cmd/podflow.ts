@@ -12,13 +12,28 @@ import {
   type OptionSpec,
 } from '../shared/config.js';
 import { StartupError } from '../shared/errors.js';
-import { createLogger } from '../shared/log.js';
+import { createLogger, type Logger } from '../shared/log.js';
 import { VERSION } from '../shared/version.js';
 
-const DESCRIPTIONS: Record<Command, string> = {
-  collector: 'the per-node agent: reads conntrack, serves flows to exporters',
-  exporter: 'the cluster aggregator: pulls collectors, enriches flows, emits metrics and logs',
-  standalone: 'collector + exporter in one process on this host (no Kubernetes needed)',
+type Run = (config: Config, log: Logger, signal: AbortSignal) => Promise<void>;
+
+/**
+ * The commands and their wiring. Each is loaded only when chosen: `podflow collector` runs on
+ * every node and must not load the exporter's @kubernetes/client-node (test/collector-imports.test.ts).
+ */
+const COMMANDS: Record<Command, { description: string; load: () => Promise<{ run: Run }> }> = {
+  collector: {
+    description: 'the per-node agent: reads conntrack, serves flows to exporters',
+    load: () => import('./collector.js'),
+  },
+  exporter: {
+    description: 'the cluster aggregator: pulls collectors, enriches flows, emits metrics and logs',
+    load: () => import('./exporter.js'),
+  },
+  standalone: {
+    description: 'collector + exporter in one process on this host (no Kubernetes needed)',
+    load: () => import('./standalone.js'),
+  },
 };
 
 /** Exits the process with one clear line. Start-up problems only: a running process logs and goes on. */
@@ -50,12 +65,8 @@ async function run(command: Command, flags: Record<string, unknown>): Promise<vo
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
   try {
-    const main = await import(`./${command}.js`);
-    await (main.run as (c: Config, l: typeof log, s: AbortSignal) => Promise<void>)(
-      config,
-      log,
-      abort.signal,
-    );
+    const wiring = await COMMANDS[command].load();
+    await wiring.run(config, log, abort.signal);
   } catch (err) {
     if (err instanceof StartupError) die(err.message, err.exitCode);
     log.error({ err }, 'fatal');
@@ -78,8 +89,8 @@ const program = new Program('podflow')
       ),
   });
 
-for (const command of Object.keys(DESCRIPTIONS) as Command[]) {
-  const sub = program.command(command).description(DESCRIPTIONS[command]);
+for (const command of Object.keys(COMMANDS) as Command[]) {
+  const sub = program.command(command).description(COMMANDS[command].description);
   sub.addOption(
     new Option('--config <file>', 'YAML file of options (keys are the flag names)').env('PODFLOW_CONFIG'),
   );

@@ -1,62 +1,49 @@
 // Wiring of `podflow standalone`: the collecting half (source → reduce → loop → backlog) and the
 // exporting half (pull → enrich → Prometheus + HTTP sinks → ack) in one process, joined by an
 // in-process client over the backlog, with one /metrics carrying flow counters and both halves'
-// self-metrics. Without Kubernetes the local endpoints are this host's addresses and src labels
-// describe the node itself.
-import { once } from 'node:events';
-import { startupDestinations } from '../exporter/destinations.js';
+// self-metrics. Kubernetes access is resolved once; with it, one pod informer serves both the
+// exporter's cluster view and the collector's pods of this node. Without it the local endpoints
+// are this host's addresses and src labels describe the node itself.
+import { createLocalIndex } from '../collector/select-index.js';
 import { InProcessCollectorClient } from '../exporter/in-process.js';
-import { createKubernetes, type Kubernetes } from '../exporter/kubernetes.js';
-import { createExportGraph } from '../exporter/pipeline.js';
-import { viewRouter } from '../exporter/view.js';
+import { createKubernetes } from '../exporter/kubernetes.js';
 import type { Config } from '../shared/config.js';
-import { StartupError } from '../shared/errors.js';
-import { createRegistry, HttpServer } from '../shared/http.js';
+import { createRegistry } from '../shared/http.js';
+import { resolveKubeConfig } from '../shared/kube.js';
 import type { Logger } from '../shared/log.js';
 import { loadTokenFile } from '../shared/token.js';
-import { createCollectorGraph, startServer } from './collector.js';
+import { createCollectorGraph } from './collector.js';
+import { createExportSide } from './exporter.js';
+import { startServer, untilStopped } from './lifecycle.js';
 
 export async function run(config: Config, log: Logger, signal: AbortSignal): Promise<void> {
-  const destinations = startupDestinations(config.destinationsFile);
   // Standalone has no pull API: the token file only guards /metrics (with --metrics-auth).
   const tokens = loadTokenFile(config, log);
   const registry = createRegistry();
-  const collector = await createCollectorGraph(config, log.child({ half: 'collector' }), registry);
-  const kube: Kubernetes | undefined = await createKubernetes(config, { log, registry });
+  const access = resolveKubeConfig({ kubeconfig: config.kubeconfig, env: process.env });
+  const kube = access && createKubernetes(config, { access, log });
+  // This host's addresses, and the pods of --node-name out of the exporter's pod informer.
+  const local = createLocalIndex(config, {
+    log: log.child({ half: 'collector' }),
+    pods: kube?.podsOfNode(config.nodeName),
+    withHost: true,
+    podsFrom: access?.source,
+  });
+  const collector = createCollectorGraph(config, log.child({ half: 'collector' }), registry, { local });
   // The in-process client is made once the collector has started: `--source auto` chooses then.
   let client: InProcessCollectorClient | undefined;
-  let graph: ReturnType<typeof createExportGraph>;
-  try {
-    graph = createExportGraph(config, {
-      discovery: { current: () => (client ? [client] : []) },
-      cluster: kube?.cluster,
-      registry,
-      log: log.child({ half: 'exporter' }),
-      env: process.env,
-      destinations,
-    });
-  } catch (err) {
-    // The sinks' own checks of their options (a header's ${ENV} not set): configuration.
-    throw new StartupError((err as Error).message, { exitCode: 2 });
-  }
-  const { pipeline } = graph;
-  const server = new HttpServer(
-    { listen: config.listen },
-    {
-      registry,
-      log: log.child({ stage: 'http' }),
-      gzipMetrics: config.metricsGzip,
-      auth: config.metricsAuth ? tokens : undefined,
-      router: graph.view && viewRouter({ ring: graph.view, log: log.child({ stage: 'view' }) }),
-      notReady: () =>
-        collector.notReady() ??
-        kube?.notReady() ??
-        (pipeline.ready ? undefined : 'first export round not done yet'),
-    },
-  );
+  const { pipeline, server } = createExportSide(config, {
+    discovery: { current: () => (client ? [client] : []) },
+    cluster: kube?.cluster,
+    registry,
+    log: log.child({ half: 'exporter' }),
+    tokens,
+    notReady: () => collector.notReady() ?? kube?.notReady(),
+  });
   // Bind first: a taken or wrong address stops start-up before the source touches the host.
   try {
     await startServer(server, config.listen);
+    kube?.start();
     await collector.start();
     const { checkpoint } = collector;
     client = new InProcessCollectorClient(
@@ -81,11 +68,10 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
     'standalone running',
   );
 
-  if (!signal.aborted) await once(signal, 'abort');
   // Ordered shutdown: stop reading, then flush the sinks (acknowledging what they took), then stop
   // serving /metrics last so a final scrape can still see the counters.
   // The final round exports the last read, so the HTTP sink gets every byte counted.
-  const deadline = Date.now() + config.shutdownTimeout;
+  const deadline = await untilStopped(signal, config.shutdownTimeout);
   await collector.loop.close({ finalTick: true });
   await pipeline.close(deadline, { finalRound: true });
   await collector.close();

@@ -1,8 +1,8 @@
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import type { Flow } from '../shared/flow.js';
+import { encodePullBody } from '../shared/pull-contract.js';
 import { FlowColumns } from './flow-columns.js';
-import { encodePullBody } from './wire.js';
 
 const flows: Flow[] = [
   { src: '10.0.0.1', dst: '8.8.8.8', proto: 17, txBytes: 100, rxBytes: 300, txPackets: 1, rxPackets: 2 },

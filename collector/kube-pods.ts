@@ -1,9 +1,10 @@
-// The collector's PodIndex from Kubernetes: the pods of this node, kept current by the collector's
-// own list/watch (collector/kube-watch.ts; pods with fieldSelector spec.nodeName=<node-name>), each
-// pod's every IP (IPv4 and IPv6 from status.podIPs).
+// The collector's PodIndex from Kubernetes: the pods of this node, each pod's every IP (IPv4 and
+// IPv6 from status.podIPs), kept current by a PodFeed: the collector's own list/watch
+// (`watchNodePods`: collector/kube-watch.ts, pods with fieldSelector spec.nodeName=<node-name>) or,
+// in `podflow standalone`, the exporter's pod informer narrowed to this node.
 //
 //   const pods = new KubePods({ nodeName, excludeNamespaces, hostNetwork, podRetention },
-//                             { target, log });
+//                             watchNodePods(config, { target, log }));
 //   pods.start();            // returns at once; unreachable API server → logged, retried
 //   pods.synced();           // for /readyz
 //   pods.isLocal(ip);        // the PodIndex
@@ -18,7 +19,7 @@
 //   When a live pod holds the same IP, it is local anyway.
 import { type Cancel, type Clock, systemClock } from '../shared/clock.js';
 import type { KubeTarget } from '../shared/kube-access.js';
-import { type Compact, compactMeta } from '../shared/kube-object.js';
+import { compactMeta, type PodAddresses, type PodFeed } from '../shared/kube-object.js';
 import type { Logger } from '../shared/log.js';
 import { KubeWatch, type KubeWatchOptions } from './kube-watch.js';
 import type { PodIndex } from './pod-index.js';
@@ -31,20 +32,8 @@ export interface KubePodsConfig {
   podRetention: number;
 }
 
-export interface KubePodsDeps {
-  /** The API server and credentials (shared/kube-access.ts resolveKubeTarget). */
-  target: KubeTarget;
-  log: Logger;
-}
-
-interface PodRecord extends Compact {
-  ips: string[];
-  hostNetwork: boolean;
-  ended: boolean;
-}
-
 /** Pod → compact record; never throws (see shared/kube.ts). */
-export function toPodRecord(obj: unknown): PodRecord {
+export function toPodRecord(obj: unknown): PodAddresses {
   const o = obj as {
     spec?: { hostNetwork?: boolean };
     status?: { phase?: string; podIP?: string; podIPs?: { ip?: string }[] };
@@ -62,6 +51,28 @@ export function toPodRecord(obj: unknown): PodRecord {
   };
 }
 
+/**
+ * The collector's own watch of the pods of its node (the API server filters by node and by
+ * `exclude-namespaces`). No I/O until start().
+ */
+export function watchNodePods(
+  config: Pick<KubePodsConfig, 'nodeName' | 'excludeNamespaces'>,
+  deps: { target: KubeTarget; log: Logger },
+  options: KubeWatchOptions = {},
+): KubeWatch<PodAddresses> {
+  const fields = [
+    `spec.nodeName=${config.nodeName}`,
+    ...config.excludeNamespaces.map((n) => `metadata.namespace!=${n}`),
+  ];
+  return new KubeWatch(
+    deps.target,
+    { path: '/api/v1/pods', resource: 'pods', fieldSelector: fields.join(',') },
+    toPodRecord,
+    deps,
+    options,
+  );
+}
+
 /** Holders of one IP: pod key → time until which it counts (Infinity while the pod lives). */
 interface IpHolders {
   until: number;
@@ -69,38 +80,26 @@ interface IpHolders {
 }
 
 export class KubePods implements PodIndex {
-  private readonly informer: KubeWatch<PodRecord>;
   private readonly ips = new Map<string, IpHolders>();
   /** IPs registered per pod key, to undo them when the pod changes or goes. */
   private readonly byPod = new Map<string, string[]>();
   private readonly excluded: Set<string>;
   private cancelSweep: Cancel | undefined;
 
+  /** `clock`: when pods ended and when their retention lapses (tests turn it by hand). */
   constructor(
     private readonly config: KubePodsConfig,
-    deps: KubePodsDeps,
+    private readonly feed: PodFeed,
     private readonly clock: Clock = systemClock,
-    informerOptions: KubeWatchOptions = {},
   ) {
     this.excluded = new Set(config.excludeNamespaces);
-    const fields = [
-      `spec.nodeName=${config.nodeName}`,
-      ...config.excludeNamespaces.map((n) => `metadata.namespace!=${n}`),
-    ];
-    this.informer = new KubeWatch(
-      deps.target,
-      { path: '/api/v1/pods', resource: 'pods', fieldSelector: fields.join(',') },
-      toPodRecord,
-      deps,
-      informerOptions,
-    );
-    this.informer.on('add', (p) => this.apply(p));
-    this.informer.on('update', (p) => this.apply(p));
-    this.informer.on('delete', (p) => this.release(key(p), this.clock.now() + this.config.podRetention));
+    feed.on('add', (p) => this.apply(p));
+    feed.on('update', (p) => this.apply(p));
+    feed.on('delete', (p) => this.release(key(p), this.clock.now() + this.config.podRetention));
   }
 
   start(): void {
-    this.informer.start();
+    this.feed.start();
     this.scheduleSweep();
   }
 
@@ -113,31 +112,26 @@ export class KubePods implements PodIndex {
   }
 
   synced(): boolean {
-    return this.informer.synced();
+    return this.feed.synced();
   }
 
   whenSynced(): Promise<void> {
-    return this.informer.whenSynced();
+    return this.feed.whenSynced();
   }
 
   /** Why the pods are not listed yet (the API server's last answer), for /readyz. */
   lastError(): string | undefined {
-    return this.informer.lastError();
+    return this.feed.lastError();
   }
 
   async close(): Promise<void> {
     this.cancelSweep?.();
-    await this.informer.close();
+    await this.feed.close();
   }
 
   isLocal(ip: string): boolean {
     const h = this.ips.get(ip);
     return h !== undefined && (h.until === Number.POSITIVE_INFINITY || h.until >= this.clock.now());
-  }
-
-  /** The last resourceVersion seen (tests wait for a change with it). */
-  resourceVersion(): number {
-    return this.informer.resourceVersion();
   }
 
   /** Local IPs now (tests, debugging). */
@@ -156,7 +150,7 @@ export class KubePods implements PodIndex {
     }
   }
 
-  private apply(p: PodRecord): void {
+  private apply(p: PodAddresses): void {
     const k = key(p);
     const counted =
       !this.excluded.has(p.metadata.namespace ?? '') && (!p.hostNetwork || this.config.hostNetwork);
@@ -203,7 +197,7 @@ export class KubePods implements PodIndex {
   }
 }
 
-const key = (p: Compact) => `${p.metadata.namespace ?? ''}/${p.metadata.name}`;
+const key = (p: PodAddresses) => `${p.metadata.namespace ?? ''}/${p.metadata.name}`;
 
 function maxOf(m: Map<string, number>): number {
   let max = Number.NEGATIVE_INFINITY;

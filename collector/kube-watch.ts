@@ -24,7 +24,12 @@ import { readFile } from 'node:fs/promises';
 import { request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { type ExecCredential, type KubeTarget, readMaterial, runExecPlugin } from '../shared/kube-access.js';
-import type { Compact, InformerOptions } from '../shared/kube-object.js';
+import {
+  type Compact,
+  type InformerOptions,
+  type InformerTimings,
+  informerTimings,
+} from '../shared/kube-object.js';
 import type { Logger } from '../shared/log.js';
 import { pause } from '../shared/sleep.js';
 
@@ -55,7 +60,7 @@ export class KubeHttpError extends Error {
 class Expired extends Error {}
 
 export class KubeWatch<R extends Compact> {
-  private readonly opts: Required<KubeWatchOptions>;
+  private readonly opts: InformerTimings;
   private readonly cache = new Map<string, R>();
   private readonly callbacks: Record<Verb, ((r: R) => void)[]> = { add: [], update: [], delete: [] };
   private readonly abort = new AbortController();
@@ -78,15 +83,7 @@ export class KubeWatch<R extends Compact> {
     private readonly deps: { log: Logger },
     options: KubeWatchOptions = {},
   ) {
-    const watchTimeoutSeconds = options.watchTimeoutSeconds ?? 300;
-    this.opts = {
-      pageSize: options.pageSize ?? 500,
-      watchTimeoutSeconds,
-      idleTimeoutMs: options.idleTimeoutMs ?? (watchTimeoutSeconds + 60) * 1000,
-      listTimeoutMs: options.listTimeoutMs ?? 60_000,
-      initialBackoffMs: options.initialBackoffMs ?? 500,
-      maxBackoffMs: options.maxBackoffMs ?? 30_000,
-    };
+    this.opts = informerTimings(options);
   }
 
   /** Register before start(): `add` fires for every object of the first list. */

@@ -6,7 +6,7 @@ import { silentLogger } from '../shared/log.js';
 import { ManualClock } from '../test/fixtures/clock.js';
 import { type Harness, startHarness, until } from '../test/kube-api-server/harness.js';
 import { pod } from '../test/kube-api-server/objects.js';
-import { KubePods, type KubePodsConfig } from './kube-pods.js';
+import { KubePods, type KubePodsConfig, watchNodePods } from './kube-pods.js';
 import type { PodIndex } from './pod-index.js';
 
 let h: Harness;
@@ -26,17 +26,23 @@ afterEach(async () => {
 
 async function start(over: Partial<KubePodsConfig> = {}) {
   const clock = new ManualClock();
-  pods = new KubePods(
-    { nodeName: 'n1', excludeNamespaces: [], hostNetwork: false, podRetention: 120_000, ...over },
-    { target: h.target, log: silentLogger },
-    clock,
-  );
+  const config = {
+    nodeName: 'n1',
+    excludeNamespaces: [],
+    hostNetwork: false,
+    podRetention: 120_000,
+    ...over,
+  };
+  // The index's own watch: its resourceVersion says which changes it has applied.
+  const watch = watchNodePods(config, { target: h.target, log: silentLogger });
+  pods = new KubePods(config, watch, clock);
   pods.start();
   await pods.whenSynced();
   const index: PodIndex = pods;
   const k = pods;
   /** Waits until the index has applied every change made so far on the server. */
-  const seen = () => until(() => k.resourceVersion() >= Number(h.server.resourceVersion), 'change applied');
+  const seen = () =>
+    until(() => watch.resourceVersion() >= Number(h.server.resourceVersion), 'change applied');
   return { index, pods: k, clock, seen };
 }
 

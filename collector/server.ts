@@ -1,32 +1,32 @@
-// The collector's HTTP server: the pull API (shared/flow.ts) over the backlog, next to /healthz,
+// The collector's HTTP server: the pull API (shared/flow.ts, shared/pull-contract.ts) over the backlog, next to /healthz,
 // /readyz and /metrics. Decoding of requests trusts nothing: a malformed ack is a 400 that says
 // what is wrong, and leaves the backlog untouched.
 import type { IncomingMessage } from 'node:http';
 import Router from '@koa/router';
 import type Koa from 'koa';
-import { Unpackr } from 'msgpackr';
 import type { Registry } from 'prom-client';
+import type { AckRequest } from '../shared/flow.js';
+import { HttpServer } from '../shared/http.js';
+import type { Logger } from '../shared/log.js';
 import {
   ACK_PATH,
-  type AckRequest,
+  ackProblem,
   CONFLICT_HEADER,
+  decodeRequest,
   EXPORTER_HEADER,
+  encodePullBody,
+  gzipPullBody,
   LEASE_HEADER,
   LEASE_SECONDS_HEADER,
   MSGPACK_TYPE,
   PULL_PATH,
-  type PullResponse,
+  pullResponse,
   RELEASE_PATH,
-} from '../shared/flow.js';
-import { HttpServer } from '../shared/http.js';
-import type { Logger } from '../shared/log.js';
+} from '../shared/pull-contract.js';
 import type { TokenFile } from '../shared/token.js';
-import { type Backlog, MAX_CURSORS } from './backlog.js';
+import type { Backlog } from './backlog.js';
 import { Lease } from './lease.js';
 import type { CollectorMetrics } from './metrics.js';
-import { encodePullBody, gzipPullBody } from './wire.js';
-
-const unpackr = new Unpackr({ mapsAsObjects: true, int64AsType: 'number' });
 
 /** An ack is two fields; anything near this size is not one. */
 export const MAX_ACK_BYTES = 4096;
@@ -78,33 +78,6 @@ async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
     chunks.push(chunk);
   }
   return Buffer.concat(chunks, total);
-}
-
-/** Checks a decoded ack body; returns what is wrong with it, or undefined. */
-function ackProblem(v: unknown): string | undefined {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) return 'expected a map {bootId, seq, lease}';
-  const o = v as Record<string, unknown>;
-  if (typeof o.bootId !== 'string' || o.bootId.length === 0) return 'bootId must be a non-empty string';
-  if (typeof o.seq !== 'number' || !Number.isSafeInteger(o.seq) || o.seq < 0) {
-    return 'seq must be a non-negative integer';
-  }
-  if (typeof o.lease !== 'string' || o.lease.length === 0 || o.lease.length > 64) {
-    return 'lease must name the lease of the pull it acknowledges';
-  }
-  if (o.cursors !== undefined) {
-    const c = o.cursors;
-    if (c === null || typeof c !== 'object' || Array.isArray(c))
-      return 'cursors must be a map of sink name to seq';
-    const entries = Object.entries(c);
-    if (entries.length > MAX_CURSORS) return `cursors: at most ${MAX_CURSORS} sinks`;
-    for (const [name, at] of entries) {
-      if (!/^[\x21-\x7e]{1,64}$/.test(name)) return 'cursors: a sink name is 1 to 64 printable characters';
-      if (typeof at !== 'number' || !Number.isSafeInteger(at) || at < 0) {
-        return `cursors: ${name} must be a non-negative integer`;
-      }
-    }
-  }
-  return undefined;
 }
 
 /** Pull requests served at once; more get 429 (each one may hold a body of the whole backlog). */
@@ -191,18 +164,12 @@ export function pullApiRouter(deps: PullApiDeps): Router {
     inFlight++;
     try {
       if (cache === undefined || cache.version !== backlog.version || cache.maxFlows !== maxFlows) {
-        const batches = backlog.pullForEncoding(maxFlows);
-        const response: PullResponse = {
-          version: 1,
-          bootId: backlog.bootId,
-          node: deps.node,
-          source: typeof deps.source === 'string' ? deps.source : deps.source.name,
-          batches,
-          // After the pull: its own boundary is among them.
-          boundaries: backlog.pendingBoundaries(),
-          acked: backlog.acked,
-          cursors: backlog.sinkCursors(),
-        };
+        const source = typeof deps.source === 'string' ? deps.source : deps.source.name;
+        const response = pullResponse(
+          backlog,
+          { node: deps.node, source },
+          backlog.pullForEncoding(maxFlows),
+        );
         // The version after the pull: recording this pull's boundary may have changed it.
         cache = { version: backlog.version, maxFlows, raw: encodePullBody(response) };
         metrics.pullBodies.inc();
@@ -293,7 +260,7 @@ async function readMsgpack(ctx: Koa.Context): Promise<unknown> {
   const raw = await readBody(ctx.req, MAX_ACK_BYTES);
   if (raw.length === 0) throw new BadRequest(400, 'empty body: expected a msgpack map');
   try {
-    return unpackr.unpack(raw);
+    return decodeRequest(raw);
   } catch (err) {
     throw new BadRequest(400, `body is not msgpack: ${(err as Error).message}`);
   }

@@ -35,6 +35,7 @@ import {
   listers,
   toMs,
 } from '../shared/kube.js';
+import type { PodAddresses } from '../shared/kube-object.js';
 import type { Logger } from '../shared/log.js';
 
 export interface KubeClusterConfig {
@@ -256,6 +257,14 @@ export class KubeCluster implements ClusterLookup {
     this.services.on('add', (s) => this.serviceChanged(s));
     this.services.on('update', (s) => this.serviceChanged(s));
     this.services.on('delete', (s) => this.serviceGone(keyOf(s)));
+  }
+
+  /**
+   * Hears of every pod the view hears of; register before start(). `podflow standalone` feeds its
+   * local index from here, so that the process watches pods once.
+   */
+  onPod(verb: 'add' | 'update' | 'delete', cb: (pod: PodAddresses & { node: string }) => void): void {
+    this.pods.on(verb, cb);
   }
 
   start(): void {

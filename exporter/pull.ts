@@ -1,217 +1,34 @@
 // Pull stage: fetches a collector's unacknowledged batches over the pull API (shared/flow.ts) and
-// acknowledges them once every sink took them. The decoder trusts nothing: a collector of another
-// version, a truncated or corrupt body, or a body above `pull-max-bytes` is rejected with a
-// `PullError` naming the reason, so that one bad collector costs only its own round.
+// acknowledges them once every sink took them. The decoder (shared/pull-contract.ts) trusts
+// nothing: a collector of another version, a truncated or corrupt body, or a body above
+// `pull-max-bytes` is rejected with a `PullError` naming the reason, so that one bad collector
+// costs only its own round.
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import { isIPv6 } from 'node:net';
 import { promisify } from 'node:util';
 import { gunzip as gunzipCb } from 'node:zlib';
-import { Packr, Unpackr } from 'msgpackr';
-import { encodePullBody } from '../collector/wire.js';
 import type { Config } from '../shared/config.js';
-import { isDnsName } from '../shared/dns.js';
+import type { AckRequest, PullResponse } from '../shared/flow.js';
 import {
   ACK_PATH,
-  type AckRequest,
   CONFLICT_HEADER,
+  type CollectorClient,
+  decodePullResponse,
   EXPORTER_HEADER,
-  type Flow,
-  type FlowBatch,
+  encodeAck,
+  encodeRelease,
   LEASE_HEADER,
   LEASE_SECONDS_HEADER,
   MSGPACK_TYPE,
   PULL_PATH,
-  type PullResponse,
+  PullError,
   RELEASE_PATH,
-} from '../shared/flow.js';
+} from '../shared/pull-contract.js';
 import type { TokenFile } from '../shared/token.js';
 import { ByteBudget } from './byte-budget.js';
 
-/** One collector as the pipeline sees it: an HTTP client in the exporter, an in-process one in standalone. */
-export interface CollectorClient {
-  /** Stable name for logs and the `collector` label of self-metrics (the base URL, or the node). */
-  readonly id: string;
-  pull(signal: AbortSignal): Promise<PullResponse>;
-  /**
-   * Drops every batch with `seq <= seq` on the collector. Throws `PullError('boot')` when the
-   * collector restarted, `PullError('lease')` when another exporter took it over.
-   */
-  ack(
-    bootId: string,
-    seq: number,
-    signal: AbortSignal,
-    cursors?: Readonly<Record<string, number>>,
-  ): Promise<void>;
-  /** Lets go of the collector's lease (shutdown), so that another exporter may pull at once. */
-  release?(signal: AbortSignal): Promise<void>;
-}
-
-export type PullErrorReason =
-  | 'timeout'
-  | 'network'
-  | 'http'
-  | 'oversized'
-  | 'decode'
-  | 'invalid'
-  | 'version'
-  | 'boot'
-  | 'unauthorized'
-  | 'leased'
-  | 'busy';
-
-export class PullError extends Error {
-  override name = 'PullError';
-  /** 'leased': the exporter that holds the collector's lease, as the collector names it. */
-  holder?: string;
-  constructor(
-    readonly reason: PullErrorReason,
-    message: string,
-    options?: ErrorOptions,
-  ) {
-    super(message, options);
-  }
-}
-
-// Records (msgpackr's structure extension) are understood when decoding, whatever the collector
-// chose; 64-bit integers come back as numbers (byte counts stay below 2^53 for centuries).
-const unpackr = new Unpackr({ mapsAsObjects: true, int64AsType: 'number' });
-const packr = new Packr({ useRecords: false });
-
-/**
- * Byte and packet counts are whole numbers below 2^53: anything else (1e300, 0.49, 2^60) would
- * stick in a counter until restart, so the whole pull is refused instead.
- */
-const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
-const isTime = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0;
-const isIp = (v: unknown): v is string => typeof v === 'string' && (isDottedQuad(v) || isIPv6(v));
-
-/**
- * Exactly `net.isIPv4` (four decimal octets 0–255, no leading zeros, nothing else), without its
- * regular expression: two addresses per flow, a million flows per round, and the regex was a tenth
- * of the round.
- */
-export function isDottedQuad(v: string): boolean {
-  const len = v.length;
-  if (len < 7 || len > 15) return false;
-  let i = 0;
-  for (let part = 0; part < 4; part++) {
-    if (part > 0) {
-      if (v.charCodeAt(i) !== 46) return false; // .
-      i++;
-    }
-    const start = i;
-    let octet = 0;
-    while (i < len && i - start < 4) {
-      const c = v.charCodeAt(i) - 48;
-      if (c < 0 || c > 9) break;
-      octet = octet * 10 + c;
-      i++;
-    }
-    const digits = i - start;
-    if (digits === 0 || digits > 3 || octet > 255) return false;
-    if (digits > 1 && v.charCodeAt(start) === 48) return false;
-  }
-  return i === len;
-}
-
-function invalid(where: string, what: string): never {
-  throw new PullError('invalid', `${where}: ${what}`);
-}
-
-function checkFlow(f: unknown, where: string): Flow {
-  if (f === null || typeof f !== 'object') invalid(where, 'not a map');
-  const o = f as Record<string, unknown>;
-  if (!isIp(o.src)) invalid(where, `src is not an IP address: ${JSON.stringify(o.src)}`);
-  if (!isIp(o.dst)) invalid(where, `dst is not an IP address: ${JSON.stringify(o.dst)}`);
-  const proto = o.proto;
-  if (typeof proto !== 'number' || !Number.isInteger(proto) || proto < 0 || proto > 255) {
-    invalid(where, `proto is not 0..255: ${JSON.stringify(proto)}`);
-  }
-  if (!isCount(o.txBytes) || !isCount(o.rxBytes) || !isCount(o.txPackets) || !isCount(o.rxPackets)) {
-    invalid(where, 'counts must be whole numbers from 0 to 2^53-1');
-  }
-  if (o.dstName !== undefined && !isDnsName(o.dstName)) {
-    invalid(
-      where,
-      `dstName is not a DNS name of at most 253 characters: ${JSON.stringify(o.dstName).slice(0, 80)}`,
-    );
-  }
-  return o as unknown as Flow;
-}
-
-/**
- * Checks a decoded pull response field by field. Throws `PullError` ('version' or 'invalid');
- * returns the same object, typed, when every batch and flow is sound. Batches must come oldest
- * first with strictly increasing `seq`.
- */
-export function validatePullResponse(v: unknown): PullResponse {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) invalid('response', 'not a map');
-  const r = v as Record<string, unknown>;
-  if (r.version !== 1) {
-    throw new PullError('version', `wire version ${JSON.stringify(r.version)} (this exporter speaks 1)`);
-  }
-  if (typeof r.bootId !== 'string' || r.bootId.length === 0 || r.bootId.length > 200) {
-    invalid('response', 'bootId must be a non-empty string');
-  }
-  if (typeof r.node !== 'string' || r.node.length > 253)
-    invalid('response', 'node must be a name (a string of at most 253 characters)');
-  if (r.source !== 'netfilter' && r.source !== 'cilium')
-    invalid('response', 'source must be netfilter or cilium');
-  if (!Array.isArray(r.batches)) invalid('response', 'batches must be an array');
-  let prev = -1;
-  for (let i = 0; i < r.batches.length; i++) {
-    const b = r.batches[i] as FlowBatch;
-    const where = `batch ${i}`;
-    if (b === null || typeof b !== 'object') invalid(where, 'not a map');
-    if (!Number.isSafeInteger(b.seq) || b.seq < 0) invalid(where, 'seq must be a non-negative integer');
-    if (b.seq <= prev) invalid(where, `seq ${b.seq} after ${prev}: not increasing`);
-    prev = b.seq;
-    if (!isTime(b.from) || !isTime(b.to) || b.to < b.from)
-      invalid(where, 'from/to must be times, from <= to');
-    if (!Array.isArray(b.flows)) invalid(where, 'flows must be an array');
-    const flows = b.flows;
-    for (let j = 0; j < flows.length; j++) checkFlow(flows[j], `${where} flow ${j}`);
-  }
-  if (r.boundaries !== undefined) {
-    if (!Array.isArray(r.boundaries)) invalid('response', 'boundaries must be an array');
-    let last = 0;
-    for (let i = 0; i < r.boundaries.length; i++) {
-      const s = r.boundaries[i] as number;
-      if (!Number.isSafeInteger(s) || s < 1) invalid(`boundary ${i}`, 'must be a positive integer');
-      if (s <= last) invalid(`boundary ${i}`, `${s} after ${last}: not increasing`);
-      last = s;
-    }
-  }
-  if (r.acked !== undefined && (!Number.isSafeInteger(r.acked) || (r.acked as number) < 0)) {
-    invalid('response', 'acked must be a non-negative integer');
-  }
-  if (r.cursors !== undefined) {
-    const c = r.cursors;
-    if (c === null || typeof c !== 'object' || Array.isArray(c)) invalid('response', 'cursors must be a map');
-    const entries = Object.entries(c as Record<string, unknown>);
-    if (entries.length > 64) invalid('response', 'cursors: at most 64 sinks');
-    for (const [name, at] of entries) {
-      if (!Number.isSafeInteger(at) || (at as number) < 0)
-        invalid(`cursor ${name}`, 'must be a non-negative integer');
-    }
-  }
-  return r as unknown as PullResponse;
-}
-
-/** Decodes and validates one pull body. Throws `PullError` ('decode', 'version' or 'invalid'). */
-export function decodePullResponse(body: Uint8Array): PullResponse {
-  let v: unknown;
-  try {
-    v = unpackr.unpack(body);
-  } catch (cause) {
-    throw new PullError('decode', `not a msgpack pull response (${(cause as Error).message})`, { cause });
-  }
-  return validatePullResponse(v);
-}
-
-/** Encodes a pull response exactly as the collector does (tests, benchmarks). */
-export const encodePullResponse = (r: PullResponse): Buffer => encodePullBody(r);
+// The pipeline's side of the contract, where it has always found it.
+export { type CollectorClient, PullError } from '../shared/pull-contract.js';
 
 export interface HttpCollectorOptions {
   /** Time allowed for one pull or ack (`pull-timeout`), ms. */
@@ -379,7 +196,7 @@ export class HttpCollectorClient implements CollectorClient {
       this.ackUrl,
       'POST',
       this.headers({ 'content-type': MSGPACK_TYPE }),
-      packr.pack(req),
+      encodeAck(req),
       AbortSignal.any([signal, timeout]),
       timeout,
       64 * 1024,
@@ -398,7 +215,7 @@ export class HttpCollectorClient implements CollectorClient {
       this.releaseUrl,
       'POST',
       this.headers({ 'content-type': MSGPACK_TYPE }),
-      packr.pack({ lease: lease.id }),
+      encodeRelease(lease.id),
       AbortSignal.any([signal, timeout]),
       timeout,
       64 * 1024,

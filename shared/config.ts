@@ -205,25 +205,30 @@ const RESERVED_HEADERS = new Set([
 ]);
 
 /**
+ * `name=value,…` (flags, env) or a mapping (YAML) as [name, value] pairs; else a Problem saying
+ * `pairs`, or `pairs, or mapping` when the value is neither text nor a mapping.
+ */
+function pairsOf(v: unknown, pairs: string, mapping: string): [string, unknown][] | Problem {
+  if (typeof v === 'object' && v !== null && !Array.isArray(v)) return Object.entries(v);
+  if (typeof v !== 'string') return expected(`${pairs}, or ${mapping}`);
+  const out: [string, unknown][] = [];
+  for (const part of v.split(',')) {
+    if (part.trim() === '') continue;
+    const eq = part.indexOf('=');
+    if (eq <= 0) return expected(pairs);
+    out.push([part.slice(0, eq).trim(), part.slice(eq + 1).trim()]);
+  }
+  return out;
+}
+
+/**
  * `Name=value` pairs, comma-separated in flags/env, a mapping in YAML. Values may hold ${ENV}, expanded
  * by the HTTP sink (which checks the expanded value again). Messages never repeat a value: it may be
  * a token.
  */
 const headers = rule((v): Record<string, string> | Problem => {
-  let pairs: [string, unknown][];
-  if (typeof v === 'string') {
-    pairs = [];
-    for (const part of v.split(',')) {
-      if (part.trim() === '') continue;
-      const eq = part.indexOf('=');
-      if (eq <= 0) return expected('Name=value pairs separated by commas');
-      pairs.push([part.slice(0, eq).trim(), part.slice(eq + 1).trim()]);
-    }
-  } else if (typeof v === 'object' && v !== null && !Array.isArray(v)) {
-    pairs = Object.entries(v);
-  } else {
-    return expected('Name=value pairs separated by commas, or a mapping of name: value');
-  }
+  const pairs = pairsOf(v, 'Name=value pairs separated by commas', 'a mapping of name: value');
+  if (pairs instanceof Problem) return pairs;
   const out: Record<string, string> = {};
   const seen = new Set<string>();
   for (const [name, raw] of pairs) {
@@ -294,20 +299,8 @@ export type Prices = Partial<Record<PriceKey, number | 'preset'>>;
 /** `class=price,…` in flags/env, a mapping in YAML: overrides of the preset, per key. */
 const prices = rule((v): Prices | Problem => {
   const hint = 'class=price pairs like cross-zone=0.02,internet=0.09';
-  let pairs: [string, unknown][];
-  if (typeof v === 'string') {
-    pairs = [];
-    for (const part of v.split(',')) {
-      if (part.trim() === '') continue;
-      const eq = part.indexOf('=');
-      if (eq <= 0) return expected(hint);
-      pairs.push([part.slice(0, eq).trim(), part.slice(eq + 1).trim()]);
-    }
-  } else if (typeof v === 'object' && v !== null && !Array.isArray(v)) {
-    pairs = Object.entries(v);
-  } else {
-    return expected(`${hint}, or a mapping of class: price`);
-  }
+  const pairs = pairsOf(v, hint, 'a mapping of class: price');
+  if (pairs instanceof Problem) return pairs;
   const out: Prices = {};
   for (const [key, raw] of pairs) {
     if (!(PRICE_KEYS as readonly string[]).includes(key)) {

@@ -35,3 +35,44 @@ export interface InformerOptions {
   /** @default 30 s */
   maxBackoffMs?: number;
 }
+
+/** The paging, watch and backoff settings of InformerOptions, every default applied. */
+export type InformerTimings = Required<Omit<InformerOptions, 'labelSelector' | 'fieldSelector'>>;
+
+/** Applies the defaults documented on InformerOptions, in the one place both clients take them from. */
+export function informerTimings(options: InformerOptions): InformerTimings {
+  const watchTimeoutSeconds = options.watchTimeoutSeconds ?? 300;
+  return {
+    pageSize: options.pageSize ?? 500,
+    watchTimeoutSeconds,
+    idleTimeoutMs: options.idleTimeoutMs ?? (watchTimeoutSeconds + 60) * 1000,
+    listTimeoutMs: options.listTimeoutMs ?? 60_000,
+    initialBackoffMs: options.initialBackoffMs ?? 500,
+    maxBackoffMs: options.maxBackoffMs ?? 30_000,
+  };
+}
+
+/** A pod as the collector's local index needs it (the exporter's cluster view keeps more). */
+export interface PodAddresses extends Compact {
+  /** Every IP of the pod (status.podIPs, else status.podIP). */
+  ips: string[];
+  hostNetwork: boolean;
+  /** Phase Succeeded or Failed. */
+  ended: boolean;
+}
+
+/**
+ * Pods kept current by one list/watch: the collector's own (collector/kube-watch.ts) or, in
+ * `podflow standalone`, the exporter's pod informer, so that one process watches pods once.
+ */
+export interface PodFeed {
+  /** Register before start(): `add` fires for every pod of the first list. */
+  on(verb: 'add' | 'update' | 'delete', cb: (pod: PodAddresses) => void): void;
+  /** Begins listing and watching; returns at once. */
+  start(): void;
+  synced(): boolean;
+  whenSynced(): Promise<void>;
+  /** Why the pods are not listed yet (the API server's last answer), or undefined. */
+  lastError(): string | undefined;
+  close(): Promise<void>;
+}

@@ -48,7 +48,7 @@ import {
 } from '@kubernetes/client-node';
 import { StartupError } from './errors.js';
 import { locateKubeConfig, type ResolveOptions, SERVICE_ACCOUNT_DIR } from './kube-access.js';
-import type { Compact, InformerOptions } from './kube-object.js';
+import { type Compact, type InformerOptions, type InformerTimings, informerTimings } from './kube-object.js';
 import type { Logger } from './log.js';
 import { pause } from './sleep.js';
 
@@ -283,7 +283,7 @@ function applyIdleTimeout(kc: KubeConfig, idleMs: number): void {
  */
 export class KubeInformer<R extends Compact> {
   private readonly lw: ListWatch<R & KubernetesObject>;
-  private readonly opts: Required<Omit<InformerOptions, 'labelSelector' | 'fieldSelector'>> & InformerOptions;
+  private readonly opts: InformerTimings & InformerOptions;
   private readonly abort = new AbortController();
   private started = false;
   private closed = false;
@@ -306,16 +306,7 @@ export class KubeInformer<R extends Compact> {
     private readonly deps: InformerDeps,
     options: InformerOptions = {},
   ) {
-    const watchTimeoutSeconds = options.watchTimeoutSeconds ?? 300;
-    this.opts = {
-      ...options,
-      pageSize: options.pageSize ?? 500,
-      watchTimeoutSeconds,
-      idleTimeoutMs: options.idleTimeoutMs ?? (watchTimeoutSeconds + 60) * 1000,
-      listTimeoutMs: options.listTimeoutMs ?? 60_000,
-      initialBackoffMs: options.initialBackoffMs ?? 500,
-      maxBackoffMs: options.maxBackoffMs ?? 30_000,
-    };
+    this.opts = { ...options, ...informerTimings(options) };
     const watch = new Watch(deps.kubeConfig);
     const wrapped = { watch: this.watch.bind(this, watch) } as unknown as Watch;
     this.lw = new ListWatch<R & KubernetesObject>(

@@ -10,10 +10,11 @@ import { Enricher, emptyClusterLookup } from '../exporter/enrich.js';
 import { ExporterMetrics } from '../exporter/metrics.js';
 import { Pipeline, staticDiscovery } from '../exporter/pipeline.js';
 import { PrometheusSink } from '../exporter/prometheus-sink.js';
-import { encodePullResponse, HttpCollectorClient, PullError } from '../exporter/pull.js';
+import { HttpCollectorClient } from '../exporter/pull.js';
 import { FLOW_LABELS } from '../shared/config.js';
 import type { Flow, PullResponse } from '../shared/flow.js';
 import { silentLogger } from '../shared/log.js';
+import { encodePullResponse, PullError } from '../shared/pull-contract.js';
 import { startTestCollector } from './helpers/test-collector.js';
 
 const flow = (dst: string, tx: number): Flow => ({

@@ -4,7 +4,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createLocalIndex, type LocalIndex, type LocalIndexConfig } from '../collector/select-index.js';
+import { type LocalIndex, type LocalIndexConfig, nodeLocalIndex } from '../collector/select-index.js';
 import { StartupError } from '../shared/errors.js';
 import { captureLogger, type Harness, startHarness, until } from './kube-api-server/harness.js';
 import { pod } from './kube-api-server/objects.js';
@@ -17,8 +17,7 @@ const interfaces = () => ({
   ],
 });
 
-const base: LocalIndexConfig = {
-  command: 'collector',
+const base: LocalIndexConfig & { kubeconfig: string | undefined } = {
   nodeName: 'n1',
   kubeconfig: undefined,
   excludeNamespaces: [],
@@ -43,8 +42,9 @@ afterEach(async () => {
   await rm(home, { recursive: true, force: true });
 });
 
-const make = (over: Partial<LocalIndexConfig>, env: NodeJS.ProcessEnv = {}) =>
-  createLocalIndex({ ...base, ...over }, { log: captureLogger().log, env, home, interfaces });
+/** `withHost`: this host's addresses next to the pods, as `podflow standalone` asks. */
+const make = (over: Partial<typeof base>, env: NodeJS.ProcessEnv = {}, withHost = false) =>
+  nodeLocalIndex({ ...base, ...over }, { log: captureLogger().log, env, home, interfaces, withHost });
 
 describe('createLocalIndex', () => {
   it('without an API server: this host’s addresses, loopback excluded, ready at once', async () => {
@@ -74,7 +74,7 @@ describe('createLocalIndex', () => {
   });
 
   it('standalone with a kubeconfig: this host and the pods of the node', async () => {
-    local = await make({ command: 'standalone', kubeconfig: h.kubeconfigPath });
+    local = await make({ kubeconfig: h.kubeconfigPath }, {}, true);
     expect(local.kind).toBe('host+kubernetes');
     await local.start();
     await until(() => local!.notReady() === undefined, 'pods listed');

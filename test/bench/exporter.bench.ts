@@ -1,7 +1,7 @@
 // Exporter benchmark: 200 collectors × 5,000 flows each, pulled over real HTTP on loopback.
 //
 // The collectors are 200 real HTTP servers in a child process (its own core), answering the pull API
-// with bodies pre-encoded by the collector's own encoder (collector/wire.ts: msgpackr records, gzip
+// with bodies pre-encoded by the collector's own encoder (shared/pull-contract.ts: msgpackr records, gzip
 // level 1, byte for byte what collector/server.ts sends) and taking acks; each ack moves a
 // collector on to its next batch. This process is the exporter: HttpCollectorClient →
 // Pipeline → Enricher (a 6,000-pod cluster lookup) → PrometheusSink. Measured here:
@@ -21,7 +21,6 @@ import { PerformanceObserver } from 'node:perf_hooks';
 import { gunzipSync } from 'node:zlib';
 import { Unpackr } from 'msgpackr';
 import { Registry } from 'prom-client';
-import { encodePullBody, gzipPullBody } from '../../collector/wire.js';
 import { Enricher } from '../../exporter/enrich.js';
 import { ExporterMetrics } from '../../exporter/metrics.js';
 import { Pipeline, staticDiscovery } from '../../exporter/pipeline.js';
@@ -31,6 +30,7 @@ import { FLOW_LABELS, type FlowLabel } from '../../shared/config.js';
 import type { PullResponse } from '../../shared/flow.js';
 import { type ChunkedRegistry, HttpServer } from '../../shared/http.js';
 import { silentLogger } from '../../shared/log.js';
+import { encodePullBody, gzipPullBody } from '../../shared/pull-contract.js';
 import { benchCluster } from './cluster-data.js';
 import { profileIf } from './profile.js';
 

@@ -15,7 +15,6 @@ import { createServer, request } from 'node:http';
 import { gunzipSync } from 'node:zlib';
 import { Unpackr } from 'msgpackr';
 import { Registry } from 'prom-client';
-import { encodePullBody, gzipPullBody } from '../../collector/wire.js';
 import { Enricher } from '../../exporter/enrich.js';
 import { ExporterMetrics } from '../../exporter/metrics.js';
 import { Pipeline, staticDiscovery } from '../../exporter/pipeline.js';
@@ -25,6 +24,7 @@ import { shardFilter } from '../../exporter/shard.js';
 import { FLOW_LABELS } from '../../shared/config.js';
 import type { PullResponse } from '../../shared/flow.js';
 import { silentLogger } from '../../shared/log.js';
+import { encodePullBody, gzipPullBody } from '../../shared/pull-contract.js';
 import { benchCluster } from './cluster-data.js';
 import { profileIf } from './profile.js';
 

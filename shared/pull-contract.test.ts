@@ -1,9 +1,9 @@
 import { isIPv4 } from 'node:net';
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
-import type { PullResponse } from '../shared/flow.js';
 import { seeded } from '../test/helpers/random.js';
-import { decodePullResponse, encodePullResponse, isDottedQuad, PullError } from './pull.js';
+import type { PullResponse } from './flow.js';
+import { decodePullResponse, encodePullResponse, isDottedQuad, PullError } from './pull-contract.js';
 
 const valid = (): PullResponse => ({
   version: 1,
