@@ -2,9 +2,11 @@
 // acknowledges them. Nothing counted is dropped while there is room; when the bound is reached the
 // oldest batches are merged (bytes are kept, only the time resolution is lost), and only when no
 // merge is left to make are the oldest flows dropped, and counted.
+
 import { randomBytes } from 'node:crypto';
 import { type Clock, systemClock } from '../shared/clock.js';
 import type { Flow, FlowBatch } from '../shared/flow.js';
+import { MAX_CURSORS } from '../shared/pull-contract.js';
 import { pause } from '../shared/sleep.js';
 import { FlowColumns } from './flow-columns.js';
 
@@ -45,8 +47,8 @@ export interface BacklogStats {
   droppedBytes: number;
 }
 
-/** Sinks an exporter may report cursors for: names are bounded, so is this. */
-export const MAX_CURSORS = 64;
+// Sinks an exporter may report cursors for (the pull contract's bound): names are bounded, so is this.
+export { MAX_CURSORS };
 
 export type AckResult = { ok: true; dropped: number } | { ok: false; reason: string };
 
