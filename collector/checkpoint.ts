@@ -12,6 +12,7 @@
 // counts for the next tick), so writes between ticks reuse the tracker section of the last good
 // tick, with the backlog cut at that tick's seq. Tracker and backlog in a file always belong
 // together. Writes never overlap; requests made while one runs share the next one.
+import { type Clock, systemClock } from '../shared/clock.js';
 import type { Logger } from '../shared/log.js';
 import type { Backlog } from './backlog.js';
 import type { CollectorMetrics } from './metrics.js';
@@ -35,7 +36,8 @@ export interface CheckpointDeps {
   owner: () => StateOwner;
   log: Logger;
   metrics?: Pick<CollectorMetrics, 'stateWrites' | 'stateWriteDuration' | 'stateBytes'>;
-  now?: () => number;
+  /** When a state is saved (`savedAt`). @default systemClock */
+  clock?: Clock;
 }
 
 export class Checkpoint {
@@ -126,7 +128,7 @@ export class Checkpoint {
         return enc;
       });
       const buf = encodeState(
-        { ...this.deps.owner(), savedAt: (this.deps.now ?? Date.now)() },
+        { ...this.deps.owner(), savedAt: (this.deps.clock ?? systemClock).now() },
         snap,
         this.trackerSection!,
         batches,

@@ -6,7 +6,9 @@
 // it is neither traffic to a peer nor traffic on the network, and reporting it would mostly show
 // local chatter (databases, agents) as the host talking to itself. Link-local addresses are
 // included: they are real interface addresses and their traffic crosses a link.
+
 import { networkInterfaces } from 'node:os';
+import { type Cancel, type Clock, systemClock } from '../shared/clock.js';
 import type { Logger } from '../shared/log.js';
 import type { PodIndex } from './pod-index.js';
 
@@ -19,11 +21,13 @@ export interface HostIndexDeps {
   /** Source of the interface list (os.networkInterfaces by default; tests inject one). */
   interfaces?: () => NodeJS.Dict<{ address: string; internal: boolean }[]>;
   log?: Logger;
+  /** When to re-read. @default systemClock */
+  clock?: Clock;
 }
 
 export class HostIndex implements PodIndex {
   private addrs = new Set<string>();
-  private timer: NodeJS.Timeout | undefined;
+  private cancel: Cancel | undefined;
   private readonly refreshMs: number;
   private readonly interfaces: NonNullable<HostIndexDeps['interfaces']>;
 
@@ -38,13 +42,19 @@ export class HostIndex implements PodIndex {
   /** Reads the addresses now and then every `refreshMs`. */
   start(): void {
     this.refresh();
-    this.timer ??= setInterval(() => this.refresh(), this.refreshMs);
-    this.timer.unref();
+    if (this.cancel === undefined) this.schedule();
+  }
+
+  private schedule(): void {
+    this.cancel = (this.deps.clock ?? systemClock).setTimeout(() => {
+      this.refresh();
+      this.schedule();
+    }, this.refreshMs);
   }
 
   close(): void {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = undefined;
+    this.cancel?.();
+    this.cancel = undefined;
   }
 
   isLocal(ip: string): boolean {

@@ -1,11 +1,12 @@
 import { describe, expect, it } from 'vitest';
+import { ManualClock } from '../test/fixtures/clock.js';
 import { Lease } from './lease.js';
 
 describe('Lease', () => {
   const make = () => {
-    let now = 1_000_000;
-    const lease = new Lease({ minMs: 5000, maxMs: 600_000 }, () => now);
-    return { lease, advance: (ms: number) => (now += ms) };
+    const clock = new ManualClock(1_000_000);
+    const lease = new Lease({ minMs: 5000, maxMs: 600_000 }, clock);
+    return { lease, advance: (ms: number) => clock.advance(ms) };
   };
 
   it('one holder at a time; another is refused, told who and for how long', () => {

@@ -4,7 +4,9 @@
 // (whose batches the new holder may not have pushed yet) changes nothing. Two exporters that both
 // believe they own this collector — a rollout, a reshard, a second replica — so never both deliver
 // the same batches.
+
 import { randomBytes } from 'node:crypto';
+import { type Clock, systemClock } from '../shared/clock.js';
 
 export interface LeaseConfig {
   /** Shortest and longest lease an exporter may ask for, ms. */
@@ -40,12 +42,12 @@ export class Lease {
 
   constructor(
     private readonly config: LeaseConfig = DEFAULT_LEASE_CONFIG,
-    private readonly clock: () => number = Date.now,
+    private readonly clock: Clock = systemClock,
   ) {}
 
   /** A pull by `holder` asking for `ttlMs`: granted (taken or renewed) or refused. */
   take(holder: string, ttlMs: number): LeaseGrant | LeaseRefusal {
-    const now = this.clock();
+    const now = this.clock.now();
     const ttl = Math.min(this.config.maxMs, Math.max(this.config.minMs, ttlMs));
     const h = this.held;
     if (h !== undefined && h.holder !== holder && now < h.expires) {
@@ -67,7 +69,7 @@ export class Lease {
    * else took the collector meanwhile, so nothing was pulled under another lease), and it renews it.
    */
   renew(id: string, ttlMs?: number): LeaseGrant | LeaseRefusal {
-    const now = this.clock();
+    const now = this.clock.now();
     const h = this.held;
     if (h === undefined || h.id !== id) {
       return h === undefined
@@ -91,6 +93,6 @@ export class Lease {
   current(): { holder: string; remainingMs: number } | undefined {
     const h = this.held;
     if (h === undefined) return undefined;
-    return { holder: h.holder, remainingMs: Math.max(0, h.expires - this.clock()) };
+    return { holder: h.holder, remainingMs: Math.max(0, h.expires - this.clock.now()) };
   }
 }

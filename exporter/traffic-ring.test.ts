@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { EnrichedFlow } from '../shared/flow.js';
 import type { TrafficResponse } from '../shared/traffic.js';
+import { ManualClock } from '../test/fixtures/clock.js';
 import { fromApi, toDb } from '../test/fixtures/flows.js';
 import { classOf, type TrafficQuery, TrafficRing } from './traffic-ring.js';
 
@@ -38,15 +39,15 @@ const toStripe = (over: Partial<EnrichedFlow> = {}) =>
   });
 
 function ring(opts: { interval?: number; maxPairs?: number; cluster?: string } = {}) {
-  let now = T0 + 1000;
+  const clock = new ManualClock(T0 + 1000);
   const r = new TrafficRing(
     { exportInterval: opts.interval ?? 15_000, maxPairsPerBucket: opts.maxPairs, clusterName: opts.cluster },
-    () => now,
+    clock,
   );
   return {
     r,
     at: (t: number) => {
-      now = t;
+      clock.t = t;
     },
     q: (over: Partial<TrafficQuery> = {}): TrafficResponse =>
       r.query({ window: 5 * 60_000, group: 'workload', limit: 100, ...over }),

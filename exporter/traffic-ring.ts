@@ -12,6 +12,7 @@
 // Each byte is counted once, by its sender: a flow's tx is sent by the local endpoint; its rx is
 // taken only from a peer outside the cluster (private, public), because a pod or node peer on a
 // monitored node reports those bytes as its own tx.
+import { type Clock, systemClock } from '../shared/clock.js';
 import type { EnrichedFlow } from '../shared/flow.js';
 import {
   type ClassTotal,
@@ -168,7 +169,7 @@ export class TrafficRing implements Sink {
 
   constructor(
     config: TrafficRingConfig,
-    private readonly clock: () => number = Date.now,
+    private readonly clock: Clock = systemClock,
   ) {
     const span = config.spanMs ?? DEFAULT_SPAN_MS;
     this.exportInterval = config.exportInterval;
@@ -177,7 +178,7 @@ export class TrafficRing implements Sink {
     this.buckets = Array.from({ length: Math.ceil(span / this.width) }, () => new Bucket());
     this.maxPairs = config.maxPairsPerBucket ?? 50_000;
     this.cluster = config.clusterName;
-    this.since = clock();
+    this.since = clock.now();
     const other: Endpoint = {
       key: '',
       type: 'other',
@@ -200,7 +201,7 @@ export class TrafficRing implements Sink {
   }
 
   push(flows: readonly EnrichedFlow[]): Promise<void> {
-    const now = this.clock();
+    const now = this.clock.now();
     const current = Math.floor(now / this.width);
     const oldest = current - this.buckets.length + 1;
     for (const o of this.buckets) {
@@ -279,7 +280,7 @@ export class TrafficRing implements Sink {
    * has traffic when that is shorter, so a young process does not show rates too low.
    */
   query(q: TrafficQuery): TrafficResponse {
-    const now = this.clock();
+    const now = this.clock.now();
     const current = Math.floor(now / this.width);
     const k = Math.max(1, Math.min(this.buckets.length, Math.ceil(q.window / this.width)));
     const first = current - k + 1;

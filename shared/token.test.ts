@@ -2,6 +2,7 @@ import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { ManualClock } from '../test/fixtures/clock.js';
 import { StartupError } from './errors.js';
 import { silentLogger } from './log.js';
 import { loadTokenFile, parseTokens, TokenFile, TokenFileError } from './token.js';
@@ -49,18 +50,18 @@ describe('TokenFile', () => {
   it('re-reads the file when it changes: rotation without restart', () => {
     const f = join(tempDir(), 'token');
     writeFileSync(f, 'old\n');
-    let now = 0;
-    const t = new TokenFile(f, { log: silentLogger, clock: () => now, recheckMs: 1000 });
+    const clock = new ManualClock(0);
+    const t = new TokenFile(f, { log: silentLogger, clock, recheckMs: 1000 });
     expect(t.accepts('Bearer old')).toBe(true);
     writeFileSync(f, 'new\nold\n');
-    now += 1000;
+    clock.advance(1000);
     expect(t.accepts('Bearer new')).toBe(true);
     expect(t.accepts('Bearer old')).toBe(true);
     writeFileSync(f, 'new\n');
     // Not re-checked within recheckMs; then it is.
-    now += 10;
+    clock.advance(10);
     expect(t.accepts('Bearer old')).toBe(true);
-    now += 1000;
+    clock.advance(1000);
     expect(t.accepts('Bearer old')).toBe(false);
     expect(t.first()).toBe('new');
   });
@@ -71,15 +72,15 @@ describe('TokenFile', () => {
     writeFileSync(join(d, '..v1', 'token'), 'v1-token\n');
     symlinkSync('..v1', join(d, '..data'));
     symlinkSync('..data/token', join(d, 'token'));
-    let now = 0;
-    const t = new TokenFile(join(d, 'token'), { log: silentLogger, clock: () => now });
+    const clock = new ManualClock(0);
+    const t = new TokenFile(join(d, 'token'), { log: silentLogger, clock });
     expect(t.first()).toBe('v1-token');
     mkdirSync(join(d, '..v2'));
     writeFileSync(join(d, '..v2', 'token'), 'v2-token\n');
     symlinkSync('..v2', join(d, '..data_tmp'));
     renameSync(join(d, '..data_tmp'), join(d, '..data'));
     rmSync(join(d, '..v1'), { recursive: true });
-    now += 5000;
+    clock.advance(5000);
     expect(t.accepts('Bearer v2-token')).toBe(true);
     expect(t.accepts('Bearer v1-token')).toBe(false);
   });
@@ -87,21 +88,21 @@ describe('TokenFile', () => {
   it('keeps the tokens it has when the file becomes unusable, and warns once', () => {
     const f = join(tempDir(), 'token');
     writeFileSync(f, 'good\n');
-    let now = 0;
+    const clock = new ManualClock(0);
     const warnings: string[] = [];
     const log = {
       ...silentLogger,
       warn: (o: { problem: string }) => warnings.push(o.problem),
       info: () => {},
     };
-    const t = new TokenFile(f, { log: log as never, clock: () => now });
+    const t = new TokenFile(f, { log: log as never, clock });
     writeFileSync(f, '\n');
     for (let i = 0; i < 5; i++) {
-      now += 2000;
+      clock.advance(2000);
       expect(t.accepts('Bearer good')).toBe(true);
     }
     rmSync(f);
-    now += 2000;
+    clock.advance(2000);
     expect(t.accepts('Bearer good')).toBe(true);
     expect(warnings).toEqual([`${f}: holds no token (one per line)`, `${f}: cannot read it (ENOENT)`]);
   });

@@ -4,8 +4,10 @@
 // exporters' first line, then drop the old one. Kubernetes updates a mounted Secret by swapping a
 // symlink, so a change is noticed by comparing what stat() of the path (following links) reports,
 // at most once per `recheckMs`, rather than by file-system events that a swap does not raise.
+
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
+import { type Clock, systemClock } from './clock.js';
 import { StartupError } from './errors.js';
 import type { Logger } from './log.js';
 
@@ -32,8 +34,8 @@ const digest = (s: string): Buffer => createHash('sha256').update(s).digest();
 
 export interface TokenFileDeps {
   log: Logger;
-  /** @default Date.now */
-  clock?: () => number;
+  /** @default systemClock */
+  clock?: Clock;
   /** How often the file's stat is compared, ms. @default 1000 */
   recheckMs?: number;
 }
@@ -43,7 +45,7 @@ export class TokenFile {
   private firstToken = '';
   private stamp = '';
   private checkedAt = Number.NEGATIVE_INFINITY;
-  private readonly clock: () => number;
+  private readonly clock: Clock;
   private readonly recheckMs: number;
   /** The cause of the last failed re-read, so that it is logged once until it changes. */
   private lastProblem = '';
@@ -53,7 +55,7 @@ export class TokenFile {
     readonly path: string,
     private readonly deps: TokenFileDeps,
   ) {
-    this.clock = deps.clock ?? Date.now;
+    this.clock = deps.clock ?? systemClock;
     this.recheckMs = deps.recheckMs ?? 1000;
     this.reload(true);
   }
@@ -78,7 +80,7 @@ export class TokenFile {
   }
 
   private refresh(): void {
-    const now = this.clock();
+    const now = this.clock.now();
     if (now - this.checkedAt < this.recheckMs) return;
     this.checkedAt = now;
     try {

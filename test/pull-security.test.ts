@@ -3,6 +3,7 @@
 // Each case is a finding measured on an open pull API: forged acks erased a node's flows, the 409
 // told the boot id, two exporters on one collector delivered twice, a pull flood took a collector
 // to 2.3 GB, and hostile payloads stuck in an exporter's counters.
+
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -24,6 +25,7 @@ import { FLOW_LABELS } from '../shared/config.js';
 import type { EnrichedFlow, Flow, PullResponse } from '../shared/flow.js';
 import { silentLogger } from '../shared/log.js';
 import { TokenFile } from '../shared/token.js';
+import { ManualClock } from './fixtures/clock.js';
 import { type RawAnswer as Answer, rawHttp as raw } from './helpers/raw-http.js';
 import { startTestCollector, type TestCollector } from './helpers/test-collector.js';
 
@@ -228,8 +230,8 @@ describe('one exporter at a time', () => {
   });
 
   it('released at shutdown: the next exporter takes over at once; dead: once the lease lapsed, and the old ack is refused', async () => {
-    let now = 1_000_000;
-    const c = await collector({ lease: new Lease({ minMs: 5000, maxMs: 600_000 }, () => now) });
+    const clock = new ManualClock(1_000_000);
+    const c = await collector({ lease: new Lease({ minMs: 5000, maxMs: 600_000 }, clock) });
     const a = exporter(c, 'exporter-a', { leaseMs: 10_000 });
     const b = exporter(c, 'exporter-b', { leaseMs: 10_000 });
     c.backlog.append(0, 1, [flow('203.0.113.7', 10)]);
@@ -244,9 +246,9 @@ describe('one exporter at a time', () => {
     c.backlog.append(2, 3, [flow('203.0.113.7', 40)]);
     // B pulled, and its ack is late: A has taken over by then.
     const pulledByB = await b.client.pull(new AbortController().signal);
-    now += 9_000;
+    clock.advance(9_000);
     expect((await a.pipeline.runOnce()).pulled).toBe(0);
-    now += 2_000;
+    clock.advance(2_000);
     expect((await a.pipeline.runOnce()).pulled).toBe(1);
     await expect(b.client.ack(pulledByB.bootId, 3, new AbortController().signal)).rejects.toMatchObject({
       reason: 'leased',

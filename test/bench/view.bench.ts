@@ -11,6 +11,7 @@
 //           round behind it
 // `--screenshot FILE` also writes a PNG of the page (the README's picture).
 // Usage: npm run bench:view [-- --flows N] [-- --screenshot docs/view.png]
+
 import { writeFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { Registry } from 'prom-client';
@@ -20,6 +21,7 @@ import type { EnrichedFlow } from '../../shared/flow.js';
 import { HttpServer } from '../../shared/http.js';
 import { silentLogger } from '../../shared/log.js';
 import type { ViewGroup } from '../../shared/traffic.js';
+import { ManualClock } from '../fixtures/clock.js';
 import { launchChromium } from '../helpers/chromium.js';
 import { seeded } from '../helpers/random.js';
 
@@ -295,12 +297,12 @@ const floorPush = time(() => {
 });
 
 function fill(churn: boolean): { ring: TrafficRing; bytes: number; pushMs: number[] } {
-  let now = T0;
+  const clock = new ManualClock(T0);
   const before = heap();
-  const ring = new TrafficRing({ exportInterval: INTERVAL }, () => now);
+  const ring = new TrafficRing({ exportInterval: INTERVAL }, clock);
   const pushMs: number[] = [];
   for (let i = 0; i < ROUNDS; i++) {
-    now = T0 + (i + 1) * INTERVAL + 500;
+    clock.t = T0 + (i + 1) * INTERVAL + 500;
     const flows = churn ? roundOf(cluster(i + 1), 100 + i, T0 + (i + 1) * INTERVAL, FLOWS) : rounds[i];
     const t = performance.now();
     void ring.push(flows);
