@@ -5,6 +5,7 @@
 //
 // Needs CAP_NET_RAW and the host network namespace. Where the socket cannot be opened the learner
 // warns once and names nothing; the collector runs on.
+
 import type { Gauge, Registry } from 'prom-client';
 import { Counter as PromCounter, Gauge as PromGauge } from 'prom-client';
 import {
@@ -16,6 +17,7 @@ import {
   type PacketSocket,
   type PollHandle,
 } from '../../native/index.js';
+import { type Clock, systemClock } from '../../shared/clock.js';
 import type { Logger } from '../../shared/log.js';
 import { NameCache } from './names.js';
 import { type ParseError, parsePacket } from './parse.js';
@@ -32,7 +34,8 @@ export interface DnsLearnerDeps {
   registry: Registry;
   /** @default the addon's packet socket */
   socket?: PacketSocket;
-  now?: () => number;
+  /** Answer times, TTL expiry and sweeps. @default systemClock */
+  clock?: Clock;
 }
 
 /** What the cache holds at most by default: 100k addresses stay under 10 MB (test/bench/dns.bench.ts). */
@@ -50,7 +53,7 @@ export class DnsLearner {
   private readonly info = new Int32Array(4);
   private readonly recent = new Map<string, number>();
   private lastSweep = 0;
-  private readonly now: () => number;
+  private readonly clock: Clock;
   /** Totals, read when Prometheus scrapes (a prom-client inc per packet costs more than the parse). */
   private readonly totals = { packets: 0, answers: 0, errors: new Map<ParseError, number>() };
   private readonly learning: Gauge;
@@ -59,10 +62,10 @@ export class DnsLearner {
     config: DnsLearnerConfig,
     private readonly deps: DnsLearnerDeps,
   ) {
-    this.now = deps.now ?? Date.now;
+    this.clock = deps.clock ?? systemClock;
     this.cache = new NameCache(
       { maxNames: config.maxNames ?? DEFAULT_MAX_NAMES, graceMs: config.graceMs },
-      this.now,
+      this.clock,
     );
     const registers = [deps.registry];
     const cache = this.cache;
@@ -178,7 +181,7 @@ export class DnsLearner {
     }
     // libuv stops a handle after an error condition: start it again (the read cleared it).
     if (status < 0 && this.poll !== undefined) socket.pollStart(this.poll);
-    const now = this.now();
+    const now = this.clock.now();
     if (now - this.lastSweep >= SWEEP_EVERY_MS) {
       this.lastSweep = now;
       this.cache.sweep();
@@ -207,7 +210,7 @@ export class DnsLearner {
       totals.errors.set(r, (totals.errors.get(r) ?? 0) + 1);
       return;
     }
-    const now = this.now();
+    const now = this.clock.now();
     const seen = this.recent.get(r.key);
     if (seen !== undefined && now - seen < DUPLICATE_WINDOW_MS) return;
     if (this.recent.size >= 4096) this.recent.clear();

@@ -1,23 +1,24 @@
 import { describe, expect, it } from 'vitest';
+import { ManualClock } from '../../test/fixtures/clock.js';
 import { NameCache } from './names.js';
 
 describe('NameCache', () => {
   it('keeps a name for its TTL plus the grace', () => {
-    let now = 1_000_000;
-    const c = new NameCache({ maxNames: 10, graceMs: 2000 }, () => now);
+    const clock = new ManualClock(1_000_000);
+    const c = new NameCache({ maxNames: 10, graceMs: 2000 }, clock);
     c.add('203.0.113.5', 'api.example.com', 0, '10.0.0.7');
-    now += 2000;
+    clock.advance(2000);
     expect(c.nameOf('203.0.113.5', '10.0.0.7')).toBe('api.example.com');
     c.add('203.0.113.6', 'b.example.com', 30, '10.0.0.7');
-    now += 1;
+    clock.advance(1);
     expect(c.nameOf('203.0.113.5', '10.0.0.7')).toBe('');
     expect(c.stats().names).toBe(1);
-    now += 30_000;
+    clock.advance(30_000);
     expect(c.nameOf('203.0.113.6', '10.0.0.8')).toBe('b.example.com');
   });
 
   it('prefers the answer the connection’s own pod got, else the latest', () => {
-    const c = new NameCache({ maxNames: 10, graceMs: 60_000 }, () => 0);
+    const c = new NameCache({ maxNames: 10, graceMs: 60_000 }, new ManualClock(0));
     c.add('203.0.113.5', 'shop.example.com', 60, '10.0.0.1');
     c.add('203.0.113.5', 'blog.example.com', 60, '10.0.0.2');
     expect(c.nameOf('203.0.113.5', '10.0.0.1')).toBe('shop.example.com');
@@ -29,7 +30,7 @@ describe('NameCache', () => {
   });
 
   it('evicts the least recently used address beyond its size', () => {
-    const c = new NameCache({ maxNames: 2, graceMs: 60_000 }, () => 0);
+    const c = new NameCache({ maxNames: 2, graceMs: 60_000 }, new ManualClock(0));
     c.add('192.0.2.1', 'one.test', 60, '10.0.0.1');
     c.add('192.0.2.2', 'two.test', 60, '10.0.0.1');
     expect(c.nameOf('192.0.2.1', '10.0.0.1')).toBe('one.test'); // used: young again
@@ -42,7 +43,7 @@ describe('NameCache', () => {
 
 describe('NameCache store', () => {
   it('evicts in least-recently-used order: an answer or a lookup makes an address young', () => {
-    const c = new NameCache({ maxNames: 3, graceMs: 60_000 }, () => 0);
+    const c = new NameCache({ maxNames: 3, graceMs: 60_000 }, new ManualClock(0));
     c.add('192.0.2.1', 'a.test', 60, '10.0.0.1');
     c.add('192.0.2.2', 'b.test', 60, '10.0.0.1');
     c.add('192.0.2.3', 'c.test', 60, '10.0.0.1');
@@ -63,31 +64,31 @@ describe('NameCache store', () => {
   });
 
   it('expires at TTL plus grace, whole seconds rounded up; sweep drops only what is stale everywhere', () => {
-    let now = 1_000_500;
-    const c = new NameCache({ maxNames: 10, graceMs: 1500 }, () => now);
+    const clock = new ManualClock(1_000_500);
+    const c = new NameCache({ maxNames: 10, graceMs: 1500 }, clock);
     // ceil((1_000_500 + 1500) / 1000) + 5 = 1007 s.
     c.add('198.51.100.1', 'five.test', 5, '10.0.0.1');
     c.add('198.51.100.2', 'old.test', 0, '10.0.0.1');
     c.add('198.51.100.2', 'new.test', 0, '10.0.0.2'); // newest, and stale first below
-    now = 1_005_000;
+    clock.t = 1_005_000;
     c.add('198.51.100.2', 'late.test', 3, '10.0.0.3'); // 1010 s
-    now = 1_007_000;
+    clock.t = 1_007_000;
     expect(c.nameOf('198.51.100.1', '10.0.0.1')).toBe('five.test');
     // 10.0.0.2's own answer is stale (1003 s): another pod's fresh one names the address.
     expect(c.nameOf('198.51.100.2', '10.0.0.2')).toBe('late.test');
-    now = 1_007_001;
+    clock.t = 1_007_001;
     c.sweep();
     expect(c.stats().names).toBe(1);
     expect(c.nameOf('198.51.100.1', '10.0.0.1')).toBe('');
     expect(c.nameOf('198.51.100.2', '10.0.0.1')).toBe('late.test');
-    now = 1_010_001;
+    clock.t = 1_010_001;
     expect(c.nameOf('198.51.100.2', '10.0.0.3')).toBe('');
     expect(c.stats().names).toBe(0);
     expect(c.memory()).toMatchObject({ names: 0, nameBytes: 0 });
   });
 
   it('a name re-pointed names both addresses; an address re-pointed by its pod forgets the old name', () => {
-    const c = new NameCache({ maxNames: 10, graceMs: 60_000 }, () => 0);
+    const c = new NameCache({ maxNames: 10, graceMs: 60_000 }, new ManualClock(0));
     c.add('203.0.113.1', 'api.test', 30, '10.0.0.1');
     c.add('203.0.113.2', 'api.test', 30, '10.0.0.1');
     expect(c.nameOf('203.0.113.1', '10.0.0.1')).toBe('api.test');
@@ -103,7 +104,7 @@ describe('NameCache store', () => {
   });
 
   it('keeps the latest answers of 4 pods per address', () => {
-    const c = new NameCache({ maxNames: 10, graceMs: 60_000 }, () => 0);
+    const c = new NameCache({ maxNames: 10, graceMs: 60_000 }, new ManualClock(0));
     for (let i = 1; i <= 5; i++) c.add('203.0.113.9', `n${i}.test`, 30, `10.0.0.${i}`);
     expect(c.nameOf('203.0.113.9', '10.0.0.1')).toBe('n5.test'); // dropped: the latest instead
     for (let i = 2; i <= 5; i++) expect(c.nameOf('203.0.113.9', `10.0.0.${i}`)).toBe(`n${i}.test`);
@@ -114,8 +115,8 @@ describe('NameCache store', () => {
   });
 
   it('reuses and compacts the slab under churn: memory follows what is held, not what passed', () => {
-    let now = 0;
-    const c = new NameCache({ maxNames: 500, graceMs: 0 }, () => now);
+    const clock = new ManualClock(0);
+    const c = new NameCache({ maxNames: 500, graceMs: 0 }, clock);
     const name = (i: number) => `churn-${i}.${'x'.repeat(i % 40)}.example.com`;
     let peak = 0;
     for (let i = 0; i < 50_000; i++) {
@@ -136,10 +137,10 @@ describe('NameCache store', () => {
       expect(c.nameOf(`10.${(i >> 16) & 0xff}.${(i >> 8) & 0xff}.${i & 0xff}`, '10.1.0.1')).toBe(name(i));
     }
     // All stale: sweep empties the store and gives the slab back.
-    const big = new NameCache({ maxNames: 100_000, graceMs: 0 }, () => now);
+    const big = new NameCache({ maxNames: 100_000, graceMs: 0 }, clock);
     for (let i = 0; i < 50_000; i++) big.add(`10.9.${i >> 8}.${i & 0xff}`, name(i), 1, '10.1.0.1');
     expect(big.memory().slabBytes).toBeGreaterThan(1_000_000);
-    now = 2000;
+    clock.t = 2000;
     big.sweep();
     expect(big.stats().names).toBe(0);
     expect(big.memory()).toMatchObject({ names: 0, nameBytes: 0, slabBytes: 16_384 });
@@ -148,7 +149,7 @@ describe('NameCache store', () => {
   });
 
   it('holds names of 253 characters and any text the parser makes of other bytes', () => {
-    const c = new NameCache({ maxNames: 100, graceMs: 60_000 }, () => 0);
+    const c = new NameCache({ maxNames: 100, graceMs: 60_000 }, new ManualClock(0));
     const longest = `${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(61)}`;
     expect(longest).toHaveLength(253);
     // collector/dns/message.ts turns each octet into one character (latin1): a label in UTF-8
@@ -173,7 +174,7 @@ describe('NameCache store', () => {
   });
 
   it('keys addresses by value: any IPv6 spelling, IPv4 as its mapped form; no address, no name', () => {
-    const c = new NameCache({ maxNames: 10, graceMs: 60_000 }, () => 0);
+    const c = new NameCache({ maxNames: 10, graceMs: 60_000 }, new ManualClock(0));
     c.add('2001:DB8:0:0:0:0:0:A', 'v6.test', 60, '10.0.0.1');
     c.add('203.0.113.5', 'v4.test', 60, '10.0.0.1');
     c.add('not-an-address', 'x.test', 60, '10.0.0.1');
@@ -230,11 +231,11 @@ describe('NameCache against a plain model', () => {
       return (seed >>> 8) % n;
     };
     for (let trial = 0; trial < 6; trial++) {
-      let now = 1_000_000;
+      const clock = new ManualClock(1_000_000);
       const max = 1 + rnd(40);
       const grace = rnd(3) * 1000;
-      const model = new Model(max, grace, () => now);
-      const c = new NameCache({ maxNames: max, graceMs: grace }, () => now);
+      const model = new Model(max, grace, () => clock.now());
+      const c = new NameCache({ maxNames: max, graceMs: grace }, clock);
       for (let step = 0; step < 3000; step++) {
         const r = rnd(100);
         const ip = rnd(2) ? `192.0.2.${rnd(12)}` : `2001:db8::${rnd(12).toString(16)}`;
@@ -247,7 +248,7 @@ describe('NameCache against a plain model', () => {
         } else if (r < 95) {
           expect(c.nameOf(ip, client)).toBe(model.nameOf(ip, client));
         } else if (r < 98) {
-          now += rnd(1200);
+          clock.advance(rnd(1200));
         } else {
           model.sweep();
           c.sweep();

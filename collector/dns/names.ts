@@ -20,6 +20,7 @@
 // - Clients (the pods of a node) are small integers.
 // A lookup parses the address in place, follows one hash chain, and decodes the name from the slab
 // (the last STRINGS decoded names are kept, so that the flows of one peer share one string).
+import { type Clock, systemClock } from '../../shared/clock.js';
 import { addressWords } from '../../shared/ip.js';
 import type { PeerNames } from '../reduce.js';
 
@@ -113,7 +114,7 @@ export class NameCache implements PeerNames {
 
   constructor(
     private readonly config: NameCacheConfig,
-    private readonly now: () => number = Date.now,
+    private readonly clock: Clock = systemClock,
   ) {
     this.maxNames = Math.max(1, Math.floor(config.maxNames));
     const rows = Math.min(this.maxNames, MIN_ROWS);
@@ -135,7 +136,7 @@ export class NameCache implements PeerNames {
     if (!addressWords(address, w)) return;
     const until = Math.min(
       MAX_UNTIL,
-      Math.ceil((this.now() + this.config.graceMs) / 1000) + Math.max(0, Math.floor(ttl)),
+      Math.ceil((this.clock.now() + this.config.graceMs) / 1000) + Math.max(0, Math.floor(ttl)),
     );
     let cid = this.clients.get(client);
     if (cid === undefined) {
@@ -198,7 +199,7 @@ export class NameCache implements PeerNames {
     if (!addressWords(ip, w)) return '';
     const e = this.find(w);
     if (e === NONE) return '';
-    const now = this.now() / 1000;
+    const now = this.clock.now() / 1000;
     const cid = this.clients.get(client) ?? NONE;
     let pick = NONE;
     if (this.until[e]! >= now) {
@@ -219,7 +220,7 @@ export class NameCache implements PeerNames {
 
   /** Drops what has expired (called now and then, so that stale names do not sit until evicted). */
   sweep(): void {
-    const now = this.now() / 1000;
+    const now = this.clock.now() / 1000;
     for (let e = this.oldest; e !== NONE; ) {
       const next = this.younger[e]!;
       let live = this.until[e]! >= now;

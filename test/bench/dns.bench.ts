@@ -13,12 +13,14 @@
 // addresses with distinct names, against the floor: the names' bytes plus 16 bytes an address (and,
 // for comparison, the same address and name strings held in plain arrays). Lookup: µs per nameOf.
 // Figures, not assertions.
+
 import * as dnsPacket from 'dns-packet';
 import { Registry } from 'prom-client';
 import { DnsLearner } from '../../collector/dns/learner.js';
 import { NameCache } from '../../collector/dns/names.js';
 import { PACKET_HEADER } from '../../native/index.js';
 import { silentLogger } from '../../shared/log.js';
+import { ManualClock } from '../fixtures/clock.js';
 
 const N = 10_000;
 const ROUNDS = 30;
@@ -101,13 +103,10 @@ console.log(
 );
 
 // Warm up both paths.
-let now = 0;
-const learner = new DnsLearner(
-  { graceMs: 60_000 },
-  { log: silentLogger, registry: new Registry(), now: () => now },
-);
+const clock = new ManualClock(0);
+const learner = new DnsLearner({ graceMs: 60_000 }, { log: silentLogger, registry: new Registry(), clock });
 for (let w = 0; w < 3; w++) {
-  now += 10_000; // past the duplicate window: every round counts
+  clock.advance(10_000); // past the duplicate window: every round counts
   learner.take(buf, end);
   floorWalk(buf, end);
 }
@@ -116,7 +115,7 @@ let floorMs = 0;
 let decodeMs = 0;
 let sink = 0;
 for (let r = 0; r < ROUNDS; r++) {
-  now += 10_000;
+  clock.advance(10_000);
   learnMs += time(() => learner.take(buf, end));
   floorMs += time(() => {
     sink += floorWalk(buf, end);
@@ -171,7 +170,7 @@ if (gc === undefined) {
   addrs.length = 0;
   names.length = 0;
   before = used();
-  const cache = new NameCache({ maxNames: M, graceMs: 60_000 }, () => 0);
+  const cache = new NameCache({ maxNames: M, graceMs: 60_000 }, new ManualClock(0));
   // 250 pods asking (a full node), each answer's client a fresh string as the parser makes it.
   for (let i = 0; i < M; i++) cache.add(addr(i), name(i), 30, `10.0.0.${i % 250}`);
   const cacheBytes = used() - before;
