@@ -17,7 +17,7 @@
 // endpoint, the tuple's destination), RELATED 2 (ICMP errors of another entry), SERVICE 4 (load
 // balancer state, a different value meaning). RELATED and SERVICE entries are skipped.
 
-import { fmix32 } from '../hash.js';
+import { fmix32 } from '../../shared/hash.js';
 import { formatAddr } from '../netfilter/parser.js';
 import type { ConnSample } from '../source.js';
 

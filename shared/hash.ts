@@ -1,4 +1,4 @@
-// Hashing for the collector's open-addressing tables (no allocation, 32-bit integer arithmetic).
+// Hashing for the open-addressing tables (shared/hash-index.ts): no allocation, 32-bit integer arithmetic.
 
 /** MurmurHash3's finalizer: spreads every input bit over the whole 32-bit result (unsigned). */
 export function fmix32(h: number): number {
