@@ -23,7 +23,7 @@
 // The peer of a DNATed connection (ClusterIP → backend) is the reply tuple's source: the backend.
 import type { Flow } from '../shared/flow.js';
 import { fmix32 } from '../shared/hash.js';
-import { HashIndex } from '../shared/hash-index.js';
+import { grown, HashIndex, SlotIds } from '../shared/hash-index.js';
 import { isPrivateIp } from '../shared/ip.js';
 import type { Logger } from '../shared/log.js';
 import { FlowColumns } from './flow-columns.js';
@@ -117,9 +117,7 @@ class ConnSeries {
     if (slot * 2 >= this.tags.length) {
       let n = this.tags.length * 2;
       while (slot * 2 >= n) n *= 2;
-      const tags = new Float64Array(n).fill(-1);
-      tags.set(this.tags);
-      this.tags = tags;
+      this.tags = grown(this.tags, n, -1);
     }
     this.tags[slot * 2] = -1;
     this.tags[slot * 2 + 1] = -1;
@@ -152,8 +150,7 @@ class SeriesTable {
   touched = new Int32Array(1024);
   nTouched = 0;
   cap = 1024;
-  used = 0;
-  private free: number[] = [];
+  private readonly ids = new SlotIds();
   private readonly index = new HashIndex(1024);
 
   /** The series of (src, dst, proto, name), created when new; returns its tag. */
@@ -203,18 +200,15 @@ class SeriesTable {
     r[o + 3] += rp;
     if (r[o + R_LAST] !== tick) {
       r[o + R_LAST] = tick;
-      if (this.nTouched === this.touched.length) {
-        const t = new Int32Array(this.touched.length * 2);
-        t.set(this.touched);
-        this.touched = t;
-      }
+      if (this.nTouched === this.touched.length) this.touched = grown(this.touched, this.nTouched * 2);
       this.touched[this.nTouched++] = idx;
     }
   }
 
   /** Drops series idle since before `oldest`. */
   sweep(oldest: number): void {
-    for (let idx = 0; idx < this.used; idx++) {
+    const used = this.ids.used;
+    for (let idx = 0; idx < used; idx++) {
       if (this.live[idx] === 1 && this.rec[idx * REC + R_LAST]! < oldest) this.drop(idx);
     }
   }
@@ -227,27 +221,22 @@ class SeriesTable {
     this.src[idx] = undefined;
     this.dst[idx] = undefined;
     this.name[idx] = undefined;
-    this.free.push(idx);
+    this.ids.release(idx);
   }
 
   private alloc(): number {
-    const f = this.free.pop();
-    if (f !== undefined) return f;
-    if (this.used === this.cap) this.grow();
-    return this.used++;
+    const idx = this.ids.take();
+    if (idx === this.cap) this.grow();
+    return idx;
   }
 
   private grow(): void {
     const cap = this.cap * 2;
     if (cap > IDX_SPAN) throw new Error('too many flow series');
-    const g = <T extends Uint8Array | Uint32Array | Float64Array>(a: T, n: T): T => {
-      n.set(a);
-      return n;
-    };
-    this.proto = g(this.proto, new Uint8Array(cap));
-    this.rec = g(this.rec, new Float64Array(cap * REC));
-    this.hash = g(this.hash, new Uint32Array(cap));
-    this.live = g(this.live, new Uint8Array(cap));
+    this.proto = grown(this.proto, cap);
+    this.rec = grown(this.rec, cap * REC);
+    this.hash = grown(this.hash, cap);
+    this.live = grown(this.live, cap);
     this.cap = cap;
   }
 }

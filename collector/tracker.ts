@@ -29,7 +29,7 @@
 // fields are columns of typed arrays (no object per connection, nothing for the GC to trace but two
 // address strings), found through a hash index (shared/hash-index.ts) on the source's two 32-bit
 // identity words. An unchanged entry costs one probe and four number compares, and allocates nothing.
-import { HashIndex } from '../shared/hash-index.js';
+import { grown, HashIndex, SlotIds } from '../shared/hash-index.js';
 import type { ConnSample } from './source.js';
 
 /**
@@ -140,8 +140,7 @@ export class Tracker {
   /** The slot of the previous sample of the current read (-1 at the start of a read). */
   private prevSlot = -1;
   private slotCap = 1024;
-  private slotsUsed = 0;
-  private freeSlots: number[] = [];
+  private readonly slotIds = new SlotIds();
 
   /** Slots with numeric identities, by `key` (already a well-mixed hash: see ConnSample.key). */
   private readonly index = new HashIndex(1024);
@@ -262,7 +261,8 @@ export class Tracker {
   end(complete: boolean): void {
     const gen = this.gen;
     const gens = this.gens;
-    for (let slot = 0; slot < this.slotsUsed; slot++) {
+    const used = this.slotIds.used;
+    for (let slot = 0; slot < used; slot++) {
       const g = gens[slot * 2]!;
       if (g === 0) continue; // free
       const e = gens[slot * 2 + 1]!;
@@ -377,7 +377,8 @@ export class Tracker {
     let r = 0;
     let lastOrig: string | undefined;
     let lastReply: string | undefined;
-    for (let slot = 0; slot < this.slotsUsed; slot++) {
+    const used = this.slotIds.used;
+    for (let slot = 0; slot < used; slot++) {
       if (this.gens[slot * 2] === 0) continue;
       snap.family[r] = this.family[slot]!;
       snap.proto[r] = this.proto[slot]!;
@@ -511,38 +512,24 @@ export class Tracker {
     this.gens[slot * 2] = 0;
     this.origSrc[slot] = undefined;
     this.replySrc[slot] = undefined;
-    this.freeSlots.push(slot);
+    this.slotIds.release(slot);
   }
 
   private allocSlot(): number {
-    const free = this.freeSlots.pop();
-    if (free !== undefined) return free;
-    if (this.slotsUsed === this.slotCap) this.growSlots();
-    return this.slotsUsed++;
+    const slot = this.slotIds.take();
+    if (slot === this.slotCap) this.growSlots();
+    return slot;
   }
 
   private growSlots(): void {
     const cap = this.slotCap * 2;
-    const grow = <T extends Uint8Array | Uint32Array | Float64Array>(a: T, make: (n: number) => T): T => {
-      const n = make(cap);
-      n.set(a);
-      return n;
-    };
-    this.family = grow(this.family, (n) => new Uint8Array(n));
-    this.proto = grow(this.proto, (n) => new Uint8Array(n));
-    this.ends = grow(this.ends, (n) => new Uint8Array(n));
-    const cnt = new Float64Array(cap * 4);
-    cnt.set(this.cnt);
-    this.cnt = cnt;
-    const gens = new Uint32Array(cap * 2);
-    gens.set(this.gens);
-    this.gens = gens;
-    const keys = new Uint32Array(cap * 2);
-    keys.set(this.keys);
-    this.keys = keys;
-    const next = new Int32Array(cap).fill(-1);
-    next.set(this.nextSlot);
-    this.nextSlot = next;
+    this.family = grown(this.family, cap);
+    this.proto = grown(this.proto, cap);
+    this.ends = grown(this.ends, cap);
+    this.cnt = grown(this.cnt, cap * 4);
+    this.gens = grown(this.gens, cap * 2);
+    this.keys = grown(this.keys, cap * 2);
+    this.nextSlot = grown(this.nextSlot, cap, -1);
     this.slotCap = cap;
   }
 }

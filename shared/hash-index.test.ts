@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { seededInt } from '../test/helpers/random.js';
-import { HashIndex } from './hash-index.js';
+import { grown, HashIndex, SlotIds } from './hash-index.js';
 
 /** The slots the index lists for hash `h`, in probe order. */
 function slotsOf(index: HashIndex, h: number): number[] {
@@ -66,5 +66,25 @@ describe('HashIndex', () => {
     index.remove(2, 0);
     expect(slotsOf(index, 1)).toEqual([0]);
     expect(index.size).toBe(1);
+  });
+});
+
+describe('SlotIds', () => {
+  it('hands out freed ids first, then new ones', () => {
+    const ids = new SlotIds();
+    expect([ids.take(), ids.take(), ids.take()]).toEqual([0, 1, 2]);
+    ids.release(1);
+    expect(ids.take()).toBe(1);
+    expect(ids.take()).toBe(3);
+    expect(ids.used).toBe(4);
+  });
+});
+
+describe('grown', () => {
+  it('copies a column into a longer one of the same type, filling the new part', () => {
+    const a = grown(Float64Array.of(1, 2), 4, -1);
+    expect(a).toBeInstanceOf(Float64Array);
+    expect([...a]).toEqual([1, 2, -1, -1]);
+    expect([...grown(Uint8Array.of(7), 3)]).toEqual([7, 0, 0]);
   });
 });

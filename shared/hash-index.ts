@@ -135,3 +135,33 @@ function positionsFor(n: number): number {
   while (size < 2 * n) size *= 2;
   return size;
 }
+
+/**
+ * Slot ids of a table whose rows live in typed columns: freed ids are handed out again first, so the
+ * columns stay as long as the most rows held at once. The caller grows its columns when `take`
+ * returns an id at their length.
+ */
+export class SlotIds {
+  private readonly free: number[] = [];
+  /** Ids handed out so far (the highest + 1): rows at or beyond it were never used. */
+  used = 0;
+
+  take(): number {
+    const id = this.free.pop();
+    return id === undefined ? this.used++ : id;
+  }
+
+  release(id: number): void {
+    this.free.push(id);
+  }
+}
+
+type Column = Uint8Array | Int32Array | Uint32Array | Float64Array;
+
+/** A copy of column `a` lengthened to `length`, the new part filled with `fill`. */
+export function grown<T extends Column>(a: T, length: number, fill = 0): T {
+  const b = new (a.constructor as new (n: number) => T)(length);
+  b.set(a);
+  if (fill !== 0) b.fill(fill, a.length);
+  return b;
+}
