@@ -8,7 +8,7 @@
 // on bad input.
 import { be16, be32, be64, i32le, u16le, u32le } from '../../shared/bytes.js';
 import { fmix32, murmurMix } from '../../shared/hash.js';
-import type { ConnSample } from '../source.js';
+import { InPlaceSample } from '../source.js';
 import {
   AF_INET,
   AF_INET6,
@@ -48,8 +48,6 @@ import {
   NLMSG_HDRLEN,
 } from './ctnetlink.js';
 
-const EMPTY = Buffer.alloc(0);
-
 /** Bits of what a tuple carried; a usable tuple has all of TUPLE_COMPLETE. */
 const F_SRC = 1;
 const F_DST = 2;
@@ -61,36 +59,20 @@ const TUPLE_COMPLETE = F_SRC | F_DST | F_PROTO;
  * strings; valid only until the next parse into the same object (the buffer it points into is the
  * datagram being read).
  */
-export class CtSample implements ConnSample {
-  family: 4 | 6 = 4;
-  proto = 0;
-  zone = 0;
-  id = 0;
-  origSport = 0;
-  origDport = 0;
+export class CtSample extends InPlaceSample {
   replySport = 0;
   replyDport = 0;
   /** ICMP/ICMPv6 echo id, type, code of the original tuple (0 for other protocols). */
   icmpId = 0;
   icmpType = 0;
   icmpCode = 0;
-  origBytes = 0;
-  origPackets = 0;
-  replyBytes = 0;
-  replyPackets = 0;
-  hasCounters = false;
   status = 0;
   /** Seconds until the entry expires, as the kernel reported it. */
   timeout = 0;
   mark = 0;
-  /**
-   * Identity of (family, zone, orig tuple, id) as two 32-bit words: a hash of the raw bytes and the
-   * id. The tracker looks entries up by these without building strings.
-   */
-  key = 0;
-  key2 = 0;
-
-  buf: Buffer = EMPTY;
+  // `key`, `key2`: identity of (family, zone, orig tuple, id), a hash of the raw bytes and the id
+  // (computeKey). The tracker looks entries up by these without building strings.
+  /** Offsets of the tuples' addresses in `buf` (the datagram). */
   origSrcOff = 0;
   origDstOff = 0;
   replySrcOff = 0;
