@@ -149,8 +149,7 @@ class SeriesTable {
   live = new Uint8Array(1024);
   touched = new Int32Array(1024);
   nTouched = 0;
-  cap = 1024;
-  private readonly ids = new SlotIds();
+  private readonly ids = new SlotIds(1024, (cap) => this.grow(cap));
   private readonly index = new HashIndex(1024);
 
   /** The series of (src, dst, proto, name), created when new; returns its tag. */
@@ -165,7 +164,7 @@ class SeriesTable {
       )
         return this.tagOf(idx);
     }
-    const idx = this.alloc();
+    const idx = this.ids.take();
     this.src[idx] = src;
     this.dst[idx] = dst;
     this.name[idx] = name;
@@ -224,20 +223,12 @@ class SeriesTable {
     this.ids.release(idx);
   }
 
-  private alloc(): number {
-    const idx = this.ids.take();
-    if (idx === this.cap) this.grow();
-    return idx;
-  }
-
-  private grow(): void {
-    const cap = this.cap * 2;
+  private grow(cap: number): void {
     if (cap > IDX_SPAN) throw new Error('too many flow series');
     this.proto = grown(this.proto, cap);
     this.rec = grown(this.rec, cap * REC);
     this.hash = grown(this.hash, cap);
     this.live = grown(this.live, cap);
-    this.cap = cap;
   }
 }
 

@@ -139,8 +139,7 @@ export class Tracker {
   private nextSlot = new Int32Array(1024).fill(-1);
   /** The slot of the previous sample of the current read (-1 at the start of a read). */
   private prevSlot = -1;
-  private slotCap = 1024;
-  private readonly slotIds = new SlotIds();
+  private readonly slotIds = new SlotIds(1024, (cap) => this.growSlots(cap));
 
   /** Slots with numeric identities, by `key` (already a well-mixed hash: see ConnSample.key). */
   private readonly index = new HashIndex(1024);
@@ -423,7 +422,7 @@ export class Tracker {
       const a = snap.keyA[r]!;
       const b = snap.keyB[r]!;
       if (k !== undefined ? this.byString.has(k) : this.lookupKey(a, b) >= 0) continue;
-      const slot = this.allocSlot();
+      const slot = this.slotIds.take();
       if (k !== undefined) {
         this.byString.set(k, slot);
         this.slotString[slot] = k;
@@ -484,7 +483,7 @@ export class Tracker {
   }
 
   private insert(s: ConnSample): number {
-    const slot = this.allocSlot();
+    const slot = this.slotIds.take();
     const a = s.key;
     if (a === undefined) {
       const k = stringKey(s);
@@ -515,14 +514,7 @@ export class Tracker {
     this.slotIds.release(slot);
   }
 
-  private allocSlot(): number {
-    const slot = this.slotIds.take();
-    if (slot === this.slotCap) this.growSlots();
-    return slot;
-  }
-
-  private growSlots(): void {
-    const cap = this.slotCap * 2;
+  private growSlots(cap: number): void {
     this.family = grown(this.family, cap);
     this.proto = grown(this.proto, cap);
     this.ends = grown(this.ends, cap);
@@ -530,7 +522,6 @@ export class Tracker {
     this.gens = grown(this.gens, cap * 2);
     this.keys = grown(this.keys, cap * 2);
     this.nextSlot = grown(this.nextSlot, cap, -1);
-    this.slotCap = cap;
   }
 }
 

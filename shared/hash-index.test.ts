@@ -70,13 +70,16 @@ describe('HashIndex', () => {
 });
 
 describe('SlotIds', () => {
-  it('hands out freed ids first, then new ones', () => {
-    const ids = new SlotIds();
-    expect([ids.take(), ids.take(), ids.take()]).toEqual([0, 1, 2]);
+  it('hands out freed ids first, then new ones, growing the capacity when all are taken', () => {
+    const grew: number[] = [];
+    const ids = new SlotIds(2, (cap) => grew.push(cap));
+    expect([ids.take(), ids.take()]).toEqual([0, 1]);
+    expect(grew).toEqual([]);
     ids.release(1);
     expect(ids.take()).toBe(1);
-    expect(ids.take()).toBe(3);
-    expect(ids.used).toBe(4);
+    expect(ids.take()).toBe(2);
+    expect(grew).toEqual([4]);
+    expect(ids.used).toBe(3);
   });
 });
 

@@ -138,17 +138,27 @@ function positionsFor(n: number): number {
 
 /**
  * Slot ids of a table whose rows live in typed columns: freed ids are handed out again first, so the
- * columns stay as long as the most rows held at once. The caller grows its columns when `take`
- * returns an id at their length.
+ * columns stay as long as the most rows held at once. When every row is taken, `grow` is told the
+ * doubled capacity to lengthen the columns to.
  */
 export class SlotIds {
   private readonly free: number[] = [];
   /** Ids handed out so far (the highest + 1): rows at or beyond it were never used. */
   used = 0;
 
+  constructor(
+    private capacity: number,
+    private readonly grow: (capacity: number) => void,
+  ) {}
+
   take(): number {
     const id = this.free.pop();
-    return id === undefined ? this.used++ : id;
+    if (id !== undefined) return id;
+    if (this.used === this.capacity) {
+      this.capacity *= 2;
+      this.grow(this.capacity);
+    }
+    return this.used++;
   }
 
   release(id: number): void {
