@@ -14,6 +14,7 @@
 // monitored node reports those bytes as its own tx.
 import { type Clock, systemClock } from '../shared/clock.js';
 import type { EnrichedFlow } from '../shared/flow.js';
+import { grown } from '../shared/hash-index.js';
 import {
   type ClassTotal,
   type TrafficNode,
@@ -92,17 +93,12 @@ class Bucket {
 
   grow(): void {
     const cap = Math.max(256, this.src.length * 2);
-    const copy = <T extends Uint32Array | Uint8Array | Float64Array>(a: T, make: new (n: number) => T): T => {
-      const b = new make(cap);
-      b.set(a);
-      return b;
-    };
-    this.src = copy(this.src, Uint32Array);
-    this.dst = copy(this.dst, Uint32Array);
-    this.cls = copy(this.cls, Uint8Array);
-    this.ab = copy(this.ab, Float64Array);
-    this.ba = copy(this.ba, Float64Array);
-    this.cost = copy(this.cost, Float64Array);
+    this.src = grown(this.src, cap);
+    this.dst = grown(this.dst, cap);
+    this.cls = grown(this.cls, cap);
+    this.ab = grown(this.ab, cap);
+    this.ba = grown(this.ba, cap);
+    this.cost = grown(this.cost, cap);
   }
 
   /** Drops the spare capacity and the index of a bucket that takes no more (or hardly any) flows. */

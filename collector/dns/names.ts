@@ -20,6 +20,10 @@
 // - Clients (the pods of a node) are small integers.
 // A lookup parses the address in place, follows one hash chain, and decodes the name from the slab
 // (the last STRINGS decoded names are kept, so that the flows of one peer share one string).
+// Chains, not the open-addressing HashIndex of shared/hash-index.ts that the tracker and the series
+// tables use: that one keeps two words a position at most half full (16 bytes an entry), chains
+// cost 6 (next link + buckets at two entries each): 1 MB less for the addresses and 1 MB less for
+// the names at 100k, the margin that keeps the store under 10 MB.
 import { type Clock, systemClock } from '../../shared/clock.js';
 import { addressWords } from '../../shared/ip.js';
 import type { PeerNames } from '../reduce.js';
