@@ -329,6 +329,19 @@ describe('Enricher: answers kept by address', () => {
     expect(after.dstPeer).not.toBe(before.dstPeer);
   });
 
+  it('keeps thousands of addresses, each changed twice, answering for each its latest owner', () => {
+    const c = changing(true);
+    const e = new Enricher({ groupPublicIps: false }, { cluster: c.lookup, log: silentLogger });
+    const ips = Array.from({ length: 3000 }, (_, i) => `10.1.${i >> 8}.${i & 255}`);
+    const flows = ips.map((ip) => flow('10.0.1.5', ip));
+    expect(run(e, flows).every((f) => f.dstType === 'private')).toBe(true);
+    for (const owner of ['a', 'b']) {
+      ips.forEach((ip, i) => c.set(ip, pod(`${owner}-${i}`, 'shop', 'node-b', 'zone-b')));
+      const out = run(e, flows);
+      expect(out.map((f) => f.dstPod)).toEqual(ips.map((_, i) => `${owner}-${i}`));
+    }
+  });
+
   it('keeps answers for one batch only when the cluster reports no changes', () => {
     const c = changing(false);
     const e = new Enricher({ groupPublicIps: false }, { cluster: c.lookup, log: silentLogger });

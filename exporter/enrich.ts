@@ -365,26 +365,30 @@ const PEERS_MAX = 1 << 18;
 
 /**
  * Peers by address. IPv4 addresses by their 32-bit number in an open-addressing table (linear
- * probing, at most half full): parsing a dotted quad costs less than hashing the string, and the
- * probe reads typed arrays instead of chasing a map's entries. Other addresses (IPv6) in a Map.
- * Dropped addresses leave their key behind (a tombstone the same address reuses).
+ * probing, at most half full): parsing a dotted quad costs less than hashing the string, and a
+ * probe reads one pair of numbers (the address, its peer's index in a dense list) instead of
+ * chasing a map's entries. Other addresses (IPv6) in a Map. A dropped address keeps its position,
+ * with no peer (-1), until the same address comes again or the table is rebuilt.
  */
 class PeerCache {
-  private keys = new Int32Array(1024);
-  private used = new Uint8Array(1024);
-  private peers: (Peer | undefined)[] = new Array(1024).fill(undefined);
+  /** Per position: address, index into `list` + 1 (0: free, -1: dropped). */
+  private table = new Int32Array(2 * 1024);
   private mask = 1023;
-  /** Slots in use (tombstones included). */
+  /** Positions in use (dropped ones included). */
   private count = 0;
+  private list: Peer[] = [];
   private readonly other = new Map<string, Peer>();
 
   get(ip: string): Peer | undefined {
     const a = parseV4(ip, 0, ip.length);
     if (a < 0) return this.other.get(ip);
     const k = a | 0;
-    const { keys, used, mask } = this;
-    for (let p = slot(k, mask); used[p] !== 0; p = (p + 1) & mask) {
-      if (keys[p] === k) return this.peers[p];
+    const { table, mask } = this;
+    for (let p = slot(k, mask); table[2 * p + 1] !== 0; p = (p + 1) & mask) {
+      if (table[2 * p] === k) {
+        const i = table[2 * p + 1];
+        return i > 0 ? this.list[i - 1] : undefined;
+      }
     }
     return undefined;
   }
@@ -396,17 +400,17 @@ class PeerCache {
       this.other.set(ip, peer);
       return;
     }
-    if (2 * (this.count + 1) > this.keys.length) this.grow();
+    const size = this.mask + 1;
+    if (2 * (this.count + 1) > size) this.rebuild(this.count >= PEERS_MAX ? 0 : 2 * size);
+    // Peers replaced after a change stay in the list until a rebuild: bounded by the table's size.
+    else if (this.list.length >= size) this.rebuild(size);
     const k = a | 0;
-    const { keys, used, mask } = this;
+    const { table, mask } = this;
     let p = slot(k, mask);
-    while (used[p] !== 0 && keys[p] !== k) p = (p + 1) & mask;
-    if (used[p] === 0) {
-      used[p] = 1;
-      keys[p] = k;
-      this.count++;
-    }
-    this.peers[p] = peer;
+    while (table[2 * p + 1] !== 0 && table[2 * p] !== k) p = (p + 1) & mask;
+    if (table[2 * p + 1] === 0) this.count++;
+    table[2 * p] = k;
+    table[2 * p + 1] = this.list.push(peer);
   }
 
   drop(ip: string): void {
@@ -416,42 +420,41 @@ class PeerCache {
       return;
     }
     const k = a | 0;
-    const { keys, used, mask } = this;
-    for (let p = slot(k, mask); used[p] !== 0; p = (p + 1) & mask) {
-      if (keys[p] === k) {
-        this.peers[p] = undefined;
+    const { table, mask } = this;
+    for (let p = slot(k, mask); table[2 * p + 1] !== 0; p = (p + 1) & mask) {
+      if (table[2 * p] === k) {
+        table[2 * p + 1] = -1;
         return;
       }
     }
   }
 
   clear(): void {
-    if (this.count > 0) {
-      this.used.fill(0);
-      this.peers.fill(undefined);
-      this.count = 0;
-    }
+    if (this.count > 0) this.table.fill(0);
+    this.count = 0;
+    this.list = [];
     this.other.clear();
   }
 
-  /** Twice the room, tombstones left out; starts over at PEERS_MAX addresses (answers come again). */
-  private grow(): void {
-    const { keys, used, peers } = this;
-    const size = this.count >= PEERS_MAX ? keys.length : 2 * keys.length;
-    this.keys = new Int32Array(size);
-    this.used = new Uint8Array(size);
-    this.peers = new Array(size).fill(undefined);
-    this.mask = size - 1;
+  /**
+   * The table at `size` positions, dropped addresses and replaced peers left out; size 0: starts
+   * over at the same size, empty (at PEERS_MAX addresses: their answers come again).
+   */
+  private rebuild(size: number): void {
+    const old = this.table;
+    const list = this.list;
+    this.table = new Int32Array(2 * (size || this.mask + 1));
+    this.mask = (size || this.mask + 1) - 1;
     this.count = 0;
-    if (size === keys.length) return;
-    for (let p = 0; p < keys.length; p++) {
-      const peer = peers[p];
-      if (used[p] === 0 || peer === undefined) continue;
-      let q = slot(keys[p], this.mask);
-      while (this.used[q] !== 0) q = (q + 1) & this.mask;
-      this.used[q] = 1;
-      this.keys[q] = keys[p];
-      this.peers[q] = peer;
+    this.list = [];
+    if (size === 0) return;
+    for (let p = 0; p < old.length; p += 2) {
+      const i = old[p + 1];
+      if (i <= 0) continue;
+      let q = slot(old[p], this.mask);
+      while (this.table[2 * q + 1] !== 0) q = (q + 1) & this.mask;
+      this.table[2 * q] = old[p];
+      this.table[2 * q + 1] = this.list.push(list[i - 1]);
       this.count++;
     }
   }
