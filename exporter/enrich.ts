@@ -59,6 +59,8 @@ export class Enricher {
   private readonly cache = new PeerCache();
   /** Collectors' nodes as local endpoints, by name. */
   private readonly locals = new Map<string, Local>();
+  /** Node, zone and region names by number (`named`); '' is 0. */
+  private names = new Map<string, number>([['', 0]]);
   /** Whether the cluster says which answers change: then they are kept across batches. */
   private readonly keepAcross: boolean;
   /** With --cloud auto: whether the preset in force was logged. */
@@ -120,6 +122,12 @@ export class Enricher {
     const prices = this.prices();
     const cache = this.cache;
     if (!this.keepAcross) cache.clear();
+    // Bounded (nodes come and go): numbers of both ends of a flow must come from the same count.
+    if (this.names.size > NAMES_MAX) {
+      this.names = new Map([['', 0]]);
+      cache.clear();
+      this.locals.clear();
+    }
     const local = this.local(node);
     for (let i = 0; i < flows.length; i++) {
       const f = flows[i];
@@ -152,7 +160,17 @@ export class Enricher {
     let local = this.locals.get(node);
     if (local === undefined || !this.keepAcross) {
       const { cluster } = this.deps;
-      local = { id: ++peers, node, zone: cluster.nodeZone(node) ?? '', region: region(cluster, node) };
+      const zone = cluster.nodeZone(node) ?? '';
+      const r = region(cluster, node);
+      local = {
+        id: ++peers,
+        node,
+        zone,
+        region: r,
+        nodeId: this.named(node),
+        zoneId: this.named(zone),
+        regionId: this.named(r),
+      };
       this.locals.set(node, local);
     }
     return local;
@@ -168,6 +186,24 @@ export class Enricher {
 
   /** What the flows of one address need of it, as a src or as a dst (see `build`). */
   private peer(raw: string, at: number): Peer {
+    const peer = this.resolve(raw, at);
+    peer.nodeId = this.named(peer.node);
+    peer.zoneId = this.named(peer.zone);
+    peer.regionId = this.named(peer.region);
+    return peer;
+  }
+
+  /** The number of a node, zone or region name: 0 for none, the same for equal names. */
+  private named(name: string): number {
+    let n = this.names.get(name);
+    if (n === undefined) {
+      n = this.names.size;
+      this.names.set(name, n);
+    }
+    return n;
+  }
+
+  private resolve(raw: string, at: number): Peer {
     const { cluster } = this.deps;
     // Kept beyond this pull: a copy of its own, not a slice of the decoded body's text.
     const ip = detached(raw);
@@ -222,6 +258,7 @@ export class Enricher {
     numbered = false,
   ): EnrichedFlow {
     const srcIsPod = src.type === 'pod';
+    const srcAt: Local | Peer = srcIsPod ? src : local;
     const srcNode = srcIsPod ? src.node : local.node;
     const srcZone = srcIsPod ? src.zone : local.zone;
     const srcRegion = srcIsPod ? src.region : local.region;
@@ -229,7 +266,15 @@ export class Enricher {
     let dstDnsName = dst.dnsName;
     let trafficClass: TrafficClass;
     if (dstType === 'pod' || dstType === 'node') {
-      trafficClass = classOf(srcNode, srcZone, srcRegion, dst.node, dst.zone, dst.region);
+      trafficClass = classBy(
+        srcAt.nodeId,
+        srcAt.zoneId,
+        srcAt.regionId,
+        dst.nodeId,
+        dst.zoneId,
+        dst.regionId,
+        0,
+      );
     } else if (dst.service) {
       trafficClass = 'unknown';
     } else {
@@ -265,7 +310,7 @@ export class Enricher {
       dstRegion: dst.region,
       dstDnsName,
       dstType,
-      crossZone: srcZone !== '' && dstZone !== '' && srcZone !== dstZone,
+      crossZone: srcAt.zoneId !== 0 && dst.zoneId !== 0 && srcAt.zoneId !== dst.zoneId,
       trafficClass,
       proto: protoName(f.proto),
       txBytes: f.txBytes,
@@ -301,10 +346,23 @@ export function classOf(
   dstZone: string,
   dstRegion: string,
 ): TrafficClass {
-  if (dstNode !== '' && srcNode === dstNode) return 'same-zone';
-  const regions = srcRegion !== '' && dstRegion !== '';
+  return classBy(srcNode, srcZone, srcRegion, dstNode, dstZone, dstRegion, '');
+}
+
+/** classOf over names or over their numbers (Enricher.named); `none` stands for the empty name. */
+function classBy<T>(
+  srcNode: T,
+  srcZone: T,
+  srcRegion: T,
+  dstNode: T,
+  dstZone: T,
+  dstRegion: T,
+  none: T,
+): TrafficClass {
+  if (dstNode !== none && srcNode === dstNode) return 'same-zone';
+  const regions = srcRegion !== none && dstRegion !== none;
   if (regions && srcRegion !== dstRegion) return 'cross-region';
-  if (srcZone === '' || dstZone === '') return 'unknown';
+  if (srcZone === none || dstZone === none) return 'unknown';
   // A zone lies in one region: the same zone needs no region to be same-zone.
   if (srcZone === dstZone) return 'same-zone';
   return regions ? 'cross-zone' : 'unknown';
@@ -329,6 +387,9 @@ interface Local {
   node: string;
   zone: string;
   region: string;
+  nodeId: number;
+  zoneId: number;
+  regionId: number;
 }
 
 /**
@@ -338,6 +399,14 @@ interface Local {
  */
 class Peer {
   readonly id = ++peers;
+  /**
+   * Numbers of the node, zone and region names (Enricher.named; 0: none), set right after
+   * construction: the traffic class compares these rather than the strings, which would be read
+   * from wherever each lies in memory.
+   */
+  nodeId = 0;
+  zoneId = 0;
+  regionId = 0;
   /** The dst_ip shown: the address, or 0.0.0.0 / :: for a public peer grouped here. */
   shown: string;
   dnsName = '';
@@ -359,6 +428,9 @@ class Peer {
     this.shown = ip;
   }
 }
+
+/** Most node, zone and region names numbered before starting over: far above any cluster's nodes. */
+const NAMES_MAX = 1 << 16;
 
 /** Most addresses kept: above the pods, nodes and busy peers of a large cluster. */
 const PEERS_MAX = 1 << 18;
