@@ -429,7 +429,7 @@ interface LabelGroup {
   src: boolean;
   /**
    * By endpoint number (direct-mapped, `number & PEER_MASK`), one row per slot: the number held
-   * (-1: none; a number beyond 2^31 never matches, and is only slower), then the ids of the
+   * (0: none; a number beyond 2^31 never matches, and is only slower), then the ids of the
    * members and extras, side by side so that a flow reads one cache line. Made on the first
    * numbered flow.
    */
@@ -441,12 +441,9 @@ interface LabelGroup {
  * enrich stage numbers endpoints one after another, so live ones rarely share a slot.
  */
 const PEER_SLOTS = 1 << 17;
-/** Empties the by-number memo of `g` (every row's number -1). */
+/** Empties the by-number memo of `g`. */
 function forgetPeers(g: LabelGroup): void {
-  const rows = g.byPeer;
-  if (rows === undefined) return;
-  const w = 1 + g.members.length + g.extras.length;
-  for (let r = 0; r < rows.length; r += w) rows[r] = -1;
+  g.byPeer?.fill(0);
 }
 
 /** Labels outside the endpoint groups that EnrichedFlow.srcPeer / dstPeer fix too. */
@@ -845,7 +842,7 @@ export class PrometheusSink implements Sink {
       const group = groups[g];
       const peer = group.src ? f.srcPeer : f.dstPeer;
       const { members, extras } = group;
-      if (peer === undefined) {
+      if (peer === undefined || peer <= 0) {
         this.groupIds(group, f);
         this.byLast(extras, group.extraValue, group.extraId, f);
         continue;
@@ -926,8 +923,8 @@ export class PrometheusSink implements Sink {
 
   /** The by-number memo of `group`, made on the first numbered flow (sinks fed by hand need none). */
   private numbered(group: LabelGroup): Int32Array {
+    // Zero is no endpoint's number (they count from 1): the pages of slots never used stay untouched.
     group.byPeer = new Int32Array(PEER_SLOTS * (1 + group.members.length + group.extras.length));
-    forgetPeers(group);
     return group.byPeer;
   }
 
