@@ -17,11 +17,10 @@ import {
   protoName,
   type TrafficClass,
 } from '../shared/flow.js';
-import { isPrivateIp } from '../shared/ip.js';
+import { isPrivateIp, parseV4 } from '../shared/ip.js';
 import type { Logger } from '../shared/log.js';
 import { type Destination, type Destinations, destinationClass } from './destinations.js';
 import { type Cloud, costOf, type PriceTable, presetOfProvider, priceTable } from './prices.js';
-import { parseV4 } from './range-table.js';
 
 /** A lookup that knows nothing: standalone without a kubeconfig. */
 export const emptyClusterLookup: ClusterLookup = {

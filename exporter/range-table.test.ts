@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { parseV6 } from '../shared/ip.js';
 import { seededInt } from '../test/helpers/random.js';
-import { isCidr, parseV6, RangeTable } from './range-table.js';
+import { isCidr, RangeTable } from './range-table.js';
 
 const words = (ip: string) => {
   const w = new Uint32Array(4);

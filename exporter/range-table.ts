@@ -14,6 +14,8 @@
 // No npm package fitted: cidr-matcher is IPv4-only and answers yes/no, netmask and ip-cidr test one
 // block at a time, node's net.BlockList answers yes/no at about 2.5 µs a check.
 
+import { parseV4, parseV6 } from '../shared/ip.js';
+
 export interface RangeEntry<T> {
   /** `a.b.c.d/n` or `v6::/n`; a bare address is a /32 or /128. */
   cidr: string;
@@ -116,103 +118,6 @@ export class RangeTable<T> {
 }
 
 const SCRATCH = new Uint32Array(4);
-
-/** An IPv4 address from `s[start, end)` as an unsigned 32-bit number, or -1. */
-export function parseV4(s: string, start: number, end: number): number {
-  let a = 0;
-  let part = 0;
-  let digits = 0;
-  let parts = 0;
-  for (let i = start; i < end; i++) {
-    const c = s.charCodeAt(i);
-    if (c === 46) {
-      if (digits === 0 || parts === 3) return -1;
-      a = a * 256 + part;
-      parts++;
-      part = 0;
-      digits = 0;
-    } else if (c >= 48 && c <= 57) {
-      part = part * 10 + (c - 48);
-      if (++digits > 3 || part > 255) return -1;
-    } else {
-      return -1;
-    }
-  }
-  if (digits === 0 || parts !== 3) return -1;
-  return a * 256 + part;
-}
-
-/** An IPv6 address (with `::`, an IPv4 tail, any case) into four 32-bit words; false if malformed. */
-export function parseV6(s: string, out: Uint32Array): boolean {
-  // Eight 16-bit groups; `gap` is where `::` stands (-1: none).
-  const g = GROUPS;
-  let n = 0;
-  let gap = -1;
-  let i = 0;
-  const end = s.length;
-  if (end < 2) return false;
-  if (s.charCodeAt(0) === 58) {
-    if (s.charCodeAt(1) !== 58) return false;
-    gap = 0;
-    i = 2;
-    if (i === end) {
-      out.fill(0);
-      return true;
-    }
-  }
-  while (i < end) {
-    if (n === 8) return false;
-    let v = 0;
-    let digits = 0;
-    let j = i;
-    for (; j < end; j++) {
-      const c = s.charCodeAt(j);
-      const d = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : c >= 65 && c <= 70 ? c - 55 : -1;
-      if (d < 0) break;
-      v = v * 16 + d;
-      digits++;
-    }
-    if (j < end && s.charCodeAt(j) === 46) {
-      // The last 32 bits written as IPv4.
-      if (n > 6) return false;
-      const a = parseV4(s, i, end);
-      if (a < 0) return false;
-      g[n++] = a >>> 16;
-      g[n++] = a & 0xffff;
-      i = end;
-      break;
-    }
-    if (digits === 0 || digits > 4) return false;
-    g[n++] = v;
-    if (j === end) {
-      i = end;
-      break;
-    }
-    if (s.charCodeAt(j) !== 58) return false;
-    if (j + 1 < end && s.charCodeAt(j + 1) === 58) {
-      if (gap >= 0) return false;
-      gap = n;
-      i = j + 2;
-    } else {
-      i = j + 1;
-      if (i === end) return false;
-    }
-  }
-  if (gap < 0 ? n !== 8 : n > 7) return false;
-  // Spread the groups after the gap to the end, zeros between.
-  const tail = gap < 0 ? 0 : n - gap;
-  for (let k = 0; k < 8; k++) {
-    let v: number;
-    if (gap < 0 || k < gap) v = g[k];
-    else if (k >= 8 - tail) v = g[gap + k - (8 - tail)];
-    else v = 0;
-    if ((k & 1) === 0) out[k >> 1] = v * 65536;
-    else out[k >> 1] += v;
-  }
-  return true;
-}
-
-const GROUPS = new Uint32Array(8);
 
 /** True for `a.b.c.d/n`, `v6::/n` or a bare address. */
 export const isCidr = (text: string): boolean => parseCidr(text) !== undefined;
