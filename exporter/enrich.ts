@@ -17,6 +17,8 @@ import {
   protoName,
   type TrafficClass,
 } from '../shared/flow.js';
+import { fmix32 } from '../shared/hash.js';
+import { grown, HashIndex, SlotIds } from '../shared/hash-index.js';
 import { isPrivateIp, parseV4 } from '../shared/ip.js';
 import type { Logger } from '../shared/log.js';
 import { type Destination, type Destinations, destinationClass } from './destinations.js';
@@ -437,33 +439,24 @@ const NAMES_MAX = 1 << 16;
 const PEERS_MAX = 1 << 18;
 
 /**
- * Peers by address. IPv4 addresses by their 32-bit number in an open-addressing table (linear
- * probing, at most half full): parsing a dotted quad costs less than hashing the string, and a
- * probe reads one pair of numbers (the address, its peer's index in a dense list) instead of
- * chasing a map's entries. Other addresses (IPv6) in a Map. A dropped address keeps its position,
- * with no peer (-1), until the same address comes again or the table is rebuilt.
+ * Peers by address. IPv4 addresses by their 32-bit number in the shared open-addressing index
+ * (shared/hash-index.ts): parsing a dotted quad costs less than hashing the string, and a probe
+ * compares numbers (the address column) instead of chasing a map's entries. Other addresses (IPv6)
+ * in a Map. At PEERS_MAX addresses it starts over (their answers come again).
  */
 class PeerCache {
-  /** Per position: address, index into `list` + 1 (0: free, -1: dropped). */
-  private table = new Int32Array(2 * 1024);
-  private mask = 1023;
-  /** Positions in use (dropped ones included). */
-  private count = 0;
-  private list: Peer[] = [];
+  private index = new HashIndex(1024);
+  /** Per slot: the address (as a signed 32-bit number) and its peer. */
+  private addrs = new Int32Array(1024);
+  private peers: (Peer | undefined)[] = [];
+  private ids = this.slotIds();
   private readonly other = new Map<string, Peer>();
 
   get(ip: string): Peer | undefined {
     const a = parseV4(ip, 0, ip.length);
     if (a < 0) return this.other.get(ip);
-    const k = a | 0;
-    const { table, mask } = this;
-    for (let p = slot(k, mask); table[2 * p + 1] !== 0; p = (p + 1) & mask) {
-      if (table[2 * p] === k) {
-        const i = table[2 * p + 1];
-        return i > 0 ? this.list[i - 1] : undefined;
-      }
-    }
-    return undefined;
+    const s = this.find(a | 0);
+    return s < 0 ? undefined : this.peers[s];
   }
 
   set(ip: string, peer: Peer): void {
@@ -473,17 +466,15 @@ class PeerCache {
       this.other.set(ip, peer);
       return;
     }
-    const size = this.mask + 1;
-    if (2 * (this.count + 1) > size) this.rebuild(this.count >= PEERS_MAX ? 0 : 2 * size);
-    // Peers replaced after a change stay in the list until a rebuild: bounded by the table's size.
-    else if (this.list.length >= size) this.rebuild(size);
     const k = a | 0;
-    const { table, mask } = this;
-    let p = slot(k, mask);
-    while (table[2 * p + 1] !== 0 && table[2 * p] !== k) p = (p + 1) & mask;
-    if (table[2 * p + 1] === 0) this.count++;
-    table[2 * p] = k;
-    table[2 * p + 1] = this.list.push(peer);
+    let s = this.find(k);
+    if (s < 0) {
+      if (this.index.size >= PEERS_MAX) this.clear();
+      s = this.ids.take();
+      this.addrs[s] = k;
+      this.index.add(fmix32(k), s);
+    }
+    this.peers[s] = peer;
   }
 
   drop(ip: string): void {
@@ -493,48 +484,32 @@ class PeerCache {
       return;
     }
     const k = a | 0;
-    const { table, mask } = this;
-    for (let p = slot(k, mask); table[2 * p + 1] !== 0; p = (p + 1) & mask) {
-      if (table[2 * p] === k) {
-        table[2 * p + 1] = -1;
-        return;
-      }
-    }
+    const s = this.find(k);
+    if (s < 0) return;
+    this.index.remove(fmix32(k), s);
+    this.peers[s] = undefined;
+    this.ids.release(s);
   }
 
   clear(): void {
-    if (this.count > 0) this.table.fill(0);
-    this.count = 0;
-    this.list = [];
+    if (this.index.size > 0 || this.ids.used > 0) {
+      this.index = new HashIndex(1024);
+      this.addrs = new Int32Array(1024);
+      this.peers = [];
+      this.ids = this.slotIds();
+    }
     this.other.clear();
   }
 
-  /**
-   * The table at `size` positions, dropped addresses and replaced peers left out; size 0: starts
-   * over at the same size, empty (at PEERS_MAX addresses: their answers come again).
-   */
-  private rebuild(size: number): void {
-    const old = this.table;
-    const list = this.list;
-    this.table = new Int32Array(2 * (size || this.mask + 1));
-    this.mask = (size || this.mask + 1) - 1;
-    this.count = 0;
-    this.list = [];
-    if (size === 0) return;
-    for (let p = 0; p < old.length; p += 2) {
-      const i = old[p + 1];
-      if (i <= 0) continue;
-      let q = slot(old[p], this.mask);
-      while (this.table[2 * q + 1] !== 0) q = (q + 1) & this.mask;
-      this.table[2 * q] = old[p];
-      this.table[2 * q + 1] = this.list.push(list[i - 1]);
-      this.count++;
-    }
+  private slotIds(): SlotIds {
+    return new SlotIds(1024, (n) => {
+      this.addrs = grown(this.addrs, n);
+    });
   }
-}
 
-/** The home slot of address `k`: its bits mixed (addresses of one subnet differ in the low ones). */
-function slot(k: number, mask: number): number {
-  const h = Math.imul(k ^ (k >>> 16), 0x85ebca6b);
-  return (h ^ (h >>> 13)) & mask;
+  private find(k: number): number {
+    const { index, addrs } = this;
+    for (let s = index.first(fmix32(k)); s >= 0; s = index.next()) if (addrs[s] === k) return s;
+    return -1;
+  }
 }

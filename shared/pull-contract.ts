@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import { constants, gzip } from 'node:zlib';
 import { Packr, Unpackr } from 'msgpackr';
 import { isDnsName } from './dns.js';
-import type { AckRequest, Flow, FlowBatch, PullResponse } from './flow.js';
+import type { AckRequest, FlowBatch, PullResponse } from './flow.js';
 
 // The pull API's paths and headers (described in shared/flow.ts, which the browser view imports
 // too and so must stay free of Node modules), for both sides to take with the codecs.
@@ -155,25 +155,23 @@ function invalid(where: string, what: string): never {
   throw new PullError('invalid', `${where}: ${what}`);
 }
 
-function checkFlow(f: unknown, where: string): Flow {
-  if (f === null || typeof f !== 'object') invalid(where, 'not a map');
+/** What is wrong with one flow of a pull, or undefined: the message is made only for a bad flow. */
+function flowProblem(f: unknown): string | undefined {
+  if (f === null || typeof f !== 'object') return 'not a map';
   const o = f as Record<string, unknown>;
-  if (!isIp(o.src)) invalid(where, `src is not an IP address: ${JSON.stringify(o.src)}`);
-  if (!isIp(o.dst)) invalid(where, `dst is not an IP address: ${JSON.stringify(o.dst)}`);
+  if (!isIp(o.src)) return `src is not an IP address: ${JSON.stringify(o.src)}`;
+  if (!isIp(o.dst)) return `dst is not an IP address: ${JSON.stringify(o.dst)}`;
   const proto = o.proto;
   if (typeof proto !== 'number' || !Number.isInteger(proto) || proto < 0 || proto > 255) {
-    invalid(where, `proto is not 0..255: ${JSON.stringify(proto)}`);
+    return `proto is not 0..255: ${JSON.stringify(proto)}`;
   }
   if (!isCount(o.txBytes) || !isCount(o.rxBytes) || !isCount(o.txPackets) || !isCount(o.rxPackets)) {
-    invalid(where, 'counts must be whole numbers from 0 to 2^53-1');
+    return 'counts must be whole numbers from 0 to 2^53-1';
   }
   if (o.dstName !== undefined && !isDnsName(o.dstName)) {
-    invalid(
-      where,
-      `dstName is not a DNS name of at most 253 characters: ${JSON.stringify(o.dstName).slice(0, 80)}`,
-    );
+    return `dstName is not a DNS name of at most 253 characters: ${JSON.stringify(o.dstName).slice(0, 80)}`;
   }
-  return o as unknown as Flow;
+  return undefined;
 }
 
 /**
@@ -207,7 +205,10 @@ export function validatePullResponse(v: unknown): PullResponse {
       invalid(where, 'from/to must be times, from <= to');
     if (!Array.isArray(b.flows)) invalid(where, 'flows must be an array');
     const flows = b.flows;
-    for (let j = 0; j < flows.length; j++) checkFlow(flows[j], `${where} flow ${j}`);
+    for (let j = 0; j < flows.length; j++) {
+      const problem = flowProblem(flows[j]);
+      if (problem !== undefined) invalid(`${where} flow ${j}`, problem);
+    }
   }
   if (r.boundaries !== undefined) {
     if (!Array.isArray(r.boundaries)) invalid('response', 'boundaries must be an array');
