@@ -10,12 +10,12 @@ import { waitFor } from './wait.js';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
 
-/** Asks `server` for `name` (type A or AAAA) over UDP or TCP; prints the answers' data as JSON. */
+/** Asks `server` for `name` (type A or AAAA) over UDP or TCP; prints the answers (data, TTL) as JSON. */
 const QUERY_JS = String.raw`
 const [root, server, name, type, transport] = process.argv.slice(1);
 const packet = require(root + '/node_modules/dns-packet');
 const msg = packet.encode({ type: 'query', id: 4242, flags: packet.RECURSION_DESIRED, questions: [{ type, name }] });
-const done = (buf) => { const r = packet.decode(buf); console.log(JSON.stringify(r.answers.map((a) => a.data))); process.exit(0); };
+const done = (buf) => { const r = packet.decode(buf); console.log(JSON.stringify(r.answers.map((a) => ({ data: a.data, ttl: a.ttl })))); process.exit(0); };
 if (transport === 'udp') {
   const s = require('node:dgram').createSocket(server.includes(':') ? 'udp6' : 'udp4');
   s.on('message', done);
@@ -39,18 +39,41 @@ export async function queryDns(
   type: 'A' | 'AAAA',
   transport: 'udp' | 'tcp',
 ): Promise<string[]> {
+  return (await queryDnsAnswers(ns, server, name, type, transport)).map((a) => a.data);
+}
+
+/** One answer record: its data (an address or a CNAME target) and the TTL the server gave it. */
+export interface DnsAnswer {
+  data: string;
+  ttl: number;
+}
+
+/** As queryDns, with each answer's TTL. */
+export async function queryDnsAnswers(
+  ns: Netns,
+  server: string,
+  name: string,
+  type: 'A' | 'AAAA',
+  transport: 'udp' | 'tcp',
+): Promise<DnsAnswer[]> {
   const { stdout } = await ns.exec(process.execPath, ['-e', QUERY_JS, ROOT, server, name, type, transport]);
-  return JSON.parse(stdout) as string[];
+  return JSON.parse(stdout) as DnsAnswer[];
 }
 
 export interface Dnsmasq {
   proc: ChildProcess;
+  /**
+   * SIGHUP: dnsmasq empties its cache and reads its `addn-hosts=` files again (a record re-pointed
+   * while it runs); resolves once it has logged reading them.
+   */
+  reload(): Promise<void>;
   stop(): Promise<void>;
 }
 
 /**
  * Starts dnsmasq in `ns` on port 53 of the `listen` addresses (which must be up in `ns`), serving
- * only `records` (dnsmasq.conf lines: `address=`, `host-record=`, `cname=`, `local-ttl=`, …); its
+ * only `records` (dnsmasq.conf lines: `address=`, `host-record=`, `cname=`, `local-ttl=`,
+ * `addn-hosts=`, …); its
  * configuration is written into `dir`. Resolves once it answers on its sockets.
  */
 export async function startDnsmasq(
@@ -91,5 +114,19 @@ export async function startDnsmasq(
     },
     10_000,
   );
-  return { proc, stop: () => kill(proc) };
+  const reload = async (): Promise<void> => {
+    // dnsmasq logs `read <file> - <n> names` (or addresses) per hosts file it has read.
+    const reads = () => log.split('\n').filter((l) => / read \S+ - \d+ /.test(l)).length;
+    const before = reads();
+    proc.kill('SIGHUP');
+    await waitFor(
+      'dnsmasq reloaded',
+      async () => {
+        if (proc.exitCode !== null) throw new Error(`dnsmasq exited: ${log}`);
+        return reads() > before ? true : undefined;
+      },
+      10_000,
+    );
+  };
+  return { proc, reload, stop: () => kill(proc) };
 }
