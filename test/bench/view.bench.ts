@@ -22,6 +22,7 @@ import { HttpServer } from '../../shared/http.js';
 import { silentLogger } from '../../shared/log.js';
 import type { ViewGroup } from '../../shared/traffic.js';
 import { ManualClock } from '../fixtures/clock.js';
+import { toInternet } from '../fixtures/flows.js';
 import { launchChromium } from '../helpers/chromium.js';
 import { seeded } from '../helpers/random.js';
 
@@ -230,16 +231,10 @@ function roundOf(pods: Pod[], seed: number, ts: number, n: number): EnrichedFlow
       const priv = ip.startsWith('10.');
       f = {
         ...base,
+        ...toInternet,
         dstIp: ip,
-        dstPod: '',
-        dstNamespace: '',
-        dstWorkload: '',
-        dstNode: '',
-        dstZone: '',
-        dstRegion: '',
         dstDnsName: ext ? ext[0] : '',
         dstType: priv ? 'private' : 'public',
-        crossZone: false,
         trafficClass: priv ? 'private' : 'internet',
         txBytes: ext ? size : size >> 4,
         rxBytes: size >> 3,
