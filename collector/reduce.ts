@@ -22,10 +22,11 @@
 //   only from that end: 'src' = the orig source, 'dst' = the reply source.
 // The peer of a DNATed connection (ClusterIP → backend) is the reply tuple's source: the backend.
 import type { Flow } from '../shared/flow.js';
+import { fmix32 } from '../shared/hash.js';
+import { grown, HashIndex, SlotIds } from '../shared/hash-index.js';
 import { isPrivateIp } from '../shared/ip.js';
 import type { Logger } from '../shared/log.js';
 import { FlowColumns } from './flow-columns.js';
-import { fmix32 } from './hash.js';
 import type { PodIndex } from './pod-index.js';
 import type { ConntrackSource } from './source.js';
 import { type TrackedConn, Tracker, type TrackerSnapshot } from './tracker.js';
@@ -86,14 +87,15 @@ export function createReducer(config: ReducerConfig, deps: ReducerDeps): Reducer
 const IDLE_TICKS = 3;
 
 /**
- * A connection's tag (TrackedConn.tagA/tagB) names a series as `index + reuse * IDX_SPAN`: when an
- * idle series is dropped and its index reused, the reuse count moves on and old tags stop matching.
+ * A series tag (what ConnSeries keeps per connection) names a series as `index + reuse * IDX_SPAN`:
+ * when an idle series is dropped and its index reused, the reuse count moves on and old tags stop
+ * matching.
  */
 const IDX_SPAN = 2 ** 24;
 const REUSE_MASK = 2 ** 28 - 1;
 /**
- * A connection's tags: both ends local, tagA and tagB are the two series' tags; one end local,
- * tagA is its series' tag and tagB says which end that is (tags are -1 until set).
+ * A connection's two tags (ConnSeries): both ends local, a and b are the two series' tags; one end
+ * local, a is its series' tag and b says which end that is (tags are -1 until set).
  */
 const ORIG_END_SERIES = -2;
 const REPLY_END_SERIES = -3;
@@ -103,11 +105,31 @@ const R_LAST = 4;
 const R_REUSE = 5;
 
 /**
+ * The series each connection adds to, cached per tracker slot (TrackedConn.slot) so that a
+ * connection's delta goes to its series without hashing its addresses: two tags per slot, side by
+ * side. Forgotten when the tracker gives the slot to another connection (`reset`).
+ */
+class ConnSeries {
+  tags = new Float64Array(1024 * 2).fill(-1);
+
+  /** The slot holds a new connection (Tracker onNewConnection; before any delta of it). */
+  readonly reset = (slot: number): void => {
+    if (slot * 2 >= this.tags.length) {
+      let n = this.tags.length * 2;
+      while (slot * 2 >= n) n *= 2;
+      this.tags = grown(this.tags, n, -1);
+    }
+    this.tags[slot * 2] = -1;
+    this.tags[slot * 2 + 1] = -1;
+  };
+}
+
+/**
  * The accumulated traffic of every (local, peer, proto) series, kept in columns (index = series):
  * at 250k connections growing in one interval with ~190k distinct peer pairs, objects and string
  * keys per series were most of the heap and of the collector's peak memory. Series are found
- * through an open-addressing hash table on (local, peer, proto); a connection remembers its series
- * index in its tracker tag, so the table is consulted only when a connection is first counted.
+ * through a hash index on (local, peer, proto, name); a connection's series are cached per
+ * connection (ConnSeries), so the index is consulted only when a connection is first counted.
  */
 class SeriesTable {
   src: (string | undefined)[] = [];
@@ -127,35 +149,22 @@ class SeriesTable {
   live = new Uint8Array(1024);
   touched = new Int32Array(1024);
   nTouched = 0;
-  cap = 1024;
-  used = 0;
-  size = 0;
-  private free: number[] = [];
-  // --- hash table: series index + 1 per position (0 = empty), linear probing ---
-  private mask = 2047;
-  private ht = new Int32Array(2048);
+  private readonly ids = new SlotIds(1024, (cap) => this.grow(cap));
+  private readonly index = new HashIndex(1024);
 
   /** The series of (src, dst, proto, name), created when new; returns its tag. */
   find(src: string, dst: string, proto: number, name: string): number {
     const h = hashSeries(src, dst, proto, name);
-    const mask = this.mask;
-    const ht = this.ht;
-    let i = h & mask;
-    for (;;) {
-      const v = ht[i]!;
-      if (v === 0) break;
-      const idx = v - 1;
+    for (let idx = this.index.first(h); idx >= 0; idx = this.index.next()) {
       if (
-        this.hash[idx] === h &&
         this.proto[idx] === proto &&
         this.src[idx] === src &&
         this.dst[idx] === dst &&
         this.name[idx] === name
       )
         return this.tagOf(idx);
-      i = (i + 1) & mask;
     }
-    const idx = this.alloc();
+    const idx = this.ids.take();
     this.src[idx] = src;
     this.dst[idx] = dst;
     this.name[idx] = name;
@@ -165,9 +174,7 @@ class SeriesTable {
     const r = this.rec;
     const o = idx * REC;
     r[o] = r[o + 1] = r[o + 2] = r[o + 3] = 0;
-    if ((this.size + 1) * 2 > this.mask + 1) this.growTable();
-    this.place(h, idx);
-    this.size++;
+    this.index.add(h, idx);
     return this.tagOf(idx);
   }
 
@@ -192,98 +199,36 @@ class SeriesTable {
     r[o + 3] += rp;
     if (r[o + R_LAST] !== tick) {
       r[o + R_LAST] = tick;
-      if (this.nTouched === this.touched.length) {
-        const t = new Int32Array(this.touched.length * 2);
-        t.set(this.touched);
-        this.touched = t;
-      }
+      if (this.nTouched === this.touched.length) this.touched = grown(this.touched, this.nTouched * 2);
       this.touched[this.nTouched++] = idx;
     }
   }
 
   /** Drops series idle since before `oldest`. */
   sweep(oldest: number): void {
-    for (let idx = 0; idx < this.used; idx++) {
+    const used = this.ids.used;
+    for (let idx = 0; idx < used; idx++) {
       if (this.live[idx] === 1 && this.rec[idx * REC + R_LAST]! < oldest) this.drop(idx);
     }
   }
 
   private drop(idx: number): void {
-    this.unplace(this.hash[idx]!, idx);
-    this.size--;
+    this.index.remove(this.hash[idx]!, idx);
     this.live[idx] = 0;
     const o = idx * REC + R_REUSE;
     this.rec[o] = (this.rec[o]! + 1) & REUSE_MASK;
     this.src[idx] = undefined;
     this.dst[idx] = undefined;
     this.name[idx] = undefined;
-    this.free.push(idx);
+    this.ids.release(idx);
   }
 
-  private alloc(): number {
-    const f = this.free.pop();
-    if (f !== undefined) return f;
-    if (this.used === this.cap) this.grow();
-    return this.used++;
-  }
-
-  private grow(): void {
-    const cap = this.cap * 2;
+  private grow(cap: number): void {
     if (cap > IDX_SPAN) throw new Error('too many flow series');
-    const g = <T extends Uint8Array | Uint32Array | Float64Array>(a: T, n: T): T => {
-      n.set(a);
-      return n;
-    };
-    this.proto = g(this.proto, new Uint8Array(cap));
-    this.rec = g(this.rec, new Float64Array(cap * REC));
-    this.hash = g(this.hash, new Uint32Array(cap));
-    this.live = g(this.live, new Uint8Array(cap));
-    this.cap = cap;
-  }
-
-  private place(h: number, idx: number): void {
-    const mask = this.mask;
-    const ht = this.ht;
-    let i = h & mask;
-    while (ht[i] !== 0) i = (i + 1) & mask;
-    ht[i] = idx + 1;
-  }
-
-  /** Removes `idx` from the hash table, shifting the rest of its probe run back. */
-  private unplace(h: number, idx: number): void {
-    const mask = this.mask;
-    const ht = this.ht;
-    let i = h & mask;
-    while (ht[i] !== idx + 1) {
-      if (ht[i] === 0) return;
-      i = (i + 1) & mask;
-    }
-    ht[i] = 0;
-    let j = i;
-    for (;;) {
-      j = (j + 1) & mask;
-      const v = ht[j]!;
-      if (v === 0) return;
-      const home = this.hash[v - 1]! & mask;
-      // Move j back into the hole at i unless its home lies cyclically in (i, j].
-      const inRange = i <= j ? home > i && home <= j : home > i || home <= j;
-      if (!inRange) {
-        ht[i] = v;
-        ht[j] = 0;
-        i = j;
-      }
-    }
-  }
-
-  private growTable(): void {
-    const old = this.ht;
-    const size = (this.mask + 1) * 2;
-    this.mask = size - 1;
-    this.ht = new Int32Array(size);
-    for (let p = 0; p < old.length; p++) {
-      const v = old[p]!;
-      if (v !== 0) this.place(this.hash[v - 1]!, v - 1);
-    }
+    this.proto = grown(this.proto, cap);
+    this.rec = grown(this.rec, cap * REC);
+    this.hash = grown(this.hash, cap);
+    this.live = grown(this.live, cap);
   }
 }
 
@@ -301,6 +246,7 @@ function hashSeries(src: string, dst: string, proto: number, name: string): numb
 
 class FlowReducer implements Reducer {
   private readonly series = new SeriesTable();
+  private readonly conns = new ConnSeries();
   private readonly tracker: Tracker;
   private readonly index: PodIndex;
   private readonly names: PeerNames | undefined;
@@ -313,7 +259,10 @@ class FlowReducer implements Reducer {
   ) {
     this.index = deps.podIndex;
     this.names = deps.names;
-    this.tracker = new Tracker(this.onDelta, { countExisting: config.countExisting ?? false });
+    this.tracker = new Tracker(this.onDelta, {
+      countExisting: config.countExisting ?? false,
+      onNewConnection: this.conns.reset,
+    });
   }
 
   restore(snap: TrackerSnapshot): void {
@@ -409,10 +358,12 @@ class FlowReducer implements Reducer {
     if (!srcLocal && !peerLocal) return;
     const t = this.series;
     const tick = this.tickNo;
+    const tags = this.conns.tags;
+    const k = c.slot * 2;
     if (srcLocal !== peerLocal) {
-      // One local end: tx is what that end sent. tagB says which end the cached series is for.
+      // One local end: tx is what that end sent. The second tag says which end the cached series is for.
       const which = srcLocal ? ORIG_END_SERIES : REPLY_END_SERIES;
-      let idx = c.tagB === which ? t.resolve(c.tagA) : -1;
+      let idx = tags[k + 1] === which ? t.resolve(tags[k]!) : -1;
       if (idx < 0) {
         const local = srcLocal ? origSrc : replySrc;
         const peer = srcLocal ? replySrc : origSrc;
@@ -420,8 +371,8 @@ class FlowReducer implements Reducer {
         // with it; grouped public peers (--group-public-ips) keep theirs.
         const name = this.names === undefined ? '' : this.names.nameOf(peer, local);
         const tag = t.find(local, this.peer(peer), c.proto, name);
-        c.tagA = tag;
-        c.tagB = which;
+        tags[k] = tag;
+        tags[k + 1] = which;
         idx = tag % IDX_SPAN;
       }
       if (srcLocal) t.add(idx, tick, ob, op, rb, rp);
@@ -429,14 +380,14 @@ class FlowReducer implements Reducer {
       return;
     }
     // Both ends local (pod to pod on this node): count it from each side.
-    let a = t.resolve(c.tagA);
-    let b = a < 0 ? -1 : t.resolve(c.tagB);
+    let a = t.resolve(tags[k]!);
+    let b = a < 0 ? -1 : t.resolve(tags[k + 1]!);
     if (b < 0) {
       // Pod to pod on this node: the peer is known by the cluster, not by a DNS name.
       const ta = t.find(origSrc, this.peer(replySrc), c.proto, '');
       const tb = t.find(replySrc, this.peer(origSrc), c.proto, '');
-      c.tagA = ta;
-      c.tagB = tb;
+      tags[k] = ta;
+      tags[k + 1] = tb;
       a = ta % IDX_SPAN;
       b = tb % IDX_SPAN;
     }

@@ -27,17 +27,21 @@
 //
 // Layout, for a table of 250k entries read every few seconds: connections live in "slots" whose
 // fields are columns of typed arrays (no object per connection, nothing for the GC to trace but two
-// address strings), found through an open-addressing hash table on the source's two 32-bit identity
-// words. An unchanged entry costs one probe and four number compares, and allocates nothing.
+// address strings), found through a hash index (shared/hash-index.ts) on the source's two 32-bit
+// identity words. An unchanged entry costs one probe and four number compares, and allocates nothing.
+import { grown, HashIndex, SlotIds } from '../shared/hash-index.js';
 import type { ConnSample } from './source.js';
 
 /**
  * The tracker's view of one remembered connection, handed to the delta sink. One object is reused
- * for every call: read what you need during the call. `tagA`/`tagB` are two numbers stored per
- * connection (consumers cache per-connection results there, e.g. an index; -1 until set, reset when
- * the slot is reused). Numbers in typed columns: nothing for the GC to trace, whatever the table size.
+ * for every call: read what you need during the call.
  */
 export class TrackedConn {
+  /**
+   * The connection's slot: the same number for as long as the tracker remembers it. A consumer may
+   * keep per-connection results in its own columns at this index, and forget them when
+   * `TrackerOptions.onNewConnection` says the slot holds another connection.
+   */
   slot = 0;
   constructor(private readonly t: Tracker) {}
   get family(): 4 | 6 {
@@ -56,18 +60,6 @@ export class TrackedConn {
   get localEnd(): number {
     return this.t.ends[this.slot]!;
   }
-  get tagA(): number {
-    return this.t.tags[this.slot * 2]!;
-  }
-  set tagA(v: number) {
-    this.t.tags[this.slot * 2] = v;
-  }
-  get tagB(): number {
-    return this.t.tags[this.slot * 2 + 1]!;
-  }
-  set tagB(v: number) {
-    this.t.tags[this.slot * 2 + 1] = v;
-  }
 }
 
 /** Receives counter growth of one connection. */
@@ -82,6 +74,11 @@ export type DeltaSink = (
 export interface TrackerOptions {
   /** Count the full counters of connections seen at the first read (default false: baseline). */
   countExisting?: boolean;
+  /**
+   * Called when `slot` starts holding a connection (a new one, one that reused an ended one's id,
+   * or one restored from a snapshot), before any delta of it: what was kept for the slot is void.
+   */
+  onNewConnection?: (slot: number) => void;
 }
 
 /**
@@ -114,8 +111,6 @@ export interface TrackerSnapshot {
   stringKeys: [number, string][];
 }
 
-const EMPTY = 0;
-
 export class Tracker {
   // --- slot columns (index = slot) ---
   /** @internal */ family = new Uint8Array(1024);
@@ -123,9 +118,6 @@ export class Tracker {
   /** @internal */ ends = new Uint8Array(1024);
   /** @internal */ origSrc: (string | undefined)[] = [];
   /** @internal */ replySrc: (string | undefined)[] = [];
-  /** @internal Two consumer tags per slot (TrackedConn.tagA/tagB). */ tags = new Float64Array(1024 * 2).fill(
-    -1,
-  );
   /** Last counted orig bytes, orig packets, reply bytes, reply packets: 4 per slot, one cache line. */
   private cnt = new Float64Array(1024 * 4);
   /**
@@ -133,8 +125,8 @@ export class Tracker {
    * which the connection ended (DESTROY; 0 while live). Side by side: one cache line per visit.
    */
   private gens = new Uint32Array(1024 * 2);
-  private slotKeyA = new Uint32Array(1024);
-  private slotKeyB = new Uint32Array(1024);
+  /** Per slot: the source's two identity words (ConnSample.key, key2), side by side. */
+  private keys = new Uint32Array(1024 * 2);
   /** For samples without numeric keys: their string key, to delete them from `byString`. */
   private slotString: (string | undefined)[] = [];
   /**
@@ -147,14 +139,10 @@ export class Tracker {
   private nextSlot = new Int32Array(1024).fill(-1);
   /** The slot of the previous sample of the current read (-1 at the start of a read). */
   private prevSlot = -1;
-  private slotCap = 1024;
-  private slotsUsed = 0;
-  private freeSlots: number[] = [];
+  private readonly slotIds = new SlotIds(1024, (cap) => this.growSlots(cap));
 
-  // --- hash table: per position [key, key2, slot + 1 (0 = empty), unused], linear probing ---
-  private mask = 2047;
-  private ht = new Uint32Array(2048 * 4);
-  private count = 0;
+  /** Slots with numeric identities, by `key` (already a well-mixed hash: see ConnSample.key). */
+  private readonly index = new HashIndex(1024);
   private readonly byString = new Map<string, number>();
   private readonly strings = new Map<string, string>();
 
@@ -163,6 +151,7 @@ export class Tracker {
   private changes = 0;
   private baseline: boolean;
   private readonly view: TrackedConn;
+  private readonly onNew: ((slot: number) => void) | undefined;
   /** Entries without counters seen by the current read. */
   noCounters = 0;
 
@@ -172,11 +161,12 @@ export class Tracker {
   ) {
     this.baseline = !(opts.countExisting ?? false);
     this.view = new TrackedConn(this);
+    this.onNew = opts.onNewConnection;
   }
 
   /** Connections currently remembered (live plus one-tick tombstones). */
   get size(): number {
-    return this.count + this.byString.size;
+    return this.index.size + this.byString.size;
   }
 
   /**
@@ -270,7 +260,8 @@ export class Tracker {
   end(complete: boolean): void {
     const gen = this.gen;
     const gens = this.gens;
-    for (let slot = 0; slot < this.slotsUsed; slot++) {
+    const used = this.slotIds.used;
+    for (let slot = 0; slot < used; slot++) {
       const g = gens[slot * 2]!;
       if (g === 0) continue; // free
       const e = gens[slot * 2 + 1]!;
@@ -292,8 +283,7 @@ export class Tracker {
     this.ends[slot] = s.localEnd === 'src' ? 1 : s.localEnd === 'dst' ? 2 : 0;
     this.origSrc[slot] = this.intern(s.origSrc);
     this.replySrc[slot] = this.intern(s.replySrc);
-    this.tags[slot * 2] = -1;
-    this.tags[slot * 2 + 1] = -1;
+    this.onNew?.(slot);
     const c = this.cnt;
     const i = slot * 4;
     c[i] = s.origBytes;
@@ -386,7 +376,8 @@ export class Tracker {
     let r = 0;
     let lastOrig: string | undefined;
     let lastReply: string | undefined;
-    for (let slot = 0; slot < this.slotsUsed; slot++) {
+    const used = this.slotIds.used;
+    for (let slot = 0; slot < used; slot++) {
       if (this.gens[slot * 2] === 0) continue;
       snap.family[r] = this.family[slot]!;
       snap.proto[r] = this.proto[slot]!;
@@ -394,8 +385,8 @@ export class Tracker {
       const k = this.slotString[slot];
       if (k !== undefined) snap.stringKeys.push([r, k]);
       else {
-        snap.keyA[r] = this.slotKeyA[slot]!;
-        snap.keyB[r] = this.slotKeyB[slot]!;
+        snap.keyA[r] = this.keys[slot * 2]!;
+        snap.keyB[r] = this.keys[slot * 2 + 1]!;
       }
       snap.gens[r * 2] = this.gens[slot * 2]!;
       snap.gens[r * 2 + 1] = this.gens[slot * 2 + 1]!;
@@ -431,25 +422,22 @@ export class Tracker {
       const a = snap.keyA[r]!;
       const b = snap.keyB[r]!;
       if (k !== undefined ? this.byString.has(k) : this.lookupKey(a, b) >= 0) continue;
-      const slot = this.allocSlot();
+      const slot = this.slotIds.take();
       if (k !== undefined) {
         this.byString.set(k, slot);
         this.slotString[slot] = k;
       } else {
-        this.slotKeyA[slot] = a;
-        this.slotKeyB[slot] = b;
+        this.keys[slot * 2] = a;
+        this.keys[slot * 2 + 1] = b;
         this.slotString[slot] = undefined;
-        if ((this.count + 1) * 2 > this.mask + 1) this.growTable();
-        this.place(a, b, slot);
-        this.count++;
+        this.index.add(a, slot);
       }
       this.family[slot] = snap.family[r]!;
       this.proto[slot] = snap.proto[r]!;
       this.ends[slot] = snap.ends[r]!;
       this.origSrc[slot] = this.intern(snap.addrs[snap.orig[r]!]!);
       this.replySrc[slot] = this.intern(snap.addrs[snap.reply[r]!]!);
-      this.tags[slot * 2] = -1;
-      this.tags[slot * 2 + 1] = -1;
+      this.onNew?.(slot);
       this.gens[slot * 2] = snap.gens[r * 2]!;
       this.gens[slot * 2 + 1] = snap.gens[r * 2 + 1]!;
       this.cnt.set(snap.cnt.subarray(r * 4, r * 4 + 4), slot * 4);
@@ -466,7 +454,7 @@ export class Tracker {
     if (p < 0 || s.key === undefined) return -1;
     const slot = this.nextSlot[p]!;
     if (slot < 0) return -1;
-    if (this.slotKeyA[slot] !== s.key >>> 0 || this.slotKeyB[slot] !== (s.key2 ?? 0) >>> 0) return -1;
+    if (this.keys[slot * 2] !== s.key >>> 0 || this.keys[slot * 2 + 1] !== (s.key2 ?? 0) >>> 0) return -1;
     // A freed slot, or one keyed by string, keeps stale key words: only a live numeric slot counts.
     if (this.gens[slot * 2] === 0 || this.slotString[slot] !== undefined) return -1;
     return slot;
@@ -487,20 +475,15 @@ export class Tracker {
   }
 
   private lookupKey(ua: number, ub: number): number {
-    const mask = this.mask;
-    const ht = this.ht;
-    let i = ua & mask;
-    for (;;) {
-      const p = i * 4;
-      const v = ht[p + 2]!;
-      if (v === EMPTY) return -1;
-      if (ht[p] === ua && ht[p + 1] === ub) return v - 1;
-      i = (i + 1) & mask;
+    const keys = this.keys;
+    for (let slot = this.index.first(ua); slot >= 0; slot = this.index.next()) {
+      if (keys[slot * 2] === ua && keys[slot * 2 + 1] === ub) return slot;
     }
+    return -1;
   }
 
   private insert(s: ConnSample): number {
-    const slot = this.allocSlot();
+    const slot = this.slotIds.take();
     const a = s.key;
     if (a === undefined) {
       const k = stringKey(s);
@@ -508,24 +491,12 @@ export class Tracker {
       this.slotString[slot] = k;
       return slot;
     }
-    const b = (s.key2 ?? 0) >>> 0;
-    this.slotKeyA[slot] = a >>> 0;
-    this.slotKeyB[slot] = b;
+    const ua = a >>> 0;
+    this.keys[slot * 2] = ua;
+    this.keys[slot * 2 + 1] = (s.key2 ?? 0) >>> 0;
     this.slotString[slot] = undefined;
-    if ((this.count + 1) * 2 > this.mask + 1) this.growTable();
-    this.place(a >>> 0, b, slot);
-    this.count++;
+    this.index.add(ua, slot);
     return slot;
-  }
-
-  private place(a: number, b: number, slot: number): void {
-    const mask = this.mask;
-    const ht = this.ht;
-    let i = a & mask;
-    while (ht[i * 4 + 2] !== EMPTY) i = (i + 1) & mask;
-    ht[i * 4] = a;
-    ht[i * 4 + 1] = b;
-    ht[i * 4 + 2] = slot + 1;
   }
 
   private remove(slot: number): void {
@@ -534,86 +505,23 @@ export class Tracker {
       this.byString.delete(k);
       this.slotString[slot] = undefined;
     } else {
-      this.unplace(this.slotKeyA[slot]!, slot);
-      this.count--;
+      this.index.remove(this.keys[slot * 2]!, slot);
     }
     this.changes++;
     this.gens[slot * 2] = 0;
     this.origSrc[slot] = undefined;
     this.replySrc[slot] = undefined;
-    this.freeSlots.push(slot);
+    this.slotIds.release(slot);
   }
 
-  /** Removes the table position holding `slot`, shifting the rest of its probe run back. */
-  private unplace(a: number, slot: number): void {
-    const mask = this.mask;
-    const ht = this.ht;
-    let i = a & mask;
-    while (ht[i * 4 + 2] !== slot + 1) {
-      if (ht[i * 4 + 2] === EMPTY) return;
-      i = (i + 1) & mask;
-    }
-    ht[i * 4 + 2] = EMPTY;
-    let j = i;
-    for (;;) {
-      j = (j + 1) & mask;
-      if (ht[j * 4 + 2] === EMPTY) return;
-      const home = ht[j * 4]! & mask;
-      // Move j back into the hole at i unless its home lies cyclically in (i, j].
-      const inRange = i <= j ? home > i && home <= j : home > i || home <= j;
-      if (!inRange) {
-        ht[i * 4] = ht[j * 4]!;
-        ht[i * 4 + 1] = ht[j * 4 + 1]!;
-        ht[i * 4 + 2] = ht[j * 4 + 2]!;
-        ht[j * 4 + 2] = EMPTY;
-        i = j;
-      }
-    }
-  }
-
-  private growTable(): void {
-    const old = this.ht;
-    const size = (this.mask + 1) * 2;
-    this.mask = size - 1;
-    this.ht = new Uint32Array(size * 4);
-    for (let p = 0; p < old.length; p += 4) {
-      const v = old[p + 2]!;
-      if (v !== EMPTY) this.place(old[p]!, old[p + 1]!, v - 1);
-    }
-  }
-
-  private allocSlot(): number {
-    const free = this.freeSlots.pop();
-    if (free !== undefined) return free;
-    if (this.slotsUsed === this.slotCap) this.growSlots();
-    return this.slotsUsed++;
-  }
-
-  private growSlots(): void {
-    const cap = this.slotCap * 2;
-    const grow = <T extends Uint8Array | Uint32Array | Float64Array>(a: T, make: (n: number) => T): T => {
-      const n = make(cap);
-      n.set(a);
-      return n;
-    };
-    this.family = grow(this.family, (n) => new Uint8Array(n));
-    this.proto = grow(this.proto, (n) => new Uint8Array(n));
-    this.ends = grow(this.ends, (n) => new Uint8Array(n));
-    const cnt = new Float64Array(cap * 4);
-    cnt.set(this.cnt);
-    this.cnt = cnt;
-    const tags = new Float64Array(cap * 2).fill(-1);
-    tags.set(this.tags);
-    this.tags = tags;
-    const gens = new Uint32Array(cap * 2);
-    gens.set(this.gens);
-    this.gens = gens;
-    this.slotKeyA = grow(this.slotKeyA, (n) => new Uint32Array(n));
-    this.slotKeyB = grow(this.slotKeyB, (n) => new Uint32Array(n));
-    const next = new Int32Array(cap).fill(-1);
-    next.set(this.nextSlot);
-    this.nextSlot = next;
-    this.slotCap = cap;
+  private growSlots(cap: number): void {
+    this.family = grown(this.family, cap);
+    this.proto = grown(this.proto, cap);
+    this.ends = grown(this.ends, cap);
+    this.cnt = grown(this.cnt, cap * 4);
+    this.gens = grown(this.gens, cap * 2);
+    this.keys = grown(this.keys, cap * 2);
+    this.nextSlot = grown(this.nextSlot, cap, -1);
   }
 }
 

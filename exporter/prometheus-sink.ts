@@ -2,7 +2,7 @@
 // Registry of the process (/metrics); series idle for `metrics-ttl` are removed.
 import { StringDecoder } from 'node:string_decoder';
 import type { Registry } from 'prom-client';
-import { fmix32 } from '../collector/hash.js';
+import { fmix32 } from '../shared/hash.js';
 import { FLOW_LABELS, type FlowLabel } from '../shared/config.js';
 import type { EnrichedFlow } from '../shared/flow.js';
 import type { ChunkedRegistry, MetricsChunks } from '../shared/http.js';

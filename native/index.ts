@@ -42,24 +42,17 @@ interface Addon {
   nlAddMembership(fd: number, group: number): number;
   nlSend(fd: number, msg: Buffer): number;
   nlRecv(fd: number, buf: Buffer, offset: number, slot: number, info: Int32Array): number;
-  nlClose(fd: number): number;
+  /** Any fd the addon opened (sockets, maps): 0 or -errno. */
+  closeFd(fd: number): number;
   nlPoll(fd: number, callback: (status: number) => void): PollHandle;
   nlPollStart(h: PollHandle): number;
   nlPollStop(h: PollHandle): number;
   nlPollRef(h: PollHandle, ref: boolean): number;
   nlPollClose(h: PollHandle): number;
   openPinned(path: string): number;
-  close(fd: number): void;
   mapInfo(fd: number): BpfMapInfo;
-  readChunk(
-    fd: number,
-    keySize: number,
-    valueSize: number,
-    keys: Buffer,
-    values: Buffer,
-    cursor: Buffer,
-    each: boolean,
-  ): number;
+  /** `each`: the per-key walk (ReadMode 'each'). */
+  readChunk: ReadChunk<boolean>;
   pkOpen(): number;
   pkRecv(fd: number, buf: Buffer, offset: number, info: Int32Array): number;
 }
@@ -69,6 +62,17 @@ export const CURSOR_SIZE = 72;
 const CURSOR_DONE = 2;
 
 export type ReadMode = 'batch' | 'each';
+
+/** Reads the next entries of map `fd` into `keys`/`values` (see Bpf.readChunk); `mode` says how. */
+type ReadChunk<Mode> = (
+  fd: number,
+  keySize: number,
+  valueSize: number,
+  keys: Buffer,
+  values: Buffer,
+  cursor: Buffer,
+  mode: Mode,
+) => number;
 
 /** Typed, argument-checked access to pinned BPF maps. */
 export interface Bpf {
@@ -83,15 +87,7 @@ export interface Bpf {
    * `batch` uses BPF_MAP_LOOKUP_BATCH (throws code EINVAL/ENOTSUPP/EOPNOTSUPP where the kernel or
    * map lacks it: see isBatchUnsupported); `each` walks GET_NEXT_KEY + LOOKUP_ELEM.
    */
-  readChunk(
-    fd: number,
-    keySize: number,
-    valueSize: number,
-    keys: Buffer,
-    values: Buffer,
-    cursor: Buffer,
-    mode: ReadMode,
-  ): number;
+  readChunk: ReadChunk<ReadMode>;
 }
 
 export const isDone = (cursor: Buffer): boolean => cursor[0] === CURSOR_DONE;
@@ -112,6 +108,27 @@ function addonDir(): string {
 }
 
 let addon: Addon | undefined;
+
+// Arguments are checked here, before the addon sees them (its C only guards against misuse).
+/** A non-negative 32-bit integer argument (file descriptors, sizes, offsets). */
+function int(name: string, v: number): number {
+  if (!Number.isInteger(v) || v < 0 || v > 0x7fffffff) throw new RangeError(`invalid ${name} ${v}`);
+  return v;
+}
+/** A file descriptor: anything but a non-negative 32-bit integer is a wrong type of argument. */
+function fd(v: number): number {
+  if (!Number.isInteger(v) || v < 0 || v > 0x7fffffff) throw new TypeError(`invalid file descriptor ${v}`);
+  return v;
+}
+function buffer(b: Buffer): Buffer {
+  if (!Buffer.isBuffer(b)) throw new TypeError('expected a Buffer');
+  return b;
+}
+function recvInfo(info: Int32Array): Int32Array {
+  if (!(info instanceof Int32Array) || info.length < RECV_INFO_LENGTH)
+    throw new TypeError(`recv info must be an Int32Array(${RECV_INFO_LENGTH})`);
+  return info;
+}
 
 /** Loads the addon once. Throws "<what> is not supported on this platform" off Linux. */
 function loadAddon(what: string): Addon {
@@ -138,10 +155,6 @@ let cached: Bpf | undefined;
 export function loadBpf(): Bpf {
   if (cached) return cached;
   const addon = loadAddon('reading BPF maps');
-  const fd = (v: number) => {
-    if (!Number.isInteger(v) || v < 0) throw new TypeError(`invalid file descriptor ${v}`);
-    return v;
-  };
   cached = {
     openPinned(path) {
       if (typeof path !== 'string' || path.length === 0 || path.includes('\0')) {
@@ -149,7 +162,16 @@ export function loadBpf(): Bpf {
       }
       return addon.openPinned(path);
     },
-    close: (v) => addon.close(fd(v)),
+    close(v) {
+      const r = addon.closeFd(fd(v));
+      if (r < 0) {
+        throw Object.assign(new Error(`close: ${errnoName(r)}`), {
+          code: errnoName(r),
+          errno: -r,
+          syscall: 'close',
+        });
+      }
+    },
     mapInfo: (v) => addon.mapInfo(fd(v)),
     readChunk(v, keySize, valueSize, keys, values, cursor, mode) {
       if (!Number.isInteger(keySize) || keySize <= 0 || keySize > CURSOR_SIZE - 8) {
@@ -157,11 +179,16 @@ export function loadBpf(): Bpf {
       }
       if (!Number.isInteger(valueSize) || valueSize <= 0)
         throw new RangeError(`invalid value size ${valueSize}`);
-      if (!Buffer.isBuffer(keys) || !Buffer.isBuffer(values) || !Buffer.isBuffer(cursor)) {
-        throw new TypeError('expected Buffers');
-      }
-      if (cursor.length < CURSOR_SIZE) throw new RangeError(`cursor must be ${CURSOR_SIZE} bytes`);
-      return addon.readChunk(fd(v), keySize, valueSize, keys, values, cursor, mode === 'each');
+      if (buffer(cursor).length < CURSOR_SIZE) throw new RangeError(`cursor must be ${CURSOR_SIZE} bytes`);
+      return addon.readChunk(
+        fd(v),
+        keySize,
+        valueSize,
+        buffer(keys),
+        buffer(values),
+        cursor,
+        mode === 'each',
+      );
     },
   };
   return cached;
@@ -226,28 +253,17 @@ let cachedNetlink: Netlink | undefined;
 export function loadNetlink(): Netlink {
   if (cachedNetlink) return cachedNetlink;
   const a = loadAddon('netlink sockets');
-  const int = (name: string, v: number) => {
-    if (!Number.isInteger(v) || v < 0 || v > 0x7fffffff) throw new RangeError(`invalid ${name} ${v}`);
-    return v;
-  };
   cachedNetlink = {
     open: (protocol) => a.nlOpen(int('netlink protocol', protocol)),
-    setRecvBuffer: (fd, bytes) => a.nlSetRecvBuffer(int('file descriptor', fd), int('buffer size', bytes)),
-    addMembership: (fd, group) => a.nlAddMembership(int('file descriptor', fd), int('group', group)),
-    send(fd, msg) {
-      if (!Buffer.isBuffer(msg)) throw new TypeError('expected a Buffer');
-      return a.nlSend(int('file descriptor', fd), msg);
-    },
-    recv(fd, buf, offset, slot, info) {
-      if (!Buffer.isBuffer(buf)) throw new TypeError('expected a Buffer');
-      if (!(info instanceof Int32Array) || info.length < RECV_INFO_LENGTH)
-        throw new TypeError(`recv info must be an Int32Array(${RECV_INFO_LENGTH})`);
-      return a.nlRecv(int('file descriptor', fd), buf, int('offset', offset), int('slot', slot), info);
-    },
-    close: (fd) => a.nlClose(int('file descriptor', fd)),
-    poll(fd, callback) {
+    setRecvBuffer: (v, bytes) => a.nlSetRecvBuffer(fd(v), int('buffer size', bytes)),
+    addMembership: (v, group) => a.nlAddMembership(fd(v), int('group', group)),
+    send: (v, msg) => a.nlSend(fd(v), buffer(msg)),
+    recv: (v, buf, offset, slot, info) =>
+      a.nlRecv(fd(v), buffer(buf), int('offset', offset), int('slot', slot), recvInfo(info)),
+    close: (v) => a.closeFd(fd(v)),
+    poll(v, callback) {
       if (typeof callback !== 'function') throw new TypeError('poll callback must be a function');
-      return a.nlPoll(int('file descriptor', fd), callback);
+      return a.nlPoll(fd(v), callback);
     },
     pollStart: (h) => a.nlPollStart(h),
     pollStop: (h) => {
@@ -304,19 +320,11 @@ export function loadPacketSocket(): PacketSocket {
   if (cachedPacket) return cachedPacket;
   const a = loadAddon('packet sockets');
   const nl = loadNetlink();
-  const fd = (v: number) => {
-    if (!Number.isInteger(v) || v < 0 || v > 0x7fffffff) throw new RangeError(`invalid file descriptor ${v}`);
-    return v;
-  };
   cachedPacket = {
     open: () => a.pkOpen(),
     recv(v, buf, offset, info) {
-      if (!Buffer.isBuffer(buf)) throw new TypeError('expected a Buffer');
-      if (!(info instanceof Int32Array) || info.length < 4)
-        throw new TypeError('recv info must be an Int32Array(4)');
-      if (!Number.isInteger(offset) || offset < 0 || offset > buf.length)
-        throw new RangeError(`invalid offset ${offset}`);
-      return a.pkRecv(fd(v), buf, offset, info);
+      if (int('offset', offset) > buffer(buf).length) throw new RangeError(`invalid offset ${offset}`);
+      return a.pkRecv(fd(v), buf, offset, recvInfo(info));
     },
     close: (v) => nl.close(fd(v)),
     poll: (v, callback) => nl.poll(fd(v), callback),

@@ -17,9 +17,10 @@
 // endpoint, the tuple's destination), RELATED 2 (ICMP errors of another entry), SERVICE 4 (load
 // balancer state, a different value meaning). RELATED and SERVICE entries are skipped.
 
-import { fmix32 } from '../hash.js';
+import { be16, i32le, nonZero64, u64words } from '../../shared/bytes.js';
+import { fmix32, murmurMix } from '../../shared/hash.js';
 import { formatAddr } from '../netfilter/parser.js';
-import type { ConnSample } from '../source.js';
+import { InPlaceSample } from '../source.js';
 
 export const CT_MAPS = [
   { name: 'cilium_ct4_global', family: 4, keySize: 14 },
@@ -37,40 +38,17 @@ export const TUPLE_F_SERVICE = 4;
 
 export type Layout = 'v1.15' | 'v1.16';
 
-/** u64 (host order, little-endian here) at 32-bit index `i` of a value view; exact below 2^53. */
-const u64 = (v: Uint32Array, i: number): number => v[i + 1] * 4294967296 + v[i];
-export const u32le = (b: Buffer, o: number): number =>
-  (b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)) >>> 0;
-const be16 = (b: Buffer, o: number): number => (b[o] << 8) | b[o + 1];
-const nonZero64 = (b: Buffer, o: number): boolean =>
-  (b[o] | b[o + 1] | b[o + 2] | b[o + 3] | b[o + 4] | b[o + 5] | b[o + 6] | b[o + 7]) !== 0;
-
 /**
  * One Cilium entry as a ConnSample. Address strings are decoded only when read (the tracker reads
  * them once, for a connection it has not seen); valid until the next `fill`.
  */
-export class CiliumSample implements ConnSample {
-  family: 4 | 6 = 4;
-  proto = 0;
-  zone = 0;
-  id = 0;
-  origSport = 0;
-  origDport = 0;
-  origBytes = 0;
-  origPackets = 0;
-  replyBytes = 0;
-  replyPackets = 0;
-  hasCounters = false;
+export class CiliumSample extends InPlaceSample {
   /** OUT entries are accounted from the opener, IN entries from the destination. */
   localEnd: 'src' | 'dst' = 'src';
-  /** Identity of the raw key (tuple and flags), see `hashKey`. */
-  key = 0;
-  key2 = 0;
-  /** Raw entry flags and lifetime. */
+  /** Raw entry flags and lifetime. (`key`, `key2`: the identity of the raw key, see `hashKey`.) */
   flags = 0;
   lifetime = 0;
-
-  buf: Buffer = Buffer.alloc(0);
+  /** The entry's offset in `buf` (the keys buffer). */
   off = 0;
   /** Decoded destination, shared by origDst and replySrc; reset by `fillSample`. */
   dst: string | undefined = undefined;
@@ -125,10 +103,10 @@ export function fillSample(
   s.localEnd = inbound ? 'dst' : 'src';
   s.lifetime = v[vi + 8];
   if (layout === 'v1.15') {
-    const rxp = u64(v, vi);
-    const rxb = u64(v, vi + 2);
-    const txp = u64(v, vi + 4);
-    const txb = u64(v, vi + 6);
+    const rxp = u64words(v, vi);
+    const rxb = u64words(v, vi + 2);
+    const txp = u64words(v, vi + 4);
+    const txb = u64words(v, vi + 6);
     // rx/tx are the local endpoint's: for OUT it opened the connection (orig = tx), for IN it is the
     // destination (orig = what it received).
     s.origPackets = inbound ? rxp : txp;
@@ -139,8 +117,8 @@ export function fillSample(
   } else if (layout === 'v1.16') {
     // One counter, reported in the original direction: sent by the opener (OUT, local = source) or
     // received by the destination (IN, local = destination).
-    s.origPackets = u64(v, vi + 4);
-    s.origBytes = u64(v, vi + 6);
+    s.origPackets = u64words(v, vi + 4);
+    s.origBytes = u64words(v, vi + 6);
     s.replyPackets = 0;
     s.replyBytes = 0;
     s.hasCounters = true;
@@ -185,14 +163,6 @@ export function layoutEvidence(
 // Identity of the raw key for the tracker: `key` (53 bits) and `key2` (32 bits), Murmur3-style hashes
 // of the whole key (addresses, ports, protocol, flags) and the family. OUT and IN entries of one
 // connection share the tuple but not the flags: two identities.
-function mix(h: number, k: number): number {
-  k = Math.imul(k, 0xcc9e2d51);
-  k = (k << 15) | (k >>> 17);
-  h ^= Math.imul(k, 0x1b873593);
-  h = (h << 13) | (h >>> 19);
-  return (Math.imul(h, 5) + 0xe6546b64) | 0;
-}
-
 /** `a`: address length (4 or 16); the key holds two addresses, then ports, proto, flags. */
 function hashKey(s: CiliumSample, b: Buffer, o: number, a: number): void {
   // Seeds differ from the netfilter source's so that the two never agree by accident.
@@ -200,14 +170,14 @@ function hashKey(s: CiliumSample, b: Buffer, o: number, a: number): void {
   let h2 = 0xa54ff53a;
   const end = o + 2 * a;
   for (let p = o; p < end; p += 4) {
-    const w = b[p] | (b[p + 1] << 8) | (b[p + 2] << 16) | (b[p + 3] << 24);
-    h1 = mix(h1, w);
-    h2 = mix(h2, w ^ 0x5bd1e995);
+    const w = i32le(b, p);
+    h1 = murmurMix(h1, w);
+    h2 = murmurMix(h2, w ^ 0x5bd1e995);
   }
   const meta = b[end + 4] | (b[end + 5] << 8) | (a << 16);
   const ports = (b[end] << 24) | (b[end + 1] << 16) | (b[end + 2] << 8) | b[end + 3];
-  h1 = mix(mix(h1, meta), ports);
-  h2 = mix(mix(h2, meta), ports);
+  h1 = murmurMix(murmurMix(h1, meta), ports);
+  h2 = murmurMix(murmurMix(h2, meta), ports);
   // Consumers may keep only the low 32 bits of `key` (from h2) beside `key2` (from h1): 64 bits.
   s.key = (fmix32(h1) >>> 11) * 4294967296 + fmix32(h2);
   s.key2 = fmix32(h1 ^ 0x2545f491);

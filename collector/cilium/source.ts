@@ -21,6 +21,7 @@ import {
   loadBpf,
   type ReadMode,
 } from '../../native/index.js';
+import { u32le } from '../../shared/bytes.js';
 import { StartupError } from '../../shared/errors.js';
 import { type Logger, silentLogger } from '../../shared/log.js';
 import type { ConnSample, ConntrackSource, ReadStats } from '../source.js';
@@ -44,7 +45,6 @@ import {
   layoutEvidence,
   TUPLE_F_RELATED,
   TUPLE_F_SERVICE,
-  u32le,
   valueView,
 } from './ct.js';
 

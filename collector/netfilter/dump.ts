@@ -2,13 +2,16 @@
 // in place in the socket's receive buffer as it arrives and every entry handed to the visitor at once:
 // the dump is never collected (a 250k-entry table is ~60 MB of datagrams), and nothing is allocated
 // per datagram, so memory stays flat whatever the table size.
+import { i32le, u16le, u32le } from '../../shared/bytes.js';
 import type { ConnSample } from '../source.js';
 import {
   AF_UNSPEC,
+  align4,
   buildDumpRequest,
   buildMessage,
   IPCTNL_MSG_CT_GET_STATS,
   IPCTNL_MSG_CT_NEW,
+  messageAt,
   NLM_F_ACK,
   NLM_F_DUMP_INTR,
   NLM_F_REQUEST,
@@ -51,10 +54,6 @@ export interface DumperOptions {
   /** Time allowed for one dump. @default 60000 */
   timeoutMs?: number;
 }
-
-const u32le = (b: Buffer, o: number) => (b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)) >>> 0;
-const u16le = (b: Buffer, o: number) => b[o] | (b[o + 1] << 8);
-const i32le = (b: Buffer, o: number) => b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24);
 
 export class ConntrackDumper {
   private sock: NetfilterSocket | undefined;
@@ -185,10 +184,8 @@ export class ConntrackDumper {
     if (!p) return; // stale datagrams of an abandoned request
     const r = p.result;
     const s = this.sample;
-    let off = 0;
-    while (off + NLMSG_HDRLEN <= b.length) {
-      const len = u32le(b, off);
-      if (len < NLMSG_HDRLEN || off + len > b.length) {
+    for (let off = 0, len = messageAt(b, 0); len !== 0; off += align4(len), len = messageAt(b, off)) {
+      if (len < 0) {
         // The rest of this batch cannot be framed: its entries are missing from this read.
         r.parseErrors++;
         r.interrupted = true;
@@ -233,7 +230,6 @@ export class ConntrackDumper {
           r.entries++;
         }
       }
-      off += (len + 3) & ~3;
     }
   }
 }

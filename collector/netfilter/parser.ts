@@ -6,10 +6,15 @@
 // Robustness: every length is checked against its parent before use; anything malformed makes
 // `parseCtMessage` return false (the caller counts a parse error and moves on). Nothing here throws
 // on bad input.
-import type { ConnSample } from '../source.js';
+import { be16, be32, be64, i32le, u16le, u32le } from '../../shared/bytes.js';
+import { fmix32, murmurMix } from '../../shared/hash.js';
+import { InPlaceSample } from '../source.js';
 import {
   AF_INET,
   AF_INET6,
+  align4,
+  attrAt,
+  attrType,
   CTA_COUNTERS_BYTES,
   CTA_COUNTERS_ORIG,
   CTA_COUNTERS_PACKETS,
@@ -39,11 +44,9 @@ import {
   CTA_TUPLE_REPLY,
   CTA_TUPLE_ZONE,
   CTA_ZONE,
-  NLA_TYPE_MASK,
+  messageAt,
   NLMSG_HDRLEN,
 } from './ctnetlink.js';
-
-const EMPTY = Buffer.alloc(0);
 
 /** Bits of what a tuple carried; a usable tuple has all of TUPLE_COMPLETE. */
 const F_SRC = 1;
@@ -56,36 +59,20 @@ const TUPLE_COMPLETE = F_SRC | F_DST | F_PROTO;
  * strings; valid only until the next parse into the same object (the buffer it points into is the
  * datagram being read).
  */
-export class CtSample implements ConnSample {
-  family: 4 | 6 = 4;
-  proto = 0;
-  zone = 0;
-  id = 0;
-  origSport = 0;
-  origDport = 0;
+export class CtSample extends InPlaceSample {
   replySport = 0;
   replyDport = 0;
   /** ICMP/ICMPv6 echo id, type, code of the original tuple (0 for other protocols). */
   icmpId = 0;
   icmpType = 0;
   icmpCode = 0;
-  origBytes = 0;
-  origPackets = 0;
-  replyBytes = 0;
-  replyPackets = 0;
-  hasCounters = false;
   status = 0;
   /** Seconds until the entry expires, as the kernel reported it. */
   timeout = 0;
   mark = 0;
-  /**
-   * Identity of (family, zone, orig tuple, id) as two 32-bit words: a hash of the raw bytes and the
-   * id. The tracker looks entries up by these without building strings.
-   */
-  key = 0;
-  key2 = 0;
-
-  buf: Buffer = EMPTY;
+  // `key`, `key2`: identity of (family, zone, orig tuple, id), a hash of the raw bytes and the id
+  // (computeKey). The tracker looks entries up by these without building strings.
+  /** Offsets of the tuples' addresses in `buf` (the datagram). */
   origSrcOff = 0;
   origDstOff = 0;
   replySrcOff = 0;
@@ -139,9 +126,6 @@ export function formatV6(b: Buffer, off: number): string {
   return out;
 }
 
-const u16le = (b: Buffer, o: number) => b[o] | (b[o + 1] << 8);
-const u32le = (b: Buffer, o: number) => (b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24)) >>> 0;
-
 /**
  * Walks the netlink messages of one datagram and parses those of message type `type` into `s`,
  * calling `visit` for each entry that parses. Returns the number of parse errors: a message that
@@ -150,23 +134,15 @@ const u32le = (b: Buffer, o: number) => (b[o] | (b[o + 1] << 8) | (b[o + 2] << 1
  */
 export function walkDatagram(b: Buffer, type: number, s: CtSample, visit: (s: CtSample) => void): number {
   let errors = 0;
-  let off = 0;
-  while (off + NLMSG_HDRLEN <= b.length) {
-    const len = u32le(b, off);
-    if (len < NLMSG_HDRLEN || off + len > b.length) return errors + 1;
+  for (let off = 0, len = messageAt(b, 0); len !== 0; off += align4(len), len = messageAt(b, off)) {
+    if (len < 0) return errors + 1;
     if (u16le(b, off + 4) === type) {
       if (parseCtMessage(b, off, off + len, s)) visit(s);
       else errors++;
     }
-    off += (len + 3) & ~3;
   }
   return errors;
 }
-const be16 = (b: Buffer, o: number) => (b[o] << 8) | b[o + 1];
-const be32 = (b: Buffer, o: number) => ((b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]) >>> 0;
-/** Exact below 2^53, which no byte counter reaches. */
-const be64 = (b: Buffer, o: number) => be32(b, o) * 4294967296 + be32(b, o + 4);
-
 /**
  * Parses the conntrack message at [off, end) of `b` (starting at its nlmsghdr) into `s`.
  * Returns false when the message is malformed or lacks an original/reply tuple.
@@ -174,8 +150,7 @@ const be64 = (b: Buffer, o: number) => be32(b, o) * 4294967296 + be32(b, o + 4);
 export function parseCtMessage(b: Buffer, off: number, end: number, s: CtSample): boolean {
   if (end > b.length || end - off < NLMSG_HDRLEN + 4) return false;
   // The message's own length must match the span the caller framed (a cut message is not valid).
-  if ((b[off] | (b[off + 1] << 8) | (b[off + 2] << 16) | (b[off + 3] << 24)) >>> 0 !== end - off)
-    return false;
+  if (u32le(b, off) !== end - off) return false;
   const nfFamily = b[off + NLMSG_HDRLEN];
   if (nfFamily !== AF_INET && nfFamily !== AF_INET6) return false;
   const family = nfFamily === AF_INET ? 4 : 6;
@@ -197,11 +172,13 @@ export function parseCtMessage(b: Buffer, off: number, end: number, s: CtSample)
   s.mark = 0;
   let haveOrig = false;
   let haveReply = false;
-  let p = off + NLMSG_HDRLEN + 4;
-  while (p + 4 <= end) {
-    const len = u16le(b, p);
-    const type = u16le(b, p + 2) & NLA_TYPE_MASK;
-    if (len < 4 || p + len > end) return false;
+  for (
+    let p = off + NLMSG_HDRLEN + 4, len = attrAt(b, p, end);
+    len !== 0;
+    p += align4(len), len = attrAt(b, p, end)
+  ) {
+    if (len < 0) return false;
+    const type = attrType(b, p);
     const v = p + 4;
     const ve = p + len;
     switch (type) {
@@ -218,27 +195,23 @@ export function parseCtMessage(b: Buffer, off: number, end: number, s: CtSample)
         if (!parseCounters(b, v, ve, s, type === CTA_COUNTERS_REPLY)) return false;
         break;
       case CTA_STATUS:
-        if (len !== 8) return false;
-        s.status = be32(b, v);
-        break;
       case CTA_TIMEOUT:
-        if (len !== 8) return false;
-        s.timeout = be32(b, v);
-        break;
       case CTA_MARK:
+      case CTA_ID: {
+        // Four u32 attributes: one length check.
         if (len !== 8) return false;
-        s.mark = be32(b, v);
+        const x = be32(b, v);
+        if (type === CTA_STATUS) s.status = x;
+        else if (type === CTA_TIMEOUT) s.timeout = x;
+        else if (type === CTA_MARK) s.mark = x;
+        else s.id = x;
         break;
-      case CTA_ID:
-        if (len !== 8) return false;
-        s.id = be32(b, v);
-        break;
+      }
       case CTA_ZONE:
         if (len < 6) return false;
         s.zone = be16(b, v);
         break;
     }
-    p += (len + 3) & ~3;
   }
   if (!haveOrig || !haveReply) return false;
   computeKey(b, s);
@@ -247,10 +220,9 @@ export function parseCtMessage(b: Buffer, off: number, end: number, s: CtSample)
 
 function parseTuple(b: Buffer, p: number, end: number, s: CtSample, reply: boolean): number {
   let seen = 0;
-  while (p + 4 <= end) {
-    const len = u16le(b, p);
-    const type = u16le(b, p + 2) & NLA_TYPE_MASK;
-    if (len < 4 || p + len > end) return -1;
+  for (let len = attrAt(b, p, end); len !== 0; p += align4(len), len = attrAt(b, p, end)) {
+    if (len < 0) return -1;
+    const type = attrType(b, p);
     if (type === CTA_TUPLE_IP) {
       const r = parseIp(b, p + 4, p + len, s, reply);
       if (r < 0) return -1;
@@ -264,7 +236,6 @@ function parseTuple(b: Buffer, p: number, end: number, s: CtSample, reply: boole
       if (len < 6) return -1;
       if (!reply && s.zone === 0) s.zone = be16(b, p + 4);
     }
-    p += (len + 3) & ~3;
   }
   return seen;
 }
@@ -272,10 +243,9 @@ function parseTuple(b: Buffer, p: number, end: number, s: CtSample, reply: boole
 function parseIp(b: Buffer, p: number, end: number, s: CtSample, reply: boolean): number {
   const want = s.family === 4 ? 8 : 20;
   let seen = 0;
-  while (p + 4 <= end) {
-    const len = u16le(b, p);
-    const type = u16le(b, p + 2) & NLA_TYPE_MASK;
-    if (len < 4 || p + len > end) return -1;
+  for (let len = attrAt(b, p, end); len !== 0; p += align4(len), len = attrAt(b, p, end)) {
+    if (len < 0) return -1;
+    const type = attrType(b, p);
     let which = 0;
     if (type === CTA_IP_V4_SRC || type === CTA_IP_V6_SRC) which = F_SRC;
     else if (type === CTA_IP_V4_DST || type === CTA_IP_V6_DST) which = F_DST;
@@ -290,7 +260,6 @@ function parseIp(b: Buffer, p: number, end: number, s: CtSample, reply: boolean)
       else s.origDstOff = p + 4;
       seen |= which;
     }
-    p += (len + 3) & ~3;
   }
   return seen;
 }
@@ -303,10 +272,9 @@ function parseProto(b: Buffer, p: number, end: number, s: CtSample, reply: boole
   let icmpType = 0;
   let icmpCode = 0;
   let proto = 0;
-  while (p + 4 <= end) {
-    const len = u16le(b, p);
-    const type = u16le(b, p + 2) & NLA_TYPE_MASK;
-    if (len < 4 || p + len > end) return false;
+  for (let len = attrAt(b, p, end); len !== 0; p += align4(len), len = attrAt(b, p, end)) {
+    if (len < 0) return false;
+    const type = attrType(b, p);
     const v = p + 4;
     switch (type) {
       case CTA_PROTO_NUM:
@@ -338,7 +306,6 @@ function parseProto(b: Buffer, p: number, end: number, s: CtSample, reply: boole
         icmpCode = b[v];
         break;
     }
-    p += (len + 3) & ~3;
   }
   if (!haveNum) return false;
   // ICMP has no ports: its echo id and type/code identify the "connection" instead.
@@ -364,10 +331,9 @@ function parseProto(b: Buffer, p: number, end: number, s: CtSample, reply: boole
 function parseCounters(b: Buffer, p: number, end: number, s: CtSample, reply: boolean): boolean {
   let packets = 0;
   let bytes = 0;
-  while (p + 4 <= end) {
-    const len = u16le(b, p);
-    const type = u16le(b, p + 2) & NLA_TYPE_MASK;
-    if (len < 4 || p + len > end) return false;
+  for (let len = attrAt(b, p, end); len !== 0; p += align4(len), len = attrAt(b, p, end)) {
+    if (len < 0) return false;
+    const type = attrType(b, p);
     const v = p + 4;
     if (type === CTA_COUNTERS_PACKETS || type === CTA_COUNTERS_BYTES) {
       if (len !== 12) return false;
@@ -378,7 +344,6 @@ function parseCounters(b: Buffer, p: number, end: number, s: CtSample, reply: bo
       if (type === CTA_COUNTERS32_PACKETS) packets = be32(b, v);
       else bytes = be32(b, v);
     }
-    p += (len + 3) & ~3;
   }
   if (reply) {
     s.replyPackets = packets;
@@ -391,16 +356,6 @@ function parseCounters(b: Buffer, p: number, end: number, s: CtSample, reply: bo
   return true;
 }
 
-// Murmur3-style mixing of 32-bit words into the identity hash.
-function mix(h: number, k: number): number {
-  k = Math.imul(k, 0xcc9e2d51);
-  k = (k << 15) | (k >>> 17);
-  h ^= Math.imul(k, 0x1b873593);
-  h = (h << 13) | (h >>> 19);
-  return (Math.imul(h, 5) + 0xe6546b64) | 0;
-}
-const word = (b: Buffer, o: number) => b[o] | (b[o + 1] << 8) | (b[o + 2] << 16) | (b[o + 3] << 24);
-
 /**
  * key = 32-bit hash of (family, zone, proto, orig addresses and ports, id); key2 = the id itself.
  * Two live entries share both only if their ids (already kernel hashes) and tuple hashes collide.
@@ -408,13 +363,11 @@ const word = (b: Buffer, o: number) => b[o] | (b[o + 1] << 8) | (b[o + 2] << 16)
 function computeKey(b: Buffer, s: CtSample): void {
   let h = 0x9747b28c;
   const n = s.family === 4 ? 1 : 4;
-  for (let i = 0; i < n; i++) h = mix(mix(h, word(b, s.origSrcOff + 4 * i)), word(b, s.origDstOff + 4 * i));
-  h = mix(mix(mix(h, (s.origSport << 16) | s.origDport), s.proto | (s.family << 8) | (s.zone << 16)), s.id);
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  s.key = h >>> 0;
+  for (let i = 0; i < n; i++) {
+    h = murmurMix(murmurMix(h, i32le(b, s.origSrcOff + 4 * i)), i32le(b, s.origDstOff + 4 * i));
+  }
+  h = murmurMix(h, (s.origSport << 16) | s.origDport);
+  h = murmurMix(murmurMix(h, s.proto | (s.family << 8) | (s.zone << 16)), s.id);
+  s.key = fmix32(h);
   s.key2 = s.id;
 }

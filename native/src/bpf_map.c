@@ -54,26 +54,10 @@ static napi_value open_pinned(napi_env env, napi_callback_info info) {
   return result;
 }
 
-// --- close(fd) ------------------------------------------------------------------------------------
-
-static napi_value close_fd(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!get_args(env, info, 1, argv)) return NULL;
-  int32_t fd = -1;
-  NAPI_CALL(env, napi_get_value_int32(env, argv[0], &fd));
-  if (close(fd) != 0) return throw_errno(env, errno, "close", "close");
-  napi_value undefined;
-  NAPI_CALL(env, napi_get_undefined(env, &undefined));
-  return undefined;
-}
-
 // --- mapInfo(fd): { type, id, keySize, valueSize, maxEntries, flags, name } -----------------------
 
 static napi_value map_info(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!get_args(env, info, 1, argv)) return NULL;
-  int32_t fd = -1;
-  NAPI_CALL(env, napi_get_value_int32(env, argv[0], &fd));
+  FD_ARGS(env, info, 1);
   struct bpf_map_info mi;
   memset(&mi, 0, sizeof mi);
   union bpf_attr attr;
@@ -111,14 +95,11 @@ static napi_value map_info(napi_env env, napi_callback_info info) {
 enum { CURSOR_START = 0, CURSOR_READING = 1, CURSOR_DONE = 2 };
 
 static napi_value read_chunk(napi_env env, napi_callback_info info) {
-  napi_value argv[7];
-  if (!get_args(env, info, 7, argv)) return NULL;
-  int32_t fd = -1;
+  FD_ARGS(env, info, 7);
   uint32_t key_size = 0, value_size = 0;
   void *keys = NULL, *values = NULL, *cursor_data = NULL;
   size_t keys_len = 0, values_len = 0, cursor_len = 0;
   bool each = false;
-  NAPI_CALL(env, napi_get_value_int32(env, argv[0], &fd));
   NAPI_CALL(env, napi_get_value_uint32(env, argv[1], &key_size));
   NAPI_CALL(env, napi_get_value_uint32(env, argv[2], &value_size));
   if (!get_buffer(env, argv[3], &keys, &keys_len)) return NULL;
@@ -208,7 +189,6 @@ out:;
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"openPinned", NULL, open_pinned, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"close", NULL, close_fd, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mapInfo", NULL, map_info, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readChunk", NULL, read_chunk, NULL, NULL, NULL, napi_enumerable, NULL},
   };

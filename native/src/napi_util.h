@@ -95,6 +95,22 @@ static inline napi_value get_args(napi_env env, napi_callback_info info, size_t 
   return ok;
 }
 
+// Like get_args, and the first argument as a file descriptor (every call on a socket or map starts
+// so). Non-NULL on success.
+static inline napi_value get_fd_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv,
+                                     int32_t *fd) {
+  if (!get_args(env, info, want, argv)) return NULL;
+  NAPI_CALL(env, napi_get_value_int32(env, argv[0], fd));
+  return argv[0];
+}
+
+// The start of every call on an fd: declares `argv` (`n` arguments) and `fd` (the first), and
+// returns NULL from the callback when they are missing or `fd` is not a number.
+#define FD_ARGS(env, info, n)                                                                \
+  napi_value argv[n];                                                                        \
+  int32_t fd = -1;                                                                           \
+  if (!get_fd_args((env), (info), (n), argv, &fd)) return NULL
+
 static inline napi_value get_buffer(napi_env env, napi_value value, void **data, size_t *len) {
   bool is_buffer = false;
   NAPI_CALL(env, napi_is_buffer(env, value, &is_buffer));
@@ -108,6 +124,31 @@ static inline napi_value get_buffer(napi_env env, napi_value value, void **data,
   return ok;
 }
 
+// The Int32Array(4) a receive loop reports its counters into (netlink.c nl_recv, packet.c pk_recv),
+// zeroed. NULL (an exception pending) when `value` is something else.
+static inline int32_t *get_recv_info(napi_env env, napi_value value) {
+  bool is_typedarray = false;
+  napi_typedarray_type type = napi_int8_array;
+  size_t n = 0;
+  void *data = NULL;
+  NAPI_CALL(env, napi_is_typedarray(env, value, &is_typedarray));
+  if (is_typedarray) NAPI_CALL(env, napi_get_typedarray_info(env, value, &type, &n, &data, NULL, NULL));
+  if (!is_typedarray || type != napi_int32_array || n < 4) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG", "podflow native: recv info must be an Int32Array(4)");
+    return NULL;
+  }
+  int32_t *out = data;
+  out[0] = out[1] = out[2] = out[3] = 0;
+  return out;
+}
+
+// Receive loops append records to a caller's buffer at offsets aligned to 4 (where netlink messages
+// align, and where the TypeScript readers expect records), never past its end `len`.
+static inline size_t align4_within(size_t off, size_t len) {
+  off = (off + 3) & ~(size_t)3;
+  return off > len ? len : off;
+}
+
 static inline napi_value set_u32(napi_env env, napi_value obj, const char *name, uint32_t v) {
   napi_value value;
   NAPI_CALL(env, napi_create_uint32(env, v, &value));
@@ -119,6 +160,11 @@ static inline napi_value make_int(napi_env env, int64_t v) {
   napi_value result;
   NAPI_CALL(env, napi_create_int64(env, v, &result));
   return result;
+}
+
+// The result of a system call that returns 0 or -1 (errno set), as 0 or -errno.
+static inline napi_value errno_result(napi_env env, int rc) {
+  return make_int(env, rc != 0 ? -errno : 0);
 }
 
 /** Registers the netlink functions (netlink.c) on the module's exports. */

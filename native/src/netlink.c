@@ -50,10 +50,8 @@ static napi_value nl_open(napi_env env, napi_callback_info info) {
 // (it doubles the asked value for its own bookkeeping).
 
 static napi_value nl_set_recv_buffer(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
-  if (!get_args(env, info, 2, argv)) return NULL;
-  int32_t fd = -1, bytes = 0;
-  NAPI_CALL(env, napi_get_value_int32(env, argv[0], &fd));
+  FD_ARGS(env, info, 2);
+  int32_t bytes = 0;
   NAPI_CALL(env, napi_get_value_int32(env, argv[1], &bytes));
   if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) != 0) {
     if (errno != EPERM) return make_int(env, -errno);
@@ -68,25 +66,18 @@ static napi_value nl_set_recv_buffer(napi_env env, napi_callback_info info) {
 // --- addMembership(fd, group): 0 | -errno -------------------------------------------------------------
 
 static napi_value nl_add_membership(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
-  if (!get_args(env, info, 2, argv)) return NULL;
-  int32_t fd = -1, group = 0;
-  NAPI_CALL(env, napi_get_value_int32(env, argv[0], &fd));
+  FD_ARGS(env, info, 2);
+  int32_t group = 0;
   NAPI_CALL(env, napi_get_value_int32(env, argv[1], &group));
-  if (setsockopt(fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group, sizeof group) != 0)
-    return make_int(env, -errno);
-  return make_int(env, 0);
+  return errno_result(env, setsockopt(fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group, sizeof group));
 }
 
 // --- send(fd, buf): bytes | -errno ------------------------------------------------------------------
 
 static napi_value nl_send(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
-  if (!get_args(env, info, 2, argv)) return NULL;
-  int32_t fd = -1;
+  FD_ARGS(env, info, 2);
   void *data = NULL;
   size_t len = 0;
-  NAPI_CALL(env, napi_get_value_int32(env, argv[0], &fd));
   if (!get_buffer(env, argv[1], &data, &len)) return NULL;
   struct sockaddr_nl to;
   memset(&to, 0, sizeof to);
@@ -110,33 +101,18 @@ static napi_value nl_send(napi_env env, napi_callback_info info) {
 // (capped at 32 KiB): offering at least 32 KiB gets the largest datagrams, so the fewest calls.
 
 static napi_value nl_recv(napi_env env, napi_callback_info info) {
-  napi_value argv[5];
-  if (!get_args(env, info, 5, argv)) return NULL;
-  int32_t fd = -1;
+  FD_ARGS(env, info, 5);
   uint32_t offset = 0, slot = 0;
   void *data = NULL;
   size_t len = 0;
-  NAPI_CALL(env, napi_get_value_int32(env, argv[0], &fd));
   if (!get_buffer(env, argv[1], &data, &len)) return NULL;
   NAPI_CALL(env, napi_get_value_uint32(env, argv[2], &offset));
   NAPI_CALL(env, napi_get_value_uint32(env, argv[3], &slot));
-  napi_typedarray_type type;
-  size_t info_len = 0;
-  void *info_data = NULL;
-  bool is_typedarray = false;
-  NAPI_CALL(env, napi_is_typedarray(env, argv[4], &is_typedarray));
-  if (is_typedarray)
-    NAPI_CALL(env, napi_get_typedarray_info(env, argv[4], &type, &info_len, &info_data, NULL, NULL));
-  if (!is_typedarray || type != napi_int32_array || info_len < 4) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG", "podflow native: recv info must be an Int32Array(4)");
-    return NULL;
-  }
+  int32_t *out = get_recv_info(env, argv[4]);
+  if (out == NULL) return NULL;
   if (slot == 0) slot = 1;
-  int32_t *out = info_data;
-  out[0] = out[1] = out[2] = out[3] = 0;
   uint8_t *buf = data;
-  size_t off = ((size_t)offset + 3) & ~(size_t)3;
-  if (off > len) off = len;
+  size_t off = align4_within(offset, len);
   while (len - off >= slot) {
     ssize_t n = recv(fd, buf + off, len - off, MSG_DONTWAIT | MSG_TRUNC);
     if (n < 0) {
@@ -154,8 +130,7 @@ static napi_value nl_recv(napi_env env, napi_callback_info info) {
       out[1]++;
       continue;
     }
-    size_t next = (off + (size_t)n + 3) & ~(size_t)3;
-    if (next > len) next = len;
+    size_t next = align4_within(off + (size_t)n, len);
     memset(buf + off + n, 0, next - off - (size_t)n);
     off = next;
     out[0]++;
@@ -226,10 +201,7 @@ static nl_poll_t *get_poll(napi_env env, napi_value value) {
 }
 
 static napi_value nl_poll(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
-  if (!get_args(env, info, 2, argv)) return NULL;
-  int32_t fd = -1;
-  NAPI_CALL(env, napi_get_value_int32(env, argv[0], &fd));
+  FD_ARGS(env, info, 2);
   napi_valuetype t;
   NAPI_CALL(env, napi_typeof(env, argv[1], &t));
   if (t != napi_function) {
@@ -304,14 +276,11 @@ static napi_value nl_poll_close(napi_env env, napi_callback_info info) {
   return make_int(env, 0);
 }
 
-// --- closeFd(fd): 0 | -errno --------------------------------------------------------------------------
+// --- closeFd(fd): 0 | -errno (any fd of the addon: sockets and BPF maps) ------------------------------
 
-static napi_value nl_close(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!get_args(env, info, 1, argv)) return NULL;
-  int32_t fd = -1;
-  NAPI_CALL(env, napi_get_value_int32(env, argv[0], &fd));
-  return make_int(env, close(fd) != 0 ? -errno : 0);
+static napi_value close_fd(napi_env env, napi_callback_info info) {
+  FD_ARGS(env, info, 1);
+  return errno_result(env, close(fd));
 }
 
 napi_value netlink_register(napi_env env, napi_value exports) {
@@ -321,7 +290,7 @@ napi_value netlink_register(napi_env env, napi_value exports) {
       {"nlAddMembership", NULL, nl_add_membership, NULL, NULL, NULL, napi_enumerable, NULL},
       {"nlSend", NULL, nl_send, NULL, NULL, NULL, napi_enumerable, NULL},
       {"nlRecv", NULL, nl_recv, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"nlClose", NULL, nl_close, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"closeFd", NULL, close_fd, NULL, NULL, NULL, napi_enumerable, NULL},
       {"nlPoll", NULL, nl_poll, NULL, NULL, NULL, napi_enumerable, NULL},
       {"nlPollStart", NULL, nl_poll_start, NULL, NULL, NULL, napi_enumerable, NULL},
       {"nlPollStop", NULL, nl_poll_stop, NULL, NULL, NULL, napi_enumerable, NULL},

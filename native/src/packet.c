@@ -80,31 +80,16 @@ static napi_value pk_open(napi_env env, napi_callback_info info) {
 #define PK_HEADER 12
 
 static napi_value pk_recv(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
-  if (!get_args(env, info, 4, argv)) return NULL;
-  int32_t fd = -1;
+  FD_ARGS(env, info, 4);
   uint32_t offset = 0;
   void *data = NULL;
   size_t len = 0;
-  NAPI_CALL(env, napi_get_value_int32(env, argv[0], &fd));
   if (!get_buffer(env, argv[1], &data, &len)) return NULL;
   NAPI_CALL(env, napi_get_value_uint32(env, argv[2], &offset));
-  napi_typedarray_type type;
-  size_t info_len = 0;
-  void *info_data = NULL;
-  bool is_typedarray = false;
-  NAPI_CALL(env, napi_is_typedarray(env, argv[3], &is_typedarray));
-  if (is_typedarray)
-    NAPI_CALL(env, napi_get_typedarray_info(env, argv[3], &type, &info_len, &info_data, NULL, NULL));
-  if (!is_typedarray || type != napi_int32_array || info_len < 4) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG", "podflow native: pkRecv info must be an Int32Array(4)");
-    return NULL;
-  }
-  int32_t *out = info_data;
-  out[0] = out[1] = out[2] = out[3] = 0;
+  int32_t *out = get_recv_info(env, argv[3]);
+  if (out == NULL) return NULL;
   uint8_t *buf = data;
-  size_t off = ((size_t)offset + 3) & ~(size_t)3;
-  if (off > len) off = len;
+  size_t off = align4_within(offset, len);
   while (len - off >= PK_HEADER + SNAP_LEN) {
     struct sockaddr_ll from;
     socklen_t fromlen = sizeof from;
@@ -126,9 +111,7 @@ static napi_value pk_recv(napi_env env, napi_callback_info info) {
     h[6] = proto & 0xff, h[7] = proto >> 8;
     buf[off + 8] = from.sll_pkttype;
     buf[off + 9] = buf[off + 10] = buf[off + 11] = 0;
-    size_t next = (off + PK_HEADER + cap + 3) & ~(size_t)3;
-    if (next > len) next = len;
-    off = next;
+    off = align4_within(off + PK_HEADER + cap, len);
     out[0]++;
   }
   return make_int(env, (int64_t)off);
