@@ -19,14 +19,18 @@ import {
 } from '../shared/flow.js';
 import { isPrivateIp } from '../shared/ip.js';
 import type { Logger } from '../shared/log.js';
-import { type Destinations, destinationClass } from './destinations.js';
+import { type Destination, type Destinations, destinationClass } from './destinations.js';
 import { type Cloud, costOf, type PriceTable, presetOfProvider, priceTable } from './prices.js';
+import { parseV4 } from './range-table.js';
 
 /** A lookup that knows nothing: standalone without a kubeconfig. */
 export const emptyClusterLookup: ClusterLookup = {
   lookup: () => undefined,
   nodeZone: () => undefined,
   nodeRegion: () => undefined,
+  // Nothing ever changes: every answer may be kept.
+  onChange: () => {},
+  timeless: () => true,
 };
 
 export interface EnrichConfig {
@@ -51,6 +55,12 @@ const UNRESOLVED_LOG_MAX = 1000;
 export class Enricher {
   private readonly unresolved = new Set<string>();
   private table: PriceTable;
+  /** Resolved addresses (enrichBatch). */
+  private readonly cache = new PeerCache();
+  /** Collectors' nodes as local endpoints, by name. */
+  private readonly locals = new Map<string, Local>();
+  /** Whether the cluster says which answers change: then they are kept across batches. */
+  private readonly keepAcross: boolean;
   /** With --cloud auto: whether the preset in force was logged. */
   private announced = false;
 
@@ -59,6 +69,13 @@ export class Enricher {
     private readonly deps: EnrichDeps,
   ) {
     const cloud = config.cloud ?? 'none';
+    const { cluster } = deps;
+    this.keepAcross = cluster.onChange !== undefined && cluster.timeless !== undefined;
+    cluster.onChange?.((ip) => {
+      if (ip !== undefined) return this.cache.drop(ip);
+      this.cache.clear();
+      this.locals.clear();
+    });
     this.table = priceTable(cloud === 'auto' ? 'none' : cloud, config.prices ?? {});
   }
 
@@ -88,13 +105,28 @@ export class Enricher {
   /**
    * Enriches one batch of one collector. `node` is the collector's node: the local endpoint when the
    * src address is not a known pod. Appends to `out` (no intermediate arrays).
+   *
+   * Each address is resolved once (`Peer`) and its answer kept by its packed number (`PeerCache`):
+   * the flows of a batch repeat their few local addresses, and a round's flows repeat the peers of
+   * the cluster. A lookup of the decoded address string in a map of the cluster's addresses hashed
+   * the fresh string and missed the cache for every flow: about a third of a round at 60,000 pods.
+   * Answers are kept across batches only when the cluster says which of them change (onChange,
+   * timeless); else for this batch alone, whose time and cluster state are one.
    */
   enrichBatch(batch: FlowBatch, node: string, out: EnrichedFlow[]): void {
     const at = batch.to;
     const intervalSeconds = (batch.to - batch.from) / 1000;
     const flows = batch.flows;
     const prices = this.prices();
-    for (let i = 0; i < flows.length; i++) out.push(this.enrich(flows[i], node, at, intervalSeconds, prices));
+    const cache = this.cache;
+    if (!this.keepAcross) cache.clear();
+    const local = this.local(node);
+    for (let i = 0; i < flows.length; i++) {
+      const f = flows[i];
+      const src = cache.get(f.src) ?? this.remember(f.src, at);
+      const dst = cache.get(f.dst) ?? this.remember(f.dst, at);
+      out.push(this.build(f, local, src, dst, at, intervalSeconds, prices, true));
+    }
   }
 
   enrich(
@@ -104,85 +136,133 @@ export class Enricher {
     intervalSeconds: number,
     prices: PriceTable = this.prices(),
   ): EnrichedFlow {
-    const { cluster } = this.deps;
-    const src = cluster.lookup(f.src, at);
-    const srcIsPod = src !== undefined && src.kind === 'pod' && !src.hostNetwork;
-    const srcNode = srcIsPod ? src.node : node;
-    const srcZone = (srcIsPod ? src.zone || cluster.nodeZone(srcNode) : cluster.nodeZone(srcNode)) ?? '';
-    const srcRegion = cluster.nodeRegion(srcNode) ?? '';
+    return this.build(
+      f,
+      this.local(node),
+      this.peer(f.src, at),
+      this.peer(f.dst, at),
+      at,
+      intervalSeconds,
+      prices,
+    );
+  }
 
-    const dst = cluster.lookup(f.dst, at);
-    let dstType: EnrichedFlow['dstType'];
-    let dstIp = f.dst;
-    let dstPod = '';
-    let dstNamespace = '';
-    let dstWorkload = '';
-    let dstNode = '';
-    let dstZone = '';
-    let dstRegion = '';
-    let dstDnsName = '';
-    let trafficClass: TrafficClass;
-    if (dst !== undefined && dst.kind === 'pod' && !dst.hostNetwork) {
-      dstType = 'pod';
-      dstPod = dst.name;
-      dstNamespace = dst.namespace;
-      dstWorkload = dst.workload || dst.name;
-      dstNode = dst.node;
-      dstZone = zoneOf(dst, cluster);
-      dstRegion = cluster.nodeRegion(dstNode) ?? '';
-      trafficClass = classOf(srcNode, srcZone, srcRegion, dstNode, dstZone, dstRegion);
-    } else if (dst !== undefined && (dst.kind === 'node' || dst.kind === 'pod')) {
+  /** The collector's node as the local endpoint (src addresses that are not a known pod). */
+  private local(node: string): Local {
+    let local = this.locals.get(node);
+    if (local === undefined || !this.keepAcross) {
+      const { cluster } = this.deps;
+      local = { id: ++peers, node, zone: cluster.nodeZone(node) ?? '', region: region(cluster, node) };
+      this.locals.set(node, local);
+    }
+    return local;
+  }
+
+  /** Resolves `ip` and keeps the answer when it holds for every `at` (see enrichBatch). */
+  private remember(ip: string, at: number): Peer {
+    const peer = this.peer(ip, at);
+    const { cluster } = this.deps;
+    if (!this.keepAcross || cluster.timeless!(ip)) this.cache.set(peer.ip, peer);
+    return peer;
+  }
+
+  /** What the flows of one address need of it, as a src or as a dst (see `build`). */
+  private peer(raw: string, at: number): Peer {
+    const { cluster } = this.deps;
+    // Kept beyond this pull: a copy of its own, not a slice of the decoded body's text.
+    const ip = detached(raw);
+    const e = cluster.lookup(ip, at);
+    if (e !== undefined && e.kind === 'pod' && !e.hostNetwork) {
+      const zone = zoneOf(e, cluster);
+      return new Peer(
+        ip,
+        'pod',
+        e.name,
+        e.namespace,
+        e.workload || e.name,
+        e.node,
+        zone,
+        region(cluster, e.node),
+      );
+    }
+    if (e !== undefined && (e.kind === 'node' || e.kind === 'pod')) {
       // A host-network pod's address is its node's: reported as the node. So is a node's public
       // address (ExternalIP): traffic to it stays in the cluster's network, it is not internet.
-      dstType = 'node';
-      dstNode = dst.node || dst.name;
-      dstZone = zoneOf(dst, cluster);
-      dstRegion = cluster.nodeRegion(dstNode) ?? '';
-      trafficClass = classOf(srcNode, srcZone, srcRegion, dstNode, dstZone, dstRegion);
+      const node = e.node || e.name;
+      return new Peer(ip, 'node', '', '', '', node, zoneOf(e, cluster), region(cluster, node));
+    }
+    // 0.0.0.0 and :: are the public peers a collector grouped (--group-public-ips): no real peer
+    // has those addresses, and the traffic behind them is internet traffic.
+    const grouped = isGroupedPublic(ip);
+    const priv = !grouped && isPrivateIp(ip);
+    const peer = new Peer(ip, priv ? 'private' : 'public', '', '', '', '', '', '');
+    if (e !== undefined) {
+      // A ClusterIP that was not DNATed (no kube-proxy on the path, or seen before translation):
+      // which backend, in which zone, is not known.
+      peer.namespace = e.namespace;
+      peer.workload = `Service/${e.name}`;
+      peer.dnsName = e.namespace ? `${e.name}.${e.namespace}.svc` : e.name;
+      peer.service = true;
+      return peer;
+    }
+    // Grouped peers (0.0.0.0, ::) have no address left to match.
+    peer.range = grouped ? undefined : this.deps.destinations?.lookup(ip);
+    if (!priv && this.config.groupPublicIps) peer.shown = ip.includes(':') ? '::' : '0.0.0.0';
+    return peer;
+  }
+
+  private build(
+    f: Flow,
+    local: Local,
+    src: Peer,
+    dst: Peer,
+    at: number,
+    intervalSeconds: number,
+    prices: PriceTable,
+    numbered = false,
+  ): EnrichedFlow {
+    const srcIsPod = src.type === 'pod';
+    const srcNode = srcIsPod ? src.node : local.node;
+    const srcZone = srcIsPod ? src.zone : local.zone;
+    const srcRegion = srcIsPod ? src.region : local.region;
+    const dstType = dst.type;
+    let dstDnsName = dst.dnsName;
+    let trafficClass: TrafficClass;
+    if (dstType === 'pod' || dstType === 'node') {
+      trafficClass = classOf(srcNode, srcZone, srcRegion, dst.node, dst.zone, dst.region);
+    } else if (dst.service) {
+      trafficClass = 'unknown';
     } else {
-      // 0.0.0.0 and :: are the public peers a collector grouped (--group-public-ips): no real peer
-      // has those addresses, and the traffic behind them is internet traffic.
-      const priv = !isGroupedPublic(f.dst) && isPrivateIp(f.dst);
-      dstType = priv ? 'private' : 'public';
-      if (dst !== undefined) {
-        // A ClusterIP that was not DNATed (no kube-proxy on the path, or seen before translation):
-        // which backend, in which zone, is not known.
-        dstNamespace = dst.namespace;
-        dstWorkload = `Service/${dst.name}`;
-        dstDnsName = dst.namespace ? `${dst.name}.${dst.namespace}.svc` : dst.name;
-        trafficClass = 'unknown';
-      } else {
-        trafficClass = priv ? 'private' : 'internet';
-        // Grouped peers (0.0.0.0, ::) have no address left to match.
-        const range = isGroupedPublic(f.dst) ? undefined : this.deps.destinations?.lookup(f.dst);
-        // The name a pod of the node looked up (collector/dns/), kept when the address is grouped;
-        // a destination range's name only where there is none.
-        if (f.dstName !== undefined) dstDnsName = f.dstName;
-        if (range !== undefined) {
-          trafficClass = destinationClass(range, srcRegion, trafficClass);
-          if (dstDnsName === '') dstDnsName = range.name;
-        }
-        if (!priv && this.config.groupPublicIps) dstIp = f.dst.includes(':') ? '::' : '0.0.0.0';
-        if (priv && range === undefined && f.dstName === undefined) this.noteUnresolved(f.dst, node);
+      trafficClass = dstType === 'private' ? 'private' : 'internet';
+      const range = dst.range;
+      // The name a pod of the node looked up (collector/dns/), kept when the address is grouped;
+      // a destination range's name only where there is none.
+      if (f.dstName !== undefined) dstDnsName = f.dstName;
+      if (range !== undefined) {
+        trafficClass = destinationClass(range, srcRegion, trafficClass);
+        if (dstDnsName === '') dstDnsName = range.name;
+      } else if (dstType === 'private' && f.dstName === undefined) {
+        this.noteUnresolved(dst.ip, local.node);
       }
     }
+    const dstZone = dst.zone;
     return {
       ts: at,
       intervalSeconds,
-      srcIp: f.src,
-      srcPod: srcIsPod ? src.name : '',
+      srcIp: src.ip,
+      srcPod: src.pod,
       srcNamespace: srcIsPod ? src.namespace : '',
-      srcWorkload: srcIsPod ? src.workload || src.name : '',
+      srcWorkload: srcIsPod ? src.workload : '',
       srcNode,
       srcZone,
       srcRegion,
-      dstIp,
-      dstPod,
-      dstNamespace,
-      dstWorkload,
-      dstNode,
+      dstIp: dst.shown,
+      dstPod: dst.pod,
+      dstNamespace: dst.namespace,
+      dstWorkload: dst.workload,
+      dstNode: dst.node,
       dstZone,
-      dstRegion,
+      dstRegion: dst.region,
       dstDnsName,
       dstType,
       crossZone: srcZone !== '' && dstZone !== '' && srcZone !== dstZone,
@@ -193,6 +273,9 @@ export class Enricher {
       txPackets: f.txPackets,
       rxPackets: f.rxPackets,
       cost: costOf(prices, trafficClass, dstType === 'public', f.txBytes, f.rxBytes),
+      // Flows of one batch only: a single flow (enrich) is handed on as plain data.
+      srcPeer: numbered ? (srcIsPod ? src.id : local.id) : undefined,
+      dstPeer: numbered ? dst.id : undefined,
     };
   }
 
@@ -228,3 +311,154 @@ export function classOf(
 }
 
 const zoneOf = (e: Endpoint, cluster: ClusterLookup): string => e.zone || (cluster.nodeZone(e.node) ?? '');
+const region = (cluster: ClusterLookup, node: string): string => cluster.nodeRegion(node) ?? '';
+
+/**
+ * A copy of `v` that shares no memory with it: decoded strings can be slices of a larger string
+ * holding a whole pull body's text (msgpackr's string extraction), which a kept answer must not
+ * keep alive.
+ */
+const detached = (v: string): string => JSON.parse(JSON.stringify(v)) as string;
+
+/** Numbers of Peers and Locals (EnrichedFlow.srcPeer, dstPeer): unique in the process. */
+let peers = 0;
+
+/** The collector's node, the local endpoint of flows whose src is not a known pod. */
+interface Local {
+  id: number;
+  node: string;
+  zone: string;
+  region: string;
+}
+
+/**
+ * One address as the flows need it: as a src only when it is a pod (else the collector's node is),
+ * as a dst all of it. Strings are the cluster view's own, so the flows of one peer share them (the
+ * Prometheus sink compares them by reference first).
+ */
+class Peer {
+  readonly id = ++peers;
+  /** The dst_ip shown: the address, or 0.0.0.0 / :: for a public peer grouped here. */
+  shown: string;
+  dnsName = '';
+  /** A ClusterIP that was not DNATed: named as the service, class unknown. */
+  service = false;
+  /** The --destinations-file range of a peer outside the cluster. */
+  range: Destination | undefined = undefined;
+
+  constructor(
+    readonly ip: string,
+    readonly type: EnrichedFlow['dstType'],
+    readonly pod: string,
+    public namespace: string,
+    public workload: string,
+    readonly node: string,
+    readonly zone: string,
+    readonly region: string,
+  ) {
+    this.shown = ip;
+  }
+}
+
+/** Most addresses kept: above the pods, nodes and busy peers of a large cluster. */
+const PEERS_MAX = 1 << 18;
+
+/**
+ * Peers by address. IPv4 addresses by their 32-bit number in an open-addressing table (linear
+ * probing, at most half full): parsing a dotted quad costs less than hashing the string, and the
+ * probe reads typed arrays instead of chasing a map's entries. Other addresses (IPv6) in a Map.
+ * Dropped addresses leave their key behind (a tombstone the same address reuses).
+ */
+class PeerCache {
+  private keys = new Int32Array(1024);
+  private used = new Uint8Array(1024);
+  private peers: (Peer | undefined)[] = new Array(1024).fill(undefined);
+  private mask = 1023;
+  /** Slots in use (tombstones included). */
+  private count = 0;
+  private readonly other = new Map<string, Peer>();
+
+  get(ip: string): Peer | undefined {
+    const a = parseV4(ip, 0, ip.length);
+    if (a < 0) return this.other.get(ip);
+    const k = a | 0;
+    const { keys, used, mask } = this;
+    for (let p = slot(k, mask); used[p] !== 0; p = (p + 1) & mask) {
+      if (keys[p] === k) return this.peers[p];
+    }
+    return undefined;
+  }
+
+  set(ip: string, peer: Peer): void {
+    const a = parseV4(ip, 0, ip.length);
+    if (a < 0) {
+      if (this.other.size >= PEERS_MAX) this.other.clear();
+      this.other.set(ip, peer);
+      return;
+    }
+    if (2 * (this.count + 1) > this.keys.length) this.grow();
+    const k = a | 0;
+    const { keys, used, mask } = this;
+    let p = slot(k, mask);
+    while (used[p] !== 0 && keys[p] !== k) p = (p + 1) & mask;
+    if (used[p] === 0) {
+      used[p] = 1;
+      keys[p] = k;
+      this.count++;
+    }
+    this.peers[p] = peer;
+  }
+
+  drop(ip: string): void {
+    const a = parseV4(ip, 0, ip.length);
+    if (a < 0) {
+      this.other.delete(ip);
+      return;
+    }
+    const k = a | 0;
+    const { keys, used, mask } = this;
+    for (let p = slot(k, mask); used[p] !== 0; p = (p + 1) & mask) {
+      if (keys[p] === k) {
+        this.peers[p] = undefined;
+        return;
+      }
+    }
+  }
+
+  clear(): void {
+    if (this.count > 0) {
+      this.used.fill(0);
+      this.peers.fill(undefined);
+      this.count = 0;
+    }
+    this.other.clear();
+  }
+
+  /** Twice the room, tombstones left out; starts over at PEERS_MAX addresses (answers come again). */
+  private grow(): void {
+    const { keys, used, peers } = this;
+    const size = this.count >= PEERS_MAX ? keys.length : 2 * keys.length;
+    this.keys = new Int32Array(size);
+    this.used = new Uint8Array(size);
+    this.peers = new Array(size).fill(undefined);
+    this.mask = size - 1;
+    this.count = 0;
+    if (size === keys.length) return;
+    for (let p = 0; p < keys.length; p++) {
+      const peer = peers[p];
+      if (used[p] === 0 || peer === undefined) continue;
+      let q = slot(keys[p], this.mask);
+      while (this.used[q] !== 0) q = (q + 1) & this.mask;
+      this.used[q] = 1;
+      this.keys[q] = keys[p];
+      this.peers[q] = peer;
+      this.count++;
+    }
+  }
+}
+
+/** The home slot of address `k`: its bits mixed (addresses of one subnet differ in the low ones). */
+function slot(k: number, mask: number): number {
+  const h = Math.imul(k ^ (k >>> 16), 0x85ebca6b);
+  return (h ^ (h >>> 13)) & mask;
+}

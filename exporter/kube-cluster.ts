@@ -6,6 +6,8 @@
 //   cluster.synced();                 // all five informers listed once (for /readyz)
 //   cluster.lookup(ip, atMs);         // Endpoint | undefined; the object is shared, do not mutate
 //   cluster.nodeZone(name); cluster.nodeRegion(name);
+//   cluster.onChange((ip?) => …);     // an address's answers (or, without one, any) may have changed
+//   cluster.timeless(ip);             // its answer holds for every `at` (no ended pod held it)
 //   cluster.providerOf();             // 'aws', 'gce', 'azure', … from the nodes' spec.providerID
 //   await cluster.close();
 //
@@ -219,6 +221,8 @@ export class KubeCluster implements ClusterLookup {
   private readonly nodeByName = new Map<string, NodeRecord>();
   private readonly owners = new Map<string, string>();
   private gen = 0;
+  /** onChange subscribers: told which addresses' answers may have changed. */
+  private readonly listeners: ((ip?: string) => void)[] = [];
   /** providerOf's answer; null: to be counted again (a node came, changed or went). */
   private provider: string | undefined | null = null;
   private sweepTimer: NodeJS.Timeout | undefined;
@@ -286,6 +290,15 @@ export class KubeCluster implements ClusterLookup {
     if (e === undefined) return undefined;
     if (e.gen === this.gen && at >= e.from) return e.ep;
     return this.resolve(ip, e, at);
+  }
+
+  onChange(fn: (ip?: string) => void): void {
+    this.listeners.push(fn);
+  }
+
+  /** No ended pod held `ip` within the retention: its answer is the same for every `at`. */
+  timeless(ip: string): boolean {
+    return this.byIp.get(ip)?.ended === undefined;
   }
 
   nodeZone(node: string): string | undefined {
@@ -364,6 +377,12 @@ export class KubeCluster implements ClusterLookup {
   private touched(ip: string, e: IpEntry): void {
     e.gen = -1;
     this.fast.delete(ip);
+    for (const fn of this.listeners) fn(ip);
+  }
+
+  /** Answers for any address may have changed (zones, regions, owners). */
+  private changed(): void {
+    for (const fn of this.listeners) fn();
   }
 
   private dropIfEmpty(ip: string, e: IpEntry): void {
@@ -374,6 +393,7 @@ export class KubeCluster implements ClusterLookup {
   private bump(): void {
     this.gen++;
     this.fast.clear();
+    this.changed();
   }
 
   /** The slow path: pick the holder for `at`, and cache the answer when it holds for all later `at`. */
@@ -533,8 +553,13 @@ export class KubeCluster implements ClusterLookup {
     if (old !== undefined) {
       this.dropNodeIps(old);
       if (old.zone !== n.zone) this.bump();
+      // Regions are read per lookup (nodeRegion), not built into endpoints: only kept answers change.
+      else if (old.region !== n.region) this.changed();
     } else if (this.pendingNodes.delete(n.metadata.name)) {
       this.bump();
+    } else {
+      // Answers kept without this node's zone and region (nodeZone, nodeRegion) are void.
+      this.changed();
     }
     this.nodeByName.set(n.metadata.name, n);
     const endpoint: Endpoint = {
@@ -554,6 +579,7 @@ export class KubeCluster implements ClusterLookup {
     this.provider = null;
     this.nodeByName.delete(n.metadata.name);
     this.dropNodeIps(old);
+    this.changed();
   }
 
   private dropNodeIps(n: NodeRecord): void {

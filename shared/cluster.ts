@@ -27,4 +27,15 @@ export interface ClusterLookup {
    * the one most nodes have; undefined when no node has one.
    */
   providerOf?(): string | undefined;
+  /**
+   * Optional, for callers that keep answers by address (the enrich stage): calls `fn` with an
+   * address whenever answers for it may have changed, and with none when any may have (a node's
+   * zone or region, a workload's owner).
+   */
+  onChange?(fn: (ip?: string) => void): void;
+  /**
+   * Optional, with onChange: whether `ip`'s answer is the same for every `at` (no pod that ended
+   * within the retention held it). Only such answers may be kept.
+   */
+  timeless?(ip: string): boolean;
 }
