@@ -44,6 +44,7 @@ export async function run(config: Config, log: Logger, signal: AbortSignal): Pro
     { listen: config.listen },
     {
       registry,
+      body: graph.prometheus,
       log: log.child({ stage: 'http' }),
       gzipMetrics: config.metricsGzip,
       auth: config.metricsAuth ? tokens : undefined,
