@@ -551,3 +551,56 @@ describe('PrometheusSink text in chunks', () => {
     }
   });
 });
+
+describe('PrometheusSink on the clock', () => {
+  it('idle series go on the sweep timer also when no push comes; no timer is left once none is', async () => {
+    const clock = new ManualClock(0);
+    const registry = new Registry();
+    const { ExporterMetrics } = await import('./metrics.js');
+    const sink = new PrometheusSink(
+      config({ metricsLabels: ['src_pod'], metricsTtl: 60_000 }),
+      { registry, metrics: new ExporterMetrics(registry) },
+      clock,
+    );
+    await sink.push([base, web2]);
+    clock.advance(59_000);
+    expect(sink.seriesCount).toBe(2);
+    clock.advance(2_000);
+    expect(sink.seriesCount).toBe(0);
+    expect(await registry.getSingleMetricAsString('podflow_exporter_flow_series')).toContain(
+      '\npodflow_exporter_flow_series 0',
+    );
+    expect(clock.pending).toBe(0);
+    await sink.push([base]);
+    expect(clock.pending).toBe(1);
+    await sink.close(0);
+    expect(clock.pending).toBe(0);
+  });
+
+  it('a push is durable once a complete response began after it; abandoned or failed ones release nothing', () => {
+    const clock = new ManualClock(0);
+    const sink = new PrometheusSink(
+      config({ metricsLabels: ['proto'] }),
+      { registry: new Registry() },
+      clock,
+    );
+    const calls: string[] = [];
+    // No scraper seen yet: at once.
+    sink.onDurable(() => calls.push('a'));
+    expect(calls).toEqual(['a']);
+    sink.chunks('').done?.(true);
+    sink.onDurable(() => calls.push('b'));
+    sink.chunks('');
+    sink.chunks('').done?.(false);
+    sink.onDurable(() => calls.push('c'));
+    expect(calls).toEqual(['a']);
+    const served = sink.chunks('');
+    sink.onDurable(() => calls.push('d'));
+    served.done?.(true);
+    expect(calls).toEqual(['a', 'b', 'c']);
+    // No complete scrape for longer than the grace: what waits is released with the new one.
+    clock.t += 300_001;
+    sink.onDurable(() => calls.push('e'));
+    expect(calls).toEqual(['a', 'b', 'c', 'd', 'e']);
+  });
+});

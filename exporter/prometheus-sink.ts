@@ -138,13 +138,11 @@ export class PrometheusSink implements Sink, MetricsBody {
    */
   chunks(head = '', chunkBytes = CHUNK_BYTES): MetricsChunks {
     const upTo = this.released + this.unscraped.length;
-    const text = this.text.chunks(head, this.store.snapshot(), chunkBytes);
-    text.done = (complete) => {
+    return this.text.chunks(head, this.store.snapshot(), chunkBytes, (complete) => {
       if (!complete) return;
       this.lastScrape = this.clock.now();
       this.release(upTo);
-    };
-    return text;
+    });
   }
 
   /** The text of `chunks` as one string: for tests and small registries. /metrics streams `chunks`. */
