@@ -267,6 +267,91 @@ describe('Enricher', () => {
   });
 });
 
+describe('Enricher: answers kept by address', () => {
+  /** A cluster whose answers the test changes; `notify` when it says so (onChange, timeless). */
+  function changing(notify: boolean) {
+    const ips = new Map<string, Endpoint>([['10.0.2.7', pod('db-0', 'shop', 'node-b', 'zone-b')]]);
+    const listeners: ((ip?: string) => void)[] = [];
+    const lookup: ClusterLookup = {
+      lookup: (ip) => ips.get(ip),
+      nodeZone: () => undefined,
+      nodeRegion: () => undefined,
+      ...(notify
+        ? { onChange: (fn: (ip?: string) => void) => listeners.push(fn), timeless: () => true }
+        : {}),
+    };
+    const set = (ip: string, e: Endpoint) => {
+      ips.set(ip, e);
+      for (const fn of listeners) fn(ip);
+    };
+    return { lookup, set, ips };
+  }
+  const batch = (flows: Flow[]) => ({ seq: 1, from: 0, to: 5000, flows });
+  const run = (e: Enricher, flows: Flow[]) => {
+    const out: EnrichedFlow[] = [];
+    e.enrichBatch(batch(flows), 'node-a', out);
+    return out;
+  };
+
+  it('gives every flow of an address the same answer and numbers, IPv4 and IPv6 alike', () => {
+    const c = changing(true);
+    c.ips.set('fd00::1:5', pod('web-2', 'shop', 'node-a', 'zone-a'));
+    const e = new Enricher({ groupPublicIps: false }, { cluster: c.lookup, log: silentLogger });
+    const out = run(e, [
+      flow('fd00::1:5', '10.0.2.7'),
+      flow('fd00::1:5', '8.8.8.8'),
+      flow('fd00::1:5', '10.0.2.7', 17),
+      flow('192.168.9.9', '8.8.8.8'),
+    ]);
+    expect(out.map((f) => [f.srcPod, f.dstPod, f.dstType])).toEqual([
+      ['web-2', 'db-0', 'pod'],
+      ['web-2', '', 'public'],
+      ['web-2', 'db-0', 'pod'],
+      ['', '', 'public'],
+    ]);
+    expect(out[2].dstPeer).toBe(out[0].dstPeer);
+    expect(out[3].dstPeer).toBe(out[1].dstPeer);
+    expect(out[1].srcPeer).toBe(out[0].srcPeer);
+    expect(out[3].srcPeer).not.toBe(out[0].srcPeer); // the collector's node, not the pod
+    expect(out[1].dstPeer).not.toBe(out[0].dstPeer);
+    // A later batch: the same numbers while nothing changed.
+    expect(run(e, [flow('fd00::1:5', '10.0.2.7')])[0].dstPeer).toBe(out[0].dstPeer);
+  });
+
+  it('follows the changes the cluster reports, address by address', () => {
+    const c = changing(true);
+    const e = new Enricher({ groupPublicIps: false }, { cluster: c.lookup, log: silentLogger });
+    const [before] = run(e, [flow('10.0.1.5', '10.0.2.7')]);
+    expect(before.dstPod).toBe('db-0');
+    c.set('10.0.2.7', pod('db-1', 'shop', 'node-a', 'zone-a'));
+    const [after] = run(e, [flow('10.0.1.5', '10.0.2.7')]);
+    expect(after).toMatchObject({ dstPod: 'db-1', dstNode: 'node-a' });
+    expect(after.dstPeer).not.toBe(before.dstPeer);
+  });
+
+  it('keeps thousands of addresses, each changed twice, answering for each its latest owner', () => {
+    const c = changing(true);
+    const e = new Enricher({ groupPublicIps: false }, { cluster: c.lookup, log: silentLogger });
+    const ips = Array.from({ length: 3000 }, (_, i) => `10.1.${i >> 8}.${i & 255}`);
+    const flows = ips.map((ip) => flow('10.0.1.5', ip));
+    expect(run(e, flows).every((f) => f.dstType === 'private')).toBe(true);
+    for (const owner of ['a', 'b']) {
+      ips.forEach((ip, i) => c.set(ip, pod(`${owner}-${i}`, 'shop', 'node-b', 'zone-b')));
+      const out = run(e, flows);
+      expect(out.map((f) => f.dstPod)).toEqual(ips.map((_, i) => `${owner}-${i}`));
+    }
+  });
+
+  it('keeps answers for one batch only when the cluster reports no changes', () => {
+    const c = changing(false);
+    const e = new Enricher({ groupPublicIps: false }, { cluster: c.lookup, log: silentLogger });
+    expect(run(e, [flow('10.0.1.5', '10.0.2.7')])[0].dstPod).toBe('db-0');
+    // Changed without a word: the next batch asks again.
+    c.ips.set('10.0.2.7', pod('db-1', 'shop', 'node-a', 'zone-a'));
+    expect(run(e, [flow('10.0.1.5', '10.0.2.7')])[0].dstPod).toBe('db-1');
+  });
+});
+
 /**
  * A cluster in two regions: node-a and node-e share zone eu-west-1a, node-b is in eu-west-1b,
  * node-c in us-east-1, node-d has a region and no zone. node-b also has a public address.

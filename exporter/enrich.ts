@@ -59,6 +59,8 @@ export class Enricher {
   private readonly cache = new PeerCache();
   /** Collectors' nodes as local endpoints, by name. */
   private readonly locals = new Map<string, Local>();
+  /** Node, zone and region names by number (`named`); '' is 0. */
+  private names = new Map<string, number>([['', 0]]);
   /** Whether the cluster says which answers change: then they are kept across batches. */
   private readonly keepAcross: boolean;
   /** With --cloud auto: whether the preset in force was logged. */
@@ -120,6 +122,12 @@ export class Enricher {
     const prices = this.prices();
     const cache = this.cache;
     if (!this.keepAcross) cache.clear();
+    // Bounded (nodes come and go): numbers of both ends of a flow must come from the same count.
+    if (this.names.size > NAMES_MAX) {
+      this.names = new Map([['', 0]]);
+      cache.clear();
+      this.locals.clear();
+    }
     const local = this.local(node);
     for (let i = 0; i < flows.length; i++) {
       const f = flows[i];
@@ -152,7 +160,17 @@ export class Enricher {
     let local = this.locals.get(node);
     if (local === undefined || !this.keepAcross) {
       const { cluster } = this.deps;
-      local = { id: ++peers, node, zone: cluster.nodeZone(node) ?? '', region: region(cluster, node) };
+      const zone = cluster.nodeZone(node) ?? '';
+      const r = region(cluster, node);
+      local = {
+        id: ++peers,
+        node,
+        zone,
+        region: r,
+        nodeId: this.named(node),
+        zoneId: this.named(zone),
+        regionId: this.named(r),
+      };
       this.locals.set(node, local);
     }
     return local;
@@ -168,6 +186,24 @@ export class Enricher {
 
   /** What the flows of one address need of it, as a src or as a dst (see `build`). */
   private peer(raw: string, at: number): Peer {
+    const peer = this.resolve(raw, at);
+    peer.nodeId = this.named(peer.node);
+    peer.zoneId = this.named(peer.zone);
+    peer.regionId = this.named(peer.region);
+    return peer;
+  }
+
+  /** The number of a node, zone or region name: 0 for none, the same for equal names. */
+  private named(name: string): number {
+    let n = this.names.get(name);
+    if (n === undefined) {
+      n = this.names.size;
+      this.names.set(name, n);
+    }
+    return n;
+  }
+
+  private resolve(raw: string, at: number): Peer {
     const { cluster } = this.deps;
     // Kept beyond this pull: a copy of its own, not a slice of the decoded body's text.
     const ip = detached(raw);
@@ -222,6 +258,7 @@ export class Enricher {
     numbered = false,
   ): EnrichedFlow {
     const srcIsPod = src.type === 'pod';
+    const srcAt: Local | Peer = srcIsPod ? src : local;
     const srcNode = srcIsPod ? src.node : local.node;
     const srcZone = srcIsPod ? src.zone : local.zone;
     const srcRegion = srcIsPod ? src.region : local.region;
@@ -229,7 +266,15 @@ export class Enricher {
     let dstDnsName = dst.dnsName;
     let trafficClass: TrafficClass;
     if (dstType === 'pod' || dstType === 'node') {
-      trafficClass = classOf(srcNode, srcZone, srcRegion, dst.node, dst.zone, dst.region);
+      trafficClass = classBy(
+        srcAt.nodeId,
+        srcAt.zoneId,
+        srcAt.regionId,
+        dst.nodeId,
+        dst.zoneId,
+        dst.regionId,
+        0,
+      );
     } else if (dst.service) {
       trafficClass = 'unknown';
     } else {
@@ -265,7 +310,7 @@ export class Enricher {
       dstRegion: dst.region,
       dstDnsName,
       dstType,
-      crossZone: srcZone !== '' && dstZone !== '' && srcZone !== dstZone,
+      crossZone: srcAt.zoneId !== 0 && dst.zoneId !== 0 && srcAt.zoneId !== dst.zoneId,
       trafficClass,
       proto: protoName(f.proto),
       txBytes: f.txBytes,
@@ -301,10 +346,23 @@ export function classOf(
   dstZone: string,
   dstRegion: string,
 ): TrafficClass {
-  if (dstNode !== '' && srcNode === dstNode) return 'same-zone';
-  const regions = srcRegion !== '' && dstRegion !== '';
+  return classBy(srcNode, srcZone, srcRegion, dstNode, dstZone, dstRegion, '');
+}
+
+/** classOf over names or over their numbers (Enricher.named); `none` stands for the empty name. */
+function classBy<T>(
+  srcNode: T,
+  srcZone: T,
+  srcRegion: T,
+  dstNode: T,
+  dstZone: T,
+  dstRegion: T,
+  none: T,
+): TrafficClass {
+  if (dstNode !== none && srcNode === dstNode) return 'same-zone';
+  const regions = srcRegion !== none && dstRegion !== none;
   if (regions && srcRegion !== dstRegion) return 'cross-region';
-  if (srcZone === '' || dstZone === '') return 'unknown';
+  if (srcZone === none || dstZone === none) return 'unknown';
   // A zone lies in one region: the same zone needs no region to be same-zone.
   if (srcZone === dstZone) return 'same-zone';
   return regions ? 'cross-zone' : 'unknown';
@@ -329,6 +387,9 @@ interface Local {
   node: string;
   zone: string;
   region: string;
+  nodeId: number;
+  zoneId: number;
+  regionId: number;
 }
 
 /**
@@ -338,6 +399,14 @@ interface Local {
  */
 class Peer {
   readonly id = ++peers;
+  /**
+   * Numbers of the node, zone and region names (Enricher.named; 0: none), set right after
+   * construction: the traffic class compares these rather than the strings, which would be read
+   * from wherever each lies in memory.
+   */
+  nodeId = 0;
+  zoneId = 0;
+  regionId = 0;
   /** The dst_ip shown: the address, or 0.0.0.0 / :: for a public peer grouped here. */
   shown: string;
   dnsName = '';
@@ -360,31 +429,38 @@ class Peer {
   }
 }
 
+/** Most node, zone and region names numbered before starting over: far above any cluster's nodes. */
+const NAMES_MAX = 1 << 16;
+
 /** Most addresses kept: above the pods, nodes and busy peers of a large cluster. */
 const PEERS_MAX = 1 << 18;
 
 /**
  * Peers by address. IPv4 addresses by their 32-bit number in an open-addressing table (linear
- * probing, at most half full): parsing a dotted quad costs less than hashing the string, and the
- * probe reads typed arrays instead of chasing a map's entries. Other addresses (IPv6) in a Map.
- * Dropped addresses leave their key behind (a tombstone the same address reuses).
+ * probing, at most half full): parsing a dotted quad costs less than hashing the string, and a
+ * probe reads one pair of numbers (the address, its peer's index in a dense list) instead of
+ * chasing a map's entries. Other addresses (IPv6) in a Map. A dropped address keeps its position,
+ * with no peer (-1), until the same address comes again or the table is rebuilt.
  */
 class PeerCache {
-  private keys = new Int32Array(1024);
-  private used = new Uint8Array(1024);
-  private peers: (Peer | undefined)[] = new Array(1024).fill(undefined);
+  /** Per position: address, index into `list` + 1 (0: free, -1: dropped). */
+  private table = new Int32Array(2 * 1024);
   private mask = 1023;
-  /** Slots in use (tombstones included). */
+  /** Positions in use (dropped ones included). */
   private count = 0;
+  private list: Peer[] = [];
   private readonly other = new Map<string, Peer>();
 
   get(ip: string): Peer | undefined {
     const a = parseV4(ip, 0, ip.length);
     if (a < 0) return this.other.get(ip);
     const k = a | 0;
-    const { keys, used, mask } = this;
-    for (let p = slot(k, mask); used[p] !== 0; p = (p + 1) & mask) {
-      if (keys[p] === k) return this.peers[p];
+    const { table, mask } = this;
+    for (let p = slot(k, mask); table[2 * p + 1] !== 0; p = (p + 1) & mask) {
+      if (table[2 * p] === k) {
+        const i = table[2 * p + 1];
+        return i > 0 ? this.list[i - 1] : undefined;
+      }
     }
     return undefined;
   }
@@ -396,17 +472,17 @@ class PeerCache {
       this.other.set(ip, peer);
       return;
     }
-    if (2 * (this.count + 1) > this.keys.length) this.grow();
+    const size = this.mask + 1;
+    if (2 * (this.count + 1) > size) this.rebuild(this.count >= PEERS_MAX ? 0 : 2 * size);
+    // Peers replaced after a change stay in the list until a rebuild: bounded by the table's size.
+    else if (this.list.length >= size) this.rebuild(size);
     const k = a | 0;
-    const { keys, used, mask } = this;
+    const { table, mask } = this;
     let p = slot(k, mask);
-    while (used[p] !== 0 && keys[p] !== k) p = (p + 1) & mask;
-    if (used[p] === 0) {
-      used[p] = 1;
-      keys[p] = k;
-      this.count++;
-    }
-    this.peers[p] = peer;
+    while (table[2 * p + 1] !== 0 && table[2 * p] !== k) p = (p + 1) & mask;
+    if (table[2 * p + 1] === 0) this.count++;
+    table[2 * p] = k;
+    table[2 * p + 1] = this.list.push(peer);
   }
 
   drop(ip: string): void {
@@ -416,42 +492,41 @@ class PeerCache {
       return;
     }
     const k = a | 0;
-    const { keys, used, mask } = this;
-    for (let p = slot(k, mask); used[p] !== 0; p = (p + 1) & mask) {
-      if (keys[p] === k) {
-        this.peers[p] = undefined;
+    const { table, mask } = this;
+    for (let p = slot(k, mask); table[2 * p + 1] !== 0; p = (p + 1) & mask) {
+      if (table[2 * p] === k) {
+        table[2 * p + 1] = -1;
         return;
       }
     }
   }
 
   clear(): void {
-    if (this.count > 0) {
-      this.used.fill(0);
-      this.peers.fill(undefined);
-      this.count = 0;
-    }
+    if (this.count > 0) this.table.fill(0);
+    this.count = 0;
+    this.list = [];
     this.other.clear();
   }
 
-  /** Twice the room, tombstones left out; starts over at PEERS_MAX addresses (answers come again). */
-  private grow(): void {
-    const { keys, used, peers } = this;
-    const size = this.count >= PEERS_MAX ? keys.length : 2 * keys.length;
-    this.keys = new Int32Array(size);
-    this.used = new Uint8Array(size);
-    this.peers = new Array(size).fill(undefined);
-    this.mask = size - 1;
+  /**
+   * The table at `size` positions, dropped addresses and replaced peers left out; size 0: starts
+   * over at the same size, empty (at PEERS_MAX addresses: their answers come again).
+   */
+  private rebuild(size: number): void {
+    const old = this.table;
+    const list = this.list;
+    this.table = new Int32Array(2 * (size || this.mask + 1));
+    this.mask = (size || this.mask + 1) - 1;
     this.count = 0;
-    if (size === keys.length) return;
-    for (let p = 0; p < keys.length; p++) {
-      const peer = peers[p];
-      if (used[p] === 0 || peer === undefined) continue;
-      let q = slot(keys[p], this.mask);
-      while (this.used[q] !== 0) q = (q + 1) & this.mask;
-      this.used[q] = 1;
-      this.keys[q] = keys[p];
-      this.peers[q] = peer;
+    this.list = [];
+    if (size === 0) return;
+    for (let p = 0; p < old.length; p += 2) {
+      const i = old[p + 1];
+      if (i <= 0) continue;
+      let q = slot(old[p], this.mask);
+      while (this.table[2 * q + 1] !== 0) q = (q + 1) & this.mask;
+      this.table[2 * q] = old[p];
+      this.table[2 * q + 1] = this.list.push(list[i - 1]);
       this.count++;
     }
   }

@@ -88,10 +88,10 @@ interface LabelGroup {
   src: boolean;
   /**
    * By endpoint number (direct-mapped, `number & PEER_MASK`): the number held at each slot (-1:
-   * none) and the ids of its members and extras, in that order, per slot. Made on the first
-   * numbered flow.
+   * none; a number beyond 2^31 never matches, and is only slower) and the ids of its members and
+   * extras, in that order, per slot. Made on the first numbered flow.
    */
-  tags?: Float64Array;
+  tags?: Int32Array;
   peerIds?: Int32Array;
 }
 
@@ -170,7 +170,11 @@ class LabelIds {
         for (let k = 0; k < extras.length; k++) scratch[extras[k]] = ids[at * w + m + k];
         continue;
       }
-      this.groupIds(group, f);
+      // Straight from the interns: the string memo would only hold the same endpoints twice.
+      for (let k = 0; k < m; k++) {
+        const j = members[k];
+        scratch[j] = this.idOf(j, endpointField(group.codes[k], f));
+      }
       for (let k = 0; k < extras.length; k++) {
         const j = extras[k];
         scratch[j] = this.idOf(j, getters[j](f));
@@ -236,8 +240,8 @@ class LabelIds {
   }
 
   /** The by-number memo of `group`, made on the first numbered flow (sinks fed by hand need none). */
-  private numbered(group: LabelGroup): Float64Array {
-    group.tags = new Float64Array(PEER_SLOTS).fill(-1);
+  private numbered(group: LabelGroup): Int32Array {
+    group.tags = new Int32Array(PEER_SLOTS).fill(-1);
     group.peerIds = new Int32Array(PEER_SLOTS * (group.members.length + group.extras.length));
     return group.tags;
   }

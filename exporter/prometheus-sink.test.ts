@@ -189,6 +189,72 @@ describe('PrometheusSink text', () => {
     expect(podflow).not.toContain('dst_type="private"');
   });
 
+  it('counts flows numbered by the enrich stage exactly as the same flows without numbers', async () => {
+    const pods = new Map([
+      [
+        '10.0.1.5',
+        {
+          kind: 'pod' as const,
+          name: 'web-1',
+          namespace: 'shop',
+          workload: 'Deployment/web',
+          node: 'node-a',
+          zone: 'zone-a',
+        },
+      ],
+      [
+        '10.0.2.7',
+        {
+          kind: 'pod' as const,
+          name: 'db-0',
+          namespace: 'shop',
+          workload: 'StatefulSet/db',
+          node: 'node-b',
+          zone: 'zone-b',
+        },
+      ],
+    ]);
+    const enricher = new Enricher(
+      { groupPublicIps: false },
+      {
+        cluster: { ...emptyClusterLookup, lookup: (ip) => pods.get(ip), nodeRegion: () => 'region-1' },
+        log: silentLogger,
+      },
+    );
+    const f = (src: string, dst: string, txBytes: number, dstName?: string) => ({
+      src,
+      dst,
+      proto: txBytes % 2 === 0 ? 6 : 17,
+      txBytes,
+      rxBytes: 2 * txBytes,
+      txPackets: 1,
+      rxPackets: 1,
+      ...(dstName !== undefined ? { dstName } : {}),
+    });
+    const pushes: EnrichedFlow[][] = [];
+    for (let round = 0; round < 3; round++) {
+      const out: EnrichedFlow[] = [];
+      const flows = [
+        f('10.0.1.5', '10.0.2.7', 10),
+        f('10.0.2.7', '10.0.1.5', 11),
+        f('10.0.1.5', '8.8.8.8', 12),
+        f('10.0.1.5', '8.8.8.8', 14, 'dns.google'),
+        f('192.168.0.9', '10.0.2.7', 16), // not a pod: the collector's node is the src
+        f('10.0.1.5', '172.16.0.1', 18),
+      ];
+      enricher.enrichBatch({ seq: round, from: 0, to: 5000, flows }, 'node-c', out);
+      pushes.push(out);
+    }
+    expect(pushes[2][0].srcPeer).toBeTypeOf('number');
+    const plain = pushes.map((p) => p.map(({ srcPeer, dstPeer, ...rest }) => rest));
+    for (const cfg of [config(), config({ metricsPrefix: 'egressd' }), config({ metricsPodIps: true })]) {
+      const name = `${cfg.metricsPrefix}_transmit_bytes_total`;
+      const numbered = await render(cfg, pushes, name);
+      expect(numbered).toBe(await render(cfg, plain, name));
+      expect(numbered).toContain('dst_pod="db-0"');
+    }
+  });
+
   it('summing transmit over all series gives the volume once', async () => {
     const registry = new Registry();
     const sink = new PrometheusSink(config(), { registry });

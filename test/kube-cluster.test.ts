@@ -1,8 +1,11 @@
 // The exporter's ClusterLookup (exporter/kube-cluster.ts) through its real start-up path: five
 // informers of the real client against the test API server; time moved by hand for retention.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { Enricher } from '../exporter/enrich.js';
 import { KubeCluster } from '../exporter/kube-cluster.js';
 import type { Endpoint } from '../shared/cluster.js';
+import type { EnrichedFlow } from '../shared/flow.js';
+import { silentLogger } from '../shared/log.js';
 import { captureLogger, type Harness, ManualClock, startHarness, until } from './kube-api-server/harness.js';
 import { job, node, pod, replicaSet, service } from './kube-api-server/objects.js';
 
@@ -258,6 +261,64 @@ describe('KubeCluster (exporter ClusterLookup)', () => {
     cluster.sweep();
     expect(cluster.lookup('10.244.1.50', T0)).toEqual(fresh);
     expect(cluster.stats().podIps).toBe(1);
+  });
+
+  it('tells an enrich stage that keeps answers by address what changed, address by address', async () => {
+    const clock = new ManualClock(T0);
+    h.server.create(
+      'pods',
+      pod({ name: 'a', node: 'n1', ips: ['10.244.1.60'], startTime: iso(T0 - 60_000) }),
+    );
+    const { cluster } = await start(clock);
+    const told: (string | undefined)[] = [];
+    cluster.onChange((ip) => told.push(ip));
+    const enricher = new Enricher({ groupPublicIps: false }, { cluster, log: silentLogger });
+    const flow = { proto: 6, txBytes: 1, rxBytes: 1, txPackets: 1, rxPackets: 1 };
+    const enrich = (dst: string, at: number): EnrichedFlow => {
+      const out: EnrichedFlow[] = [];
+      enricher.enrichBatch(
+        { seq: 1, from: at - 5000, to: at, flows: [{ ...flow, src: '10.0.0.1', dst }] },
+        'n1',
+        out,
+      );
+      return out[0];
+    };
+    expect(cluster.timeless('10.244.1.60')).toBe(true);
+    expect(enrich('10.244.1.60', T0)).toMatchObject({
+      dstPod: 'a',
+      dstZone: 'eu-west-1a',
+      dstRegion: 'eu-west-1',
+    });
+    expect(enrich('203.0.113.9', T0)).toMatchObject({ dstType: 'public', dstPod: '' });
+
+    // The pod ends and its address goes to a pod on the other node: the kept answers follow.
+    clock.t = T0 + 10_000;
+    h.server.delete('pods', 'default', 'a');
+    h.server.create(
+      'pods',
+      pod({ name: 'b', node: 'n2', ips: ['10.244.1.60'], startTime: iso(T0 + 20_000) }),
+    );
+    await seen(cluster);
+    expect(told).toContain('10.244.1.60');
+    // An ended pod held it: its answer depends on when the bytes flowed, so none is kept.
+    expect(cluster.timeless('10.244.1.60')).toBe(false);
+    expect(enrich('10.244.1.60', T0 + 5_000)).toMatchObject({ dstPod: 'a', dstZone: 'eu-west-1a' });
+    expect(enrich('10.244.1.60', T0 + 30_000)).toMatchObject({ dstPod: 'b', dstZone: 'eu-west-1b' });
+    expect(enrich('10.244.1.60', T0 + 5_000)).toMatchObject({ dstPod: 'a' });
+
+    // A public address that becomes a pod's; a node's region changing (kept answers hold regions).
+    h.server.create('pods', pod({ name: 'c', node: 'n1', ips: ['203.0.113.9'], startTime: iso(T0) }));
+    h.server.update('nodes', undefined, 'n2', (o) => {
+      o.metadata.labels['topology.kubernetes.io/region'] = 'eu-central-1';
+    });
+    await seen(cluster);
+    expect(told).toContain(undefined);
+    expect(enrich('203.0.113.9', T0 + 30_000)).toMatchObject({ dstType: 'pod', dstPod: 'c' });
+    expect(enrich('10.244.1.60', T0 + 30_000)).toMatchObject({
+      dstPod: 'b',
+      dstRegion: 'eu-central-1',
+      trafficClass: 'cross-region',
+    });
   });
 
   it('treats phase Succeeded/Failed as ended and sweeps churned pods', async () => {
