@@ -1,7 +1,7 @@
 // ctnetlink wire constants and request builders (linux/netfilter/nfnetlink_conntrack.h,
 // linux/netlink.h). Netlink and attribute headers are host-endian (little-endian on every platform
 // podflow ships for); every ctnetlink value inside an attribute is big-endian.
-import { u16le, u32le } from '../../shared/bytes.js';
+import { u32le } from '../../shared/bytes.js';
 
 export const NETLINK_NETFILTER = 12;
 
@@ -77,7 +77,9 @@ export const NLA_F_NESTED = 0x8000;
 export const NLA_TYPE_MASK = 0x3fff;
 
 /** Netlink messages and attributes start at multiples of 4 bytes. */
-export const align4 = (len: number): number => (len + 3) & ~3;
+export function align4(len: number): number {
+  return (len + 3) & ~3;
+}
 
 /**
  * Framing of a received datagram: the length of the netlink message at `off`, 0 where no header fits
@@ -89,16 +91,6 @@ export function messageAt(b: Uint8Array, off: number): number {
   const len = u32le(b, off);
   return len < NLMSG_HDRLEN || off + len > b.length ? -1 : len;
 }
-
-/** The same for the attribute at `p` of a span ending at `end`: its length, 0 at the end, -1 malformed. */
-export function attrAt(b: Uint8Array, p: number, end: number): number {
-  if (p + 4 > end) return 0;
-  const len = u16le(b, p);
-  return len < 4 || p + len > end ? -1 : len;
-}
-
-/** The type of the attribute at `p`, without its nested/byte-order flags. */
-export const attrType = (b: Uint8Array, p: number): number => u16le(b, p + 2) & NLA_TYPE_MASK;
 
 /** A netlink message: nlmsghdr + nfgenmsg + the given (already padded) attributes. */
 export function buildMessage(
