@@ -68,10 +68,14 @@ export function joinChunks(text: MetricsChunks): string {
   return out + decoder.end();
 }
 
-/** The /metrics text as one string: the Registry's, then `body`'s (what a scrape gets). */
+/** One /metrics response's chunks: the Registry's text, then `body`'s. */
+export async function metricsChunks(registry: Registry, body: MetricsBody): Promise<MetricsChunks> {
+  return body.chunks((await registry.metrics()).trimEnd());
+}
+
+/** The /metrics text as one string (what a scrape gets; not counted as one): for tests. */
 export async function metricsText(registry: Registry, body?: MetricsBody): Promise<string> {
-  const head = await registry.metrics();
-  return body === undefined ? head : joinChunks(body.chunks(head.trimEnd()));
+  return body === undefined ? registry.metrics() : joinChunks(await metricsChunks(registry, body));
 }
 
 /** Size of the two buffers a /metrics response is written through. */
@@ -138,7 +142,7 @@ export class HttpServer {
         res.end();
         return;
       }
-      const text = body.chunks((await deps.registry.metrics()).trimEnd());
+      const text = await metricsChunks(deps.registry, body);
       const gzip = deps.gzipMetrics === true && ctx.acceptsEncodings('gzip', 'identity') === 'gzip';
       res.setHeader('Vary', 'Accept-Encoding');
       if (gzip) res.setHeader('Content-Encoding', 'gzip');

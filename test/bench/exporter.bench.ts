@@ -29,7 +29,7 @@ import { PrometheusSink } from '../../exporter/prometheus-sink.js';
 import { HttpCollectorClient } from '../../exporter/pull.js';
 import { FLOW_LABELS, type FlowLabel } from '../../shared/config.js';
 import type { PullResponse } from '../../shared/flow.js';
-import { HttpServer, type MetricsBody } from '../../shared/http.js';
+import { HttpServer, type MetricsBody, metricsChunks } from '../../shared/http.js';
 import { silentLogger } from '../../shared/log.js';
 import { benchCluster } from './cluster-data.js';
 import { profileIf } from './profile.js';
@@ -140,7 +140,7 @@ async function floorOf(urls: string[]) {
 
 /** Makes the whole /metrics body into two reused buffers, as the HTTP server does; its length. */
 async function chunkedLength(registry: Registry, body: MetricsBody): Promise<number> {
-  const text = body.chunks((await registry.metrics()).trimEnd());
+  const text = await metricsChunks(registry, body);
   const bufs = [Buffer.allocUnsafe(256 << 10), Buffer.allocUnsafe(256 << 10)];
   let bytes = 0;
   for (let i = 0; ; i++) {
