@@ -33,7 +33,7 @@ export interface Family {
   k: number;
 }
 
-/** The flow fields a series sums, in the order of its counts. Series.add reads them by name. */
+/** The flow fields a series sums, in the order of its counts (SeriesStore.add adds them in this order). */
 export const COUNTED = ['txBytes', 'rxBytes', 'txPackets', 'rxPackets', 'cost'] as const;
 /** Counts per series. */
 export const COUNTERS = COUNTED.length;
@@ -88,7 +88,10 @@ const EGRESSD_LABELS: readonly LabelSpec[] = [
   { name: 'src_zone', get: PODFLOW_LABELS.src_zone },
 ];
 
-/** The families, `${prefix}_…`; `egressd`: whether egressd has it too (it has no packet or cost counters). */
+/**
+ * The families, `${prefix}_…`; `egressd`: whether egressd's exporter has it too (it has no packet
+ * or cost counters).
+ */
 const FAMILIES: readonly { suffix: string; help: string; k: number; egressd: boolean }[] = [
   {
     suffix: 'transmit_bytes_total',

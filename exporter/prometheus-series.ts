@@ -298,7 +298,10 @@ const FNV_OFFSET = 0x811c9dc5 | 0;
 const FNV_PRIME = 0x01000193;
 const MIN_CAPACITY = 1024;
 
-/** The hash of a row of `n` label ids at `o`: FNV-1a over the ids, mixed so that every bit reaches the low ones the index probes from. */
+/**
+ * The hash of a row of `n` label ids at `o`: FNV-1a over the ids, then mixed so that every bit
+ * reaches the low ones the index probes from.
+ */
 function rowHash(ids: Int32Array, o: number, n: number): number {
   let h = FNV_OFFSET;
   for (let j = 0; j < n; j++) h = Math.imul(h ^ ids[o + j], FNV_PRIME);

@@ -12,10 +12,10 @@ export const escapeLabel = (v: string) =>
 export const CHUNK_BYTES = 256 << 10;
 
 /**
- * What a /metrics response needs of the series store, copied when the response starts: a round running while
- * a slow scraper reads (pushes, expiry moving slots down) must not mix into the text in progress.
- * The copies are typed arrays (about 90 bytes per series at 14 labels); the value arrays are shared,
- * as interning only appends to them and re-interning replaces them.
+ * What a /metrics response needs of the series store, copied when the response starts: a round
+ * running while a slow scraper reads (pushes, expiry moving slots down) must not mix into the text
+ * in progress. The copies are typed arrays (about 90 bytes per series at 14 labels); the value
+ * arrays are shared, as interning only appends to them and re-interning replaces them.
  */
 export interface Snapshot {
   count: number;
