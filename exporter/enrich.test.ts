@@ -336,7 +336,7 @@ describe('Enricher: answers kept by address', () => {
     const flows = ips.map((ip) => flow('10.0.1.5', ip));
     expect(run(e, flows).every((f) => f.dstType === 'private')).toBe(true);
     for (const owner of ['a', 'b']) {
-      ips.forEach((ip, i) => c.set(ip, pod(`${owner}-${i}`, 'shop', 'node-b', 'zone-b')));
+      for (const [i, ip] of ips.entries()) c.set(ip, pod(`${owner}-${i}`, 'shop', 'node-b', 'zone-b'));
       const out = run(e, flows);
       expect(out.map((f) => f.dstPod)).toEqual(ips.map((_, i) => `${owner}-${i}`));
     }

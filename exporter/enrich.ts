@@ -156,10 +156,12 @@ export class Enricher {
   }
 
   /** The collector's node as the local endpoint (src addresses that are not a known pod). */
-  private local(node: string): Local {
-    let local = this.locals.get(node);
+  private local(raw: string): Local {
+    let local = this.locals.get(raw);
     if (local === undefined || !this.keepAcross) {
       const { cluster } = this.deps;
+      // Kept beyond this pull (the collector's node comes from its response): a copy of its own.
+      const node = detached(raw);
       const zone = cluster.nodeZone(node) ?? '';
       const r = region(cluster, node);
       local = {

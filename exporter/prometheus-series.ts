@@ -87,12 +87,12 @@ interface LabelGroup {
   /** Whether the group is the src endpoint's (EnrichedFlow.srcPeer) or the dst's (dstPeer). */
   src: boolean;
   /**
-   * By endpoint number (direct-mapped, `number & PEER_MASK`): the number held at each slot (-1:
-   * none; a number beyond 2^31 never matches, and is only slower) and the ids of its members and
-   * extras, in that order, per slot. Made on the first numbered flow.
+   * By endpoint number (direct-mapped, `number & PEER_MASK`), one row per slot: the number held
+   * (0: none; a number beyond 2^31 never matches, and is only slower), then the ids of the
+   * members and extras, side by side so that a flow reads one cache line. Made on the first
+   * numbered flow.
    */
-  tags?: Int32Array;
-  peerIds?: Int32Array;
+  byPeer?: Int32Array;
 }
 
 /**
@@ -154,20 +154,18 @@ class LabelIds {
       const group = groups[g];
       const peer = group.src ? f.srcPeer : f.dstPeer;
       const { members, extras } = group;
-      if (peer === undefined) {
+      if (peer === undefined || peer <= 0) {
         this.groupIds(group, f);
         this.byLast(extras, group.extraValue, group.extraId, f);
         continue;
       }
       // By the enrich stage's number of the endpoint: typed-array reads instead of string maps'.
       const m = members.length;
-      const w = m + extras.length;
-      const tags = group.tags ?? this.numbered(group);
-      const at = peer & PEER_MASK;
-      const ids = group.peerIds!;
-      if (tags[at] === peer) {
-        for (let k = 0; k < m; k++) scratch[members[k]] = ids[at * w + k];
-        for (let k = 0; k < extras.length; k++) scratch[extras[k]] = ids[at * w + m + k];
+      const rows = group.byPeer ?? this.numbered(group);
+      const row = (peer & PEER_MASK) * (1 + m + extras.length);
+      if (rows[row] === peer) {
+        for (let k = 0; k < m; k++) scratch[members[k]] = rows[row + 1 + k];
+        for (let k = 0; k < extras.length; k++) scratch[extras[k]] = rows[row + 1 + m + k];
         continue;
       }
       // Straight from the interns: the string memo would only hold the same endpoints twice.
@@ -179,9 +177,9 @@ class LabelIds {
         const j = extras[k];
         scratch[j] = this.idOf(j, getters[j](f));
       }
-      tags[at] = peer;
-      for (let k = 0; k < m; k++) ids[at * w + k] = scratch[members[k]];
-      for (let k = 0; k < extras.length; k++) ids[at * w + m + k] = scratch[extras[k]];
+      rows[row] = peer;
+      for (let k = 0; k < m; k++) rows[row + 1 + k] = scratch[members[k]];
+      for (let k = 0; k < extras.length; k++) rows[row + 1 + m + k] = scratch[extras[k]];
     }
     this.byLast(this.singles, this.lastValue, this.lastId, f);
   }
@@ -241,9 +239,9 @@ class LabelIds {
 
   /** The by-number memo of `group`, made on the first numbered flow (sinks fed by hand need none). */
   private numbered(group: LabelGroup): Int32Array {
-    group.tags = new Int32Array(PEER_SLOTS).fill(-1);
-    group.peerIds = new Int32Array(PEER_SLOTS * (group.members.length + group.extras.length));
-    return group.tags;
+    // Zero is no endpoint's number (they count from 1): the pages of slots never used stay untouched.
+    group.byPeer = new Int32Array(PEER_SLOTS * (1 + group.members.length + group.extras.length));
+    return group.byPeer;
   }
 
   private idOf(j: number, v: string): number {
@@ -271,7 +269,7 @@ class LabelIds {
   reintern(ids: Int32Array, count: number): void {
     for (const g of this.groups) {
       g.memo.clear();
-      g.tags?.fill(-1);
+      g.byPeer?.fill(0);
       g.extraValue.fill(undefined);
     }
     this.lastValue.fill(undefined);
@@ -333,6 +331,9 @@ export class SeriesStore {
   private born = new Float64Array(0);
   private serial = 0;
   private lastExpire = Number.NEGATIVE_INFINITY;
+  /** Bloom filter of the live series' hashes (mayHave), and its bit index shift. */
+  private bloom: Int32Array | undefined;
+  private bloomShift = 0;
   private readonly maxSeries: number;
   /** The overflow series: present once the limit was hit (until it idles out). */
   private overflowOn = false;
@@ -374,6 +375,14 @@ export class SeriesStore {
       const f = flows[i];
       labelIds.of(f);
       const h = rowHash(scratch, 0, n);
+      // At the limit, most flows of a round belong to no series (all labels: a million distinct
+      // label sets, 200,000 series): the filter says so from the CPU cache, the index would have
+      // missed it once per flow.
+      if (this.live >= this.maxSeries && !this.mayHave(h)) {
+        this.addOverflow(f, now);
+        overflowed++;
+        continue;
+      }
       let s = index.first(h);
       for (; s >= 0; s = index.next()) {
         const base = s * n;
@@ -429,8 +438,38 @@ export class SeriesStore {
     c[4] += f.cost;
   }
 
+  /**
+   * False when no live series has hash `h` (a Bloom filter of the live series' hashes, two bits
+   * each, about 8 bits per series: 2 MB of index become 256 kB). Built when first asked, dropped
+   * whenever series come or go or are rehashed.
+   */
+  private mayHave(h: number): boolean {
+    let bits = this.bloom;
+    if (bits === undefined) {
+      let size = 1 << 10;
+      while (size < this.live / 4) size *= 2;
+      bits = new Int32Array(size);
+      this.bloomShift = 32 - Math.log2(size * 32);
+      for (let s = 0; s < this.live; s++) this.bloomAdd(bits, this.hashes[s]);
+      this.bloom = bits;
+    }
+    const shift = this.bloomShift;
+    const a = h >>> shift;
+    const b = Math.imul(h ^ (h >>> 15), 0x2c1b3c6d) >>> shift;
+    return (bits[a >>> 5] & (1 << (a & 31))) !== 0 && (bits[b >>> 5] & (1 << (b & 31))) !== 0;
+  }
+
+  private bloomAdd(bits: Int32Array, h: number): void {
+    const shift = this.bloomShift;
+    const a = h >>> shift;
+    const b = Math.imul(h ^ (h >>> 15), 0x2c1b3c6d) >>> shift;
+    bits[a >>> 5] |= 1 << (a & 31);
+    bits[b >>> 5] |= 1 << (b & 31);
+  }
+
   /** A new series with the label ids in `scratch` and hash `h`; returns its slot. */
   private create(h: number, now: number): number {
+    this.bloom = undefined;
     if (this.live === this.capacity) this.resize(Math.max(MIN_CAPACITY, this.capacity * 2));
     const s = this.live++;
     this.ids.set(this.labelIds.scratch, s * this.n);
@@ -484,7 +523,8 @@ export class SeriesStore {
       this.labelIds.reintern(this.ids, w);
       for (let s = 0; s < w; s++) this.hashes[s] = rowHash(this.ids, s * n, n);
     }
-    // Slots moved: the index is built again.
+    // Slots moved: the index is built again (and the filter when next asked).
+    this.bloom = undefined;
     this.index.clear(Math.max(MIN_CAPACITY, w));
     for (let s = 0; s < w; s++) this.index.add(this.hashes[s], s);
   }

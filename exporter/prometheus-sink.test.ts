@@ -425,6 +425,39 @@ describe('PrometheusSink series identity', () => {
   });
 });
 
+describe('PrometheusSink with numbered endpoints', () => {
+  it('forgets what it remembered by number when label values are re-interned', async () => {
+    const registry = new Registry();
+    const clock = new ManualClock(0);
+    const sink = new PrometheusSink(
+      config({ metricsLabels: ['src_namespace', 'src_pod', 'dst_namespace', 'dst_pod'], metricsTtl: 60_000 }),
+      { registry },
+      clock,
+    );
+    const flow = (pod: string, peer: number, txBytes: number): EnrichedFlow => ({
+      ...base,
+      srcPod: pod,
+      srcPeer: peer,
+      dstPeer: 1,
+      txBytes,
+    });
+    await sink.push(Array.from({ length: 5000 }, (_, i) => flow(`old-${i}`, 1000 + i, 1)));
+    clock.t = 61_000;
+    const fresh = Array.from({ length: 10 }, (_, i) => flow(`new-${i}`, 10 + i, i));
+    await sink.push(fresh);
+    await sink.push(fresh);
+    // Its number was remembered with the ids before the renumbering.
+    await sink.push([flow('old-7', 1007, 5)]);
+    expect(sink.seriesCount).toBe(11);
+    const lines = (await block(registry, sink, 'podflow_transmit_bytes_total')).split('\n').slice(2).sort();
+    const line = (pod: string, n: number) =>
+      `podflow_transmit_bytes_total{src_namespace="shop",src_pod="${pod}",dst_namespace="shop",dst_pod="db-0"} ${n}`;
+    expect(lines).toEqual(
+      [...Array.from({ length: 10 }, (_, i) => line(`new-${i}`, 2 * i)), line('old-7', 5)].sort(),
+    );
+  });
+});
+
 describe('PrometheusSink series limit', () => {
   it('sums flows of series beyond the limit into one _overflow_ series, totals exact', async () => {
     const registry = new Registry();

@@ -121,10 +121,10 @@ export interface EnrichedFlow {
   /** What these bytes cost under the price table (USD): see exporter/prices.ts. */
   cost: number;
   /**
-   * Optional: the enrich stage's number of each side's endpoint, unique in the process. Flows with
-   * the same number have the same pod, workload, node, namespace, zone and region on that side (and
-   * the same dstIp and dstType), so a sink can remember per endpoint by it (the Prometheus sink's
-   * label groups). srcIp and dstDnsName are not fixed by it.
+   * Optional: the enrich stage's number of each side's endpoint (from 1), unique in the process.
+   * Flows with the same number have the same pod, workload, node, namespace, zone and region on
+   * that side (and the same dstIp and dstType), so a sink can remember per endpoint by it (the
+   * Prometheus sink's label groups). srcIp and dstDnsName are not fixed by it.
    */
   srcPeer?: number;
   dstPeer?: number;
