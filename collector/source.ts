@@ -50,6 +50,33 @@ export interface ConnSample {
   localEnd?: 'src' | 'dst';
 }
 
+/**
+ * The numbers of a ConnSample, for sources that decode each entry in place into one reused object
+ * (netfilter/parser.ts CtSample, cilium/ct.ts CiliumSample); each adds how its addresses are read
+ * from `buf` (lazily: the tracker asks only for connections it has not seen).
+ */
+export abstract class InPlaceSample implements ConnSample {
+  family: 4 | 6 = 4;
+  proto = 0;
+  zone = 0;
+  id = 0;
+  origSport = 0;
+  origDport = 0;
+  origBytes = 0;
+  origPackets = 0;
+  replyBytes = 0;
+  replyPackets = 0;
+  hasCounters = false;
+  /** Identity computed from the raw bytes (ConnSample.key, key2). */
+  key = 0;
+  key2 = 0;
+  /** What the entry is read from: the received datagram, or the map's key buffer. */
+  buf: Buffer = Buffer.alloc(0);
+  abstract get origSrc(): string;
+  abstract get origDst(): string;
+  abstract get replySrc(): string;
+}
+
 export interface ReadStats {
   /** Entries seen by this read. */
   entries: number;

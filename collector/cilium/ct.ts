@@ -20,7 +20,7 @@
 import * as bytes from '../../shared/bytes.js';
 import * as hash from '../../shared/hash.js';
 import { formatAddr } from '../netfilter/parser.js';
-import type { ConnSample } from '../source.js';
+import { InPlaceSample } from '../source.js';
 
 // As in netfilter/parser.ts: module constants, so that V8 inlines them into the per-entry code.
 const { be16, i32le, nonZero64, u64words } = bytes;
@@ -46,28 +46,13 @@ export type Layout = 'v1.15' | 'v1.16';
  * One Cilium entry as a ConnSample. Address strings are decoded only when read (the tracker reads
  * them once, for a connection it has not seen); valid until the next `fill`.
  */
-export class CiliumSample implements ConnSample {
-  family: 4 | 6 = 4;
-  proto = 0;
-  zone = 0;
-  id = 0;
-  origSport = 0;
-  origDport = 0;
-  origBytes = 0;
-  origPackets = 0;
-  replyBytes = 0;
-  replyPackets = 0;
-  hasCounters = false;
+export class CiliumSample extends InPlaceSample {
   /** OUT entries are accounted from the opener, IN entries from the destination. */
   localEnd: 'src' | 'dst' = 'src';
-  /** Identity of the raw key (tuple and flags), see `hashKey`. */
-  key = 0;
-  key2 = 0;
-  /** Raw entry flags and lifetime. */
+  /** Raw entry flags and lifetime. (`key`, `key2`: the identity of the raw key, see `hashKey`.) */
   flags = 0;
   lifetime = 0;
-
-  buf: Buffer = Buffer.alloc(0);
+  /** The entry's offset in `buf` (the keys buffer). */
   off = 0;
   /** Decoded destination, shared by origDst and replySrc; reset by `fillSample`. */
   dst: string | undefined = undefined;

@@ -8,7 +8,7 @@
 // on bad input.
 import * as bytes from '../../shared/bytes.js';
 import * as hash from '../../shared/hash.js';
-import type { ConnSample } from '../source.js';
+import { InPlaceSample } from '../source.js';
 import {
   AF_INET,
   AF_INET6,
@@ -59,43 +59,25 @@ const F_DST = 2;
 const F_PROTO = 4;
 const TUPLE_COMPLETE = F_SRC | F_DST | F_PROTO;
 
-const EMPTY = Buffer.alloc(0);
-
 /**
  * One conntrack entry as decoded from a message. Implements ConnSample with lazily decoded address
  * strings; valid only until the next parse into the same object (the buffer it points into is the
  * datagram being read).
  */
-export class CtSample implements ConnSample {
-  family: 4 | 6 = 4;
-  proto = 0;
-  zone = 0;
-  id = 0;
-  origSport = 0;
-  origDport = 0;
+export class CtSample extends InPlaceSample {
   replySport = 0;
   replyDport = 0;
   /** ICMP/ICMPv6 echo id, type, code of the original tuple (0 for other protocols). */
   icmpId = 0;
   icmpType = 0;
   icmpCode = 0;
-  origBytes = 0;
-  origPackets = 0;
-  replyBytes = 0;
-  replyPackets = 0;
-  hasCounters = false;
   status = 0;
   /** Seconds until the entry expires, as the kernel reported it. */
   timeout = 0;
   mark = 0;
-  /**
-   * Identity of (family, zone, orig tuple, id) as two 32-bit words: a hash of the raw bytes and the
-   * id. The tracker looks entries up by these without building strings.
-   */
-  key = 0;
-  key2 = 0;
-
-  buf: Buffer = EMPTY;
+  // `key`, `key2`: identity of (family, zone, orig tuple, id), a hash of the raw bytes and the id
+  // (computeKey). The tracker looks entries up by these without building strings.
+  /** Offsets of the tuples' addresses in `buf` (the datagram). */
   origSrcOff = 0;
   origDstOff = 0;
   replySrcOff = 0;
