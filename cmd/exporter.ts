@@ -56,6 +56,7 @@ export function createExportSide(
     { listen: config.listen },
     {
       registry,
+      body: graph.prometheus,
       log: log.child({ stage: 'http' }),
       gzipMetrics: config.metricsGzip,
       auth: config.metricsAuth ? deps.tokens : undefined,

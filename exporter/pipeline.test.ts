@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { Backlog } from '../collector/backlog.js';
 import { FLOW_LABELS, loadConfig } from '../shared/config.js';
 import type { EnrichedFlow, Flow, PullResponse } from '../shared/flow.js';
+import { metricsText } from '../shared/http.js';
 import { silentLogger } from '../shared/log.js';
 import { ManualClock } from '../test/fixtures/clock.js';
 import { flow as base } from '../test/fixtures/flows.js';
@@ -91,7 +92,7 @@ function setup(collectors: CollectorClient[], sinkNames = ['a', 'b']) {
     },
     clock,
   );
-  const promTx = async () => sumOf(await registry.metrics(), 'podflow_transmit_bytes_total');
+  const promTx = async () => sumOf(await metricsText(registry, prometheus), 'podflow_transmit_bytes_total');
   return { registry, pipeline, sinks, promTx, clock };
 }
 
@@ -178,7 +179,7 @@ describe('Pipeline', () => {
       },
       clock,
     );
-    const promTx = async () => sumOf(await registry.metrics(), 'podflow_transmit_bytes_total');
+    const promTx = async () => sumOf(await metricsText(registry, prometheus), 'podflow_transmit_bytes_total');
     let total = 0;
     let t = 0;
     const tick = () => {
@@ -296,7 +297,7 @@ describe('Pipeline', () => {
     ]);
     await graph.pipeline.runOnce();
     expect(graph.prometheus.seriesCount).toBe(2);
-    const text = await registry.metrics();
+    const text = await metricsText(registry, graph.prometheus);
     expect(sumOf(text, 'podflow_transmit_bytes_total')).toBe(1111);
     const overflow = text
       .split('\n')

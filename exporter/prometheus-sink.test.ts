@@ -4,8 +4,9 @@ import { Counter, Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { FLOW_LABELS, type FlowLabel } from '../shared/config.js';
 import type { EnrichedFlow } from '../shared/flow.js';
-import { HttpServer } from '../shared/http.js';
+import { HttpServer, metricsText } from '../shared/http.js';
 import { silentLogger } from '../shared/log.js';
+import { ManualClock } from '../test/fixtures/clock.js';
 import { enriched, toInternet } from '../test/fixtures/flows.js';
 import { Enricher, emptyClusterLookup } from './enrich.js';
 import { OVERFLOW, PrometheusSink, type PrometheusSinkConfig } from './prometheus-sink.js';
@@ -32,8 +33,8 @@ const config = (over: Partial<PrometheusSinkConfig> = {}): PrometheusSinkConfig 
 });
 
 /** One counter's block of the /metrics text, without the trailing newline. */
-async function block(registry: Registry, name: string): Promise<string> {
-  const text = await registry.metrics();
+async function block(registry: Registry, sink: PrometheusSink, name: string): Promise<string> {
+  const text = await metricsText(registry, sink);
   const start = text.indexOf(`# HELP ${name} `);
   if (start < 0) return '';
   const end = text.indexOf('\n\n', start);
@@ -42,9 +43,9 @@ async function block(registry: Registry, name: string): Promise<string> {
 
 async function render(cfg: PrometheusSinkConfig, pushes: EnrichedFlow[][], name: string): Promise<string> {
   const registry = new Registry();
-  const sink = new PrometheusSink(cfg, { registry }, () => 1000);
+  const sink = new PrometheusSink(cfg, { registry }, new ManualClock(1000));
   for (const p of pushes) await sink.push(p);
-  return block(registry, name);
+  return block(registry, sink, name);
 }
 
 const HELP_TX =
@@ -136,11 +137,12 @@ describe('PrometheusSink text', () => {
 
   it('egressd mode has no packet counters', async () => {
     const registry = new Registry();
-    await new PrometheusSink(config({ metricsPrefix: 'egressd' }), { registry }).push([base]);
-    const names = (await registry.metrics()).match(/^# TYPE \S+/gm);
+    const sink = new PrometheusSink(config({ metricsPrefix: 'egressd' }), { registry });
+    await sink.push([base]);
+    const names = (await metricsText(registry, sink)).match(/^# TYPE \S+/gm);
     // No cost counter and no new labels either: egressd's output is what egressd users have.
     expect(names).toEqual(['# TYPE egressd_transmit_bytes_total', '# TYPE egressd_received_bytes_total']);
-    expect(await registry.metrics()).not.toMatch(/region|traffic_class|cost/);
+    expect(await metricsText(registry, sink)).not.toMatch(/region|traffic_class|cost/);
   });
 
   // --group-public-ips on the collector: the peer arrives as 0.0.0.0 / ::, and is the internet.
@@ -258,7 +260,7 @@ describe('PrometheusSink text', () => {
     const sink = new PrometheusSink(config(), { registry });
     const flows = [base, web2, pub];
     await sink.push(flows);
-    const lines = (await block(registry, 'podflow_transmit_bytes_total')).split('\n').slice(2);
+    const lines = (await block(registry, sink, 'podflow_transmit_bytes_total')).split('\n').slice(2);
     expect(lines).toHaveLength(3);
     expect(lines.reduce((a, l) => a + Number(l.split(' ').pop()), 0)).toBe(210);
   });
@@ -267,35 +269,35 @@ describe('PrometheusSink text', () => {
 describe('PrometheusSink TTL', () => {
   it('removes series not updated for metrics-ttl, keeps fresh ones', async () => {
     const registry = new Registry();
-    let now = 0;
+    const clock = new ManualClock(0);
     const labels: FlowLabel[] = ['src_pod'];
     const sink = new PrometheusSink(
       config({ metricsLabels: labels, metricsTtl: 60_000 }),
       { registry },
-      () => now,
+      clock,
     );
     await sink.push([base, web2]);
-    now = 30_000;
+    clock.t = 30_000;
     await sink.push([base]);
-    now = 61_000; // web-2 last seen at 0: expired; web-1 at 30s: kept
+    clock.t = 61_000; // web-2 last seen at 0: expired; web-1 at 30s: kept
     await sink.push([]);
     expect(sink.seriesCount).toBe(1);
-    expect(await block(registry, 'podflow_transmit_bytes_total')).toBe(
+    expect(await block(registry, sink, 'podflow_transmit_bytes_total')).toBe(
       `${HELP_TX}podflow_transmit_bytes_total{src_pod="web-1"} 200`,
     );
-    now = 200_000;
+    clock.t = 200_000;
     sink.expire();
-    expect(await block(registry, 'podflow_transmit_packets_total')).toBe(
+    expect(await block(registry, sink, 'podflow_transmit_packets_total')).toBe(
       '# HELP podflow_transmit_packets_total Packets sent by the local endpoint (src) to the peer (dst)\n# TYPE podflow_transmit_packets_total counter',
     );
   });
 
   it('metrics-ttl 0 keeps series forever', async () => {
     const registry = new Registry();
-    let now = 0;
-    const sink = new PrometheusSink(config({ metricsTtl: 0 }), { registry }, () => now);
+    const clock = new ManualClock(0);
+    const sink = new PrometheusSink(config({ metricsTtl: 0 }), { registry }, clock);
     await sink.push([base]);
-    now = 10 ** 12;
+    clock.t = 10 ** 12;
     await sink.push([]);
     expect(sink.seriesCount).toBe(1);
   });
@@ -305,8 +307,9 @@ describe('PrometheusSink and the Registry', () => {
   it('appends the flow counters to the registry text, after the self-metrics', async () => {
     const registry = new Registry();
     new Counter({ name: 'podflow_exporter_x_total', help: 'x', registers: [registry] }).inc(2);
-    await new PrometheusSink(config({ metricsLabels: ['proto'] }), { registry }).push([base]);
-    const text = await registry.metrics();
+    const sink = new PrometheusSink(config({ metricsLabels: ['proto'] }), { registry });
+    await sink.push([base]);
+    const text = await metricsText(registry, sink);
     expect(
       text.startsWith(
         '# HELP podflow_exporter_x_total x\n# TYPE podflow_exporter_x_total counter\npodflow_exporter_x_total 2\n\n# HELP podflow_transmit_bytes_total',
@@ -334,7 +337,7 @@ describe('PrometheusSink series identity', () => {
     await sink.push(flows);
     await sink.push(flows);
     expect(sink.seriesCount).toBe(200_000);
-    const text = await block(registry, 'podflow_transmit_bytes_total');
+    const text = await block(registry, sink, 'podflow_transmit_bytes_total');
     const lines = text.split('\n').slice(2);
     expect(lines).toHaveLength(200_000);
     const got = new Map(
@@ -349,11 +352,11 @@ describe('PrometheusSink series identity', () => {
 
   it('expiry moves live series over expired ones; escaped and non-ASCII values survive a multi-MB render', async () => {
     const registry = new Registry();
-    let now = 0;
+    const clock = new ManualClock(0);
     const sink = new PrometheusSink(
       config({ metricsLabels: ['src_pod', 'dst_namespace'], metricsTtl: 60_000 }),
       { registry },
-      () => now,
+      clock,
     );
     const pod = (i: number) => `pod-ü-"${i}"\\x`;
     const flows = (pick: (i: number) => boolean, tx: (i: number) => number) =>
@@ -366,14 +369,14 @@ describe('PrometheusSink series identity', () => {
         (i) => i,
       ),
     );
-    now = 30_000;
+    clock.t = 30_000;
     await sink.push(
       flows(
         (i) => i % 3 === 0,
         () => 1,
       ),
     );
-    now = 61_000;
+    clock.t = 61_000;
     await sink.push([]);
     expect(sink.seriesCount).toBe(10_000);
     await sink.push(
@@ -383,8 +386,8 @@ describe('PrometheusSink series identity', () => {
       ),
     );
     expect(sink.seriesCount).toBe(10_000);
-    const text = await block(registry, 'podflow_transmit_bytes_total');
-    expect(Buffer.byteLength(await registry.metrics())).toBeGreaterThan(2 << 20);
+    const text = await block(registry, sink, 'podflow_transmit_bytes_total');
+    expect(Buffer.byteLength(await metricsText(registry, sink))).toBeGreaterThan(2 << 20);
     const lines = text.split('\n').slice(2);
     expect(lines).toHaveLength(10_000);
     const got = new Map(
@@ -398,21 +401,21 @@ describe('PrometheusSink series identity', () => {
 
   it('re-interns label values after churn and still finds and counts series', async () => {
     const registry = new Registry();
-    let now = 0;
+    const clock = new ManualClock(0);
     const sink = new PrometheusSink(
       config({ metricsLabels: ['src_pod'], metricsTtl: 60_000 }),
       { registry },
-      () => now,
+      clock,
     );
     await sink.push(Array.from({ length: 5000 }, (_, i) => ({ ...base, srcPod: `old-${i}`, txBytes: 1 })));
-    now = 61_000;
+    clock.t = 61_000;
     const fresh = Array.from({ length: 10 }, (_, i) => ({ ...base, srcPod: `new-${i}`, txBytes: i }));
     await sink.push(fresh);
     expect(sink.seriesCount).toBe(10);
     await sink.push(fresh);
     await sink.push([{ ...base, srcPod: 'old-7', txBytes: 5 }]);
     expect(sink.seriesCount).toBe(11);
-    const lines = (await block(registry, 'podflow_transmit_bytes_total')).split('\n').slice(2).sort();
+    const lines = (await block(registry, sink, 'podflow_transmit_bytes_total')).split('\n').slice(2).sort();
     expect(lines).toEqual(
       [
         ...Array.from({ length: 10 }, (_, i) => `podflow_transmit_bytes_total{src_pod="new-${i}"} ${2 * i}`),
@@ -425,11 +428,11 @@ describe('PrometheusSink series identity', () => {
 describe('PrometheusSink with numbered endpoints', () => {
   it('forgets what it remembered by number when label values are re-interned', async () => {
     const registry = new Registry();
-    let now = 0;
+    const clock = new ManualClock(0);
     const sink = new PrometheusSink(
       config({ metricsLabels: ['src_namespace', 'src_pod', 'dst_namespace', 'dst_pod'], metricsTtl: 60_000 }),
       { registry },
-      () => now,
+      clock,
     );
     const flow = (pod: string, peer: number, txBytes: number): EnrichedFlow => ({
       ...base,
@@ -439,14 +442,14 @@ describe('PrometheusSink with numbered endpoints', () => {
       txBytes,
     });
     await sink.push(Array.from({ length: 5000 }, (_, i) => flow(`old-${i}`, 1000 + i, 1)));
-    now = 61_000;
+    clock.t = 61_000;
     const fresh = Array.from({ length: 10 }, (_, i) => flow(`new-${i}`, 10 + i, i));
     await sink.push(fresh);
     await sink.push(fresh);
     // Its number was remembered with the ids before the renumbering.
     await sink.push([flow('old-7', 1007, 5)]);
     expect(sink.seriesCount).toBe(11);
-    const lines = (await block(registry, 'podflow_transmit_bytes_total')).split('\n').slice(2).sort();
+    const lines = (await block(registry, sink, 'podflow_transmit_bytes_total')).split('\n').slice(2).sort();
     const line = (pod: string, n: number) =>
       `podflow_transmit_bytes_total{src_namespace="shop",src_pod="${pod}",dst_namespace="shop",dst_pod="db-0"} ${n}`;
     expect(lines).toEqual(
@@ -468,11 +471,11 @@ describe('PrometheusSink series limit', () => {
     await sink.push(flows);
     await sink.push([{ ...base, srcPod: 'p1', txBytes: 1 }]);
     expect(sink.seriesCount).toBe(2);
-    expect(await block(registry, 'podflow_transmit_bytes_total')).toBe(
+    expect(await block(registry, sink, 'podflow_transmit_bytes_total')).toBe(
       `${HELP_TX}podflow_transmit_bytes_total{src_pod="p1",proto="TCP"} 11\npodflow_transmit_bytes_total{src_pod="p2",proto="TCP"} 20\npodflow_transmit_bytes_total{src_pod="_overflow_",proto="_overflow_"} 70`,
     );
     // Cost too: 4 × 0.25 from the flows above, 0.25 in p1's series, 0.5 in p2's, 0.25 in the overflow.
-    expect(await block(registry, 'podflow_traffic_cost_total')).toContain(
+    expect(await block(registry, sink, 'podflow_traffic_cost_total')).toContain(
       'podflow_traffic_cost_total{src_pod="p1",proto="TCP"} 0.5\npodflow_traffic_cost_total{src_pod="p2",proto="TCP"} 0.25\npodflow_traffic_cost_total{src_pod="_overflow_",proto="_overflow_"} 0.5',
     );
     expect(await registry.getSingleMetricAsString('podflow_exporter_flow_series_overflow_total')).toContain(
@@ -489,7 +492,7 @@ describe('PrometheusSink --cluster-name', () => {
       { registry },
     );
     await sink.push([base, web2]);
-    expect(await block(registry, 'podflow_transmit_bytes_total')).toBe(
+    expect(await block(registry, sink, 'podflow_transmit_bytes_total')).toBe(
       `${HELP_TX}podflow_transmit_bytes_total{cluster="prod-\\"eu\\"",src_pod="web-1",proto="TCP"} 100\npodflow_transmit_bytes_total{cluster="prod-\\"eu\\"",src_pod="_overflow_",proto="_overflow_"} 50`,
     );
     // Chunked (what /metrics serves) is the same text.
@@ -550,7 +553,7 @@ function chunked(sink: PrometheusSink, head: string, size: number, into = true):
 
 /** Series with escaped, non-ASCII and long label values, and the overflow series. */
 async function awkwardSink(registry = new Registry()) {
-  const sink = new PrometheusSink(config({ maxSeries: 2_000 }), { registry }, () => 1000);
+  const sink = new PrometheusSink(config({ maxSeries: 2_000 }), { registry }, new ManualClock(1000));
   const flows: EnrichedFlow[] = [];
   for (let i = 0; i < 2_500; i++) {
     flows.push({
@@ -589,11 +592,11 @@ describe('PrometheusSink text in chunks', () => {
   });
 
   it('a response in progress keeps the series as they were when it started', async () => {
-    let now = 0;
+    const clock = new ManualClock(0);
     const sink = new PrometheusSink(
       config({ metricsLabels: ['src_pod'], metricsTtl: 60_000 }),
       { registry: new Registry() },
-      () => now,
+      clock,
     );
     const pods = (from: number, to: number, tx: number) =>
       Array.from({ length: to - from }, (_, i) => ({ ...base, srcPod: `p${from + i}`, txBytes: tx }));
@@ -602,9 +605,9 @@ describe('PrometheusSink text in chunks', () => {
     const text = sink.chunks('', 4096);
     const first = Buffer.from(text.next() as Buffer);
     // A round meanwhile: half the series expire (slots move), the rest count on, new values come.
-    now = 30_000;
+    clock.t = 30_000;
     await sink.push(pods(2_500, 5_000, 5));
-    now = 61_000;
+    clock.t = 61_000;
     await sink.push(pods(5_000, 9_000, 7));
     expect(sink.seriesCount).toBe(6_500);
     const parts = [first];
@@ -616,10 +619,10 @@ describe('PrometheusSink text in chunks', () => {
   it('/metrics serves the same text, self-metrics first, valid for promtool', async () => {
     const registry = new Registry();
     new Counter({ name: 'podflow_exporter_x_total', help: 'x', registers: [registry] }).inc(2);
-    await awkwardSink(registry);
+    const sink = await awkwardSink(registry);
     const server = new HttpServer(
       { listen: { host: '127.0.0.1', port: 0 } },
-      { registry, notReady: () => undefined, log: silentLogger },
+      { registry, body: sink, notReady: () => undefined, log: silentLogger },
     );
     const { port } = await server.start();
     try {
@@ -632,7 +635,7 @@ describe('PrometheusSink text in chunks', () => {
           .on('error', reject)
           .end();
       });
-      const text = await registry.metrics();
+      const text = await metricsText(registry, sink);
       expect(body.toString()).toBe(text);
       expect(text.startsWith('# HELP podflow_exporter_x_total x\n')).toBe(true);
       const check = await new Promise<{ code: number; out: string }>((resolve) => {
@@ -645,5 +648,58 @@ describe('PrometheusSink text in chunks', () => {
     } finally {
       await server.close();
     }
+  });
+});
+
+describe('PrometheusSink on the clock', () => {
+  it('idle series go on the sweep timer also when no push comes; no timer is left once none is', async () => {
+    const clock = new ManualClock(0);
+    const registry = new Registry();
+    const { ExporterMetrics } = await import('./metrics.js');
+    const sink = new PrometheusSink(
+      config({ metricsLabels: ['src_pod'], metricsTtl: 60_000 }),
+      { registry, metrics: new ExporterMetrics(registry) },
+      clock,
+    );
+    await sink.push([base, web2]);
+    clock.advance(59_000);
+    expect(sink.seriesCount).toBe(2);
+    clock.advance(2_000);
+    expect(sink.seriesCount).toBe(0);
+    expect(await registry.getSingleMetricAsString('podflow_exporter_flow_series')).toContain(
+      '\npodflow_exporter_flow_series 0',
+    );
+    expect(clock.pending).toBe(0);
+    await sink.push([base]);
+    expect(clock.pending).toBe(1);
+    await sink.close(0);
+    expect(clock.pending).toBe(0);
+  });
+
+  it('a push is durable once a complete response began after it; abandoned or failed ones release nothing', () => {
+    const clock = new ManualClock(0);
+    const sink = new PrometheusSink(
+      config({ metricsLabels: ['proto'] }),
+      { registry: new Registry() },
+      clock,
+    );
+    const calls: string[] = [];
+    // No scraper seen yet: at once.
+    sink.onDurable(() => calls.push('a'));
+    expect(calls).toEqual(['a']);
+    sink.chunks('').done?.(true);
+    sink.onDurable(() => calls.push('b'));
+    sink.chunks('');
+    sink.chunks('').done?.(false);
+    sink.onDurable(() => calls.push('c'));
+    expect(calls).toEqual(['a']);
+    const served = sink.chunks('');
+    sink.onDurable(() => calls.push('d'));
+    served.done?.(true);
+    expect(calls).toEqual(['a', 'b', 'c']);
+    // No complete scrape for longer than the grace: what waits is released with the new one.
+    clock.t += 300_001;
+    sink.onDurable(() => calls.push('e'));
+    expect(calls).toEqual(['a', 'b', 'c', 'd', 'e']);
   });
 });

@@ -1,8 +1,8 @@
 // Totals sink: pushes the flow counters' running totals to a receiver, as Prometheus remote write
 // (`prom_remote_write` of the `sinks:` map) or as OTLP/HTTP metrics (`otlp_metrics`).
 //
-// The sink counts flows into the same series table as /metrics (a PrometheusSink of its own, not
-// registered for scraping: same names, labels, --metrics-ttl and overflow), and sends CUMULATIVE
+// The sink counts flows into the same series table as /metrics (a SeriesStore of its own, not
+// scraped: same names, labels, --metrics-ttl and overflow), and sends CUMULATIVE
 // samples: every write carries every live series' total at one timestamp, as a scrape would. So a
 // retried request (the same body) or a write repeated after a lost answer changes nothing on the
 // receiver, and a write that failed for good is made good by the next, which carries the same totals
@@ -26,7 +26,6 @@ import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
 import { ProtobufMetricsSerializer } from '@opentelemetry/otlp-transformer';
 import { AggregationTemporality, DataPointType, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
-import { Registry } from 'prom-client';
 import protobuf from 'protobufjs/minimal.js';
 import { compressSync } from 'snappy';
 import { type Clock, systemClock } from '../shared/clock.js';
@@ -36,7 +35,9 @@ import { within } from '../shared/sleep.js';
 import { Delivery, requestHeaders } from './delivery.js';
 import { hrTime, type OtlpOptions, otlpResource } from './encodings.js';
 import type { ExporterMetrics } from './metrics.js';
-import { PrometheusSink, type PrometheusSinkConfig, type SeriesTotals } from './prometheus-sink.js';
+import { flowSchema } from './prometheus-families.js';
+import { SeriesStore, type SeriesTotals } from './prometheus-series.js';
+import type { PrometheusSinkConfig } from './prometheus-sink.js';
 import type { Sink } from './sink.js';
 
 export interface TotalsEncoding {
@@ -76,7 +77,7 @@ interface Waiter {
 
 export class TotalsSink implements Sink {
   readonly name: string;
-  private readonly table: PrometheusSink;
+  private readonly table: SeriesStore;
   private readonly delivery: Delivery;
   private readonly headers: Record<string, string>;
   private waiters: Waiter[] = [];
@@ -98,9 +99,7 @@ export class TotalsSink implements Sink {
     private readonly clock: Clock = systemClock,
   ) {
     this.name = config.name;
-    this.table = new PrometheusSink(config.series, { registry: new Registry(), log: deps.log }, () =>
-      clock.now(),
-    );
+    this.table = new SeriesStore(flowSchema(config.series), config.series, deps.log);
     this.headers = {
       ...requestHeaders(config.headers, encoding.contentType, config.gzip),
       ...encoding.headers,
@@ -122,7 +121,7 @@ export class TotalsSink implements Sink {
 
   async push(flows: readonly EnrichedFlow[]): Promise<void> {
     if (this.closing) throw new Error(`${this.name} sink: shutting down`);
-    await this.table.push(flows);
+    this.table.add(flows, this.clock.now());
     return new Promise<void>((resolve, reject) => {
       this.waiters.push({ resolve, reject });
       if (!this.running) {
@@ -134,7 +133,7 @@ export class TotalsSink implements Sink {
 
   /** Series in the table (without the overflow series). */
   get seriesCount(): number {
-    return this.table.seriesCount;
+    return this.table.count;
   }
 
   async close(deadline: number): Promise<void> {

@@ -3,7 +3,7 @@ import { gunzipSync } from 'node:zlib';
 import Router from '@koa/router';
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { type ChunkedRegistry, createRegistry, HttpServer } from './http.js';
+import { createRegistry, HttpServer, type MetricsBody } from './http.js';
 import { silentLogger } from './log.js';
 
 function get(port: number, path: string): Promise<{ status: number; body: string }> {
@@ -25,10 +25,11 @@ function server(
   router?: Router,
   notReady: () => string | undefined = () => undefined,
   registry = new Registry(),
+  body?: MetricsBody,
 ) {
   return new HttpServer(
     { listen: { host: '127.0.0.1', port: 0 } },
-    { registry, notReady, log: silentLogger, router },
+    { registry, body, notReady, log: silentLogger, router },
   );
 }
 
@@ -103,29 +104,31 @@ describe('HttpServer', () => {
 });
 
 /**
- * A registry whose /metrics comes in chunks of whole lines (as the exporter's flow sink does):
- * `lines` sample lines after its own text; counts the chunks made so far.
+ * An empty registry and a /metrics body in chunks of whole lines (as the exporter's flow sink
+ * makes): `lines` sample lines; counts the chunks made so far.
  */
 function chunkedRegistry(lines: number) {
-  const registry: ChunkedRegistry = new Registry();
+  const registry = new Registry();
   const line = (i: number) => `flow_total{i="${i}",pad="${'x'.repeat(40)}"} ${i}\n`;
   let made = 0;
-  registry.metricsChunks = async () => {
-    let i = 0;
-    return {
-      next(into?: Buffer) {
-        if (i >= lines) return undefined;
-        const buf = into ?? Buffer.allocUnsafe(256 << 10);
-        let o = 0;
-        while (i < lines && o + 100 <= buf.length) o += buf.write(line(i++), o);
-        made++;
-        return buf.subarray(0, o);
-      },
-    };
+  const body: MetricsBody = {
+    chunks: () => {
+      let i = 0;
+      return {
+        next(into?: Buffer) {
+          if (i >= lines) return undefined;
+          const buf = into ?? Buffer.allocUnsafe(256 << 10);
+          let o = 0;
+          while (i < lines && o + 100 <= buf.length) o += buf.write(line(i++), o);
+          made++;
+          return buf.subarray(0, o);
+        },
+      };
+    },
   };
   let text = '';
   for (let i = 0; i < lines; i++) text += line(i);
-  return { registry, text, made: () => made };
+  return { registry, body, text, made: () => made };
 }
 
 /** GET /metrics, reading the body as bytes. */
@@ -160,14 +163,14 @@ const waitFor = async (check: () => boolean, ms = 5000) => {
 
 describe('HttpServer /metrics in chunks', () => {
   it('writes the chunks as the body, gzip only when enabled and accepted', async () => {
-    const { registry, text, made } = chunkedRegistry(30_000);
+    const { registry, body, text, made } = chunkedRegistry(30_000);
     const plain = new HttpServer(
       { listen: { host: '127.0.0.1', port: 0 } },
-      { registry, notReady: () => undefined, log: silentLogger },
+      { registry, body, notReady: () => undefined, log: silentLogger },
     );
     const zipping = new HttpServer(
       { listen: { host: '127.0.0.1', port: 0 } },
-      { registry, notReady: () => undefined, log: silentLogger, gzipMetrics: true },
+      { registry, body, notReady: () => undefined, log: silentLogger, gzipMetrics: true },
     );
     const a = await plain.start();
     const b = await zipping.start();
@@ -206,9 +209,9 @@ describe('HttpServer /metrics in chunks', () => {
 
   it('makes chunks only as fast as a slow scraper reads them', async () => {
     // About 44 MB: far more than the kernel's socket buffers hold.
-    const { registry, text, made } = chunkedRegistry(700_000);
+    const { registry, body, text, made } = chunkedRegistry(700_000);
     const total = Math.ceil(Buffer.byteLength(text) / ((256 << 10) - 100));
-    const s = server(undefined, undefined, registry);
+    const s = server(undefined, undefined, registry, body);
     const { port } = await s.start();
     try {
       let received = 0;
@@ -243,8 +246,8 @@ describe('HttpServer /metrics in chunks', () => {
   });
 
   it('stops making chunks when the scraper goes away, and serves the next scrape', async () => {
-    const { registry, text, made } = chunkedRegistry(700_000);
-    const s = server(undefined, undefined, registry);
+    const { registry, body, text, made } = chunkedRegistry(700_000);
+    const s = server(undefined, undefined, registry, body);
     const { port } = await s.start();
     try {
       await new Promise<void>((resolve, reject) => {

@@ -1,10 +1,13 @@
 // The HTTP face every podflow process shares: /healthz, /readyz and /metrics on one Koa app, plus
 // whatever routes the process adds (the collector's pull API). Metrics come from an explicit
-// Registry handed in: nothing registers globally, so two halves can share one /metrics
-// (standalone) and tests can build as many servers as they like.
+// Registry handed in, and an optional body provider for what follows it (the flow counters):
+// nothing registers globally, so two halves can share one /metrics (standalone) and tests can
+// build as many servers as they like.
+
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, ListenOptions } from 'node:net';
 import type { Writable } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
 import { createGzip } from 'node:zlib';
 import Router from '@koa/router';
 import Koa from 'koa';
@@ -46,10 +49,34 @@ export interface MetricsChunks {
 }
 
 /**
- * A Registry whose text can also come in chunks: the exporter's Prometheus sink installs
- * `metricsChunks` (self-metrics first, then the flow counters; the same text as `metrics()`).
+ * What /metrics serves after the Registry's text (the exporter's flow counters, whose text is too
+ * large for the Registry's one string): handed to the server beside the Registry.
  */
-export type ChunkedRegistry = Registry & { metricsChunks?: () => Promise<MetricsChunks> };
+export interface MetricsBody {
+  /**
+   * One response's body: `head` (the Registry's text without its last newline) first, then the
+   * provider's own; made as the socket takes it. `done` is called when the response ended.
+   */
+  chunks(head: string): MetricsChunks;
+}
+
+/** All of `text` as one string (tests, small bodies); not a response: `done` is not called. */
+export function joinChunks(text: MetricsChunks): string {
+  const decoder = new StringDecoder('utf8');
+  let out = '';
+  for (let c = text.next(); c !== undefined; c = text.next()) out += decoder.write(c);
+  return out + decoder.end();
+}
+
+/** One /metrics response's chunks: the Registry's text, then `body`'s. */
+export async function metricsChunks(registry: Registry, body: MetricsBody): Promise<MetricsChunks> {
+  return body.chunks((await registry.metrics()).trimEnd());
+}
+
+/** The /metrics text as one string (what a scrape gets; not counted as one): for tests. */
+export async function metricsText(registry: Registry, body?: MetricsBody): Promise<string> {
+  return body === undefined ? registry.metrics() : joinChunks(await metricsChunks(registry, body));
+}
 
 /** Size of the two buffers a /metrics response is written through. */
 const METRICS_CHUNK_BYTES = 256 << 10;
@@ -59,7 +86,10 @@ export interface HttpServerConfig {
 }
 
 export interface HttpServerDeps {
+  /** The process's self-metrics: the whole of /metrics without `body`, its start with one. */
   registry: Registry;
+  /** The rest of /metrics, written in chunks (the exporter's flow counters). */
+  body?: MetricsBody;
   /** Why the process is not ready yet, or undefined when it is. */
   notReady: () => string | undefined;
   log: Logger;
@@ -98,8 +128,8 @@ export class HttpServer {
     });
     router.get('/metrics', async (ctx) => {
       ctx.type = deps.registry.contentType;
-      const chunked = (deps.registry as ChunkedRegistry).metricsChunks;
-      if (chunked === undefined) {
+      const body = deps.body;
+      if (body === undefined) {
         ctx.body = await deps.registry.metrics();
         return;
       }
@@ -112,7 +142,7 @@ export class HttpServer {
         res.end();
         return;
       }
-      const text = await chunked();
+      const text = await metricsChunks(deps.registry, body);
       const gzip = deps.gzipMetrics === true && ctx.acceptsEncodings('gzip', 'identity') === 'gzip';
       res.setHeader('Vary', 'Accept-Encoding');
       if (gzip) res.setHeader('Content-Encoding', 'gzip');

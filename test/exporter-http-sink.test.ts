@@ -15,6 +15,7 @@ import { PrometheusSink } from '../exporter/prometheus-sink.js';
 import { type CollectorClient, PullError } from '../exporter/pull.js';
 import { FLOW_LABELS } from '../shared/config.js';
 import type { EnrichedFlow, Flow } from '../shared/flow.js';
+import { metricsText } from '../shared/http.js';
 import { silentLogger } from '../shared/log.js';
 import { enriched, toInternet } from './fixtures/flows.js';
 import { HttpReceiver } from './helpers/http-receiver.js';
@@ -113,7 +114,7 @@ function exportGraph(clients: CollectorClient[], over: Partial<HttpSinkConfig> =
       metrics,
     },
   );
-  const promTx = async () => sumOf(await registry.metrics(), 'podflow_transmit_bytes_total');
+  const promTx = async () => sumOf(await metricsText(registry, prometheus), 'podflow_transmit_bytes_total');
   return { pipeline, promTx };
 }
 

@@ -13,6 +13,7 @@ import { PrometheusSink } from '../exporter/prometheus-sink.js';
 import { HttpCollectorClient } from '../exporter/pull.js';
 import { FLOW_LABELS } from '../shared/config.js';
 import type { Flow, PullResponse } from '../shared/flow.js';
+import { metricsText } from '../shared/http.js';
 import { silentLogger } from '../shared/log.js';
 import { encodePullResponse, PullError } from '../shared/pull-contract.js';
 import { startTestCollector } from './helpers/test-collector.js';
@@ -238,7 +239,7 @@ describe('Pipeline over HTTP', () => {
     expect(Date.now() - began).toBeLessThan(2500);
     expect(r).toMatchObject({ collectors: 5, pulled: 3, flows: 450, acked: 3 });
     for (const c of good) expect(c.backlog.stats().batches).toBe(0);
-    const samples = (await registry.metrics())
+    const samples = (await metricsText(registry, prometheus))
       .split('\n')
       .filter((l) => l.startsWith('podflow_transmit_bytes_total{'));
     expect(samples.reduce((a, l) => a + Number(l.slice(l.lastIndexOf(' ') + 1)), 0)).toBe(total);

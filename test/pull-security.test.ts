@@ -23,6 +23,7 @@ import { httpCollectorClients } from '../exporter/pull.js';
 import type { Sink } from '../exporter/sink.js';
 import { FLOW_LABELS } from '../shared/config.js';
 import type { EnrichedFlow, Flow, PullResponse } from '../shared/flow.js';
+import { metricsText } from '../shared/http.js';
 import { silentLogger } from '../shared/log.js';
 import { TokenFile } from '../shared/token.js';
 import { ManualClock } from './fixtures/clock.js';
@@ -90,7 +91,7 @@ function exporter(
     },
   );
   const txBytes = async () =>
-    (await registry.metrics())
+    (await metricsText(registry, prometheus))
       .split('\n')
       .filter((l) => l.startsWith('podflow_transmit_bytes_total{'))
       .reduce((a, l) => a + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
