@@ -2,11 +2,9 @@
 // the test API server, and a clock the test moves, so that pod-retention and the sweep that forgets
 // ended pods take no real time.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { silentLogger } from '../shared/log.js';
-import { ManualClock } from '../test/fixtures/clock.js';
-import { type Harness, startHarness, until } from '../test/kube-api-server/harness.js';
+import { type Harness, startHarness, startKubePods } from '../test/kube-api-server/harness.js';
 import { pod } from '../test/kube-api-server/objects.js';
-import { KubePods, type KubePodsConfig, watchNodePods } from './kube-pods.js';
+import type { KubePods, KubePodsConfig } from './kube-pods.js';
 import type { PodIndex } from './pod-index.js';
 
 let h: Harness;
@@ -25,25 +23,10 @@ afterEach(async () => {
 });
 
 async function start(over: Partial<KubePodsConfig> = {}) {
-  const clock = new ManualClock();
-  const config = {
-    nodeName: 'n1',
-    excludeNamespaces: [],
-    hostNetwork: false,
-    podRetention: 120_000,
-    ...over,
-  };
-  // The index's own watch: its resourceVersion says which changes it has applied.
-  const watch = watchNodePods(config, { target: h.target, log: silentLogger });
-  pods = new KubePods(config, watch, clock);
-  pods.start();
-  await pods.whenSynced();
-  const index: PodIndex = pods;
-  const k = pods;
-  /** Waits until the index has applied every change made so far on the server. */
-  const seen = () =>
-    until(() => watch.resourceVersion() >= Number(h.server.resourceVersion), 'change applied');
-  return { index, pods: k, clock, seen };
+  const r = await startKubePods(h, over);
+  pods = r.pods;
+  const index: PodIndex = r.pods;
+  return { index, pods: r.pods, clock: r.clock, seen: r.seen };
 }
 
 describe('PodIndex from the pods of this node (KubePods)', () => {

@@ -1,14 +1,21 @@
 // The collector's PodIndex (collector/kube-pods.ts) through its real start-up path: its own client
 // against the test API server, with a clock the test moves for the retention window.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { KubePods, type KubePodsConfig, watchNodePods } from '../collector/kube-pods.js';
-import { captureLogger, type Harness, ManualClock, startHarness, until } from './kube-api-server/harness.js';
+import type { KubePods, KubePodsConfig } from '../collector/kube-pods.js';
+import {
+  captureLogger,
+  type Harness,
+  ManualClock,
+  startHarness,
+  startKubePods,
+  until,
+} from './kube-api-server/harness.js';
 import { pod } from './kube-api-server/objects.js';
 
 let h: Harness;
 let index: KubePods | undefined;
-/** The index's own watch (its resourceVersion says which changes it has applied). */
-let watch: ReturnType<typeof watchNodePods> | undefined;
+/** Waits until the index last started has applied every change made so far on the server. */
+let seenNow: (() => Promise<void>) | undefined;
 
 beforeEach(async () => {
   h = await startHarness();
@@ -35,24 +42,18 @@ afterEach(async () => {
 
 async function start(over: Partial<KubePodsConfig> = {}, clock = new ManualClock()) {
   const cap = captureLogger();
-  const config = {
-    nodeName: 'n1',
-    excludeNamespaces: [],
-    hostNetwork: false,
-    podRetention: 120_000,
-    ...over,
-  };
-  watch = watchNodePods(config, { target: h.target, log: cap.log });
-  index = new KubePods(config, watch, clock);
-  expect(index.synced()).toBe(false);
-  index.start();
-  await index.whenSynced();
+  const r = await startKubePods(h, over, {
+    clock,
+    log: cap.log,
+    beforeStart: (i) => expect(i.synced()).toBe(false),
+  });
+  index = r.pods;
+  seenNow = r.seen;
   return { index, clock, cap };
 }
 
 /** Wait until the index has applied every change made so far on the server. */
-const seen = (_i: KubePods) =>
-  until(() => watch!.resourceVersion() >= Number(h.server.resourceVersion), 'change applied');
+const seen = (_i: KubePods) => seenNow!();
 
 describe('KubePods (collector PodIndex)', () => {
   it("watches only this node's pods and knows every IP, v4 and v6", async () => {

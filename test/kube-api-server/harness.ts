@@ -4,9 +4,10 @@ import { rmSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
+import { KubePods, type KubePodsConfig, watchNodePods } from '../../collector/kube-pods.js';
 import { resolveKubeConfig } from '../../shared/kube.js';
 import { type KubeTarget, resolveKubeTarget } from '../../shared/kube-access.js';
-import type { Logger } from '../../shared/log.js';
+import { type Logger, silentLogger } from '../../shared/log.js';
 import { KubeApiServer, type KubeApiServerOptions } from './server.js';
 
 export interface LogLine {
@@ -68,4 +69,34 @@ export async function until(cond: () => boolean, what: string, timeoutMs = 15_00
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A clock the test moves by hand. */
-export { ManualClock } from '../fixtures/clock.js';
+import { ManualClock } from '../fixtures/clock.js';
+
+export { ManualClock };
+
+/**
+ * The collector's PodIndex of node n1 (collector/kube-pods.ts) on its own watch against the
+ * harness's API server, started and synced; `seen()` waits until it has applied every change made
+ * so far on the server.
+ */
+export async function startKubePods(
+  h: Harness,
+  over: Partial<KubePodsConfig> = {},
+  deps: { clock?: ManualClock; log?: Logger; beforeStart?: (pods: KubePods) => void } = {},
+): Promise<{ pods: KubePods; clock: ManualClock; seen: () => Promise<void> }> {
+  const clock = deps.clock ?? new ManualClock();
+  const config = {
+    nodeName: 'n1',
+    excludeNamespaces: [],
+    hostNetwork: false,
+    podRetention: 120_000,
+    ...over,
+  };
+  const watch = watchNodePods(config, { target: h.target, log: deps.log ?? silentLogger });
+  const pods = new KubePods(config, watch, clock);
+  deps.beforeStart?.(pods);
+  pods.start();
+  await pods.whenSynced();
+  const seen = () =>
+    until(() => watch.resourceVersion() >= Number(h.server.resourceVersion), 'change applied');
+  return { pods, clock, seen };
+}
