@@ -715,6 +715,8 @@ export interface ExportGraphDeps {
   env?: NodeJS.ProcessEnv;
   /** `--destinations-file`, loaded by the caller (exporter/destinations.ts loadDestinations). */
   destinations?: Destinations;
+  /** The one clock of every stage of the graph (rounds, sinks' retries and sweeps, the view). @default systemClock */
+  clock?: Clock;
 }
 
 /**
@@ -749,11 +751,12 @@ export function createExportGraph(config: Config, deps: ExportGraphDeps): Export
     maxSeries: config.metricsMaxSeries,
     clusterName: config.clusterName,
   };
-  const prometheus = new PrometheusSink(series, {
-    registry: deps.registry,
-    metrics,
-    log: deps.log.child({ stage: 'prometheus' }),
-  });
+  const clock = deps.clock ?? systemClock;
+  const prometheus = new PrometheusSink(
+    series,
+    { registry: deps.registry, metrics, log: deps.log.child({ stage: 'prometheus' }) },
+    clock,
+  );
   const sinks: Sink[] = [prometheus];
   let http: HttpSink | undefined;
   if (config.httpSinkUrl !== undefined) {
@@ -774,16 +777,17 @@ export function createExportGraph(config: Config, deps: ExportGraphDeps): Export
         env: deps.env,
         price: (f) => enricher.costOf(f),
       },
+      clock,
     );
     sinks.push(http);
   }
   const named = (config.sinks ?? []).map((spec) =>
-    namedSink(spec, series, { log: deps.log.child({ stage: 'sink', sink: spec.name }), metrics }),
+    namedSink(spec, series, { log: deps.log.child({ stage: 'sink', sink: spec.name }), metrics }, clock),
   );
   sinks.push(...named);
   // The view takes every push at once and never holds an ack back: it only keeps recent rounds.
   const view = config.view
-    ? new TrafficRing({ exportInterval: config.exportInterval, clusterName: config.clusterName })
+    ? new TrafficRing({ exportInterval: config.exportInterval, clusterName: config.clusterName }, clock)
     : undefined;
   if (view !== undefined) sinks.push(view);
   const pipeline = new Pipeline(
@@ -793,6 +797,7 @@ export function createExportGraph(config: Config, deps: ExportGraphDeps): Export
       pullTimeout: config.pullTimeout,
     },
     { discovery: deps.discovery, enricher, sinks, log: deps.log.child({ stage: 'pipeline' }), metrics },
+    clock,
   );
   return { pipeline, prometheus, http, named, view, metrics };
 }
@@ -802,12 +807,13 @@ function namedSink(
   spec: SinkConfig,
   series: PrometheusSinkConfig,
   deps: { log: Logger; metrics: ExporterMetrics },
+  clock: Clock,
 ): Sink {
   const cluster = series.clusterName;
   if (spec.kind === 'prom_remote_write' || spec.kind === 'otlp_metrics') {
     const encoding =
       spec.kind === 'prom_remote_write' ? remoteWrite(spec.labels) : otlpMetrics({ ...spec, cluster });
-    return new TotalsSink({ ...spec, series }, encoding, deps);
+    return new TotalsSink({ ...spec, series }, encoding, deps, clock);
   }
   let encoding: RecordEncoding;
   if (spec.kind === 'loki') encoding = loki({ ...spec, cluster });
@@ -829,5 +835,6 @@ function namedSink(
       encoding,
     },
     deps,
+    clock,
   );
 }
