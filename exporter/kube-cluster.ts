@@ -26,7 +26,9 @@
 // (CronJob), else the direct controller (StatefulSet, DaemonSet, ReplicaSet or Job without owner,
 // or any other controller kind); a pod without owner (or owned by its Node: static pods) gives its
 // own name. A ReplicaSet not seen yet is guessed from the pod-template-hash naming rule.
+
 import type { KubeConfig } from '@kubernetes/client-node';
+import { type Cancel, type Clock, systemClock } from '../shared/clock.js';
 import type { ClusterLookup, Endpoint } from '../shared/cluster.js';
 import {
   type Compact,
@@ -48,10 +50,6 @@ export interface KubeClusterConfig {
 export interface KubeClusterDeps {
   kubeConfig: KubeConfig;
   log: Logger;
-}
-
-export interface Clock {
-  now(): number;
 }
 
 interface Owner {
@@ -226,12 +224,12 @@ export class KubeCluster implements ClusterLookup {
   private readonly listeners: ((ip?: string) => void)[] = [];
   /** providerOf's answer; null: to be counted again (a node came, changed or went). */
   private provider: string | undefined | null = null;
-  private sweepTimer: NodeJS.Timeout | undefined;
+  private cancelSweep: Cancel | undefined;
 
   constructor(
     private readonly config: KubeClusterConfig,
     deps: KubeClusterDeps,
-    private readonly clock: Clock = Date,
+    private readonly clock: Clock = systemClock,
     informerOptions: InformerOptions = {},
   ) {
     const l = listers(deps.kubeConfig);
@@ -273,9 +271,15 @@ export class KubeCluster implements ClusterLookup {
 
   start(): void {
     for (const inf of this.informers()) inf.start();
+    this.scheduleSweep();
+  }
+
+  private scheduleSweep(): void {
     const period = Math.max(1000, Math.min(this.config.podRetention / 2, 30_000));
-    this.sweepTimer = setInterval(() => this.sweep(), period);
-    this.sweepTimer.unref();
+    this.cancelSweep = this.clock.setTimeout(() => {
+      this.sweep();
+      this.scheduleSweep();
+    }, period);
   }
 
   /** All informers have listed once. */
@@ -288,7 +292,8 @@ export class KubeCluster implements ClusterLookup {
   }
 
   async close(): Promise<void> {
-    clearInterval(this.sweepTimer);
+    this.cancelSweep?.();
+    this.cancelSweep = undefined;
     await Promise.all(this.informers().map((i) => i.close()));
   }
 
