@@ -8,7 +8,7 @@
 // included: they are real interface addresses and their traffic crosses a link.
 
 import { networkInterfaces } from 'node:os';
-import { type Cancel, type Clock, systemClock } from '../shared/clock.js';
+import { type Cancel, type Clock, every, systemClock } from '../shared/clock.js';
 import type { Logger } from '../shared/log.js';
 import type { PodIndex } from './pod-index.js';
 
@@ -42,14 +42,7 @@ export class HostIndex implements PodIndex {
   /** Reads the addresses now and then every `refreshMs`. */
   start(): void {
     this.refresh();
-    if (this.cancel === undefined) this.schedule();
-  }
-
-  private schedule(): void {
-    this.cancel = (this.deps.clock ?? systemClock).setTimeout(() => {
-      this.refresh();
-      this.schedule();
-    }, this.refreshMs);
+    this.cancel ??= every(this.deps.clock ?? systemClock, this.refreshMs, () => this.refresh());
   }
 
   close(): void {

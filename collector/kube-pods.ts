@@ -17,7 +17,7 @@
 // - A pod that ended (deleted, or phase Succeeded/Failed) stays local for `pod-retention`: the
 //   kernel keeps its connections' counters after the pod is gone, and those bytes are still its.
 //   When a live pod holds the same IP, it is local anyway.
-import { type Cancel, type Clock, systemClock } from '../shared/clock.js';
+import { type Cancel, type Clock, every, systemClock } from '../shared/clock.js';
 import type { KubeTarget } from '../shared/kube-access.js';
 import { compactMeta, type PodAddresses, type PodFeed } from '../shared/kube-object.js';
 import type { Logger } from '../shared/log.js';
@@ -100,15 +100,8 @@ export class KubePods implements PodIndex {
 
   start(): void {
     this.feed.start();
-    this.scheduleSweep();
-  }
-
-  private scheduleSweep(): void {
     const period = Math.max(1000, Math.min(this.config.podRetention / 2, 30_000));
-    this.cancelSweep = this.clock.setTimeout(() => {
-      this.sweep();
-      this.scheduleSweep();
-    }, period);
+    this.cancelSweep ??= every(this.clock, period, () => this.sweep());
   }
 
   synced(): boolean {
@@ -126,6 +119,7 @@ export class KubePods implements PodIndex {
 
   async close(): Promise<void> {
     this.cancelSweep?.();
+    this.cancelSweep = undefined;
     await this.feed.close();
   }
 

@@ -28,7 +28,7 @@
 // own name. A ReplicaSet not seen yet is guessed from the pod-template-hash naming rule.
 
 import type { KubeConfig } from '@kubernetes/client-node';
-import { type Cancel, type Clock, systemClock } from '../shared/clock.js';
+import { type Cancel, type Clock, every, systemClock } from '../shared/clock.js';
 import type { ClusterLookup, Endpoint } from '../shared/cluster.js';
 import {
   type Compact,
@@ -271,15 +271,8 @@ export class KubeCluster implements ClusterLookup {
 
   start(): void {
     for (const inf of this.informers()) inf.start();
-    this.scheduleSweep();
-  }
-
-  private scheduleSweep(): void {
     const period = Math.max(1000, Math.min(this.config.podRetention / 2, 30_000));
-    this.cancelSweep = this.clock.setTimeout(() => {
-      this.sweep();
-      this.scheduleSweep();
-    }, period);
+    this.cancelSweep ??= every(this.clock, period, () => this.sweep());
   }
 
   /** All informers have listed once. */

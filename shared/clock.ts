@@ -23,3 +23,20 @@ export const systemClock: Clock = {
     return () => clearTimeout(t);
   },
 };
+
+/** Calls `fn` every `ms` on `clock` (after the first `ms`) until the returned Cancel is called. */
+export function every(clock: Clock, ms: number, fn: () => void): Cancel {
+  let cancel: Cancel | undefined;
+  let stopped = false;
+  const next = () => {
+    cancel = clock.setTimeout(() => {
+      fn();
+      if (!stopped) next();
+    }, ms);
+  };
+  next();
+  return () => {
+    stopped = true;
+    cancel?.();
+  };
+}
