@@ -147,7 +147,7 @@ async function shard(index: number, port: number): Promise<void> {
   );
   const pipeline = new Pipeline(
     // A round waits for its acks up to the next round: long enough under any load.
-    { exportInterval: 600_000, pullConcurrency: 16, pullTimeout: 30_000 },
+    { exportInterval: 600_000, pullConcurrency: Number(arg('concurrency', '16')), pullTimeout: 30_000 },
     {
       discovery: staticDiscovery(clients),
       enricher: new Enricher(
