@@ -9,7 +9,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { cleanupAll, createNetns, kill, type Netns, requireRoot } from './helpers/netns.js';
+import { cleanupAll, createNetns, httpStatus, kill, type Netns, requireRoot } from './helpers/netns.js';
 import { freePort } from './helpers/ports.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -198,24 +198,8 @@ describe('--version and podflow_build_info', () => {
 
 // Root: network namespaces (and the collector reads conntrack).
 describe.skipIf(!root)('--listen', () => {
-  /** HTTP status of GET url from inside `ns`, or 0 when nothing answers. */
-  const status = async (ns: Netns, url: string): Promise<number> => {
-    try {
-      const { stdout } = await ns.exec('curl', [
-        '-s',
-        '-o',
-        '/dev/null',
-        '-w',
-        '%{http_code}',
-        '-m',
-        '2',
-        url,
-      ]);
-      return Number(stdout);
-    } catch {
-      return 0;
-    }
-  };
+  /** HTTP status of GET url from inside `ns`, or 0 when nothing answers within 2 s. */
+  const status = (ns: Netns, url: string): Promise<number> => httpStatus(ns, url, { maxSeconds: 2 });
 
   /**
    * Starts podflow with its default --listen in a fresh namespace (loopback and lan0 with 10.77.0.1,

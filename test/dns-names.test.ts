@@ -18,6 +18,7 @@ import {
   addRoute,
   cleanupAll,
   createPair,
+  httpStatus,
   kill,
   type Netns,
   requireRoot,
@@ -138,15 +139,8 @@ describe.skipIf(!root)('DNS names learned on the node', () => {
     });
     await waitFor('podflow ready', async () => {
       if (podflow!.exitCode !== null) throw new Error(`podflow exited: ${podflowLog}`);
-      const { stdout } = await node.exec('curl', [
-        '-s',
-        '-o',
-        '/dev/null',
-        '-w',
-        '%{http_code}',
-        'http://127.0.0.1:9471/readyz',
-      ]);
-      return stdout === '200' ? true : undefined;
+      const status = await httpStatus(node, 'http://127.0.0.1:9471/readyz');
+      return status === 200 ? true : undefined;
     });
   }, 120_000);
 
@@ -309,15 +303,8 @@ describe.skipIf(!root)('DNS names learned on the node', () => {
     try {
       await waitFor('the collector ready', async () => {
         if (proc.exitCode !== null) throw new Error(`collector exited: ${log}`);
-        const { stdout } = await node.exec('curl', [
-          '-s',
-          '-o',
-          '/dev/null',
-          '-w',
-          '%{http_code}',
-          'http://127.0.0.1:9472/readyz',
-        ]);
-        return stdout === '200' ? true : undefined;
+        const status = await httpStatus(node, 'http://127.0.0.1:9472/readyz');
+        return status === 200 ? true : undefined;
       });
       const warnings = log.split('\n').filter((l) => l.includes('--dns-names'));
       expect(warnings).toHaveLength(1);

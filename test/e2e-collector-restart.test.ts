@@ -17,6 +17,7 @@ import { HttpReceiver } from './helpers/http-receiver.js';
 import {
   cleanupAll,
   createPair,
+  httpStatus,
   kill,
   requireRoot,
   runClient,
@@ -271,15 +272,8 @@ describe.skipIf(!root)('podflow standalone restarted with --state-dir', () => {
       };
       const ready = () =>
         waitFor('standalone ready', async () => {
-          const { stdout } = await host.exec('curl', [
-            '-s',
-            '-o',
-            '/dev/null',
-            '-w',
-            '%{http_code}',
-            'http://127.0.0.1:9471/readyz',
-          ]);
-          return stdout === '200' ? true : undefined;
+          const status = await httpStatus(host, 'http://127.0.0.1:9471/readyz');
+          return status === 200 ? true : undefined;
         });
       let proc = start();
       await ready();

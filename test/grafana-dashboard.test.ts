@@ -22,6 +22,7 @@ import { HttpReceiver } from './helpers/http-receiver.js';
 import {
   cleanupAll,
   createPair,
+  httpStatus,
   kill,
   type Netns,
   requireRoot,
@@ -286,10 +287,7 @@ describe.skipIf(!root)('Grafana dashboard: every query returns data from real po
     const deadline = Date.now() + 30_000;
     for (;;) {
       if (proc.exitCode !== null) throw new Error(`podflow exited ${proc.exitCode}: ${logs}`);
-      const { stdout } = await host
-        .exec('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', `http://127.0.0.1:${port}/readyz`])
-        .catch(() => ({ stdout: '0' }));
-      if (stdout.trim() === '200') return;
+      if ((await httpStatus(host, `http://127.0.0.1:${port}/readyz`)) === 200) return;
       if (Date.now() > deadline) throw new Error(`podflow on ${port} not ready: ${logs}`);
       await new Promise((resolve) => setTimeout(resolve, 250));
     }

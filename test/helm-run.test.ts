@@ -29,7 +29,7 @@ import {
 } from './helpers/bpf.js';
 import { containerSandbox, helmRenderBinary, type K8sObject, REPO, renderChart } from './helpers/helm.js';
 import { HttpReceiver } from './helpers/http-receiver.js';
-import { cleanupAll, createNetns, kill, type Netns, requireRoot } from './helpers/netns.js';
+import { cleanupAll, createNetns, httpStatus, kill, type Netns, requireRoot } from './helpers/netns.js';
 import { relayIntoNetns } from './helpers/relay.js';
 import { node, pod } from './kube-api-server/objects.js';
 import { KubeApiServer, RESOURCES } from './kube-api-server/server.js';
@@ -187,12 +187,8 @@ describe.skipIf(!root)('chart containers started for real', () => {
     return { proc, output: () => out, exited };
   }
 
-  async function httpStatus(port: number, path: string): Promise<number> {
-    const { stdout } = await ns
-      .exec('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', `http://127.0.0.1:${port}${path}`])
-      .catch(() => ({ stdout: '0' }));
-    return Number(stdout.trim());
-  }
+  const statusOf = (port: number, path: string): Promise<number> =>
+    httpStatus(ns, `http://127.0.0.1:${port}${path}`);
 
   it.each(Object.keys(VARIANTS))(
     '%s: the collector starts with what the chart gives it',
@@ -218,13 +214,13 @@ describe.skipIf(!root)('chart containers started for real', () => {
           return;
         }
         const deadline = Date.now() + 20_000;
-        while ((await httpStatus(port, '/readyz')) !== 200) {
+        while ((await statusOf(port, '/readyz')) !== 200) {
           if (run.proc.exitCode !== null)
             throw new Error(`collector exited ${run.proc.exitCode}: ${run.output()}`);
           if (Date.now() > deadline) throw new Error(`collector not ready: ${run.output()}`);
           await new Promise((resolve) => setTimeout(resolve, 200));
         }
-        expect(await httpStatus(port, '/healthz')).toBe(200);
+        expect(await statusOf(port, '/healthz')).toBe(200);
         // Accounting was turned on through the host directory the chart mounts (or left to the node).
         expect(await ns.readSysctl('net.netfilter.nf_conntrack_acct')).toBe(acctMounted ? '1' : '0');
       } finally {
@@ -385,8 +381,8 @@ describe.skipIf(!root)('chart containers started for real', () => {
       expect(await metrics()).toContain(
         `podflow_exporter_pulls_total{collector="http://127.0.0.1:${collectorPort}"}`,
       );
-      expect(await httpStatus(exporterPort, '/readyz')).toBe(200);
-      expect(await httpStatus(collectorPort, '/readyz')).toBe(200);
+      expect(await statusOf(exporterPort, '/readyz')).toBe(200);
+      expect(await statusOf(collectorPort, '/readyz')).toBe(200);
       // Traffic of web-0 reaches the HTTP sink, with the token from the chart's Secret, through env
       // SINK_TOKEN and the ${SINK_TOKEN} reference in the ConfigMap.
       const until = Date.now() + 45_000;
@@ -467,7 +463,7 @@ describe.skipIf(!root)('chart containers started for real', () => {
           if (Date.now() > deadline) throw new Error(`entries not read: ${m?.[1]}\n${run.output()}`);
           await new Promise((resolve) => setTimeout(resolve, 300));
         }
-        expect(await httpStatus(9470, '/readyz')).toBe(200);
+        expect(await statusOf(9470, '/readyz')).toBe(200);
       } finally {
         await kill(run.proc);
       }

@@ -19,6 +19,7 @@ import {
   cleanupAll,
   createNetns,
   createPair,
+  httpStatus,
   kill,
   type Netns,
   requireRoot,
@@ -354,15 +355,8 @@ async function startPair(host: Netns, home: string, collectorArgs: string[]) {
   );
   exporter.stderr?.on('data', collect);
   const ready = async (port: number) => {
-    const { stdout } = await host.exec('curl', [
-      '-s',
-      '-o',
-      '/dev/null',
-      '-w',
-      '%{http_code}',
-      `http://127.0.0.1:${port}/readyz`,
-    ]);
-    return stdout === '200' ? true : undefined;
+    const status = await httpStatus(host, `http://127.0.0.1:${port}/readyz`);
+    return status === 200 ? true : undefined;
   };
   await waitFor('collector and exporter ready', async () => {
     if (collector.exitCode !== null || exporter.exitCode !== null) throw new Error(`exited: ${log}`);
@@ -650,15 +644,8 @@ describe('podflow executable start-up errors', () => {
       const args = [BIN, 'collector', '--listen', '127.0.0.1:9470', '--interval', '1s'];
       const first = ns.spawn(process.execPath, args, NO_KUBE);
       await waitFor('first collector ready', async () => {
-        const { stdout } = await ns.exec('curl', [
-          '-s',
-          '-o',
-          '/dev/null',
-          '-w',
-          '%{http_code}',
-          'http://127.0.0.1:9470/readyz',
-        ]);
-        return stdout === '200' ? true : undefined;
+        const status = await httpStatus(ns, 'http://127.0.0.1:9470/readyz');
+        return status === 200 ? true : undefined;
       });
       const second = ns.spawn(process.execPath, args, NO_KUBE);
       let stderr = '';

@@ -12,7 +12,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLocalIndex, type LocalIndex } from '../collector/select-index.js';
 import { createKubernetes, type Kubernetes } from '../exporter/kubernetes.js';
 import { resolveKubeConfig } from '../shared/kube.js';
-import { cleanupAll, createNetns, kill, requireRoot } from './helpers/netns.js';
+import { cleanupAll, createNetns, httpStatus, kill, requireRoot } from './helpers/netns.js';
 import { type Relay, relayIntoNetns } from './helpers/relay.js';
 import { waitFor } from './helpers/wait.js';
 import { captureLogger, type Harness, startHarness, until } from './kube-api-server/harness.js';
@@ -121,8 +121,8 @@ describe.skipIf(!root)('podflow standalone (the executable) with a kubeconfig', 
     await waitFor(
       '/readyz 200',
       async () => {
-        const { stdout } = await ns.exec('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', READYZ]);
-        return stdout.trim() === '200' ? true : undefined;
+        const status = await httpStatus(ns, READYZ);
+        return status === 200 ? true : undefined;
       },
       30_000,
     );

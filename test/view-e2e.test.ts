@@ -15,6 +15,7 @@ import { conntrackEntries } from './helpers/conntrack-table.js';
 import {
   cleanupAll,
   createPair,
+  httpStatus,
   kill,
   type Netns,
   requireRoot,
@@ -130,15 +131,8 @@ describe.skipIf(!root)('built-in view in Chromium', () => {
     });
     await waitFor('podflow ready', async () => {
       if (podflow?.exitCode !== null) throw new Error(`podflow exited: ${log}`);
-      const { stdout } = await host.exec('curl', [
-        '-s',
-        '-o',
-        '/dev/null',
-        '-w',
-        '%{http_code}',
-        `${ORIGIN}/readyz`,
-      ]);
-      return stdout === '200' ? true : undefined;
+      const status = await httpStatus(host, `${ORIGIN}/readyz`);
+      return status === 200 ? true : undefined;
     });
 
     chromium = await launchChromium({ ns: host });

@@ -30,7 +30,17 @@ import { node, pod, replicaSet } from '../kube-api-server/objects.js';
 import { sentBy } from './conntrack-table.js';
 import { type Dnsmasq, queryDns, startDnsmasq } from './dnsmasq.js';
 import { HttpReceiver } from './http-receiver.js';
-import { addRoute, attachPod, cleanupAll, connect, createNetns, kill, type Netns, run } from './netns.js';
+import {
+  addRoute,
+  attachPod,
+  cleanupAll,
+  connect,
+  createNetns,
+  httpStatus,
+  kill,
+  type Netns,
+  run,
+} from './netns.js';
 import { type Prometheus, startPrometheus } from './prometheus.js';
 import { type Relay, relayIntoNetns } from './relay.js';
 import { waitFor } from './wait.js';
@@ -212,7 +222,7 @@ export class Cluster {
    */
   private async collectorReady(n: NodeDef, logsFrom = 0): Promise<void> {
     await this.waitFor(`collector of ${n.name} ready`, async () =>
-      (await this.curl(`http://${n.ip}:9470/readyz`)) === 200 ? true : undefined,
+      (await httpStatus(this.ctl, `http://${n.ip}:9470/readyz`)) === 200 ? true : undefined,
     );
     // Its local endpoints are the pods the API server puts on its node, not its own addresses.
     const started = this.logs
@@ -384,11 +394,6 @@ export class Cluster {
     return p;
   }
 
-  private async curl(url: string): Promise<number> {
-    const { stdout } = await this.ctl.exec('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', url]);
-    return Number(stdout.trim());
-  }
-
   /** Starts `podflow exporter` in the control namespace and waits until it is ready. */
   async startExporter(): Promise<void> {
     this.exporter = this.podflow('exporter', this.ctl, [
@@ -410,7 +415,7 @@ export class Cluster {
       ...(this.spec.exporterArgs ?? []),
     ]);
     await this.waitFor('exporter ready', async () =>
-      (await this.curl(`http://${EXPORTER}/readyz`)) === 200 ? true : undefined,
+      (await httpStatus(this.ctl, `http://${EXPORTER}/readyz`)) === 200 ? true : undefined,
     );
   }
 

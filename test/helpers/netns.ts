@@ -91,6 +91,24 @@ export interface Netns {
   delete(): Promise<void>;
 }
 
+/**
+ * The HTTP status of a GET of `url` from inside `ns` (curl), 0 when nothing answered (refused, reset,
+ * or no answer within `maxSeconds` when given).
+ */
+export async function httpStatus(
+  ns: Netns,
+  url: string,
+  opts: { maxSeconds?: number } = {},
+): Promise<number> {
+  const limit = opts.maxSeconds === undefined ? [] : ['-m', String(opts.maxSeconds)];
+  try {
+    const { stdout } = await ns.exec('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', ...limit, url]);
+    return Number(stdout.trim());
+  } catch {
+    return 0;
+  }
+}
+
 /** Creates a uniquely named namespace with `lo` up. Tracked for `cleanupAll()`. */
 export async function createNetns(role: string): Promise<Netns> {
   installExitHook();
