@@ -445,7 +445,7 @@ const PEERS_MAX = 1 << 18;
  * in a Map. At PEERS_MAX addresses it starts over (their answers come again).
  */
 class PeerCache {
-  private index = new HashIndex(1024);
+  private readonly index = new HashIndex(1024);
   /** Per slot: the address (as a signed 32-bit number) and its peer. */
   private addrs = new Int32Array(1024);
   private peers: (Peer | undefined)[] = [];
@@ -491,10 +491,13 @@ class PeerCache {
     this.ids.release(s);
   }
 
+  /**
+   * Forgets every address. The index and the address column keep their size: a cluster view without
+   * change reports clears the cache every batch, and the next batch holds about as many addresses.
+   */
   clear(): void {
-    if (this.index.size > 0 || this.ids.used > 0) {
-      this.index = new HashIndex(1024);
-      this.addrs = new Int32Array(1024);
+    if (this.ids.used > 0) {
+      this.index.clear(Math.max(1024, this.index.size));
       this.peers = [];
       this.ids = this.slotIds();
     }
@@ -502,7 +505,7 @@ class PeerCache {
   }
 
   private slotIds(): SlotIds {
-    return new SlotIds(1024, (n) => {
+    return new SlotIds(this.addrs.length, (n) => {
       this.addrs = grown(this.addrs, n);
     });
   }
