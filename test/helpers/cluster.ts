@@ -13,7 +13,9 @@
 // - a DNS server standing in for CoreDNS (dnsmasq in a pod of the spec, `spec.dns`): pods resolve
 //   names there (`resolve`) before they talk, and the answers cross the nodes as CoreDNS's do;
 // - the control namespace: `podflow exporter` discovering the collectors and enriching through the test
-//   API server, a real Prometheus scraping it, and its HTTP sink forwarded to a real HttpReceiver.
+//   API server, a real Prometheus scraping it, and its HTTP sink forwarded to a real HttpReceiver;
+//   or, with `spec.exporterPorts`, as many exporters as the test starts (shards, replicas), each
+//   process on a port of its own that Prometheus scrapes.
 // The API server and the receiver run in this process; namespaces reach them through relays (Unix
 // sockets), so nothing is added to the root namespace. close() removes everything, also after a
 // failed start.
@@ -109,6 +111,37 @@ export interface ClusterSpec {
   pullToken?: string;
   /** Give every collector a `--state-dir` of its own (kept across `restartCollector`). */
   stateDir?: boolean;
+  /**
+   * Several exporters: the ports of the control namespace's 127.0.0.1 that Prometheus scrapes, one
+   * per exporter process the test starts (`startExporter({ name, port })`); start() starts none.
+   * A process that replaces another takes a new port, so that each is an `instance` of its own and
+   * Prometheus never takes one process's counters for a restart of another's. Declared up front
+   * (not discovered): a new target is scraped within a scrape interval, where file discovery waits
+   * up to 5 s; the ports not in use just fail their scrapes.
+   */
+  exporterPorts?: number[];
+}
+
+/** One exporter process of the control namespace (`Cluster.startExporter`). */
+export interface Exporter {
+  /** Its `--pod-name` (the holder collectors' leases name), also its log prefix. */
+  readonly name: string;
+  /** `127.0.0.1:port` in the control namespace: its Prometheus `instance`. */
+  readonly address: string;
+  readonly proc: ChildProcess;
+  /** Its log lines so far, with their prefix. */
+  log(): string;
+  /** Sends `signal` (SIGTERM: it flushes and lets go of its leases) and waits until it exited. */
+  stop(signal?: 'SIGTERM' | 'SIGKILL'): Promise<void>;
+}
+
+export interface ExporterOptions {
+  /** `--pod-name`, e.g. `podflow-exporter-1` (the shard comes from its ordinal). */
+  name: string;
+  /** Its port, one of `spec.exporterPorts`, not used by an earlier process. */
+  port: number;
+  /** Added to the command line after `spec.exporterArgs`. */
+  args?: string[];
 }
 
 export type LogRecord = Record<string, unknown>;
@@ -127,8 +160,9 @@ export class Cluster {
   ctl!: Netns;
   rx!: HttpReceiver;
   prom!: Prometheus;
-  /** The running exporter process (replaced by startExporter). */
+  /** The running exporter process (replaced by startExporter); the default one only. */
   exporter: ChildProcess | undefined;
+  private readonly exporterPortsUsed = new Set<number>();
   private readonly namespaces = new Map<string, Netns>();
   private readonly procs: ChildProcess[] = [];
   private readonly collectors = new Map<string, ChildProcess>();
@@ -169,9 +203,12 @@ export class Cluster {
     this.rx = await HttpReceiver.start();
     this.relays.push(await relayIntoNetns(this.ctl, SINK_PORT, Number(new URL(this.rx.url).port), this.dir));
     for (const n of this.spec.nodes) this.spawnCollector(n);
-    await this.startExporter();
+    if (this.spec.exporterPorts === undefined) await this.startExporter();
     for (const n of this.spec.nodes) await this.collectorReady(n);
-    this.prom = await startPrometheus({ targets: [EXPORTER], ns: this.ctl });
+    this.prom = await startPrometheus({
+      targets: this.spec.exporterPorts?.map((p) => `127.0.0.1:${p}`) ?? [EXPORTER],
+      ns: this.ctl,
+    });
   }
 
   /**
@@ -394,16 +431,32 @@ export class Cluster {
     return p;
   }
 
-  /** Starts `podflow exporter` in the control namespace and waits until it is ready. */
-  async startExporter(): Promise<void> {
-    this.exporter = this.podflow('exporter', this.ctl, [
+  /**
+   * Starts `podflow exporter` in the control namespace and waits until it is ready: the default one
+   * (on 127.0.0.1:9471, `exporter` in the logs), or with `opts` one of several (`spec.exporterPorts`).
+   */
+  async startExporter(opts?: ExporterOptions): Promise<Exporter> {
+    let address = EXPORTER;
+    if (opts !== undefined) {
+      if (!this.spec.exporterPorts?.includes(opts.port)) {
+        throw new Error(`port ${opts.port} is not in spec.exporterPorts: Prometheus would not scrape it`);
+      }
+      if (this.exporterPortsUsed.has(opts.port)) {
+        throw new Error(`port ${opts.port} was used by an earlier exporter: take a new one (a new instance)`);
+      }
+      this.exporterPortsUsed.add(opts.port);
+      address = `127.0.0.1:${opts.port}`;
+    }
+    const role = opts?.name ?? 'exporter';
+    const logsFrom = this.logs.length;
+    const proc = this.podflow(role, this.ctl, [
       'exporter',
       '--kubeconfig',
       this.kubeconfig,
       '--namespace',
       'podflow',
       '--listen',
-      EXPORTER,
+      address,
       '--export-interval',
       '1s',
       '--http-sink-url',
@@ -413,10 +466,30 @@ export class Cluster {
         ? []
         : ['--destinations-file', join(this.dir, 'destinations.yaml')]),
       ...(this.spec.exporterArgs ?? []),
+      ...(opts === undefined ? [] : ['--pod-name', opts.name, ...(opts.args ?? [])]),
     ]);
-    await this.waitFor('exporter ready', async () =>
-      (await httpStatus(this.ctl, `http://${EXPORTER}/readyz`)) === 200 ? true : undefined,
-    );
+    if (opts === undefined) this.exporter = proc;
+    await this.waitFor(`${role} ready`, async () => {
+      if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`${role} exited`);
+      return (await httpStatus(this.ctl, `http://${address}/readyz`)) === 200 ? true : undefined;
+    });
+    return {
+      name: role,
+      address,
+      proc,
+      log: () =>
+        this.logs
+          .slice(logsFrom)
+          .split('\n')
+          .filter((l) => l.startsWith(`[${role}] `))
+          .join('\n'),
+      stop: async (signal = 'SIGTERM') => {
+        if (proc.exitCode !== null || proc.signalCode !== null) return;
+        const exited = once(proc, 'exit');
+        proc.kill(signal);
+        await exited;
+      },
+    };
   }
 
   /**
