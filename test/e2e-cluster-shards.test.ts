@@ -38,6 +38,8 @@ const PODS = NODES.map((node, i) => ({
   name: `app-${node.slice(-1)}-0`,
   ip: `10.244.${i + 1}.5`,
 }));
+/** A node's underlay address, where its collector listens (port 9470). */
+const nodeIp = (node: string) => `10.250.0.${NODES.indexOf(node) + 2}`;
 
 describe.skipIf(!root)('sharded exporters on a six-node cluster', () => {
   const c = new Cluster({
@@ -46,7 +48,7 @@ describe.skipIf(!root)('sharded exporters on a six-node cluster', () => {
         name: p.node,
         zone: `zone-${i % 3}`,
         region: 'region-1',
-        ip: `10.250.0.${i + 2}`,
+        ip: nodeIp(p.node),
         podCidrs: [`10.244.${i + 1}.0/24`],
         pods: [
           { name: p.name, namespace: 'shop', workload: `StatefulSet/${p.name.slice(0, -2)}`, ips: [p.ip] },
@@ -247,12 +249,15 @@ describe.skipIf(!root)('sharded exporters on a six-node cluster', () => {
     const again = await start('podflow-exporter-1', ['--total-shards', '2']);
     await c.waitFor('the restarted shard to pull its collectors', async () => {
       const { stdout } = await c.ctl.exec('curl', ['-s', `http://${again.address}/metrics`]);
-      const pulled = SPLIT_2['podflow-exporter-1'].filter((n) => {
-        const ip = `10.250.0.${NODES.indexOf(n) + 2}`;
-        return new RegExp(`^podflow_exporter_pulls_total\\{collector="http://${ip}:9470"\\} [1-9]`, 'm').test(
-          stdout,
-        );
-      });
+      const pulled = SPLIT_2['podflow-exporter-1'].filter((n) =>
+        stdout
+          .split('\n')
+          .some(
+            (l) =>
+              l.startsWith(`podflow_exporter_pulls_total{collector="http://${nodeIp(n)}:9470"} `) &&
+              Number(l.slice(l.lastIndexOf(' ') + 1)) > 0,
+          ),
+      );
       return pulled.length === 3 ? true : undefined;
     });
     const took = Date.now() - restarted;
@@ -264,10 +269,23 @@ describe.skipIf(!root)('sharded exporters on a six-node cluster', () => {
     await splitIs(SPLIT_2);
   }, 40_000);
 
+  /** Pulls a node's collector refused because another exporter held its lease, from its /metrics. */
+  const refusedLeased = async (node: string): Promise<number> => {
+    const { stdout } = await c.ctl.exec('curl', ['-s', `http://${nodeIp(node)}:9470/metrics`]);
+    const m = /^podflow_collector_pull_refused_total\{reason="leased"\} (\d+)/m.exec(stdout);
+    if (!m) throw new Error(`no podflow_collector_pull_refused_total{reason="leased"} on ${node}`);
+    return Number(m[1]);
+  };
+
   it('two exporters configured to the same shard: the lease answers, nothing doubled, the loser says why once', async () => {
+    const shard0 = SPLIT_2['podflow-exporter-0'];
+    const before = await Promise.all(shard0.map(refusedLeased));
     const twin = await start('podflow-exporter-twin', ['--total-shards', '2', '--shard', '0']);
     await traffic(6_000, 1_200, 6, 200);
     await exact('with two exporters on shard 0: Prometheus and HTTP records to match conntrack');
+    // Every collector of shard 0 turned the twin away, round after round.
+    const after = await Promise.all(shard0.map(refusedLeased));
+    for (const [i, n] of after.entries()) expect(n - before[i]!, shard0[i]).toBeGreaterThanOrEqual(2);
     // The twin pulled nothing: no series of its own.
     expect(await c.q(`count(podflow_transmit_bytes_total{instance="${twin.address}"})`)).toBe(0);
     const lines = twin
