@@ -124,7 +124,10 @@ export interface ClusterSpec {
 
 /** One exporter process of the control namespace (`Cluster.startExporter`). */
 export interface Exporter {
-  /** Its `--pod-name` (the holder collectors' leases name), also its log prefix. */
+  /**
+   * Its `--pod-name` (the holder collectors' leases name), also its log prefix; `exporter` for the
+   * default one, which runs under the default pod name (the hostname).
+   */
   readonly name: string;
   /** `127.0.0.1:port` in the control namespace: its Prometheus `instance`. */
   readonly address: string;
