@@ -318,6 +318,43 @@ describe('Enricher: answers kept by address', () => {
     expect(run(e, [flow('fd00::1:5', '10.0.2.7')])[0].dstPeer).toBe(out[0].dstPeer);
   });
 
+  it('answers alike from the addresses validation parsed (FlowBatch.addresses) and from the strings', () => {
+    const c = changing(true);
+    c.ips.set('fd00::1:5', pod('web-2', 'shop', 'node-a', 'zone-a'));
+    const flows = [
+      flow('fd00::1:5', '10.0.2.7'),
+      flow('10.0.1.5', '8.8.8.8'),
+      flow('192.168.9.9', 'fd00::9'),
+      flow('10.0.1.5', '10.0.2.7', 17),
+    ];
+    const parsed = {
+      ...batch(flows),
+      addresses: new Float64Array([
+        -1, 0x0a000207, 0x0a000105, 0x08080808, 0xc0a80909, -1, 0x0a000105, 0x0a000207,
+      ]),
+    };
+    const plain: EnrichedFlow[] = [];
+    new Enricher({ groupPublicIps: false }, { cluster: c.lookup, log: silentLogger }).enrichBatch(
+      batch(flows),
+      'node-a',
+      plain,
+    );
+    const numbered: EnrichedFlow[] = [];
+    new Enricher({ groupPublicIps: false }, { cluster: c.lookup, log: silentLogger }).enrichBatch(
+      parsed,
+      'node-a',
+      numbered,
+    );
+    const strip = (fs: EnrichedFlow[]) => fs.map(({ srcPeer, dstPeer, ...rest }) => rest);
+    expect(strip(numbered)).toEqual(strip(plain));
+    expect(numbered.map((f) => [f.srcPod, f.dstPod, f.dstType])).toEqual([
+      ['web-2', 'db-0', 'pod'],
+      ['', '', 'public'],
+      ['', '', 'private'],
+      ['', 'db-0', 'pod'],
+    ]);
+  });
+
   it('follows the changes the cluster reports, address by address', () => {
     const c = changing(true);
     const e = new Enricher({ groupPublicIps: false }, { cluster: c.lookup, log: silentLogger });

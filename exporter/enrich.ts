@@ -130,6 +130,17 @@ export class Enricher {
       this.locals.clear();
     }
     const local = this.local(node);
+    // The numbers validation parsed (FlowBatch.addresses): each address is read once per pull.
+    const addrs = batch.addresses;
+    if (addrs !== undefined && addrs.length === 2 * flows.length) {
+      for (let i = 0; i < flows.length; i++) {
+        const f = flows[i];
+        const src = cache.at(f.src, addrs[2 * i]) ?? this.remember(f.src, at);
+        const dst = cache.at(f.dst, addrs[2 * i + 1]) ?? this.remember(f.dst, at);
+        out.push(this.build(f, local, src, dst, at, intervalSeconds, prices, true));
+      }
+      return;
+    }
     for (let i = 0; i < flows.length; i++) {
       const f = flows[i];
       const src = cache.get(f.src) ?? this.remember(f.src, at);
@@ -453,7 +464,11 @@ class PeerCache {
   private readonly other = new Map<string, Peer>();
 
   get(ip: string): Peer | undefined {
-    const a = parseV4(ip, 0, ip.length);
+    return this.at(ip, parseV4(ip, 0, ip.length));
+  }
+
+  /** The peer of `ip` whose IPv4 number is `a` (-1: not IPv4). */
+  at(ip: string, a: number): Peer | undefined {
     if (a < 0) return this.other.get(ip);
     const s = this.find(a | 0);
     return s < 0 ? undefined : this.peers[s];

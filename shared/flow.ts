@@ -41,6 +41,12 @@ export interface FlowBatch {
   from: number;
   to: number;
   flows: Flow[];
+  /**
+   * Not on the wire: the flows' addresses as the exporter's validation parsed them
+   * (shared/pull-contract.ts), src at 2i and dst at 2i+1, an IPv4 address as its unsigned 32-bit
+   * number, -1 for IPv6. The enrich stage reads these instead of parsing each address again.
+   */
+  addresses?: Float64Array;
 }
 
 /** What a pull returns (msgpackr-encoded on the wire). */

@@ -50,6 +50,38 @@ function isPrivateV6(raw: string): boolean {
 // Addresses as numbers, parsed in place (no allocation): the collector's DNS name cache keys its
 // addresses by them (collector/dns/names.ts). The same parsers as exporter/range-table.ts's.
 
+/**
+ * A dotted quad exactly as `net.isIPv4` takes it (four decimal octets 0–255, no leading zeros,
+ * nothing else) as an unsigned 32-bit number; -1 for anything else. The exporter's validation of a
+ * pull parses every flow's addresses with it and hands the numbers on to the enrich stage
+ * (FlowBatch.addresses), so that each address is read once.
+ */
+export function dottedQuad(v: string): number {
+  const len = v.length;
+  if (len < 7 || len > 15) return -1;
+  let a = 0;
+  let i = 0;
+  for (let part = 0; part < 4; part++) {
+    if (part > 0) {
+      if (v.charCodeAt(i) !== 46) return -1; // .
+      i++;
+    }
+    const start = i;
+    let octet = 0;
+    while (i < len && i - start < 4) {
+      const c = v.charCodeAt(i) - 48;
+      if (c < 0 || c > 9) break;
+      octet = octet * 10 + c;
+      i++;
+    }
+    const digits = i - start;
+    if (digits === 0 || digits > 3 || octet > 255) return -1;
+    if (digits > 1 && v.charCodeAt(start) === 48) return -1;
+    a = a * 256 + octet;
+  }
+  return i === len ? a : -1;
+}
+
 /** An IPv4 address from `s[start, end)` as an unsigned 32-bit number, or -1. */
 export function parseV4(s: string, start: number, end: number): number {
   let a = 0;

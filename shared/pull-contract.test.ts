@@ -3,6 +3,7 @@ import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import { seeded } from '../test/helpers/random.js';
 import type { PullResponse } from './flow.js';
+import { dottedQuad, parseV4 } from './ip.js';
 import { decodePullResponse, encodePullResponse, isDottedQuad, PullError } from './pull-contract.js';
 
 const valid = (): PullResponse => ({
@@ -63,6 +64,14 @@ describe('decodePullResponse', () => {
   it('round-trips pull boundaries and the acknowledged seq', () => {
     const r: PullResponse = { ...valid(), boundaries: [1, 4, 9], acked: 0 };
     expect(decodePullResponse(encodePullResponse(r))).toEqual(r);
+  });
+
+  it('hands on the addresses of every flow as parsed (IPv4 numbers, -1 for IPv6), out of sight of equality and encoding', () => {
+    const r = decodePullResponse(encodePullResponse(valid()));
+    expect([...(r.batches[0].addresses ?? [])]).toEqual([0x0a000001, 0x08080808, -1, -1]);
+    expect([...(r.batches[1].addresses ?? [])]).toEqual([0x0a000001, 0x0a000002]);
+    expect(Object.keys(r.batches[0])).toEqual(['seq', 'from', 'to', 'flows']);
+    expect(decodePullResponse(encodePullResponse(r))).toEqual(valid());
   });
 
   it('reads records-extension encodings too', () => {
@@ -242,5 +251,18 @@ describe('isDottedQuad', () => {
       if (isDottedQuad(v) !== isIPv4(v)) expect([v, isDottedQuad(v)]).toEqual([v, isIPv4(v)]);
     }
     expect(valid).toBeGreaterThan(10_000);
+  });
+
+  it('parses what it accepts to the number of the address', () => {
+    const rand = seeded(11);
+    for (let n = 0; n < 20_000; n++) {
+      const v = Array.from({ length: 4 }, () => Math.floor(rand() * 256)).join('.');
+      expect(dottedQuad(v)).toBe(parseV4(v, 0, v.length));
+    }
+    expect([dottedQuad('255.255.255.255'), dottedQuad('0.0.0.0'), dottedQuad('01.2.3.4')]).toEqual([
+      2 ** 32 - 1,
+      0,
+      -1,
+    ]);
   });
 });
