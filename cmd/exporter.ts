@@ -2,6 +2,7 @@
 // → pipeline (pull → enrich → Prometheus + HTTP sinks → ack) → /metrics, /healthz, /readyz.
 import type { Registry } from 'prom-client';
 import { startupDestinations } from '../exporter/destinations.js';
+import { tuneExporterHeap } from '../exporter/heap.js';
 import { createKubernetes } from '../exporter/kubernetes.js';
 import { type CollectorDiscovery, createExportGraph, staticDiscovery } from '../exporter/pipeline.js';
 import { httpCollectorClients } from '../exporter/pull.js';
@@ -37,6 +38,7 @@ export function createExportSide(
   deps: ExportSideDeps,
 ): { pipeline: ReturnType<typeof createExportGraph>['pipeline']; server: HttpServer } {
   const { registry, log } = deps;
+  tuneExporterHeap();
   let graph: ReturnType<typeof createExportGraph>;
   try {
     graph = createExportGraph(config, {

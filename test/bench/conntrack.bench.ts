@@ -22,6 +22,7 @@
 //   Reported: its peak RSS (VmHWM; it has no child process) and its share of a core. It runs with
 //   the node flags the chart gives it (a 2 MB young generation).
 // Reported: wall time, CPU time, peak RSS (VmHWM), and ratios to the floor.
+
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
@@ -44,6 +45,7 @@ import {
 import { openNetfilterSocket } from '../../collector/netfilter/socket.js';
 import type { SelectedSource } from '../../collector/select-source.js';
 import type { ConnSample, ConntrackSource } from '../../collector/source.js';
+import { bundled } from './bundle.js';
 import { profileIf } from './profile.js';
 
 type Shape = 'few-flows-per-pair' | 'many-flows-per-pair';
@@ -508,19 +510,9 @@ async function wholeCollector(ns: string, n: number) {
 
 async function outer(sizes: number[]) {
   if (process.getuid?.() !== 0) throw new Error('the benchmark needs root (network namespaces, conntrack)');
-  const esbuild = join(root, 'node_modules/.bin/esbuild');
-  execFileSync(esbuild, [
-    self,
-    '--bundle',
-    '--platform=node',
-    '--format=esm',
-    '--log-level=warning',
-    '--packages=external',
-    // Chunks per dynamic import: each measured process loads only the modules of its mode.
-    '--splitting',
-    '--out-extension:.js=.mjs',
-    `--outdir=${dirname(bundle)}`,
-  ]);
+  // The bundle is `bundle` (dist/bench/conntrack.bench.mjs): chunks per dynamic import, so each
+  // measured process loads only the modules of its mode.
+  bundled(import.meta.url, { splitting: true });
   execFileSync('cc', ['-O2', '-o', floorBin, join(root, 'native/test/ct-floor.c')]);
   const rows: string[] = [];
   // PF_BENCH_SHAPE=few-flows-per-pair (or many-…) measures one shape only.

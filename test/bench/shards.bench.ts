@@ -9,13 +9,17 @@
 // its own (http://127.0.0.1:port/c/17): the pull API below it, pre-encoded bodies (the collector's
 // encoder, gzip) made for a shard's collectors before that shard runs, a lease granted to every
 // pull, and each ack moving a collector on to its next batch.
-// Usage: npm run bench:shards [-- --collectors N --flows N --shards N --only N]
+// Each shard runs as built (this file bundled into plain JavaScript: test/bench/bundle.ts), with the
+// exporter's own V8 setting (exporter/heap.ts).
+// Usage: npm run bench:shards [-- --collectors N --flows N --shards N --only N --concurrency N]
+//        PF_BENCH_NODE_ARGS='--cpu-prof …': node flags for the shard processes (figures then differ)
 import { fork } from 'node:child_process';
 import { createServer, request } from 'node:http';
 import { gunzipSync } from 'node:zlib';
 import { Unpackr } from 'msgpackr';
 import { Registry } from 'prom-client';
 import { Enricher } from '../../exporter/enrich.js';
+import { tuneExporterHeap } from '../../exporter/heap.js';
 import { ExporterMetrics } from '../../exporter/metrics.js';
 import { Pipeline, staticDiscovery } from '../../exporter/pipeline.js';
 import { PrometheusSink } from '../../exporter/prometheus-sink.js';
@@ -25,6 +29,7 @@ import { FLOW_LABELS } from '../../shared/config.js';
 import type { PullResponse } from '../../shared/flow.js';
 import { silentLogger } from '../../shared/log.js';
 import { encodePullBody, gzipPullBody } from '../../shared/pull-contract.js';
+import { bundled } from './bundle.js';
 import { benchCluster } from './cluster-data.js';
 import { profileIf } from './profile.js';
 
@@ -123,6 +128,8 @@ interface ShardResult {
 
 /** Child process: one shard exporter, measured. */
 async function shard(index: number, port: number): Promise<void> {
+  // As `podflow exporter` does before its first pull.
+  tuneExporterHeap();
   const base = `http://127.0.0.1:${port}`;
   const mine = shardFilter({ totalShards: SHARDS, shard: index });
   const nodes: number[] = [];
@@ -216,6 +223,8 @@ async function shard(index: number, port: number): Promise<void> {
 
 async function main(): Promise<void> {
   const self = new URL(import.meta.url).pathname;
+  // The shards run as built: plain JavaScript, not through the TypeScript loader.
+  const shardBundle = bundled(import.meta.url);
   const server = fork(self, ['serve', ...process.argv.slice(2)], { execArgv: ['--import', 'tsx'] });
   try {
     const { port } = await new Promise<{ port: number }>((resolve) =>
@@ -227,8 +236,8 @@ async function main(): Promise<void> {
     const results: ShardResult[] = [];
     for (let s = 0; s < SHARDS; s++) {
       if (ONLY !== '' && s !== Number(ONLY)) continue;
-      const child = fork(self, ['shard', String(s), String(port), ...process.argv.slice(2)], {
-        execArgv: ['--import', 'tsx'],
+      const child = fork(shardBundle, ['shard', String(s), String(port), ...process.argv.slice(2)], {
+        execArgv: (process.env.PF_BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== ''),
       });
       const r = await new Promise<ShardResult>((resolve, reject) => {
         child.once('message', resolve as never);
