@@ -86,11 +86,13 @@ interface LabelGroup {
   extraId: Int32Array;
   /** Whether the group is the src endpoint's (EnrichedFlow.srcPeer) or the dst's (dstPeer). */
   src: boolean;
+  /** Label indexes of the members, then of the extras: the ids a row holds, in its order. */
+  slots: number[];
   /**
    * By endpoint number (direct-mapped, `number & PEER_MASK`), one row per slot: the number held
-   * (0: none; a number beyond 2^31 never matches, and is only slower), then the ids of the
-   * members and extras, side by side so that a flow reads one cache line. Made on the first
-   * numbered flow.
+   * (0: none; a number beyond 2^31 never matches, and is only slower), the hash of the ids
+   * (`slotsHash`), then the ids of `slots`, side by side so that a flow reads one cache line.
+   * Made on the first numbered flow.
    */
   byPeer?: Int32Array;
 }
@@ -140,6 +142,7 @@ class LabelIds {
         extras,
         extraValue: extras.map(() => undefined),
         extraId: new Int32Array(extras.length),
+        slots: [...members, ...extras],
       });
     }
     this.singles = names.map((_, j) => j).filter((j) => !grouped.has(j));
@@ -149,39 +152,67 @@ class LabelIds {
 
   /** The value ids of flow `f`'s labels, into `scratch`. */
   of(f: EnrichedFlow): void {
-    const { getters, scratch, groups } = this;
+    const { scratch, groups } = this;
     for (let g = 0; g < groups.length; g++) {
       const group = groups[g];
-      const peer = group.src ? f.srcPeer : f.dstPeer;
-      const { members, extras } = group;
-      if (peer === undefined || peer <= 0) {
+      const r = this.row(group, f);
+      if (r < 0) {
         this.groupIds(group, f);
-        this.byLast(extras, group.extraValue, group.extraId, f);
+        this.byLast(group.extras, group.extraValue, group.extraId, f);
         continue;
       }
       // By the enrich stage's number of the endpoint: typed-array reads instead of string maps'.
-      const m = members.length;
-      const rows = group.byPeer ?? this.numbered(group);
-      const row = (peer & PEER_MASK) * (1 + m + extras.length);
-      if (rows[row] === peer) {
-        for (let k = 0; k < m; k++) scratch[members[k]] = rows[row + 1 + k];
-        for (let k = 0; k < extras.length; k++) scratch[extras[k]] = rows[row + 1 + m + k];
-        continue;
-      }
-      // Straight from the interns: the string memo would only hold the same endpoints twice.
-      for (let k = 0; k < m; k++) {
-        const j = members[k];
-        scratch[j] = this.idOf(j, endpointField(group.codes[k], f));
-      }
-      for (let k = 0; k < extras.length; k++) {
-        const j = extras[k];
-        scratch[j] = this.idOf(j, getters[j](f));
-      }
-      rows[row] = peer;
-      for (let k = 0; k < m; k++) rows[row + 1 + k] = scratch[members[k]];
-      for (let k = 0; k < extras.length; k++) rows[row + 1 + m + k] = scratch[extras[k]];
+      const rows = group.byPeer as Int32Array;
+      const { slots } = group;
+      for (let k = 0; k < slots.length; k++) scratch[slots[k]] = rows[r + 2 + k];
     }
     this.byLast(this.singles, this.lastValue, this.lastId, f);
+  }
+
+  /**
+   * When the label set has both endpoint groups and `f` numbers both its endpoints: a hash of the
+   * ids the two groups give it (`keyOf` of any series with those ids is the same), else undefined.
+   * Two typed-array reads: at the series limit it turns away most flows of no series before their
+   * other labels are looked at (SeriesStore.add).
+   */
+  groupsKey(f: EnrichedFlow): number | undefined {
+    const { groups } = this;
+    if (groups.length !== 2) return undefined;
+    const a = this.row(groups[0], f);
+    if (a < 0) return undefined;
+    const b = this.row(groups[1], f);
+    if (b < 0) return undefined;
+    return combine((groups[0].byPeer as Int32Array)[a + 1], (groups[1].byPeer as Int32Array)[b + 1]);
+  }
+
+  /** `groupsKey` of the series whose ids are the `n` at `o` of `ids` (undefined: no two groups). */
+  keyOf(ids: Int32Array, o: number): number | undefined {
+    const { groups } = this;
+    if (groups.length !== 2) return undefined;
+    return combine(slotsHash(ids, o, groups[0].slots), slotsHash(ids, o, groups[1].slots));
+  }
+
+  /**
+   * The offset in `group.byPeer` of the row of `f`'s endpoint on the group's side, filled from the
+   * interns when it held another endpoint; -1 when the flow does not number that endpoint. Writes
+   * into `scratch` at the group's slots.
+   */
+  private row(group: LabelGroup, f: EnrichedFlow): number {
+    const peer = group.src ? f.srcPeer : f.dstPeer;
+    if (peer === undefined || peer <= 0) return -1;
+    const { members, extras, slots } = group;
+    const rows = group.byPeer ?? this.numbered(group);
+    const r = (peer & PEER_MASK) * (2 + slots.length);
+    if (rows[r] === peer) return r;
+    // Straight from the interns: the string memo would only hold the same endpoints twice.
+    const { scratch, getters } = this;
+    const m = members.length;
+    for (let k = 0; k < m; k++) scratch[members[k]] = this.idOf(members[k], endpointField(group.codes[k], f));
+    for (let k = 0; k < extras.length; k++) scratch[extras[k]] = this.idOf(extras[k], getters[extras[k]](f));
+    rows[r] = peer;
+    rows[r + 1] = slotsHash(scratch, 0, slots);
+    for (let k = 0; k < slots.length; k++) rows[r + 2 + k] = scratch[slots[k]];
+    return r;
   }
 
   /** The ids of labels `js` of flow `f` into `scratch`, remembering each label's last value. */
@@ -240,7 +271,7 @@ class LabelIds {
   /** The by-number memo of `group`, made on the first numbered flow (sinks fed by hand need none). */
   private numbered(group: LabelGroup): Int32Array {
     // Zero is no endpoint's number (they count from 1): the pages of slots never used stay untouched.
-    group.byPeer = new Int32Array(PEER_SLOTS * (1 + group.members.length + group.extras.length));
+    group.byPeer = new Int32Array(PEER_SLOTS * (2 + group.slots.length));
     return group.byPeer;
   }
 
@@ -306,7 +337,43 @@ function rowHash(ids: Int32Array, o: number, n: number): number {
   return fmix32(h) | 0;
 }
 
-/** The two bits of hash `h` in its Bloom filter word: from a second mix of `h`, not from the word index. */
+/** FNV-1a over the ids at `o + slots[k]`, mixed (the hash of one endpoint group's ids). */
+function slotsHash(ids: Int32Array, o: number, slots: readonly number[]): number {
+  let h = FNV_OFFSET;
+  for (let k = 0; k < slots.length; k++) h = Math.imul(h ^ ids[o + slots[k]], FNV_PRIME);
+  return fmix32(h) | 0;
+}
+
+/** One hash of the two endpoint groups' hashes. */
+const combine = (a: number, b: number): number => fmix32(Math.imul(a, 0x9e3779b1) ^ b) | 0;
+
+/**
+ * A Bloom filter of 32-bit hashes, about 8 bits per entry, two bits per hash. Both bits lie in one
+ * 32-bit word (a blocked filter): one memory read per lookup instead of two, for a few more false
+ * positives (each costs the exact look that follows).
+ */
+class Bloom {
+  private readonly bits: Int32Array;
+  private readonly shift: number;
+
+  constructor(entries: number) {
+    let size = 1 << 10;
+    while (size < entries / 4) size *= 2;
+    this.bits = new Int32Array(size);
+    this.shift = 32 - Math.log2(size);
+  }
+
+  add(h: number): void {
+    this.bits[h >>> this.shift] |= bloomMask(h);
+  }
+
+  has(h: number): boolean {
+    const mask = bloomMask(h);
+    return (this.bits[h >>> this.shift] & mask) === mask;
+  }
+}
+
+/** The two bits of hash `h` in its word: from a second mix of `h`, not from the word index. */
 function bloomMask(h: number): number {
   const m = Math.imul(h ^ (h >>> 15), 0x2c1b3c6d);
   return (1 << (m & 31)) | (1 << ((m >>> 5) & 31));
@@ -337,9 +404,13 @@ export class SeriesStore {
   private born = new Float64Array(0);
   private serial = 0;
   private lastExpire = Number.NEGATIVE_INFINITY;
-  /** Bloom filter of the live series' hashes (mayHave), and its bit index shift. */
-  private bloom: Int32Array | undefined;
-  private bloomShift = 0;
+  /**
+   * Bloom filters of the live series, made when first asked at the series limit, dropped whenever
+   * series come or go or are rehashed: of their hashes, and of their endpoint groups' key
+   * (LabelIds.keyOf).
+   */
+  private bloom: Bloom | undefined;
+  private groupBloom: Bloom | undefined;
   private readonly maxSeries: number;
   /** The overflow series: present once the limit was hit (until it idles out). */
   private overflowOn = false;
@@ -379,6 +450,16 @@ export class SeriesStore {
     let last = this.last;
     for (let i = 0; i < flows.length; i++) {
       const f = flows[i];
+      if (this.live >= this.maxSeries) {
+        // At the limit: a flow whose two endpoints no live series has together is of no series,
+        // whatever its other labels; said by two rows of ids and a filter.
+        const k = labelIds.groupsKey(f);
+        if (k !== undefined && !this.mayHaveGroups(k)) {
+          this.addOverflow(f, now);
+          overflowed++;
+          continue;
+        }
+      }
       labelIds.of(f);
       const h = rowHash(scratch, 0, n);
       // At the limit, most flows of a round belong to no series (all labels: a million distinct
@@ -445,33 +526,36 @@ export class SeriesStore {
   }
 
   /**
-   * False when no live series has hash `h` (a Bloom filter of the live series' hashes, two bits
-   * each, about 8 bits per series: 2 MB of index become 256 kB). Both bits of a hash lie in one
-   * 32-bit word (a blocked filter): one memory read per flow instead of two, for a few more false
-   * positives (each only probes the index). Built when first asked, dropped whenever series come
-   * or go or are rehashed.
+   * False when no live series has hash `h` (at the limit, most flows of a round belong to no
+   * series: the filter, 256 kB at 200,000 series, says so from the CPU cache where the 2 MB
+   * index would have missed once per flow).
    */
   private mayHave(h: number): boolean {
-    let bits = this.bloom;
-    if (bits === undefined) {
-      let size = 1 << 10;
-      while (size < this.live / 4) size *= 2;
-      bits = new Int32Array(size);
-      this.bloomShift = 32 - Math.log2(size);
-      for (let s = 0; s < this.live; s++) this.bloomAdd(bits, this.hashes[s]);
-      this.bloom = bits;
+    let bloom = this.bloom;
+    if (bloom === undefined) {
+      bloom = new Bloom(this.live);
+      for (let s = 0; s < this.live; s++) bloom.add(this.hashes[s]);
+      this.bloom = bloom;
     }
-    const mask = bloomMask(h);
-    return (bits[h >>> this.bloomShift] & mask) === mask;
+    return bloom.has(h);
   }
 
-  private bloomAdd(bits: Int32Array, h: number): void {
-    bits[h >>> this.bloomShift] |= bloomMask(h);
+  /** False when no live series has endpoint groups of key `k` (LabelIds.groupsKey). */
+  private mayHaveGroups(k: number): boolean {
+    let bloom = this.groupBloom;
+    if (bloom === undefined) {
+      bloom = new Bloom(this.live);
+      const n = this.n;
+      for (let s = 0; s < this.live; s++) bloom.add(this.labelIds.keyOf(this.ids, s * n) as number);
+      this.groupBloom = bloom;
+    }
+    return bloom.has(k);
   }
 
   /** A new series with the label ids in `scratch` and hash `h`; returns its slot. */
   private create(h: number, now: number): number {
     this.bloom = undefined;
+    this.groupBloom = undefined;
     if (this.live === this.capacity) {
       // Never beyond the limit: at 200,000 series, doubling would leave 62,000 slots (9 MB) unused.
       this.resize(Math.max(MIN_CAPACITY, Math.min(this.capacity * 2, this.maxSeries)));
@@ -530,6 +614,7 @@ export class SeriesStore {
     }
     // Slots moved: the index is built again (and the filter when next asked).
     this.bloom = undefined;
+    this.groupBloom = undefined;
     this.index.clear(Math.max(MIN_CAPACITY, w));
     for (let s = 0; s < w; s++) this.index.add(this.hashes[s], s);
   }

@@ -484,6 +484,71 @@ describe('PrometheusSink series limit', () => {
   });
 });
 
+describe('PrometheusSink series limit with numbered endpoints', () => {
+  it('at the limit, flows numbered by the enrich stage count exactly as the same flows without numbers, endpoints of equal labels alike', async () => {
+    // 40 pods of two workloads on two nodes; peers: those pods, public and private addresses.
+    const pods = new Map(
+      Array.from({ length: 40 }, (_, i) => [
+        `10.0.${i >> 4}.${(i & 15) + 10}`,
+        {
+          kind: 'pod' as const,
+          name: `app-${i % 2}-${i}`,
+          namespace: 'shop',
+          workload: `Deployment/app-${i % 2}`,
+          node: `node-${i % 2}`,
+          zone: `zone-${i % 2}`,
+        },
+      ]),
+    );
+    const enricher = new Enricher(
+      { groupPublicIps: false },
+      {
+        cluster: { ...emptyClusterLookup, lookup: (ip) => pods.get(ip), nodeRegion: () => 'region-1' },
+        log: silentLogger,
+      },
+    );
+    const ips = [...pods.keys()];
+    const pushes: EnrichedFlow[][] = [];
+    for (let round = 0; round < 3; round++) {
+      const flows = [];
+      for (let i = 0; i < 400; i++) {
+        const dst =
+          i % 5 === 0 ? `203.0.113.${i % 50}` : i % 7 === 0 ? `172.20.0.${i % 9}` : ips[(i * 7) % 40];
+        flows.push({
+          src: ips[i % 40],
+          dst,
+          proto: i % 3 === 0 ? 17 : 6,
+          txBytes: 1000 + i + round,
+          rxBytes: 7 * i,
+          txPackets: 1,
+          rxPackets: 2,
+          ...(i % 11 === 0 ? { dstName: `n${i % 4}.example.com` } : {}),
+        });
+      }
+      const out: EnrichedFlow[] = [];
+      enricher.enrichBatch({ seq: round, from: 0, to: 5000, flows }, 'node-0', out);
+      pushes.push(out);
+    }
+    const plain = pushes.map((p) => p.map(({ srcPeer, dstPeer, ...rest }) => rest));
+    // Workload labels: many endpoints (every pod of a workload, every public address) share their
+    // labels; with all labels, endpoints are told apart. Limits below and above what the flows need.
+    for (const metricsLabels of [
+      ['src_workload', 'src_zone', 'dst_workload', 'dst_type', 'proto'] as FlowLabel[],
+      [...FLOW_LABELS],
+    ]) {
+      const unlimited = await render(config({ metricsLabels }), plain, 'podflow_transmit_bytes_total');
+      const series = unlimited.split('\n').length - 2;
+      expect(series).toBeGreaterThan(6);
+      for (const maxSeries of [3, Math.floor(series / 2), series]) {
+        const cfg = config({ metricsLabels, maxSeries });
+        const numbered = await render(cfg, pushes, 'podflow_transmit_bytes_total');
+        expect(numbered).toBe(await render(cfg, plain, 'podflow_transmit_bytes_total'));
+        expect(numbered.includes('_overflow_')).toBe(maxSeries < series);
+      }
+    }
+  });
+});
+
 describe('PrometheusSink --cluster-name', () => {
   it('puts cluster first on every series, the overflow series too, whatever the labels kept', async () => {
     const registry = new Registry();

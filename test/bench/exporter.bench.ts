@@ -14,7 +14,7 @@
 //   RSS     before the rounds, after them (and their peak), the peak while /metrics is served
 //           (sampled every 5 ms), at the end (and the peak of the whole run); live heap
 // Usage: npm run bench:exporter [-- --labels all|workload] [-- --collectors N --flows N]
-//        [-- --concurrency N]
+//        [-- --concurrency N] [-- --rounds N (6)]
 import { fork } from 'node:child_process';
 import { createServer, request } from 'node:http';
 import { PerformanceObserver } from 'node:perf_hooks';
@@ -22,6 +22,7 @@ import { gunzipSync } from 'node:zlib';
 import { Unpackr } from 'msgpackr';
 import { Registry } from 'prom-client';
 import { Enricher } from '../../exporter/enrich.js';
+import { tuneExporterHeap } from '../../exporter/heap.js';
 import { ExporterMetrics } from '../../exporter/metrics.js';
 import { Pipeline, staticDiscovery } from '../../exporter/pipeline.js';
 import { PrometheusSink } from '../../exporter/prometheus-sink.js';
@@ -42,7 +43,8 @@ const COLLECTORS = Number(arg('collectors', '200'));
 const FLOWS = Number(arg('flows', '5000'));
 const LABELS = arg('labels', 'all');
 const CONCURRENCY = Number(arg('concurrency', '16'));
-const ROUNDS = 3;
+/** Rounds: the first creates the series; the steady figure is the fastest of the others. */
+const ROUNDS = Number(arg('rounds', '6'));
 const { flowsOf, clusterLookup } = benchCluster(COLLECTORS, FLOWS);
 /** Child process: the 200 collectors. */
 async function serve(): Promise<void> {
@@ -121,21 +123,25 @@ async function floorOf(urls: string[]) {
   );
   const unpackr = new Unpackr({ mapsAsObjects: true, int64AsType: 'number' });
   // Each body is decoded and summed on its own, so the floor holds no more in memory than a pull.
-  const t = performance.now();
-  const cpu0 = process.cpuUsage();
-  let sum = 0;
-  let rawMs = 0;
-  for (const b of bodies) {
-    const r = unpackr.unpack(gunzipSync(b)) as PullResponse;
-    const t1 = performance.now();
-    for (const f of r.batches[0].flows) sum += f.txBytes + f.rxBytes;
-    rawMs += performance.now() - t1;
+  // The fastest of three passes, as the steady round is the fastest of its rounds.
+  let best = { decodeMs: Number.POSITIVE_INFINITY, decodeCpuMs: 0, rawMs: 0, sum: 0 };
+  for (let pass = 0; pass < 3; pass++) {
+    const t = performance.now();
+    const cpu0 = process.cpuUsage();
+    let sum = 0;
+    let rawMs = 0;
+    for (const b of bodies) {
+      const r = unpackr.unpack(gunzipSync(b)) as PullResponse;
+      const t1 = performance.now();
+      for (const f of r.batches[0].flows) sum += f.txBytes + f.rxBytes;
+      rawMs += performance.now() - t1;
+    }
+    const decodeMs = performance.now() - t - rawMs;
+    const c = process.cpuUsage(cpu0);
+    if (decodeMs < best.decodeMs) best = { decodeMs, decodeCpuMs: (c.user + c.system) / 1000, rawMs, sum };
   }
-  const decodeMs = performance.now() - t - rawMs;
-  const c = process.cpuUsage(cpu0);
-  const decodeCpuMs = (c.user + c.system) / 1000;
   const wire = bodies.reduce((a, b) => a + b.length, 0);
-  return { decodeMs, decodeCpuMs, rawMs, sum, wire };
+  return { ...best, wire };
 }
 
 /** Makes the whole /metrics body into two reused buffers, as the HTTP server does; its length. */
@@ -168,6 +174,8 @@ const mb = (n: number) => `${(n / 1024 / 1024).toFixed(0)} MB`;
 const ms = (n: number) => `${n.toFixed(0)} ms`;
 
 async function main(): Promise<void> {
+  // As `podflow exporter` does before its first pull.
+  tuneExporterHeap();
   const child = fork(new URL(import.meta.url).pathname, ['serve', ...process.argv.slice(2)], {
     execArgv: ['--import', 'tsx'],
   });
@@ -309,6 +317,8 @@ async function main(): Promise<void> {
     const peak = process.resourceUsage().maxRSS * 1024;
     const floor = decodeMs;
     const steady = Math.min(...cycles.slice(1));
+    const later = cycles.slice(1).sort((a, b) => a - b);
+    const median = later[Math.floor(later.length / 2)];
     const render = Math.min(...renders);
     const x = (v: number) => `${(v / floor).toFixed(2)}× floor`;
     console.log(`labels: ${LABELS} (${keep.length}); series per counter: ${prometheus.seriesCount}`);
@@ -321,7 +331,7 @@ async function main(): Promise<void> {
       `cycle CPU: steady ${ms(cpu)} = ${(cpu / decodeCpuMs).toFixed(2)}× the floor's CPU, ${((cpu * 1000) / (COLLECTORS * FLOWS)).toFixed(2)} µs per flow`,
     );
     console.log(
-      `cycle: first ${ms(cycles[0])} (creates series), steady ${ms(steady)} = ${x(steady).replace('.00', '')} (target ≤ 3000 ms); GC in ${ROUNDS} rounds: ${gcs.minor} scavenges, ${gcs.major} mark-compacts, ${ms(gcs.ms)}`,
+      `cycle: first ${ms(cycles[0])} (creates series), steady ${ms(steady)} = ${x(steady).replace('.00', '')} (target ≤ 3000 ms; median of ${later.length}: ${ms(median)} = ${x(median)}); GC in ${ROUNDS} rounds: ${gcs.minor} scavenges, ${gcs.major} mark-compacts, ${ms(gcs.ms)}`,
     );
     console.log(
       `render: ${mb(size)} of text; made into a null sink ${ms(render)} = ${x(render)}; served over loopback ${ms(served.plain.ms)} = ${x(served.plain.ms)} (target ≤ 1000 ms); gzip ${ms(served.gzip.ms)} = ${x(served.gzip.ms)} for ${mb(served.gzip.bytes)}`,
