@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { Backlog } from '../collector/backlog.js';
 import { FLOW_LABELS, loadConfig } from '../shared/config.js';
 import type { EnrichedFlow, Flow, PullResponse } from '../shared/flow.js';
-import { metricsText } from '../shared/http.js';
+import { joinChunks, metricsChunks, metricsText } from '../shared/http.js';
 import { silentLogger } from '../shared/log.js';
 import { ManualClock } from '../test/fixtures/clock.js';
 import { flow as base } from '../test/fixtures/flows.js';
@@ -93,7 +93,14 @@ function setup(collectors: CollectorClient[], sinkNames = ['a', 'b']) {
     clock,
   );
   const promTx = async () => sumOf(await metricsText(registry, prometheus), 'podflow_transmit_bytes_total');
-  return { registry, pipeline, sinks, promTx, clock };
+  /** A scraper's complete response (what makes counted batches durable), summed. */
+  const scrape = async () => {
+    const text = await metricsChunks(registry, prometheus);
+    const tx = sumOf(joinChunks(text), 'podflow_transmit_bytes_total');
+    text.done?.(true);
+    return tx;
+  };
+  return { registry, pipeline, sinks, promTx, scrape, clock };
 }
 
 const local = (backlog: Backlog, node: string) =>
@@ -117,6 +124,27 @@ describe('Pipeline', () => {
     b.append(2, 3, [flow('10.0.0.2', 1)]);
     await clock.elapse(1200);
     expect(sinks[0]!.txBytes).toBe(123);
+  });
+
+  it('closing with counts no scrape served yet: never served after, kept by the collector for the next exporter, totals exact', async () => {
+    const b = new Backlog({ backlogMaxFlows: 10_000 });
+    const first = setup([local(b, 'n1')], []);
+    b.append(0, 1, [flow('10.0.0.2', 100)]);
+    await first.pipeline.runOnce();
+    // A scraper shows itself: from now on a counted batch is acknowledged once a scrape served it.
+    expect(await first.scrape()).toBe(100);
+    expect(b.stats().batches).toBe(0);
+    b.append(1, 2, [flow('10.0.0.2', 23)]);
+    await first.pipeline.runOnce();
+    expect(b.stats().batches).toBe(1);
+    await first.clock.run(first.pipeline.close(first.clock.now() + 1000));
+    // A scrape while the process winds down: had it served 123, Prometheus would hold the 23 twice.
+    expect(await first.scrape()).toBe(0);
+    expect(b.stats().batches).toBe(1);
+    const next = setup([local(b, 'n1')], []);
+    await next.pipeline.runOnce();
+    expect(await next.scrape()).toBe(23);
+    expect(b.stats().batches).toBe(0);
   });
 
   it('a failing sink blocks the ack; on recovery it gets everything once and nobody counts twice', async () => {

@@ -741,6 +741,68 @@ describe('PrometheusSink on the clock', () => {
     expect(clock.pending).toBe(0);
   });
 
+  it('closed while counts wait for a scrape: responses carry the families without series, nothing is released', async () => {
+    const clock = new ManualClock(0);
+    const sink = new PrometheusSink(
+      config({ metricsLabels: ['proto'] }),
+      { registry: new Registry() },
+      clock,
+    );
+    sink.chunks('').done?.(true);
+    await sink.push([base]);
+    const calls: string[] = [];
+    sink.onDurable(() => calls.push('a'));
+    await sink.close(clock.now());
+    const text = sink.render('');
+    expect(text).toContain('# TYPE podflow_transmit_bytes_total counter');
+    expect(text).not.toContain('podflow_transmit_bytes_total{');
+    expect(calls).toEqual([]);
+    // With nothing waiting, a closed sink serves its series as before.
+    const idle = new PrometheusSink(
+      config({ metricsLabels: ['proto'] }),
+      { registry: new Registry() },
+      clock,
+    );
+    await idle.push([base]);
+    idle.onDurable(() => calls.push('b'));
+    await idle.close(clock.now());
+    expect(idle.render('')).toContain('podflow_transmit_bytes_total{proto="TCP"} 100');
+    expect(calls).toEqual(['b']);
+  });
+
+  it('close waits until its deadline for responses begun before it: what they served is released', async () => {
+    const clock = new ManualClock(0);
+    const sink = new PrometheusSink(
+      config({ metricsLabels: ['proto'] }),
+      { registry: new Registry() },
+      clock,
+    );
+    sink.chunks('').done?.(true);
+    await sink.push([base]);
+    const calls: string[] = [];
+    sink.onDurable(() => calls.push('a'));
+    const serving = sink.chunks('');
+    let closed = false;
+    const closing = sink.close(clock.now() + 5000).then(() => {
+      closed = true;
+    });
+    await clock.elapse(100);
+    expect(closed).toBe(false);
+    serving.done?.(true);
+    await closing;
+    expect(calls).toEqual(['a']);
+    // A response that never ends holds close only until the deadline.
+    const stuck = new PrometheusSink(
+      config({ metricsLabels: ['proto'] }),
+      { registry: new Registry() },
+      clock,
+    );
+    stuck.chunks('').done?.(true);
+    await stuck.push([base]);
+    stuck.chunks('');
+    await clock.run(stuck.close(clock.now() + 2000));
+  });
+
   it('a push is durable once a complete response began after it; abandoned or failed ones release nothing', () => {
     const clock = new ManualClock(0);
     const sink = new PrometheusSink(

@@ -8,10 +8,11 @@ import type { FlowLabel } from '../shared/config.js';
 import type { EnrichedFlow } from '../shared/flow.js';
 import { joinChunks, type MetricsBody, type MetricsChunks } from '../shared/http.js';
 import type { Logger } from '../shared/log.js';
+import { within } from '../shared/sleep.js';
 import type { ExporterMetrics } from './metrics.js';
 import { flowSchema } from './prometheus-families.js';
 import { SeriesStore, type SeriesTotals } from './prometheus-series.js';
-import { CHUNK_BYTES, FlowTextWriter } from './prometheus-text.js';
+import { CHUNK_BYTES, FlowTextWriter, type Snapshot } from './prometheus-text.js';
 import type { Sink } from './sink.js';
 
 export { OVERFLOW } from './prometheus-families.js';
@@ -50,6 +51,15 @@ export interface PrometheusSinkConfig {
 /** How often idle series are looked for when no push comes (pushes look at most as often). */
 const SWEEP_MS = 1000;
 
+/** What a closed sink serves: the families, no series. */
+const NO_SERIES: Snapshot = {
+  count: 0,
+  ids: new Int32Array(0),
+  counts: new Float64Array(0),
+  values: [],
+  overflow: undefined,
+};
+
 /**
  * The flow counters live here, not in prom-client's per-series maps: at a million flows per round
  * and tens of thousands of series, prom-client's label hashing on every increment and its formatter
@@ -69,6 +79,12 @@ export class PrometheusSink implements Sink, MetricsBody {
   private released = 0;
   /** When a scrape last completed (clock ms); undefined until the first. */
   private lastScrape: number | undefined;
+  /** Responses begun and not ended yet. */
+  private responding = 0;
+  /** Resolves `close`'s wait once no response is left (set while it waits). */
+  private idle: (() => void) | undefined;
+  /** Closed: responses carry no flow series any more. */
+  private closed = false;
   private cancelSweep: Cancel | undefined;
 
   constructor(
@@ -137,8 +153,13 @@ export class PrometheusSink implements Sink, MetricsBody {
    * (`done(true)`), they are safe. A failed or abandoned response releases nothing.
    */
   chunks(head = '', chunkBytes = CHUNK_BYTES): MetricsChunks {
+    // Closed with counts no scrape served (the collectors still hold those batches): never served.
+    if (this.closed && this.unscraped.length > 0)
+      return this.text.chunks(head, NO_SERIES, chunkBytes, () => {});
     const upTo = this.released + this.unscraped.length;
+    this.responding++;
     return this.text.chunks(head, this.store.snapshot(), chunkBytes, (complete) => {
+      if (--this.responding === 0) this.idle?.();
       if (!complete) return;
       this.lastScrape = this.clock.now();
       this.release(upTo);
@@ -147,7 +168,13 @@ export class PrometheusSink implements Sink, MetricsBody {
 
   /** The text of `chunks` as one string: for tests and small registries. /metrics streams `chunks`. */
   render(head = ''): string {
-    return joinChunks(this.chunks(head));
+    const text = this.chunks(head);
+    try {
+      return joinChunks(text);
+    } finally {
+      // Not served to a scraper: ended as an incomplete response.
+      text.done?.(false);
+    }
   }
 
   /**
@@ -173,8 +200,26 @@ export class PrometheusSink implements Sink, MetricsBody {
     for (const fn of due) fn();
   }
 
-  async close(_deadline: number): Promise<void> {
+  /**
+   * From now on, while anything counted waits for a scrape, responses carry no flow series: what
+   * was counted but never served is then never served by this process, and the collectors, which
+   * keep it (no ack went out for it), give it to the next exporter. Else a scrape after the pipeline's last acks (while the leases are released
+   * and the socket still answers) would serve batches the next exporter counts again. Responses
+   * begun before are awaited until `deadline` (ms since the epoch): what they served is released
+   * (onDurable), and the pipeline acknowledges it before it lets the collectors go.
+   */
+  async close(deadline: number): Promise<void> {
     this.cancelSweep?.();
     this.cancelSweep = undefined;
+    this.closed = true;
+    if (this.responding === 0) return;
+    await within(
+      new Promise<void>((resolve) => {
+        this.idle = resolve;
+      }),
+      deadline - this.clock.now(),
+      this.clock,
+    );
+    this.idle = undefined;
   }
 }

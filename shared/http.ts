@@ -75,7 +75,14 @@ export async function metricsChunks(registry: Registry, body: MetricsBody): Prom
 
 /** The /metrics text as one string (what a scrape gets; not counted as one): for tests. */
 export async function metricsText(registry: Registry, body?: MetricsBody): Promise<string> {
-  return body === undefined ? registry.metrics() : joinChunks(await metricsChunks(registry, body));
+  if (body === undefined) return registry.metrics();
+  const text = await metricsChunks(registry, body);
+  // Read here, not served to a scraper: ended as an incomplete response (it makes nothing durable).
+  try {
+    return joinChunks(text);
+  } finally {
+    text.done?.(false);
+  }
 }
 
 /** Size of the two buffers a /metrics response is written through. */

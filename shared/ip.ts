@@ -60,26 +60,27 @@ export function dottedQuad(v: string): number {
   const len = v.length;
   if (len < 7 || len > 15) return -1;
   let a = 0;
-  let i = 0;
-  for (let part = 0; part < 4; part++) {
-    if (part > 0) {
-      if (v.charCodeAt(i) !== 46) return -1; // .
-      i++;
+  let octet = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < len; i++) {
+    const c = v.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || dots === 3) return -1;
+      a = a * 256 + octet;
+      dots++;
+      octet = 0;
+      digits = 0;
+      continue;
     }
-    const start = i;
-    let octet = 0;
-    while (i < len && i - start < 4) {
-      const c = v.charCodeAt(i) - 48;
-      if (c < 0 || c > 9) break;
-      octet = octet * 10 + c;
-      i++;
-    }
-    const digits = i - start;
-    if (digits === 0 || digits > 3 || octet > 255) return -1;
-    if (digits > 1 && v.charCodeAt(start) === 48) return -1;
-    a = a * 256 + octet;
+    const d = c - 48;
+    // Not a digit (unsigned: below '0' too), a leading zero, a fourth digit or beyond 255.
+    if (d >>> 0 > 9 || (digits === 1 && octet === 0)) return -1;
+    octet = octet * 10 + d;
+    if (++digits > 3 || octet > 255) return -1;
   }
-  return i === len ? a : -1;
+  if (digits === 0 || dots !== 3) return -1;
+  return a * 256 + octet;
 }
 
 /** An IPv4 address from `s[start, end)` as an unsigned 32-bit number, or -1. */
