@@ -741,8 +741,8 @@ describe('PrometheusSink on the clock', () => {
     expect(clock.pending).toBe(0);
   });
 
-  it('closed while counts wait for a scrape: responses carry the families without series, nothing is released', async () => {
-    const clock = new ManualClock(0);
+  /** A sink that has seen a scraper (a complete response) and counted one flow since. */
+  const scrapedThenCounted = async (clock: ManualClock) => {
     const sink = new PrometheusSink(
       config({ metricsLabels: ['proto'] }),
       { registry: new Registry() },
@@ -750,6 +750,12 @@ describe('PrometheusSink on the clock', () => {
     );
     sink.chunks('').done?.(true);
     await sink.push([base]);
+    return sink;
+  };
+
+  it('closed while counts wait for a scrape: responses carry the families without series, nothing is released', async () => {
+    const clock = new ManualClock(0);
+    const sink = await scrapedThenCounted(clock);
     const calls: string[] = [];
     sink.onDurable(() => calls.push('a'));
     await sink.close(clock.now());
@@ -772,13 +778,7 @@ describe('PrometheusSink on the clock', () => {
 
   it('close waits until its deadline for responses begun before it: what they served is released', async () => {
     const clock = new ManualClock(0);
-    const sink = new PrometheusSink(
-      config({ metricsLabels: ['proto'] }),
-      { registry: new Registry() },
-      clock,
-    );
-    sink.chunks('').done?.(true);
-    await sink.push([base]);
+    const sink = await scrapedThenCounted(clock);
     const calls: string[] = [];
     sink.onDurable(() => calls.push('a'));
     const serving = sink.chunks('');
@@ -792,13 +792,7 @@ describe('PrometheusSink on the clock', () => {
     await closing;
     expect(calls).toEqual(['a']);
     // A response that never ends holds close only until the deadline.
-    const stuck = new PrometheusSink(
-      config({ metricsLabels: ['proto'] }),
-      { registry: new Registry() },
-      clock,
-    );
-    stuck.chunks('').done?.(true);
-    await stuck.push([base]);
+    const stuck = await scrapedThenCounted(clock);
     stuck.chunks('');
     await clock.run(stuck.close(clock.now() + 2000));
   });

@@ -34,6 +34,7 @@ import { silentLogger } from '../../shared/log.js';
 import { encodePullBody, gzipPullBody } from '../../shared/pull-contract.js';
 import { benchCluster } from './cluster-data.js';
 import { profileIf } from './profile.js';
+import { fetchBodies } from './pull-bodies.js';
 
 const arg = (name: string, def: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -105,24 +106,6 @@ async function serve(): Promise<void> {
       .end();
   });
   process.send!({ ports });
-}
-
-/** Every collector's current body as a pull gets it (gzip), fetched outside any timing. */
-async function fetchBodies(urls: string[]): Promise<Buffer[]> {
-  return Promise.all(
-    urls.map(
-      (u) =>
-        new Promise<Buffer>((resolve, reject) => {
-          request(`${u}/api/v1/flows`, { headers: { 'accept-encoding': 'gzip' } }, (res) => {
-            const chunks: Buffer[] = [];
-            res.on('data', (c: Buffer) => chunks.push(c));
-            res.on('end', () => resolve(Buffer.concat(chunks)));
-          })
-            .on('error', reject)
-            .end();
-        }),
-    ),
-  );
 }
 
 const floorUnpackr = new Unpackr({ mapsAsObjects: true, int64AsType: 'number' });

@@ -32,6 +32,7 @@ import { encodePullBody, gzipPullBody } from '../../shared/pull-contract.js';
 import { bundled } from './bundle.js';
 import { benchCluster } from './cluster-data.js';
 import { profileIf } from './profile.js';
+import { fetchBodies } from './pull-bodies.js';
 
 const arg = (name: string, def: string) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -186,20 +187,7 @@ async function shard(index: number, port: number): Promise<void> {
   const peakRss = process.resourceUsage().maxRSS * 1024;
   const mem = process.memoryUsage();
   // Floor: this shard's bodies fetched once, then gunzipped and decoded one by one.
-  const bodies = await Promise.all(
-    urls.map(
-      (u) =>
-        new Promise<Buffer>((resolve, reject) => {
-          request(`${u}/api/v1/flows`, { headers: { 'accept-encoding': 'gzip' } }, (res) => {
-            const chunks: Buffer[] = [];
-            res.on('data', (c: Buffer) => chunks.push(c));
-            res.on('end', () => resolve(Buffer.concat(chunks)));
-          })
-            .on('error', reject)
-            .end();
-        }),
-    ),
-  );
+  const bodies = await fetchBodies(urls);
   const unpackr = new Unpackr({ mapsAsObjects: true, int64AsType: 'number' });
   t = performance.now();
   for (const b of bodies) unpackr.unpack(gunzipSync(b));
