@@ -58,6 +58,9 @@ export class Enricher {
   private table: PriceTable;
   /** Resolved addresses (enrichBatch). */
   private readonly cache = new PeerCache();
+  /** The src addresses of the batch being enriched, by their low bits, and their peers. */
+  private readonly localAddrs = new Float64Array(LOCAL_MASK + 1);
+  private readonly localPeers: (Peer | undefined)[] = new Array(LOCAL_MASK + 1).fill(undefined);
   /** Collectors' nodes as local endpoints, by name. */
   private readonly locals = new Map<string, Local>();
   /** Node, zone and region names by number (`named`); '' is 0. */
@@ -133,12 +136,28 @@ export class Enricher {
     // The numbers validation parsed (FlowBatch.addresses): each address is read once per pull.
     const addrs = batch.addresses;
     if (addrs !== undefined && addrs.length === 2 * flows.length) {
+      // The src of a collector's flows is one of its node's few pods (or the node): a small table
+      // by the address's low bits answers most of them before the cache's hash probe. Per batch,
+      // whose time and cluster state are one.
+      const { localAddrs, localPeers } = this;
+      localAddrs.fill(-1);
       for (let i = 0; i < flows.length; i++) {
         const f = flows[i];
-        const src = cache.at(f.src, addrs[2 * i]) ?? this.remember(f.src, at);
+        const a = addrs[2 * i];
+        let src: Peer;
+        const k = a & LOCAL_MASK;
+        if (a >= 0 && localAddrs[k] === a) src = localPeers[k] as Peer;
+        else {
+          src = cache.at(f.src, a) ?? this.remember(f.src, at);
+          if (a >= 0) {
+            localAddrs[k] = a;
+            localPeers[k] = src;
+          }
+        }
         const dst = cache.at(f.dst, addrs[2 * i + 1]) ?? this.remember(f.dst, at);
         out.push(this.build(f, local, src, dst, at, intervalSeconds, prices, true));
       }
+      localPeers.fill(undefined);
       return;
     }
     for (let i = 0; i < flows.length; i++) {
@@ -442,6 +461,9 @@ class Peer {
     this.shown = ip;
   }
 }
+
+/** Slots of the per-batch table of src addresses (a power of two minus one): above a node's pods. */
+const LOCAL_MASK = 255;
 
 /** Most node, zone and region names numbered before starting over: far above any cluster's nodes. */
 const NAMES_MAX = 1 << 16;

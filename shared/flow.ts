@@ -8,7 +8,9 @@ export const PROTO_NAMES: Readonly<Record<number, string>> = {
   58: 'ICMPv6',
   132: 'SCTP',
 };
-export const protoName = (proto: number): string => PROTO_NAMES[proto] ?? String(proto);
+/** Every protocol number's name, made once: an array read per flow instead of a sparse object's. */
+const PROTO_TABLE: readonly string[] = Array.from({ length: 256 }, (_, n) => PROTO_NAMES[n] ?? String(n));
+export const protoName = (proto: number): string => PROTO_TABLE[proto] ?? String(proto);
 
 /**
  * Traffic of one (local endpoint, peer, protocol) over one collector interval, as reduced on the
