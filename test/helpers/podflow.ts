@@ -31,7 +31,7 @@ export interface Podflow {
   readonly log: string;
   /** Whether it has exited. */
   readonly exited: boolean;
-  /** Settles when it exits. */
+  /** Settles when it has exited and its stderr is read to the end. */
   readonly exit: Promise<Exit>;
   /** Waits until `path` answers 2xx; fails at once, with its log, should the process exit first. */
   ready(path?: '/healthz' | '/readyz', timeoutMs?: number): Promise<void>;
@@ -53,11 +53,12 @@ export function startPodflow(args: string[], opts: PodflowOptions = {}): Podflow
     log += c.toString();
   });
   let exited = false;
+  proc.once('exit', () => {
+    exited = true;
+  });
+  // 'close' comes after 'exit' once stderr is drained: the log is complete when `exit` settles.
   const exit = new Promise<Exit>((resolve) =>
-    proc.once('exit', (code, signal) => {
-      exited = true;
-      resolve({ code, signal });
-    }),
+    proc.once('close', (code, signal) => resolve({ code, signal })),
   );
   const base = `http://127.0.0.1:${port}`;
   return {
