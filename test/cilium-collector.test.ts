@@ -1,7 +1,5 @@
 // `podflow collector --source cilium` as a real process against real pinned BPF maps: counters that
 // grow in the maps come out of the pull API as flow records with exact byte counts.
-import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,11 +19,11 @@ import {
   putEntries,
 } from './helpers/bpf.js';
 import { requireRoot } from './helpers/netns.js';
+import { type Podflow, startPodflow } from './helpers/podflow.js';
 import { freePort } from './helpers/ports.js';
 import { waitFor } from './helpers/wait.js';
 
 const root = requireRoot();
-const ROOT = join(import.meta.dirname, '..');
 
 /** This host's first non-loopback IPv4 address: a local endpoint of a collector without Kubernetes. */
 function hostIpv4(): string {
@@ -37,7 +35,7 @@ function hostIpv4(): string {
 
 describe.skipIf(!root)('podflow collector --source cilium', () => {
   let mnt: BpfMount;
-  let child: ChildProcess | undefined;
+  let child: Podflow | undefined;
   let home: string;
 
   beforeAll(async () => {
@@ -45,10 +43,7 @@ describe.skipIf(!root)('podflow collector --source cilium', () => {
     home = mkdtempSync(join(tmpdir(), 'pf-home-')); // no ~/.kube/config: the host is the endpoint
   });
   afterAll(async () => {
-    if (child && child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL');
-      await once(child, 'exit');
-    }
+    await child?.stop('SIGKILL');
     await mnt?.cleanup();
     rmSync(home, { recursive: true, force: true });
   });
@@ -108,12 +103,8 @@ describe.skipIf(!root)('podflow collector --source cilium', () => {
     await write(0);
 
     const port = await freePort();
-    child = spawn(
-      process.execPath,
+    child = startPodflow(
       [
-        '--import',
-        'tsx',
-        'cmd/podflow.ts',
         'collector',
         '--source',
         'cilium',
@@ -127,14 +118,10 @@ describe.skipIf(!root)('podflow collector --source cilium', () => {
         '--shutdown-timeout',
         '0s',
       ],
-      { cwd: ROOT, env: { PATH: process.env.PATH, HOME: home }, stdio: ['ignore', 'ignore', 'pipe'] },
+      { env: { HOME: home } },
     );
-    let stderr = '';
-    child.stderr!.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    const base = `http://127.0.0.1:${port}`;
-    await waitFor('readyz', async () => ((await fetch(`${base}/readyz`)).ok ? true : undefined));
+    const { base } = child;
+    await child.ready('/readyz');
     const metrics = await (await fetch(`${base}/metrics`)).text();
     expect(metrics).toMatch(/^podflow_collector_conntrack_entries 2$/m);
 
@@ -157,21 +144,16 @@ describe.skipIf(!root)('podflow collector --source cilium', () => {
       { src: me, dst: '198.51.100.7', proto: 6, txBytes: 200, rxBytes: 20, txPackets: 2, rxPackets: 0 },
       { src: me, dst: '198.51.100.8', proto: 17, txBytes: 0, rxBytes: 60, txPackets: 0, rxPackets: 2 },
     ]);
-    expect(stderr).toContain('"layout":"v1.15"');
-    child.kill('SIGTERM');
-    const [code] = (await once(child, 'exit')) as [number | null];
+    expect(child.log).toContain('"layout":"v1.15"');
+    const { code } = await child.stop('SIGTERM');
     expect(code).toBe(0);
   });
 
   it('--source auto without Cilium maps reads netfilter and says why', async () => {
     const empty = mkdtempSync(join(tmpdir(), 'pf-nocilium-'));
     const port = await freePort();
-    const auto = spawn(
-      process.execPath,
+    const auto = startPodflow(
       [
-        '--import',
-        'tsx',
-        'cmd/podflow.ts',
         'collector',
         '--cilium-bpf-path',
         empty,
@@ -180,26 +162,19 @@ describe.skipIf(!root)('podflow collector --source cilium', () => {
         '--listen',
         `127.0.0.1:${port}`,
       ],
-      { cwd: ROOT, env: { PATH: process.env.PATH, HOME: home }, stdio: ['ignore', 'ignore', 'pipe'] },
+      { env: { HOME: home } },
     );
-    let stderr = '';
-    auto.stderr!.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
     try {
-      await waitFor('readyz', async () =>
-        (await fetch(`http://127.0.0.1:${port}/readyz`)).ok ? true : undefined,
-      );
-      const line = stderr.split('\n').find((l) => l.includes('--source auto'));
+      await auto.ready('/readyz');
+      const line = auto.log.split('\n').find((l) => l.includes('--source auto'));
       expect(JSON.parse(line!)).toMatchObject({
         source: 'netfilter',
         reason: expect.stringContaining(`no Cilium conntrack map under ${empty}`),
         msg: '--source auto: not using Cilium maps: reading netfilter conntrack',
       });
-      expect(stderr).toContain('"source":"netfilter","interval"');
+      expect(auto.log).toContain('"source":"netfilter","interval"');
     } finally {
-      auto.kill('SIGTERM');
-      await once(auto, 'exit');
+      await auto.stop('SIGTERM');
       rmSync(empty, { recursive: true, force: true });
     }
   });

@@ -5,8 +5,6 @@
 // Prometheus must equal what the nodes' conntrack counted, byte for byte: nothing lost (the
 // restarted process continues from the counts the old one saved, and counts connections it does
 // not know in full), nothing doubled (the same boot id and seqs: the exporter skips what it has).
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,6 +22,7 @@ import {
   startServer,
   type TrafficServer,
 } from './helpers/netns.js';
+import { startPodflow } from './helpers/podflow.js';
 import { relayIntoNetns } from './helpers/relay.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -195,31 +194,16 @@ describe('--state-dir that cannot be used', () => {
     try {
       const file = join(dir, 'a-file');
       await writeFile(file, 'x');
-      const child = spawn(
-        process.execPath,
-        [
-          '--import',
-          'tsx',
-          'cmd/podflow.ts',
-          'collector',
-          '--listen',
-          '127.0.0.1:0',
-          '--state-dir',
-          join(file, 'state'),
-        ],
-        {
-          cwd: new URL('..', import.meta.url).pathname,
-          env: { PATH: process.env.PATH, HOME: '/nonexistent' },
-          stdio: ['ignore', 'ignore', 'pipe'],
-        },
-      );
-      let stderr = '';
-      child.stderr!.on('data', (d: Buffer) => {
-        stderr += d.toString();
-      });
-      const [code] = (await once(child, 'exit')) as [number | null];
+      const child = startPodflow([
+        'collector',
+        '--listen',
+        '127.0.0.1:0',
+        '--state-dir',
+        join(file, 'state'),
+      ]);
+      const { code } = await child.exit;
       expect(code).toBe(1);
-      const lines = stderr.trim().split('\n');
+      const lines = child.log.trim().split('\n');
       const state = join(file, 'state');
       expect(lines.at(-1)).toMatch(
         new RegExp(`^podflow: --state-dir ${state}: cannot create or write the directory \\(ENOTDIR: .*\\)$`),

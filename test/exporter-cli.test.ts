@@ -1,6 +1,5 @@
 // `podflow exporter` as a process: static --collectors (real collector servers), the HTTP sink
 // posting to a real receiver, /metrics, /healthz, /readyz, start-up errors and SIGTERM.
-import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
@@ -14,11 +13,11 @@ import { silentLogger } from '../shared/log.js';
 import { encodePullResponse } from '../shared/pull-contract.js';
 import { TokenFile } from '../shared/token.js';
 import { HttpReceiver } from './helpers/http-receiver.js';
+import { startPodflow } from './helpers/podflow.js';
 import { freePort } from './helpers/ports.js';
 import { startTestCollector } from './helpers/test-collector.js';
 import { waitFor } from './helpers/wait.js';
 
-const ROOT = new URL('..', import.meta.url).pathname;
 const cleanup: (() => Promise<void>)[] = [];
 afterEach(async () => {
   for (const f of cleanup.splice(0).reverse()) await f();
@@ -30,25 +29,13 @@ async function collector(node: string, bootId?: string) {
   return c;
 }
 
+/** A podflow process, killed after the test should it still run. */
 function podflow(args: string[], env: Record<string, string> = {}) {
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'cmd/podflow.ts', ...args], {
-    cwd: ROOT,
-    // No HOME: a ~/.kube/config of the machine must not turn on Kubernetes discovery.
-    env: { PATH: process.env.PATH, HOME: '/nonexistent', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => {
-    stderr += d.toString();
-  });
-  const exited = once(child, 'exit') as Promise<[number | null, string | null]>;
+  const p = startPodflow(args, { env });
   cleanup.push(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL');
-      await exited;
-    }
+    await p.stop('SIGKILL');
   });
-  return { child, exited, stderr: () => stderr };
+  return p;
 }
 
 /** Sum of a metric's samples in Prometheus text, optionally only those whose labels contain `match`. */
@@ -102,9 +89,9 @@ describe('podflow exporter', () => {
       ],
       { KEY: 'k-123' },
     );
-    const base = `http://127.0.0.1:${port}`;
-    await waitFor('healthz', async () => ((await fetch(`${base}/healthz`)).ok ? true : undefined));
-    await waitFor('readyz', async () => ((await fetch(`${base}/readyz`)).status === 200 ? true : undefined));
+    const { base } = p;
+    await p.ready('/healthz');
+    await p.ready('/readyz');
     await waitFor('collectors acknowledged', async () =>
       c1.backlog.stats().batches === 0 && c2.backlog.stats().batches === 0 ? true : undefined,
     );
@@ -147,17 +134,16 @@ describe('podflow exporter', () => {
     expect(sum(after, 'podflow_exporter_flows_total')).toBe(4);
     await waitFor('records posted', async () => (rx.acceptedRecords().length === 4 ? true : undefined));
 
-    p.child.kill('SIGTERM');
-    const [code] = await p.exited;
+    const { code } = await p.stop('SIGTERM');
     expect(code).toBe(0);
-    expect(p.stderr()).toContain('exporter stopped');
+    expect(p.log).toContain('exporter stopped');
   });
 
   it('stops with one line naming the option when no collectors can be found', async () => {
     const p = podflow(['exporter', '--listen', '127.0.0.1:0']);
-    const [code] = await p.exited;
+    const { code } = await p.exit;
     expect(code).toBe(2);
-    expect(p.stderr()).toMatch(/^podflow: --collectors: no collector URLs given/m);
+    expect(p.log).toMatch(/^podflow: --collectors: no collector URLs given/m);
   });
 
   it('stops at start-up when a header names an unset variable', async () => {
@@ -172,9 +158,9 @@ describe('podflow exporter', () => {
       '--http-sink-headers',
       `Authorization=Bearer ${env('MISSING_TOKEN')}`,
     ]);
-    const [code] = await p.exited;
+    const { code } = await p.exit;
     expect(code).toBe(2);
-    expect(p.stderr()).toContain('MISSING_TOKEN is not set');
+    expect(p.log).toContain('MISSING_TOKEN is not set');
   });
 });
 
@@ -262,7 +248,7 @@ describe('podflow exporter against hostile collectors', () => {
     // Only the good collector's bytes, exactly.
     expect(sum(text, 'podflow_transmit_bytes_total')).toBe(4321);
     expect(good.backlog.stats().batches).toBe(0);
-    const status = await readFile(`/proc/${p.child.pid}/status`, 'utf8');
+    const status = await readFile(`/proc/${p.proc.pid}/status`, 'utf8');
     const peak = Number(/^VmHWM:\s+(\d+) kB/m.exec(status)?.[1]) * 1024;
     console.log(`exporter peak RSS with 8 gzip bombs every 500 ms: ${(peak / 2 ** 20).toFixed(0)} MiB`);
     // The chart's exporter limit is 512Mi; eight bombs at once reached 2.33 GB before.
@@ -277,13 +263,13 @@ describe('podflow exporter against hostile collectors', () => {
       '--pull-token-file',
       '/nonexistent/token',
     ]);
-    const [c1] = await p1.exited;
+    const { code: c1 } = await p1.exit;
     expect(c1).not.toBe(0);
-    expect(p1.stderr().trim()).toBe('podflow: --pull-token-file /nonexistent/token: cannot read it (ENOENT)');
+    expect(p1.log.trim()).toBe('podflow: --pull-token-file /nonexistent/token: cannot read it (ENOENT)');
     const p2 = podflow(['exporter', '--collectors', 'http://127.0.0.1:1', '--metrics-auth']);
-    const [c2] = await p2.exited;
+    const { code: c2 } = await p2.exit;
     expect(c2).not.toBe(0);
-    expect(p2.stderr().trim()).toBe(
+    expect(p2.log.trim()).toBe(
       'podflow: --metrics-auth: needs --pull-token-file (the tokens /metrics accepts)',
     );
   });
@@ -304,9 +290,9 @@ describe('podflow exporter: cost options at start-up', () => {
       '--destinations-file',
       file,
     ]);
-    const [c1] = await p1.exited;
+    const { code: c1 } = await p1.exit;
     expect(c1).toBe(2);
-    expect(p1.stderr().trim()).toBe(
+    expect(p1.log.trim()).toBe(
       `podflow: --destinations-file ${file}: entry 2: cidr: expected a range like 10.20.0.0/16 or 2001:db8::/32, got "10.30.0.0/33"`,
     );
     const p2 = podflow([
@@ -316,9 +302,9 @@ describe('podflow exporter: cost options at start-up', () => {
       '--prices',
       'cross-zone=two cents',
     ]);
-    const [c2] = await p2.exited;
+    const { code: c2 } = await p2.exit;
     expect(c2).toBe(2);
-    expect(p2.stderr().trim()).toBe(
+    expect(p2.log.trim()).toBe(
       'podflow: invalid --prices: cross-zone: expected a price per GiB of 0 or more like 0.02, or preset, got "cross-zone=two cents"',
     );
   });
@@ -355,11 +341,8 @@ describe('two podflow exporters on one collector', () => {
         '--http-sink-url',
         rx.url,
       ]);
-      const base = `http://127.0.0.1:${port}`;
-      await waitFor(`${name} up`, async () =>
-        (await fetch(`${base}/healthz`).catch(() => undefined))?.ok ? true : undefined,
-      );
-      return { p, metrics: async () => (await fetch(`${base}/metrics`)).text() };
+      await p.ready();
+      return { p, metrics: async () => (await fetch(`${p.base}/metrics`)).text() };
     };
     const [a, b] = await Promise.all([start('exporter-a'), start('exporter-b')]);
     let total = 0;
@@ -380,8 +363,7 @@ describe('two podflow exporters on one collector', () => {
     expect(sum(standbyMetrics, 'podflow_exporter_pull_errors_total', 'reason="leased"')).toBeGreaterThan(3);
 
     // The holder dies without letting go: the standby takes over once the lease lapsed (≤ 10 s).
-    holder.p.child.kill('SIGKILL');
-    await holder.p.exited;
+    await holder.p.stop('SIGKILL');
     let later = 0;
     for (let i = 0; i < 3; i++) {
       c.backlog.append(2000 + i, 2001 + i, [flow('10.0.0.2', '1.1.1.1', 7 + i)]);

@@ -1,7 +1,5 @@
 // The HTTP log sink against a real HTTP receiver on loopback, alone, in the pipeline with the
 // Prometheus sink, and in a `podflow exporter` process.
-import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
 import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -19,6 +17,7 @@ import { metricsText } from '../shared/http.js';
 import { silentLogger } from '../shared/log.js';
 import { enriched, toInternet } from './fixtures/flows.js';
 import { HttpReceiver } from './helpers/http-receiver.js';
+import { startPodflow } from './helpers/podflow.js';
 import { freePort } from './helpers/ports.js';
 import { seededInt } from './helpers/random.js';
 import { startTestCollector } from './helpers/test-collector.js';
@@ -655,7 +654,6 @@ describe('HTTP sink in the pipeline: exactly once, whatever the receiver answers
 });
 
 describe('podflow exporter with a hung HTTP receiver', () => {
-  const ROOT = new URL('..', import.meta.url).pathname;
   const cleanup: (() => Promise<void>)[] = [];
   afterEach(async () => {
     for (const f of cleanup.splice(0).reverse()) await f();
@@ -666,12 +664,8 @@ describe('podflow exporter with a hung HTTP receiver', () => {
     cleanup.push(() => c.close());
     rx.respond({ status: 200, delayMs: 30_000 });
     const port = await freePort();
-    const child: ChildProcess = spawn(
-      process.execPath,
+    const child = startPodflow(
       [
-        '--import',
-        'tsx',
-        'cmd/podflow.ts',
         'exporter',
         '--collectors',
         c.url,
@@ -684,15 +678,10 @@ describe('podflow exporter with a hung HTTP receiver', () => {
         '--http-sink-timeout',
         '60s',
       ],
-      // No HOME: a ~/.kube/config of the machine must not turn on Kubernetes discovery.
-      { cwd: ROOT, env: { PATH: process.env.PATH, HOME: '/nonexistent' }, stdio: 'ignore' },
+      { stderr: 'ignore' },
     );
-    const exited = once(child, 'exit') as Promise<[number | null, string | null]>;
     cleanup.push(async () => {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGKILL');
-        await exited;
-      }
+      await child.stop('SIGKILL');
     });
     let sent = 0;
     let t = 0;
@@ -707,8 +696,8 @@ describe('podflow exporter with a hung HTTP receiver', () => {
     feed();
     const traffic = setInterval(feed, 200);
     cleanup.push(async () => clearInterval(traffic));
-    const base = `http://127.0.0.1:${port}`;
-    await waitFor('readyz', async () => ((await fetch(`${base}/readyz`)).status === 200 ? true : undefined));
+    const { base } = child;
+    await child.ready('/readyz');
     await rx.waitFor(1);
     const scrape = async () => {
       const text = await (await fetch(`${base}/metrics`)).text();
@@ -738,8 +727,7 @@ describe('podflow exporter with a hung HTTP receiver', () => {
     });
     expect(txOf(rx.dedupedRecords())).toBe(sent);
     await waitFor('metrics caught up', async () => ((await scrape()).tx === sent ? true : undefined));
-    child.kill('SIGTERM');
-    const [code] = await exited;
+    const { code } = await child.stop('SIGTERM');
     expect(code).toBe(0);
   });
 });

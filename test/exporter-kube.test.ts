@@ -1,8 +1,6 @@
 // `podflow exporter` with Kubernetes: the real client against the test API server gives collector
 // discovery (a collector pod whose IP is loopback, port of a real collector server) and the cluster
 // view for enrichment; a real Prometheus scrapes the exporter and the test queries it.
-import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,13 +12,13 @@ import { createCollectorServer } from '../collector/server.js';
 import type { Flow } from '../shared/flow.js';
 import { silentLogger } from '../shared/log.js';
 import { HttpReceiver } from './helpers/http-receiver.js';
+import { startPodflow } from './helpers/podflow.js';
 import { freePort } from './helpers/ports.js';
 import { startPrometheus } from './helpers/prometheus.js';
 import { waitFor } from './helpers/wait.js';
 import { startHarness } from './kube-api-server/harness.js';
 import { node, pod, replicaSet } from './kube-api-server/objects.js';
 
-const ROOT = new URL('..', import.meta.url).pathname;
 const cleanup: (() => Promise<void>)[] = [];
 afterEach(async () => {
   for (const f of cleanup.splice(0).reverse()) await f().catch(() => {});
@@ -106,12 +104,8 @@ describe('podflow exporter with Kubernetes', () => {
     const port = await freePort();
     const home = mkdtempSync(join(tmpdir(), 'pf-home-'));
     cleanup.push(async () => rmSync(home, { recursive: true, force: true }));
-    const child: ChildProcess = spawn(
-      process.execPath,
+    const child = startPodflow(
       [
-        '--import',
-        'tsx',
-        'cmd/podflow.ts',
         'exporter',
         '--kubeconfig',
         h.kubeconfigPath,
@@ -126,25 +120,13 @@ describe('podflow exporter with Kubernetes', () => {
         '--http-sink-url',
         rx.url,
       ],
-      { cwd: ROOT, env: { PATH: process.env.PATH, HOME: home }, stdio: ['ignore', 'ignore', 'pipe'] },
+      { env: { HOME: home } },
     );
-    let stderr = '';
-    child.stderr!.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    const exited = once(child, 'exit');
     cleanup.push(async () => {
-      if (child.exitCode === null && child.signalCode === null) {
-        child.kill('SIGKILL');
-        await exited;
-      }
+      await child.stop('SIGKILL');
     });
 
-    await waitFor(
-      'exporter ready',
-      async () => ((await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200 ? true : undefined),
-      30_000,
-    );
+    await child.ready('/readyz', 30_000);
     await waitFor(
       'collector acknowledged',
       async () => (backlog.stats().batches === 0 ? true : undefined),
@@ -197,8 +179,7 @@ describe('podflow exporter with Kubernetes', () => {
       tx_bytes: 1000,
     });
 
-    child.kill('SIGTERM');
-    const [code] = (await exited) as [number | null];
-    expect(code, stderr).toBe(0);
+    const { code } = await child.stop('SIGTERM');
+    expect(code, child.log).toBe(0);
   });
 });

@@ -5,19 +5,16 @@
 // pulls or acks to stop the round where a step ends; the receiver hangs to stop it after Prometheus.
 // Without per-sink cursors on the collector, a kill after Prometheus counted a batch that a scrape
 // served, but before the ack, counted it again (+5.3% measured).
-import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { createServer, type IncomingMessage, request, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { unpack } from 'msgpackr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Flow } from '../shared/flow.js';
 import { HttpReceiver } from './helpers/http-receiver.js';
+import { type Podflow, startPodflow } from './helpers/podflow.js';
 import { freePort } from './helpers/ports.js';
 import { startTestCollector, type TestCollector } from './helpers/test-collector.js';
 import { waitFor } from './helpers/wait.js';
-
-const ROOT = new URL('..', import.meta.url).pathname;
 
 /** A pass-through to the collector that can hold pulls, or acks that acknowledge new batches. */
 class HoldingProxy {
@@ -84,7 +81,7 @@ describe('exporter killed at every step of a round', () => {
   let proxyUrl = '';
   let rx: HttpReceiver;
   let port = 0;
-  let exporter: ChildProcess | undefined;
+  let exporter: Podflow | undefined;
   let total = 0;
   let seq = 0;
   // What a scraper has seen, read as Prometheus reads a counter.
@@ -99,10 +96,7 @@ describe('exporter killed at every step of a round', () => {
     port = await freePort();
   });
   afterAll(async () => {
-    if (exporter && exporter.exitCode === null) {
-      exporter.kill('SIGKILL');
-      await once(exporter, 'exit');
-    }
+    await exporter?.stop('SIGKILL');
     await proxy.close();
     await rx.close();
     await c.close();
@@ -110,12 +104,8 @@ describe('exporter killed at every step of a round', () => {
 
   const base = () => `http://127.0.0.1:${port}`;
   const start = async () => {
-    exporter = spawn(
-      process.execPath,
+    exporter = startPodflow(
       [
-        '--import',
-        'tsx',
-        'cmd/podflow.ts',
         'exporter',
         '--collectors',
         proxyUrl,
@@ -130,18 +120,12 @@ describe('exporter killed at every step of a round', () => {
         '--http-sink-timeout',
         '60s',
       ],
-      { cwd: ROOT, env: { PATH: process.env.PATH, HOME: '/nonexistent' }, stdio: 'ignore' },
+      { stderr: 'ignore' },
     );
     lastValue = 0;
-    await waitFor('exporter up', async () =>
-      (await fetch(`${base()}/healthz`).catch(() => undefined))?.ok ? true : undefined,
-    );
+    await exporter.ready();
   };
-  const kill = async () => {
-    const p = exporter!;
-    p.kill('SIGKILL');
-    await once(p, 'exit');
-  };
+  const kill = () => exporter!.stop('SIGKILL');
   /** One scrape, counted the way Prometheus counts across resets. */
   const scrape = async () => {
     const text = await (await fetch(`${base()}/metrics`)).text();

@@ -4,17 +4,15 @@
 // and taken over once its lease lapsed neither lose nor double a byte: the scraped Prometheus
 // counters (each process's last scrape, as Prometheus sums instances) and the HTTP records
 // (deduplicated by Idempotency-Key) both equal what the collectors were given.
-import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { shardOf } from '../exporter/shard.js';
 import type { Flow } from '../shared/flow.js';
 import { HttpReceiver } from './helpers/http-receiver.js';
+import { type Podflow, startPodflow } from './helpers/podflow.js';
 import { freePort } from './helpers/ports.js';
 import { startTestCollector, type TestCollector } from './helpers/test-collector.js';
 import { waitFor } from './helpers/wait.js';
 
-const ROOT = new URL('..', import.meta.url).pathname;
 const COLLECTORS = 6;
 /** The shortest lease an exporter may ask for: the failover time of a killed shard. */
 const LEASE_S = 10;
@@ -22,65 +20,44 @@ const LEASE_S = 10;
 /** One exporter process, and what a scraper last saw of its flow counters. */
 class Exporter {
   lastSeen = 0;
-  log = '';
-  exited = false;
   private constructor(
     readonly name: string,
-    readonly port: number,
-    readonly proc: ChildProcess,
-  ) {
-    proc.stderr?.on('data', (c: Buffer) => {
-      this.log += c.toString();
-    });
-    proc.on('exit', () => {
-      this.exited = true;
-    });
+    readonly pf: Podflow,
+  ) {}
+
+  get log(): string {
+    return this.pf.log;
   }
 
   static async start(name: string, urls: string[], sinkUrl: string, extra: string[]): Promise<Exporter> {
     const port = await freePort();
-    const proc = spawn(
-      process.execPath,
-      [
-        '--import',
-        'tsx',
-        'cmd/podflow.ts',
-        'exporter',
-        '--collectors',
-        urls.join(','),
-        '--pod-name',
-        name,
-        '--listen',
-        `127.0.0.1:${port}`,
-        '--export-interval',
-        '200ms',
-        '--pull-lease',
-        `${LEASE_S}s`,
-        '--http-sink-url',
-        sinkUrl,
-        '--cluster-name',
-        'test-cluster',
-        '--log-level',
-        'info',
-        ...extra,
-      ],
-      {
-        cwd: ROOT,
-        env: { PATH: process.env.PATH, HOME: '/nonexistent' },
-        stdio: ['ignore', 'ignore', 'pipe'],
-      },
-    );
-    const e = new Exporter(name, port, proc);
-    await waitFor(`${name} up`, async () => {
-      if (e.exited) throw new Error(`${name} exited: ${e.log}`);
-      return (await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined))?.ok ? true : undefined;
-    });
-    return e;
+    const pf = startPodflow([
+      'exporter',
+      '--collectors',
+      urls.join(','),
+      '--pod-name',
+      name,
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--export-interval',
+      '200ms',
+      '--pull-lease',
+      `${LEASE_S}s`,
+      '--http-sink-url',
+      sinkUrl,
+      '--cluster-name',
+      'test-cluster',
+      '--log-level',
+      'info',
+      ...extra,
+    ]);
+    await pf.ready();
+    return new Exporter(name, pf);
   }
 
   /** The transmit-bytes series of one scrape: node → bytes, and the labels seen. */
   async scrape(): Promise<{ total: number; byNode: Map<string, number>; lines: string[] }> {
-    const text = await (await fetch(`http://127.0.0.1:${this.port}/metrics`)).text();
+    const text = await (await fetch(`${this.pf.base}/metrics`)).text();
     const lines = text.split('\n').filter((l) => l.startsWith('podflow_transmit_bytes_total{'));
     const byNode = new Map<string, number>();
     let total = 0;
@@ -96,10 +73,7 @@ class Exporter {
   }
 
   async stop(signal: 'SIGTERM' | 'SIGKILL'): Promise<void> {
-    if (this.exited) return;
-    const done = once(this.proc, 'exit');
-    this.proc.kill(signal);
-    await done;
+    await this.pf.stop(signal);
   }
 }
 

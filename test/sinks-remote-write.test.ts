@@ -6,20 +6,18 @@
 // sample, which the receivers read as a counter reset, and counts what the dead one had not
 // written). Exact because every write carries every series at one timestamp and every series
 // starts with a 0 sample: increase() then has nothing to extrapolate when asked at that timestamp.
-import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Flow } from '../shared/flow.js';
+import { type Podflow, startPodflow } from './helpers/podflow.js';
 import { freePort } from './helpers/ports.js';
 import { type Prometheus, type PromSample, startPrometheus } from './helpers/prometheus.js';
 import { startTestCollector, type TestCollector } from './helpers/test-collector.js';
 import { VictoriaMetrics } from './helpers/victoria-metrics.js';
 import { waitFor } from './helpers/wait.js';
 
-const ROOT = new URL('..', import.meta.url).pathname;
 const PEERS = ['8.8.8.8', '1.1.1.1', '9.9.9.9'];
 
 interface Queryable {
@@ -30,7 +28,7 @@ describe('prom_remote_write into Prometheus and VictoriaMetrics', () => {
   let prom: Prometheus;
   let vm: VictoriaMetrics;
   let c: TestCollector;
-  let exporter: ChildProcess | undefined;
+  let exporter: Podflow | undefined;
   let config = '';
   let port = 0;
   let seq = 0;
@@ -70,20 +68,13 @@ describe('prom_remote_write into Prometheus and VictoriaMetrics', () => {
   }, 60_000);
 
   afterAll(async () => {
-    if (exporter && exporter.exitCode === null) {
-      exporter.kill('SIGKILL');
-      await once(exporter, 'exit');
-    }
+    await exporter?.stop('SIGKILL');
     await Promise.all([prom?.stop(), vm?.close(), c?.close()]);
   });
 
   async function start(): Promise<void> {
-    exporter = spawn(
-      process.execPath,
+    exporter = startPodflow(
       [
-        '--import',
-        'tsx',
-        'cmd/podflow.ts',
         'exporter',
         '--config',
         config,
@@ -96,15 +87,9 @@ describe('prom_remote_write into Prometheus and VictoriaMetrics', () => {
         '--log-level',
         'error',
       ],
-      {
-        cwd: ROOT,
-        env: { PATH: process.env.PATH, HOME: '/nonexistent', VM_ADDR: `127.0.0.1:${vm.port}` },
-        stdio: ['ignore', 'ignore', 'inherit'],
-      },
+      { env: { VM_ADDR: `127.0.0.1:${vm.port}` }, stderr: 'inherit' },
     );
-    await waitFor('exporter up', async () =>
-      (await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined))?.ok ? true : undefined,
-    );
+    await exporter.ready();
   }
 
   /**
@@ -215,8 +200,7 @@ describe('prom_remote_write into Prometheus and VictoriaMetrics', () => {
       async () => (c.backlog.sinkCursors().prom === seq ? true : undefined),
       20_000,
     );
-    exporter!.kill('SIGKILL');
-    await once(exporter!, 'exit');
+    await exporter!.stop('SIGKILL');
     await vm.start();
     await start();
     append(100);

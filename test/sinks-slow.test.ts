@@ -4,19 +4,17 @@
 // batch, and when the two come back they get everything once (deduplicated by Idempotency-Key).
 // Round durations and the healthy sinks' delivery lag are printed for docs/exporter.md, with all
 // sinks healthy (the floor) and during the outage.
-import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { HttpReceiver, type ReceivedRequest } from './helpers/http-receiver.js';
+import { startPodflow } from './helpers/podflow.js';
 import { freePort } from './helpers/ports.js';
 import { startTestCollector } from './helpers/test-collector.js';
 import { VictoriaMetrics } from './helpers/victoria-metrics.js';
 import { waitFor } from './helpers/wait.js';
 
-const ROOT = new URL('..', import.meta.url).pathname;
 const INTERVAL_MS = 300;
 const FEED_MS = 170;
 
@@ -93,29 +91,18 @@ it('a hung and a dead sink delay neither the healthy sinks nor /metrics; once ba
       '',
     ].join('\n'),
   );
-  const exporter: ChildProcess = spawn(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      'cmd/podflow.ts',
-      'exporter',
-      ...['--config', file, '--collectors', c.url, '--listen', `127.0.0.1:${port}`],
-      ...['--pod-name', 'exporter-0', '--log-level', 'debug'],
-    ],
-    { cwd: ROOT, env: { PATH: process.env.PATH, HOME: '/nonexistent' }, stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  const exited = once(exporter, 'exit');
+  const exporter = startPodflow([
+    'exporter',
+    ...['--config', file, '--collectors', c.url, '--listen', `127.0.0.1:${port}`],
+    ...['--pod-name', 'exporter-0', '--log-level', 'debug'],
+  ]);
   cleanup.push(async () => {
-    if (exporter.exitCode === null) {
-      exporter.kill('SIGKILL');
-      await exited;
-    }
+    await exporter.stop('SIGKILL');
   });
   // Round durations from the exporter's own debug line, stamped on arrival.
   const rounds: { at: number; ms: number }[] = [];
   let partial = '';
-  exporter.stderr?.on('data', (d: Buffer) => {
+  exporter.proc.stderr?.on('data', (d: Buffer) => {
     const lines = (partial + d.toString('utf8')).split('\n');
     partial = lines.pop() ?? '';
     for (const l of lines) {
@@ -145,8 +132,8 @@ it('a hung and a dead sink delay neither the healthy sinks nor /metrics; once ba
     flows.n++;
     flows.tx += tx;
   };
-  const base = `http://127.0.0.1:${port}`;
-  await waitFor('exporter ready', async () => ((await fetch(`${base}/readyz`)).ok ? true : undefined));
+  const { base } = exporter;
+  await exporter.ready('/readyz');
   const scrape = async () =>
     sumOf(await (await fetch(`${base}/metrics`)).text(), 'podflow_transmit_bytes_total');
   const phase = async (ms: number) => {
@@ -270,6 +257,5 @@ it('a hung and a dead sink delay neither the healthy sinks nor /metrics; once ba
   expect(r1.length).toBeGreaterThanOrEqual(8);
   expect(Math.max(...during.http, ...during.rw)).toBeLessThan(5000);
 
-  exporter.kill('SIGTERM');
-  await exited;
+  await exporter.stop('SIGTERM');
 }, 60_000);
