@@ -134,38 +134,34 @@ export class Enricher {
     }
     const local = this.local(node);
     // The numbers validation parsed (FlowBatch.addresses): each address is read once per pull.
-    const addrs = batch.addresses;
-    if (addrs !== undefined && addrs.length === 2 * flows.length) {
-      // The src of a collector's flows is one of its node's few pods (or the node): a small table
-      // by the address's low bits answers most of them before the cache's hash probe. Per batch,
-      // whose time and cluster state are one.
-      const { localAddrs, localPeers } = this;
-      localAddrs.fill(-1);
-      for (let i = 0; i < flows.length; i++) {
-        const f = flows[i];
-        const a = addrs[2 * i];
-        let src: Peer;
-        const k = a & LOCAL_MASK;
-        if (a >= 0 && localAddrs[k] === a) src = localPeers[k] as Peer;
-        else {
-          src = cache.at(f.src, a) ?? this.remember(f.src, at);
-          if (a >= 0) {
-            localAddrs[k] = a;
-            localPeers[k] = src;
-          }
-        }
-        const dst = cache.at(f.dst, addrs[2 * i + 1]) ?? this.remember(f.dst, at);
-        out.push(this.build(f, local, src, dst, at, intervalSeconds, prices, true));
-      }
-      localPeers.fill(undefined);
-      return;
-    }
+    // Batches that did not come through it (the in-process collector) are parsed here.
+    const addrs =
+      batch.addresses !== undefined && batch.addresses.length === 2 * flows.length
+        ? batch.addresses
+        : undefined;
+    // The src of a collector's flows is one of its node's few pods (or the node): a small table by
+    // the address's low bits answers most of them before the cache's hash probe. Per batch, whose
+    // time and cluster state are one.
+    const { localAddrs, localPeers } = this;
+    localAddrs.fill(-1);
     for (let i = 0; i < flows.length; i++) {
       const f = flows[i];
-      const src = cache.get(f.src) ?? this.remember(f.src, at);
-      const dst = cache.get(f.dst) ?? this.remember(f.dst, at);
+      const a = addrs !== undefined ? addrs[2 * i] : parseV4(f.src, 0, f.src.length);
+      let src: Peer;
+      const k = a & LOCAL_MASK;
+      if (a >= 0 && localAddrs[k] === a) src = localPeers[k] as Peer;
+      else {
+        src = cache.at(f.src, a) ?? this.remember(f.src, at);
+        if (a >= 0) {
+          localAddrs[k] = a;
+          localPeers[k] = src;
+        }
+      }
+      const d = addrs !== undefined ? addrs[2 * i + 1] : parseV4(f.dst, 0, f.dst.length);
+      const dst = cache.at(f.dst, d) ?? this.remember(f.dst, at);
       out.push(this.build(f, local, src, dst, at, intervalSeconds, prices, true));
     }
+    localPeers.fill(undefined);
   }
 
   enrich(
@@ -484,10 +480,6 @@ class PeerCache {
   private peers: (Peer | undefined)[] = [];
   private ids = this.slotIds();
   private readonly other = new Map<string, Peer>();
-
-  get(ip: string): Peer | undefined {
-    return this.at(ip, parseV4(ip, 0, ip.length));
-  }
 
   /** The peer of `ip` whose IPv4 number is `a` (-1: not IPv4). */
   at(ip: string, a: number): Peer | undefined {

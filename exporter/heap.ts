@@ -13,11 +13,7 @@
 // arrays and objects made once per address or series.
 import { setFlagsFromString } from 'node:v8';
 
-let tuned = false;
-
-/** Turns V8's allocation-site pretenuring off, once per process, before the first pull. */
+/** Turns V8's allocation-site pretenuring off (again is harmless), before the first pull. */
 export function tuneExporterHeap(): void {
-  if (tuned) return;
-  tuned = true;
   setFlagsFromString('--no-allocation-site-pretenuring');
 }

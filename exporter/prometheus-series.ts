@@ -531,25 +531,21 @@ export class SeriesStore {
    * index would have missed once per flow).
    */
   private mayHave(h: number): boolean {
-    let bloom = this.bloom;
-    if (bloom === undefined) {
-      bloom = new Bloom(this.live);
-      for (let s = 0; s < this.live; s++) bloom.add(this.hashes[s]);
-      this.bloom = bloom;
-    }
-    return bloom.has(h);
+    this.bloom ??= this.filterOf((s) => this.hashes[s]);
+    return this.bloom.has(h);
   }
 
   /** False when no live series has endpoint groups of key `k` (LabelIds.groupsKey). */
   private mayHaveGroups(k: number): boolean {
-    let bloom = this.groupBloom;
-    if (bloom === undefined) {
-      bloom = new Bloom(this.live);
-      const n = this.n;
-      for (let s = 0; s < this.live; s++) bloom.add(this.labelIds.keyOf(this.ids, s * n) as number);
-      this.groupBloom = bloom;
-    }
-    return bloom.has(k);
+    this.groupBloom ??= this.filterOf((s) => this.labelIds.keyOf(this.ids, s * this.n) as number);
+    return this.groupBloom.has(k);
+  }
+
+  /** A Bloom filter of `key` of every live series. */
+  private filterOf(key: (s: number) => number): Bloom {
+    const bloom = new Bloom(this.live);
+    for (let s = 0; s < this.live; s++) bloom.add(key(s));
+    return bloom;
   }
 
   /** A new series with the label ids in `scratch` and hash `h`; returns its slot. */

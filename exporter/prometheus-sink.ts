@@ -6,7 +6,7 @@ import type { Registry } from 'prom-client';
 import { type Cancel, type Clock, systemClock } from '../shared/clock.js';
 import type { FlowLabel } from '../shared/config.js';
 import type { EnrichedFlow } from '../shared/flow.js';
-import { joinChunks, type MetricsBody, type MetricsChunks } from '../shared/http.js';
+import { type MetricsBody, type MetricsChunks, readWhole } from '../shared/http.js';
 import type { Logger } from '../shared/log.js';
 import { within } from '../shared/sleep.js';
 import type { ExporterMetrics } from './metrics.js';
@@ -168,13 +168,7 @@ export class PrometheusSink implements Sink, MetricsBody {
 
   /** The text of `chunks` as one string: for tests and small registries. /metrics streams `chunks`. */
   render(head = ''): string {
-    const text = this.chunks(head);
-    try {
-      return joinChunks(text);
-    } finally {
-      // Not served to a scraper: ended as an incomplete response.
-      text.done?.(false);
-    }
+    return readWhole(this.chunks(head));
   }
 
   /**

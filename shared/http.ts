@@ -75,9 +75,14 @@ export async function metricsChunks(registry: Registry, body: MetricsBody): Prom
 
 /** The /metrics text as one string (what a scrape gets; not counted as one): for tests. */
 export async function metricsText(registry: Registry, body?: MetricsBody): Promise<string> {
-  if (body === undefined) return registry.metrics();
-  const text = await metricsChunks(registry, body);
-  // Read here, not served to a scraper: ended as an incomplete response (it makes nothing durable).
+  return body === undefined ? registry.metrics() : readWhole(await metricsChunks(registry, body));
+}
+
+/**
+ * `joinChunks` of a response read here, not served to a scraper: ended as an incomplete one, so it
+ * makes nothing durable (MetricsChunks.done).
+ */
+export function readWhole(text: MetricsChunks): string {
   try {
     return joinChunks(text);
   } finally {
