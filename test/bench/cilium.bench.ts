@@ -14,8 +14,7 @@
 // Reported: wall time, CPU time, peak RSS (VmHWM), and ratios to the floor. Nothing is asserted.
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { CiliumSource } from '../../collector/cilium/source.js';
 import { createReducer } from '../../collector/reduce.js';
 import { CURSOR_SIZE, isDone, loadBpf } from '../../native/index.js';
@@ -29,6 +28,7 @@ import {
   mountBpffs,
   putEntries,
 } from '../helpers/bpf.js';
+import { bundled } from './bundle.js';
 import { profileIf } from './profile.js';
 
 const MAPS = [
@@ -230,20 +230,9 @@ async function main(): Promise<void> {
     const t0 = performance.now();
     await fill(mnt.dir, total, 0);
     console.log(`filled ${total} entries in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-    // The measured processes run plain JavaScript (bundled with esbuild), so that the TypeScript
+    // The measured processes run plain JavaScript (test/bench/bundle.ts), so that the TypeScript
     // loader's time and memory are not counted.
-    const root = join(dirname(fileURLToPath(import.meta.url)), '../..');
-    const bundle = join(root, 'dist/bench/cilium.bench.mjs');
-    execFileSync(join(root, 'node_modules/.bin/esbuild'), [
-      fileURLToPath(import.meta.url),
-      '--bundle',
-      '--platform=node',
-      '--format=esm',
-      '--external:pino',
-      '--external:node-gyp-build',
-      `--outfile=${bundle}`,
-      '--log-level=warning',
-    ]);
+    const bundle = bundled(import.meta.url);
     const child = (m: string) =>
       JSON.parse(
         execFileSync(process.execPath, ['--expose-gc', ...nodeArgs(m), bundle, m, mnt.dir, String(total)], {
